@@ -1,0 +1,107 @@
+"""Settings for every process, from ``PAYMENTS_*`` environment variables.
+
+Precedence: explicit arguments > environment > the endpoints file written by
+``payments stack up`` (``.payments/stack.json``) > built-in defaults. The endpoints
+file is what lets ``payments command-api`` find a stack started in another terminal
+without exporting anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path(".payments")
+STACK_FILE_NAME = "stack.json"
+
+
+def stack_file_path() -> Path:
+    data_dir = Path(os.environ.get("PAYMENTS_DATA_DIR", str(DEFAULT_DATA_DIR)))
+    return data_dir / STACK_FILE_NAME
+
+
+class StackFileSource(PydanticBaseSettingsSource):
+    """Endpoints written by ``payments stack up`` (keys are Settings field names)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self._values: dict[str, Any] = {}
+        path = stack_file_path()
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text())
+                self._values = dict(data.get("settings", {}))
+            except (OSError, ValueError):
+                self._values = {}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._values.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore")
+
+    # Where the local stack keeps its data and its endpoints file.
+    data_dir: Path = DEFAULT_DATA_DIR
+
+    # Infrastructure
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    mongo_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
+    mongo_db: str = "payments"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_url: str | None = None
+
+    # Contracts
+    events_topic: str = "payments.events"
+    dlq_topic: str = "payments.events.dlq"
+    event_source: str = "/payments/command"
+    command_task_queue: str = "payments-commands"
+    query_task_queue: str = "payments-queries"
+
+    # Auth: HS256 shared secret by default; set an RS256 public key in production.
+    jwt_secret: str = Field(default="dev-secret-change-me-please-32bytes!", repr=False)
+    jwt_algorithm: str = "HS256"
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+
+    # Ports of the processes (HTTP API, or the metrics/health endpoint of a worker).
+    host: str = "127.0.0.1"
+    command_api_port: int = 8001
+    query_api_port: int = 8002
+    command_worker_metrics_port: int = 9101
+    relay_metrics_port: int = 9102
+    projector_metrics_port: int = 9103
+    query_worker_metrics_port: int = 9104
+
+    # Logging
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, StackFileSource(settings_cls), file_secret_settings)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
