@@ -1,7 +1,54 @@
-"""Sub-commands of ``payments`` (registered by services/cli.py)."""
+"""Small tools: mint a local JWT, export the event JSON Schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
+from shared.auth import KNOWN_SCOPES, mint_token
+from shared.events import event_json_schema_text
+
+SCHEMA_PATH = Path("docs/events.schema.json")
+
+
+def token(
+    org: str = typer.Option(..., "--org", help="Organization the token is scoped to."),
+    scope: list[str] = typer.Option(
+        list(KNOWN_SCOPES), "--scope", help="Scope to grant; repeat for several (default: read and write)."
+    ),
+    subject: str = typer.Option(None, "--sub", help="Subject (user id) claim."),
+    ttl: int = typer.Option(24 * 3600, "--ttl", help="Lifetime in seconds."),
+) -> None:
+    """Mint a JWT for local use (signed with PAYMENTS_JWT_SECRET)."""
+    unknown = [s for s in scope if s not in KNOWN_SCOPES]
+    if unknown:
+        typer.secho(f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(KNOWN_SCOPES)}", fg="red", err=True)
+        raise typer.Exit(2)
+    typer.echo(mint_token(org, scope, subject=subject, ttl_seconds=ttl))
+
+
+def schema(
+    output: Path = typer.Option(SCHEMA_PATH, "--output", "-o", help="Where to write the schema ('-' for stdout)."),
+    check: bool = typer.Option(False, "--check", help="Exit 1 if the file differs from the code's schema."),
+) -> None:
+    """Export the CloudEvents JSON Schema of payment events (docs/events.schema.json)."""
+    text = event_json_schema_text()
+    if str(output) == "-":
+        typer.echo(text, nl=False)
+        return
+    if check:
+        current = output.read_text() if output.exists() else ""
+        if current != text:
+            typer.secho(f"{output} is out of date: run 'payments schema'", fg="red", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{output} is up to date")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    typer.echo(f"wrote {output}")
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the ``payments`` app."""
+    app.command("token")(token)
+    app.command("schema")(schema)

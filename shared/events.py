@@ -1,0 +1,175 @@
+"""The payment event contract: CloudEvents 1.0, structured JSON mode (DESIGN section 4).
+
+Producers build events with :func:`new_event`; consumers parse bytes with
+:func:`parse_event`, which raises :class:`InvalidEvent` with a readable reason (the
+projector puts that reason on the dead-letter record). The JSON Schema of the envelope
+is exported to ``docs/events.schema.json`` by ``payments schema``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shared.payment import PaymentSnapshot
+
+CONTENT_TYPE = "application/cloudevents+json"
+SCHEMA_ID = "https://gyroscops.com/schemas/payments/cloudevent.schema.json"
+TYPE_PREFIX = "com.gyroscops.payment."
+
+
+class EventType(StrEnum):
+    CREATED = "com.gyroscops.payment.created"
+    UPDATED = "com.gyroscops.payment.updated"
+    STATUS_CHANGED = "com.gyroscops.payment.status_changed"
+    DELETED = "com.gyroscops.payment.deleted"
+
+    @property
+    def short(self) -> str:
+        """``created``, ``updated``, ... (metric labels, logs)."""
+        return self.value.removeprefix(TYPE_PREFIX)
+
+
+class FieldChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    old: Any = None
+    new: Any = None
+
+
+class PaymentEventData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    payment: PaymentSnapshot = Field(description="Full snapshot of the payment after the event")
+    changes: dict[str, FieldChange] = Field(
+        default_factory=dict, description="Fields this event changed: {field: {old, new}}"
+    )
+
+
+class PaymentEvent(BaseModel):
+    """A CloudEvents 1.0 envelope around a payment snapshot."""
+
+    model_config = ConfigDict(
+        extra="allow",  # CloudEvents allows other extension attributes
+        json_schema_extra={"$id": SCHEMA_ID},
+        title="PaymentCloudEvent",
+    )
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(min_length=1, max_length=256, description="Unique event id (UUID); consumers dedupe on it")
+    source: str = Field(min_length=1, max_length=1024, description="Producer URI, e.g. /payments/command")
+    type: EventType
+    subject: str = Field(min_length=1, description="The payment id")
+    time: datetime = Field(description="RFC 3339 UTC")
+    datacontenttype: Literal["application/json"] | None = "application/json"
+    organizationid: str = Field(min_length=1, description="Extension: owning organization")
+    paymentversion: int = Field(ge=1, strict=True, description="Extension: payment version after this event")
+    data: PaymentEventData
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PaymentEvent:
+        payment = self.data.payment
+        if self.subject != payment.id:
+            raise ValueError(f"subject {self.subject!r} is not the payment id {payment.id!r}")
+        if self.organizationid != payment.organization_id:
+            raise ValueError("organizationid does not match data.payment.organization_id")
+        if self.paymentversion != payment.version:
+            raise ValueError(
+                f"paymentversion {self.paymentversion} does not match data.payment.version {payment.version}"
+            )
+        if self.time.tzinfo is None:
+            raise ValueError("time must be RFC 3339 with a time zone")
+        if (self.type is EventType.DELETED) != (payment.deleted_at is not None):
+            raise ValueError("deleted events, and only they, carry data.payment.deleted_at")
+        if self.type is EventType.CREATED and payment.version != 1:
+            raise ValueError("a created event must carry version 1")
+        return self
+
+    @property
+    def payment(self) -> PaymentSnapshot:
+        return self.data.payment
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    def key(self) -> bytes:
+        """Kafka message key: the payment id keeps per-payment order."""
+        return self.subject.encode()
+
+
+class InvalidEvent(ValueError):
+    """An event that does not follow the contract; ``reason`` is for the DLQ headers."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def new_event(
+    type_: EventType,
+    payment: PaymentSnapshot,
+    changes: dict[str, tuple[Any, Any]] | None = None,
+    *,
+    source: str = "/payments/command",
+    event_id: str | None = None,
+    time: datetime | None = None,
+) -> PaymentEvent:
+    return PaymentEvent(
+        id=event_id or str(uuid.uuid4()),
+        source=source,
+        type=type_,
+        subject=payment.id,
+        time=time or datetime.now(UTC),
+        organizationid=payment.organization_id,
+        paymentversion=payment.version,
+        data=PaymentEventData(
+            payment=payment,
+            changes={k: FieldChange(old=o, new=n) for k, (o, n) in (changes or {}).items()},
+        ),
+    )
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item.get("loc", ())) or "event"
+        parts.append(f"{where}: {item.get('msg')}")
+    return "; ".join(parts)
+
+
+def parse_event(raw: bytes | str | None) -> PaymentEvent:
+    """Bytes from Kafka -> a valid PaymentEvent, or :class:`InvalidEvent` saying why."""
+    if raw is None or raw in (b"", ""):
+        raise InvalidEvent("empty message value")
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidEvent(f"malformed JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise InvalidEvent("event must be a JSON object (CloudEvents structured mode)")
+    if payload.get("specversion") != "1.0":
+        raise InvalidEvent(f"unsupported specversion {payload.get('specversion')!r}; expected '1.0'")
+    if isinstance(payload.get("type"), str) and payload["type"] not in set(EventType):
+        raise InvalidEvent(f"unknown event type {payload['type']!r}")
+    try:
+        return PaymentEvent.model_validate(payload)
+    except ValidationError as exc:
+        raise InvalidEvent(_describe(exc)) from None
+
+
+def event_json_schema() -> dict[str, Any]:
+    schema = PaymentEvent.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = SCHEMA_ID
+    schema["description"] = (
+        "CloudEvents 1.0 structured-mode envelope of a payment event (payments-cqs DESIGN section 4)."
+    )
+    return schema
+
+
+def event_json_schema_text() -> str:
+    return json.dumps(event_json_schema(), indent=2, sort_keys=True) + "\n"

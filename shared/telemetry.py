@@ -1,0 +1,92 @@
+"""Logging and Prometheus metrics (DESIGN section 8), defined once for every process.
+
+Metric names are a contract with the dashboards and alerts in deploy/: define them
+here, nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+COMMANDS = Counter(
+    "payments_commands", "Payment commands handled, by type and outcome", ["type", "outcome"]
+)
+COMMAND_DURATION = Histogram(
+    "payments_command_duration_seconds", "Command latency from request to result", ["type"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+OUTBOX_BACKLOG = Gauge("payments_outbox_backlog", "Outbox rows not yet published to Kafka")
+OUTBOX_PUBLISH_LAG = Gauge(
+    "payments_outbox_publish_lag_seconds",
+    "Age of the oldest unpublished outbox row (0 when the backlog is empty)",
+)
+PROJECTION_EVENTS = Counter(
+    "payments_projection_events", "Events seen by the projector", ["type", "result"]
+)
+PROJECTION_LAG = Gauge(
+    "payments_projection_lag_seconds", "Time between an event's time and its projection"
+)
+QUERIES = Counter("payments_queries", "Queries served, by kind and cache result", ["kind", "cache"])
+QUERY_DURATION = Histogram(
+    "payments_query_duration_seconds", "Query handler latency", ["kind"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
+CACHE_ERRORS = Counter("payments_cache_errors", "Redis errors that degraded a query to MongoDB")
+
+# Correlation ids carried into every log line of the current task.
+log_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("log_context", default=None)
+
+
+def bind_log_context(**fields: Any) -> contextvars.Token:
+    current = dict(log_context.get() or {})
+    current.update({k: v for k, v in fields.items() if v is not None})
+    return log_context.set(current)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update(log_context.get() or {})
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, dict):
+            entry.update(extra)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        base = super().format(record)
+        ctx = dict(log_context.get() or {})
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, dict):
+            ctx.update(extra)
+        if ctx:
+            base += " " + " ".join(f"{k}={v}" for k, v in ctx.items())
+        return base
+
+
+def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if json_logs else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("aiokafka", "kafka", "faust", "mode", "temporalio.worker._workflow_instance"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

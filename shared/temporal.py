@@ -1,0 +1,59 @@
+"""Temporal client wiring: pydantic data converter and SDK metrics.
+
+The SDK exports its own metrics on a Prometheus endpoint bound to a private loopback
+port; ``/metrics`` of each process appends that text (see :func:`sdk_metrics_text`) so
+one scrape target per process carries both our metrics and the SDK's.
+"""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+from shared.settings import Settings
+
+_runtime: Runtime | None = None
+_sdk_metrics_address: str | None = None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def metrics_runtime() -> Runtime:
+    """One Runtime per process, exporting SDK metrics (prefixed ``temporal_``)."""
+    global _runtime, _sdk_metrics_address
+    if _runtime is None:
+        _sdk_metrics_address = f"127.0.0.1:{_free_port()}"
+        _runtime = Runtime(
+            telemetry=TelemetryConfig(
+                metrics=PrometheusConfig(bind_address=_sdk_metrics_address), metric_prefix="temporal_"
+            )
+        )
+    return _runtime
+
+
+def sdk_metrics_text() -> bytes:
+    """The SDK's metrics in Prometheus text format, or nothing if no runtime runs here."""
+    if _sdk_metrics_address is None:
+        return b""
+    try:
+        with urllib.request.urlopen(f"http://{_sdk_metrics_address}/metrics", timeout=2) as resp:
+            return resp.read()
+    except OSError:
+        return b""
+
+
+async def connect(settings: Settings, *, with_metrics: bool = True) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+        runtime=metrics_runtime() if with_metrics else None,
+    )
