@@ -1,7 +1,99 @@
-"""Sub-commands of ``payments`` (registered by services/cli.py)."""
+"""Sub-commands of ``payments`` for the query side (registered by services/cli.py).
+
+Thin entrypoints: read settings, configure logging, hand over to the module that runs
+the process. Every process stops cleanly on SIGTERM / Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
 
 import typer
+
+from shared.settings import Settings, get_settings
+from shared.telemetry import configure_logging
+
+
+def _settings(log_level: str | None) -> Settings:
+    settings = get_settings()
+    if log_level:
+        settings = settings.model_copy(update={"log_level": log_level})
+    configure_logging(settings.log_level, settings.log_json)
+    return settings
+
+
+LOG_LEVEL = typer.Option(None, "--log-level", help="Override PAYMENTS_LOG_LEVEL (DEBUG, INFO, WARNING).")
+
+
+def query_api(
+    host: str = typer.Option(None, "--host", help="Bind address (default: PAYMENTS_HOST, 127.0.0.1)."),
+    port: int = typer.Option(None, "--port", help="Port (default: PAYMENTS_QUERY_API_PORT, 8002)."),
+    workers: int = typer.Option(1, "--workers", help="uvicorn worker processes."),
+    log_level: str = LOG_LEVEL,
+) -> None:
+    """Serve the query HTTP API: search, get by id (min_version), statistics; /docs, /metrics."""
+    import uvicorn
+
+    settings = _settings(log_level)
+    uvicorn.run(
+        "services.query.api:create_app", factory=True,
+        host=host or settings.host, port=port or settings.query_api_port, workers=workers,
+        log_level="warning", access_log=False, timeout_graceful_shutdown=10,
+    )
+
+
+def projector(
+    batch_size: int = typer.Option(500, "--batch-size", help="Events per MongoDB transaction (at most)."),
+    batch_wait: float = typer.Option(0.05, "--batch-wait", help="Seconds to wait to fill a batch."),
+    group: str = typer.Option("payments-projector", "--group", help="Kafka consumer group."),
+    log_level: str = LOG_LEVEL,
+) -> None:
+    """Project payment events from Kafka into the MongoDB read model (faust agent).
+
+    Invalid events go to the dead-letter topic; offsets are committed only after the
+    read model is written. Ops endpoints on PAYMENTS_PROJECTOR_METRICS_PORT (9103).
+    """
+    from services.query.projector import run
+
+    run(_settings(log_level), group=group, batch_size=batch_size, batch_wait=batch_wait)
+
+
+def query_worker(
+    max_concurrent: int = typer.Option(200, "--max-concurrent", help="Concurrent activities and workflow tasks."),
+    log_level: str = LOG_LEVEL,
+) -> None:
+    """Run the Temporal worker of PaymentQueryWorkflow on task queue payments-queries.
+
+    Ops endpoints on PAYMENTS_QUERY_WORKER_METRICS_PORT (9104).
+    """
+    from services.query.worker import main
+
+    asyncio.run(main(_settings(log_level), max_concurrent=max_concurrent))
+
+
+def replay(
+    idle: float = typer.Option(3.0, "--idle", help="Stop after this many seconds without new events."),
+    batch_size: int = typer.Option(1000, "--batch-size", help="Events per MongoDB transaction."),
+    keep_old: bool = typer.Option(False, "--keep-old", help="Keep the previous generation's collections."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    log_level: str = LOG_LEVEL,
+) -> None:
+    """Rebuild the read model and statistics from the events topic, from offset 0.
+
+    Builds into a fresh generation of collections while queries keep using the current
+    one, then switches the pointer atomically and catches up once more. Run it while
+    the projector runs or not: both are idempotent.
+    """
+    from services.query.replay import main
+
+    summary = asyncio.run(main(_settings(log_level), idle=idle, batch_size=batch_size,
+                               keep_old=keep_old, progress=progress))
+    typer.echo(summary)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ``payments`` app."""
+    app.command("query-api")(query_api)
+    app.command("projector")(projector)
+    app.command("query-worker")(query_worker)
+    app.command("replay")(replay)

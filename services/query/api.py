@@ -1,0 +1,167 @@
+"""The query HTTP API (FastAPI, default port 8002): DESIGN section 5, query service.
+
+Thin: authenticate, turn parameters into typed queries, call the handlers, map domain
+errors to problem+json. The organization always comes from the token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import date, datetime
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Path, Query, Request
+from pydantic import ValidationError
+
+from services.query.bootstrap import QueryContext, build
+from services.query.handlers import MAX_WAIT_SECONDS, NotCaughtUp, PaymentNotFound, QueryHandlers
+from services.query.models import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    PaymentView,
+    SearchQuery,
+    SearchResult,
+    Statistics,
+    StatisticsQuery,
+)
+from services.query.read_model import InvalidCursor
+from shared.auth import SCOPE_READ, Principal, require_scope
+from shared.http import PROBLEM_CONTENT_TYPE, ProblemError, install_health_routes, install_problem_handlers
+from shared.payment import PaymentStatus
+from shared.settings import Settings, get_settings
+
+PROBLEM = {"content": {PROBLEM_CONTENT_TYPE: {"schema": {"type": "object"}}}}
+COMMON_ERRORS = {
+    401: {"description": "Missing or invalid bearer token", **PROBLEM},
+    403: {"description": "The token lacks the payments:read scope", **PROBLEM},
+    422: {"description": "Invalid parameters", **PROBLEM},
+}
+
+Reader = Annotated[Principal, Depends(require_scope(SCOPE_READ))]
+
+
+def handlers(request: Request) -> QueryHandlers:
+    return request.app.state.ctx.handlers
+
+
+Handlers = Annotated[QueryHandlers, Depends(handlers)]
+
+
+def _typed(model, **values):  # type: ignore[no-untyped-def]
+    """Build a query model; its validation errors become a 422 problem."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        errors = [{"field": ".".join(map(str, e["loc"])) or "query", "message": e["msg"]} for e in exc.errors()]
+        raise ProblemError(422, "Unprocessable Content", "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+                           type_="validation-error", errors=errors) from None
+
+
+def create_app(settings: Settings | None = None, ctx: QueryContext | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = ctx is None
+        app.state.ctx = ctx or build(settings)
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.ctx.close()
+
+    app = FastAPI(
+        title="Payments query API",
+        version="1.0.0",
+        description=(
+            "Search, get-by-id and statistics over the payments read model (MongoDB, cached in Redis).\n\n"
+            "Authenticate with `Authorization: Bearer <JWT>` carrying `org` and the `payments:read` scope; "
+            "every answer is scoped to the token's organization. Money is in integer minor units. "
+            "Errors are RFC 9457 `application/problem+json`."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_problem_handlers(app)
+    install_health_routes(app, {
+        "mongodb": lambda: app.state.ctx.check_mongo(),
+        "redis": lambda: app.state.ctx.check_redis(),
+    })
+
+    @app.get("/v1/payments", response_model=SearchResult, tags=["payments"], summary="Search payments",
+             responses=COMMON_ERRORS)
+    async def search_payments(
+        principal: Reader,
+        h: Handlers,
+        status: Annotated[PaymentStatus | None, Query(description="Exact status")] = None,
+        currency: Annotated[str | None, Query(description="ISO 4217 code", examples=["EUR"])] = None,
+        min_amount: Annotated[int | None, Query(ge=0, description="Minor units, inclusive")] = None,
+        max_amount: Annotated[int | None, Query(ge=0, description="Minor units, inclusive")] = None,
+        created_from: Annotated[datetime | None, Query(description="Inclusive, RFC 3339",
+                                                       examples=["2026-03-01T00:00:00Z"])] = None,
+        created_to: Annotated[datetime | None, Query(description="Exclusive, RFC 3339")] = None,
+        user_id: Annotated[str | None, Query(description="Payments of this user")] = None,
+        sort: Annotated[str, Query(description="created_at | amount | status, '-' prefix for descending",
+                                   examples=["-created_at", "amount"])] = "-created_at",
+        limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Page size")] = None,
+        size: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Seed alias of limit")] = None,
+        starting_after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+        page: Annotated[int | None, Query(ge=1, description="Page number (offset pagination)")] = None,
+    ) -> SearchResult:
+        """Filter, sort and paginate the organization's payments. Prefer cursor pagination
+        (`starting_after` = the previous `next_cursor`, keyset over (sort field, id)); `page`
+        with `limit`/`size` is offset pagination and is ignored when a cursor is given."""
+        query = _typed(SearchQuery, status=status, currency=currency, min_amount=min_amount,
+                       max_amount=max_amount, created_from=created_from, created_to=created_to,
+                       user_id=user_id, sort=sort, limit=limit or size or DEFAULT_LIMIT,
+                       starting_after=starting_after, page=page)
+        try:
+            return await h.search(principal.org, query)
+        except InvalidCursor as exc:
+            raise ProblemError(400, "Bad Request", str(exc), type_="invalid-cursor") from None
+
+    @app.get(
+        "/v1/payments/{payment_id}", response_model=PaymentView, tags=["payments"], summary="Get a payment",
+        responses={
+            **COMMON_ERRORS,
+            404: {"description": "No such payment in this organization (or deleted)", **PROBLEM},
+            409: {"description": "min_version not reached by the read model within the wait bound", **PROBLEM},
+        },
+    )
+    async def get_payment(
+        principal: Reader,
+        h: Handlers,
+        payment_id: Annotated[str, Path(min_length=1, max_length=128)],
+        min_version: Annotated[int | None, Query(ge=1, description=(
+            f"Read-your-writes: wait (at most {MAX_WAIT_SECONDS:g} s) until the read model holds at least "
+            "this version (the `version` a command returned)"))] = None,
+    ) -> PaymentView:
+        """One payment of the token's organization; another organization's payment is a 404."""
+        try:
+            return await h.get(principal.org, payment_id, min_version)
+        except PaymentNotFound:
+            raise ProblemError(404, "Not Found", f"payment {payment_id!r} not found", type_="payment-not-found") \
+                from None
+        except NotCaughtUp as exc:
+            raise ProblemError(409, "Read model behind", str(exc), type_="read-model-behind",
+                               headers={"Retry-After": "1"}, wanted_version=exc.wanted,
+                               projected_version=exc.seen) from None
+
+    @app.get("/v1/statistics", response_model=Statistics, tags=["statistics"], summary="Payment statistics",
+             responses=COMMON_ERRORS)
+    async def statistics(
+        principal: Reader,
+        h: Handlers,
+        created_from: Annotated[date | None, Query(description="First UTC day, inclusive",
+                                                   examples=["2026-03-01"])] = None,
+        created_to: Annotated[date | None, Query(description="Last UTC day, inclusive")] = None,
+        currency: Annotated[str | None, Query(description="Only this currency")] = None,
+    ) -> Statistics:
+        """count, sum, avg, min, max per currency, by status and by UTC day of creation, read
+        from incrementally maintained aggregates (cost grows with days × currencies × statuses,
+        not with the number of payments). Amounts are minor units; `avg` is rounded half-even."""
+        query = _typed(StatisticsQuery, created_from=created_from, created_to=created_to, currency=currency)
+        return await h.statistics(principal.org, query)
+
+    return app

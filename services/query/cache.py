@@ -1,0 +1,160 @@
+"""Redis cache of query results with per-organization generations.
+
+Keys: ``{prefix}:gen:{org}`` holds the organization's generation (an integer the
+projector INCRs after applying that organization's events). Cached answers live under
+``{prefix}:{kind}:{org}:{model generation}:{org generation}:{digest of the query}``, so
+a bump (or a replay switching the read model generation) makes every older answer
+unreachable at once; the TTL then reclaims them. TTLs follow the seed: search 300 s,
+by id 600 s, statistics 300 s.
+
+Herd protection: concurrent misses on one key in a process share one computation
+(in-process single flight); across processes, the first to take a short Redis lock
+(``SET NX PX``) computes while the others poll the value briefly before computing
+themselves.
+
+Degradation: any Redis error counts in ``payments_cache_errors_total`` and the query is
+answered from MongoDB; after an error Redis is skipped for ``cooldown`` seconds so a
+dead Redis costs nothing per query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+from redis.exceptions import RedisError
+
+from shared.telemetry import CACHE_ERRORS
+
+log = logging.getLogger("payments.query.cache")
+
+TTL = {"search": 300, "get": 600, "statistics": 300}
+LOCK_MS = 2000
+LOCK_WAIT = 0.5  # seconds a loser of the lock waits for the winner's answer
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def digest(value: BaseModel | str) -> str:
+    text = value if isinstance(value, str) else value.model_dump_json()
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def generation_key(prefix: str, org: str) -> str:
+    return f"{prefix}:gen:{org}"
+
+
+def answer_key(prefix: str, kind: str, org: str, model_gen: str, org_gen: int, query_digest: str) -> str:
+    return f"{prefix}:{kind}:{org}:{model_gen}:{org_gen}:{query_digest}"
+
+
+class QueryCache:
+    def __init__(self, client: aioredis.Redis, prefix: str = "payments:q", cooldown: float = 1.0) -> None:
+        self.redis = client
+        self.prefix = prefix
+        self.cooldown = cooldown
+        self._down_until = 0.0
+        self._flights: dict[str, asyncio.Future[Any]] = {}
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "payments:q") -> QueryCache:
+        client = aioredis.from_url(url, socket_connect_timeout=0.25, socket_timeout=0.5,
+                                   health_check_interval=30)
+        return cls(client, prefix)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    # ----------------------------------------------------------------- resilience
+
+    def _available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, exc: BaseException) -> None:
+        CACHE_ERRORS.inc()
+        self._down_until = time.monotonic() + self.cooldown
+        log.warning("redis unavailable, answering from MongoDB", extra={"fields": {"error": repr(exc)[:200]}})
+
+    async def _safe(self, op: Awaitable[Any]) -> tuple[bool, Any]:
+        try:
+            return True, await op
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return False, None
+
+    # ----------------------------------------------------------------- generations
+
+    async def bump(self, orgs: set[str]) -> None:
+        """Invalidate every cached answer of these organizations (called by the projector)."""
+        if not orgs:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for org in sorted(orgs):
+                pipe.incr(generation_key(self.prefix, org))
+            await pipe.execute()
+
+    # ----------------------------------------------------------------- read-through
+
+    async def get_or_compute(
+        self, kind: str, org: str, model_gen: str, query: BaseModel | str,
+        model: type[M], compute: Callable[[], Awaitable[M]],
+    ) -> tuple[M, str]:
+        """``(answer, "hit" | "miss" | "bypass")``; "bypass" means Redis was unusable."""
+        if not self._available():
+            return await compute(), "bypass"
+        ok, gen = await self._safe(self.redis.get(generation_key(self.prefix, org)))
+        if not ok:
+            return await compute(), "bypass"
+        key = answer_key(self.prefix, kind, org, model_gen, int(gen or 0), digest(query))
+        ok, raw = await self._safe(self.redis.get(key))
+        if not ok:
+            return await compute(), "bypass"
+        if raw is not None:
+            return model.model_validate_json(raw), "hit"
+        flight = self._flights.get(key)
+        if flight is not None:  # the same key is being computed in this process
+            return await asyncio.shield(flight), "hit"
+        fut: asyncio.Future[M] = asyncio.get_running_loop().create_future()
+        self._flights[key] = fut
+        try:
+            value = await self._fill(kind, key, model, compute)
+            fut.set_result(value)
+            return value, "miss"
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved: waiters re-raise it, nobody else must
+            raise
+        finally:
+            del self._flights[key]
+
+    async def _fill(self, kind: str, key: str, model: type[M], compute: Callable[[], Awaitable[M]]) -> M:
+        lock = key + ":lock"
+        ok, won = await self._safe(self.redis.set(lock, b"1", nx=True, px=LOCK_MS))
+        if ok and not won:  # another process computes this answer: wait for it, briefly
+            deadline = time.monotonic() + LOCK_WAIT
+            delay = 0.005
+            while time.monotonic() < deadline:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+                ok, raw = await self._safe(self.redis.get(key))
+                if not ok:
+                    break
+                if raw is not None:
+                    return model.model_validate_json(raw)
+        value = await compute()
+        if ok:
+            await self._safe(self._store(key, lock, value.model_dump_json(), TTL[kind], bool(won)))
+        return value
+
+    async def _store(self, key: str, lock: str, payload: str, ttl: int, release: bool) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(key, payload, ex=ttl)
+            if release:
+                pipe.delete(lock)
+            await pipe.execute()

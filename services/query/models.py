@@ -1,0 +1,200 @@
+"""Typed inputs and outputs of the query side, shared by HTTP, Temporal and the handlers."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.money import format_money, validate_currency
+from shared.payment import PaymentStatus
+
+SORT_FIELDS = ("created_at", "amount", "status")
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 20
+
+EXAMPLE_PAYMENT = {
+    "id": "pay_01J9Z3",
+    "organization_id": "org_acme",
+    "user_id": "user_42",
+    "amount": 1250,
+    "currency": "EUR",
+    "formatted_amount": "12.50 EUR",
+    "status": "completed",
+    "description": "Cloud resources, March",
+    "metadata": {"invoice": "INV-2026-03"},
+    "version": 2,
+    "created_at": "2026-03-01T10:00:00Z",
+    "updated_at": "2026-03-01T10:00:05Z",
+}
+
+
+class SearchQuery(BaseModel):
+    """Filters, sort and pagination of a payment search (organization comes from the caller)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: PaymentStatus | None = None
+    currency: str | None = Field(default=None, examples=["EUR"])
+    min_amount: int | None = Field(default=None, ge=0, description="Minor units, inclusive")
+    max_amount: int | None = Field(default=None, ge=0, description="Minor units, inclusive")
+    created_from: datetime | None = Field(default=None, description="Inclusive, RFC 3339")
+    created_to: datetime | None = Field(default=None, description="Exclusive, RFC 3339")
+    user_id: str | None = None
+    sort: str = Field(default="-created_at", description="created_at | amount | status; '-' for descending")
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    starting_after: str | None = Field(default=None, description="next_cursor of the previous page")
+    page: int | None = Field(default=None, ge=1, description="Page number (seed style); ignored with a cursor")
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, v: str | None) -> str | None:
+        return None if v is None else validate_currency(v.upper())
+
+    @field_validator("sort")
+    @classmethod
+    def _sort(cls, v: str) -> str:
+        if v.removeprefix("-") not in SORT_FIELDS:
+            raise ValueError(f"sort must be one of {', '.join(SORT_FIELDS)}, optionally prefixed with '-'")
+        return v
+
+    @field_validator("created_from", "created_to")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("timestamps must carry a time zone (RFC 3339)")
+        return v
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SearchQuery:
+        if self.min_amount is not None and self.max_amount is not None and self.min_amount > self.max_amount:
+            raise ValueError("min_amount must not exceed max_amount")
+        if self.created_from and self.created_to and self.created_from >= self.created_to:
+            raise ValueError("created_from must be before created_to")
+        return self
+
+    @property
+    def sort_field(self) -> str:
+        return self.sort.removeprefix("-")
+
+    @property
+    def descending(self) -> bool:
+        return self.sort.startswith("-")
+
+
+class PaymentView(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_PAYMENT]})
+
+    id: str
+    organization_id: str
+    user_id: str | None = None
+    amount: int = Field(description="Minor units of the currency")
+    currency: str
+    formatted_amount: str = Field(description="Amount in major units with the currency code, e.g. '12.50 EUR'")
+    status: PaymentStatus
+    description: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> PaymentView:
+        return cls(
+            id=doc["_id"], organization_id=doc["organization_id"], user_id=doc.get("user_id"),
+            amount=doc["amount"], currency=doc["currency"],
+            formatted_amount=format_money(doc["amount"], doc["currency"]), status=doc["status"],
+            description=doc.get("description", ""), metadata=doc.get("metadata") or {},
+            version=doc["version"], created_at=doc["created_at"], updated_at=doc["updated_at"],
+        )
+
+
+class SearchResult(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"data": [EXAMPLE_PAYMENT], "total": 1, "has_more": False, "next_cursor": None,
+                          "limit": 20, "page": None}]
+        }
+    )
+
+    data: list[PaymentView]
+    total: int = Field(description="Payments matching the filters (all pages)")
+    has_more: bool
+    next_cursor: str | None = Field(description="Pass as starting_after to get the next page")
+    limit: int
+    page: int | None = None
+
+
+class StatisticsQuery(BaseModel):
+    """Whole UTC days, both ends inclusive; omitted ends are open."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    created_from: date | None = None
+    created_to: date | None = None
+    currency: str | None = None
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, v: str | None) -> str | None:
+        return None if v is None else validate_currency(v.upper())
+
+    @model_validator(mode="after")
+    def _range(self) -> StatisticsQuery:
+        if self.created_from and self.created_to and self.created_from > self.created_to:
+            raise ValueError("created_from must not be after created_to")
+        return self
+
+
+class Figures(BaseModel):
+    """count, sum, avg, min, max of amounts in minor units. ``avg`` is sum/count rounded
+    half-even to an integer number of minor units."""
+
+    count: int
+    sum: int
+    avg: int
+    min: int
+    max: int
+
+
+class StatusFigures(Figures):
+    status: PaymentStatus
+
+
+class DayFigures(Figures):
+    day: date
+
+
+class CurrencyStatistics(Figures):
+    currency: str
+    by_status: list[StatusFigures]
+    by_day: list[DayFigures]
+
+
+class Statistics(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{
+                "created_from": "2026-03-01", "created_to": "2026-03-31", "count": 2,
+                "by_status": {"completed": 1, "processing": 1},
+                "currencies": [{
+                    "currency": "EUR", "count": 2, "sum": 3000, "avg": 1500, "min": 1000, "max": 2000,
+                    "by_status": [
+                        {"status": "completed", "count": 1, "sum": 1000, "avg": 1000, "min": 1000, "max": 1000},
+                        {"status": "processing", "count": 1, "sum": 2000, "avg": 2000, "min": 2000, "max": 2000},
+                    ],
+                    "by_day": [{"day": "2026-03-01", "count": 2, "sum": 3000, "avg": 1500, "min": 1000, "max": 2000}],
+                }],
+            }]
+        }
+    )
+
+    created_from: date | None
+    created_to: date | None
+    count: int = Field(description="Payments in the range, all currencies")
+    by_status: dict[str, int] = Field(description="Payment count per status, all currencies")
+    currencies: list[CurrencyStatistics] = Field(description="Money figures per currency (never summed across)")
+
+
+QueryKind = Literal["search", "get", "statistics"]
