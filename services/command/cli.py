@@ -1,7 +1,85 @@
-"""Sub-commands of ``payments`` (registered by services/cli.py)."""
+"""Sub-commands of ``payments`` for the command side (registered by services/cli.py):
+``migrate``, ``command-api``, ``command-worker`` and ``relay``. Each reads its
+configuration from ``PAYMENTS_*`` variables (see services/command/config.py and
+shared/settings.py) and stops cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
 
 import typer
+
+from services.command.config import CommandSettings
+from shared.telemetry import configure_logging
+
+
+def _settings(**overrides: object) -> CommandSettings:
+    settings = CommandSettings(**{k: v for k, v in overrides.items() if v is not None})
+    configure_logging(settings.log_level, settings.log_json)
+    return settings
+
+
+def migrate() -> None:
+    """Apply the PostgreSQL migrations of the command service (idempotent; safe to run
+    from several processes at once). Uses PAYMENTS_DATABASE_URL."""
+    from services.command.store import create_pool
+    from services.command.store import migrate as apply
+
+    settings = _settings()
+
+    async def run() -> list[str]:
+        pool = await create_pool(settings.database_url, size=1)
+        try:
+            return await apply(pool)
+        finally:
+            await pool.close()
+
+    applied = asyncio.run(run())
+    typer.echo(f"applied: {', '.join(applied)}" if applied else "database schema is up to date")
+
+
+def command_api(
+    port: int = typer.Option(None, "--port", help="Listen port (default PAYMENTS_COMMAND_API_PORT, 8001)."),
+    host: str = typer.Option(None, "--host", help="Listen address (default PAYMENTS_HOST)."),
+    embedded_worker: bool = typer.Option(
+        None, "--embedded-worker/--no-embedded-worker",
+        help="Host a command worker in the API process, enabling eager workflow start "
+        "(default PAYMENTS_COMMAND_API_EMBEDDED_WORKER, true).",
+    ),
+) -> None:
+    """Serve the command HTTP API (DESIGN section 5) with uvicorn. Runs the migrations
+    at start-up; /healthz, /readyz and /metrics included; stops on SIGTERM."""
+    import uvicorn
+
+    from services.command.api import create_app
+
+    settings = _settings(command_api_port=port, host=host, command_api_embedded_worker=embedded_worker)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.command_api_port,
+                log_config=None, access_log=False, timeout_graceful_shutdown=15)
+
+
+def command_worker() -> None:
+    """Run the Temporal command worker on PAYMENTS_COMMAND_TASK_QUEUE (payments-commands),
+    with /healthz, /readyz and /metrics on PAYMENTS_COMMAND_WORKER_METRICS_PORT (9101)."""
+    from services.command.worker import run_worker
+
+    asyncio.run(run_worker(_settings()))
+
+
+def relay() -> None:
+    """Publish the PostgreSQL outbox to Kafka (PAYMENTS_EVENTS_TOPIC), at least once and in
+    order per payment; several replicas may run. /healthz, /readyz and /metrics on
+    PAYMENTS_RELAY_METRICS_PORT (9102). Retention of published rows:
+    PAYMENTS_OUTBOX_RETENTION_SECONDS."""
+    from services.command.relay import run_relay
+
+    asyncio.run(run_relay(_settings()))
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ``payments`` app."""
+    app.command("migrate")(migrate)
+    app.command("command-api")(command_api)
+    app.command("command-worker")(command_worker)
+    app.command("relay")(relay)

@@ -1,0 +1,84 @@
+"""Wiring from settings: pool + migrations + Temporal client + facade (+ worker).
+
+Every entry point (API, worker, tests, benchmark) builds the same object graph here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from services.command.client import PaymentCqsService
+from services.command.config import CommandSettings
+from services.command.store import PaymentStore, create_pool, migrate
+from services.command.worker import build_worker
+from shared.http import ReadinessCheck
+from shared.temporal import connect
+
+
+@dataclass
+class CommandRuntime:
+    settings: CommandSettings
+    pool: asyncpg.Pool
+    store: PaymentStore
+    client: Client
+    service: PaymentCqsService
+    worker: Worker | None
+
+
+@contextlib.asynccontextmanager
+async def command_runtime(
+    settings: CommandSettings, *, embedded_worker: bool | None = None, run_migrations: bool = True
+) -> AsyncIterator[CommandRuntime]:
+    """Open everything a command process needs; close it all on exit."""
+    embedded = settings.command_api_embedded_worker if embedded_worker is None else embedded_worker
+    pool = await create_pool(settings.database_url, size=settings.database_pool_size)
+    try:
+        if run_migrations:
+            await migrate(pool)
+        client = await connect(settings)
+        store = PaymentStore(pool)
+        worker = build_worker(client, store, settings) if embedded else None
+        service = PaymentCqsService(
+            client, task_queue=settings.command_task_queue,
+            # Eager start hands the first workflow task to a worker of this same client.
+            eager_start=settings.command_eager_start and worker is not None,
+            workflow_timeout=timedelta(seconds=settings.command_workflow_timeout_seconds),
+            store=store,
+        )
+        runtime = CommandRuntime(settings, pool, store, client, service, worker)
+        if worker is None:
+            yield runtime
+        else:
+            async with worker:
+                yield runtime
+    finally:
+        await pool.close()
+
+
+def ops_checks(runtime: CommandRuntime) -> dict[str, ReadinessCheck]:
+    async def temporal() -> None:
+        await runtime.client.service_client.check_health(timeout=timedelta(seconds=2))
+
+    return {"postgres": runtime.store.ping, "temporal": temporal}
+
+
+async def until_stopped() -> None:
+    """Wait for SIGTERM or SIGINT (the process's clean shutdown signal)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,166 @@
+"""``PaymentCqsService``: the Python facade of the command side (the seed's service).
+
+``process(command)`` runs a command and waits for its result; ``process_async(command)``
+starts it and returns the workflow id; ``status(org, command_id)`` looks a command up.
+Business rejections come back as :class:`~services.command.rules.Rejected`.
+
+Workflow ids are deterministic (``payments/<org>/<command id>``): starting a command
+that already runs attaches to it, one that completed returns its first result, and only
+a failed one may run again (``ALLOW_DUPLICATE_FAILED_ONLY``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from services.command.models import (
+    BatchResult,
+    BulkCreatePayments,
+    Command,
+    CommandResult,
+    CommandState,
+    CreatePayment,
+    ModifyPayment,
+    RejectionKind,
+    command_type,
+)
+from services.command.rules import Rejected
+from services.command.store import PaymentStore
+from services.command.workflows import BulkCreatePaymentsWorkflow, CreatePaymentWorkflow, ModifyPaymentWorkflow
+from shared.telemetry import COMMAND_DURATION, COMMANDS
+
+_ROUTES: dict[type, tuple[Any, type]] = {
+    CreatePayment: (CreatePaymentWorkflow.run, CommandResult),
+    ModifyPayment: (ModifyPaymentWorkflow.run, CommandResult),
+    BulkCreatePayments: (BulkCreatePaymentsWorkflow.run, BatchResult),
+}
+_RESULT_BY_WORKFLOW_TYPE = {"CreatePayment": CommandResult, "ModifyPayment": CommandResult,
+                            "BulkCreatePayments": BatchResult}
+_FAILED = {WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TIMED_OUT,
+           WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.CANCELED}
+
+
+def workflow_id(org: str, command_id: str) -> str:
+    return f"payments/{org}/{command_id}"
+
+
+class CommandFailed(Exception):
+    """The command did not complete for a reason other than a business rule."""
+
+
+class CommandPending(Exception):
+    """The command still runs after the wait timeout (answer 202, poll its status)."""
+
+    def __init__(self, command_id: str) -> None:
+        super().__init__(command_id)
+        self.command_id = command_id
+
+
+def rejection_from(error: BaseException) -> Rejected | None:
+    """The business rejection carried by a workflow failure, if it is one."""
+    cause = error.cause if isinstance(error, WorkflowFailureError) else error
+    while cause is not None and not isinstance(cause, ApplicationError):
+        cause = cause.__cause__
+    if not isinstance(cause, ApplicationError) or cause.type not in RejectionKind.__members__.values():
+        return None
+    details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
+    return Rejected(RejectionKind(cause.type), cause.message, current_version=details.get("current_version"))
+
+
+class PaymentCqsService:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        task_queue: str,
+        eager_start: bool = False,
+        workflow_timeout: timedelta = timedelta(minutes=5),
+        store: PaymentStore | None = None,
+    ) -> None:
+        self.client = client
+        self.task_queue = task_queue
+        self.eager_start = eager_start
+        self.workflow_timeout = workflow_timeout
+        self.store = store
+
+    async def start(self, command: Command) -> WorkflowHandle[Any, Any]:
+        run, _ = _ROUTES[type(command)]
+        wid = workflow_id(command.organization_id, command.command_id)
+        try:
+            return await self.client.start_workflow(
+                run, command, id=wid, task_queue=self.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                execution_timeout=self.workflow_timeout,
+                request_eager_start=self.eager_start,
+            )
+        except WorkflowAlreadyStartedError:
+            # Completed earlier: the retry gets the first result.
+            return self.client.get_workflow_handle_for(run, wid)
+
+    async def process(
+        self, command: Command, *, wait_timeout: float | None = None
+    ) -> CommandResult | BatchResult:
+        """Run ``command`` and return its result, or raise Rejected / CommandFailed / CommandPending."""
+        kind = command_type(command)
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            handle = await self.start(command)
+            try:
+                result = await asyncio.wait_for(handle.result(), wait_timeout)
+            except TimeoutError:
+                outcome = "pending"
+                raise CommandPending(command.command_id) from None
+            except WorkflowFailureError as err:
+                rejection = rejection_from(err)
+                if rejection is None:
+                    raise CommandFailed(f"command {command.command_id} failed: {err.cause or err}") from err
+                outcome = "rejected"
+                raise rejection from None
+            outcome = "success"
+            return result
+        finally:
+            COMMANDS.labels(kind, outcome).inc()
+            COMMAND_DURATION.labels(kind).observe(time.perf_counter() - started)
+
+    async def process_async(self, command: Command) -> str:
+        """Start ``command`` and return its workflow id without waiting."""
+        handle = await self.start(command)
+        COMMANDS.labels(command_type(command), "accepted").inc()
+        return handle.id
+
+    async def status(self, org: str, command_id: str) -> tuple[CommandState, Any] | None:
+        """``(state, result | Rejected | CommandFailed)``, or None if no such command."""
+        handle = self.client.get_workflow_handle(workflow_id(org, command_id))
+        try:
+            desc = await handle.describe()
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return await self._stored_status(org, command_id)
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            return CommandState.RUNNING, None
+        if desc.status in _FAILED:
+            try:
+                await handle.result()
+            except WorkflowFailureError as err:
+                return CommandState.FAILED, rejection_from(err) or CommandFailed(str(err.cause or err))
+            return CommandState.FAILED, CommandFailed(f"command ended as {desc.status.name.lower()}")
+        result_type = _RESULT_BY_WORKFLOW_TYPE.get(desc.workflow_type, CommandResult)
+        return CommandState.COMPLETED, result_type.model_validate(await handle.result())
+
+    async def _stored_status(self, org: str, command_id: str) -> tuple[CommandState, Any] | None:
+        """Temporal forgot it (retention): the write store still has the result."""
+        if self.store is None:
+            return None
+        stored = await self.store.command_result(org, command_id)
+        return None if stored is None else (CommandState.COMPLETED, CommandResult.model_validate(stored))

@@ -1,0 +1,47 @@
+"""Settings of the command service: the shared Settings plus a few knobs of its own.
+
+Every field reads ``PAYMENTS_<NAME>`` from the environment like the shared ones, e.g.
+``PAYMENTS_COMMAND_API_EMBEDDED_WORKER=false``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from shared.settings import Settings
+
+
+class CommandSettings(Settings):
+    # The API process hosts a command worker on the same Temporal client, which is what
+    # makes eager workflow start possible (the first workflow task is handed straight
+    # back to this process instead of going through a task-queue poll). Trade-off: the
+    # API process then also executes workflow code and database writes, so API replicas
+    # and worker capacity scale together; a separate `payments command-worker` still
+    # takes whatever the API replicas do not (or all of it, with this set to false).
+    command_api_embedded_worker: bool = True
+    command_eager_start: bool = True
+    # How long a synchronous HTTP command waits for its workflow before answering 202
+    # with the command status URL.
+    command_wait_timeout_seconds: float = Field(default=15.0, gt=0)
+    command_workflow_timeout_seconds: float = Field(default=300.0, gt=0)
+    command_max_batch_items: int = Field(default=100, ge=1, le=1000)
+    database_pool_size: int = Field(default=10, ge=1)
+
+    # Outbox relay
+    relay_batch_size: int = Field(default=200, ge=1)
+    relay_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    relay_retry_backoff_seconds: float = Field(default=0.5, gt=0)
+    relay_max_backoff_seconds: float = Field(default=10.0, gt=0)
+    relay_send_timeout_seconds: float = Field(default=15.0, gt=0)
+    outbox_retention_seconds: float = Field(default=7 * 24 * 3600, ge=0)
+    outbox_purge_interval_seconds: float = Field(default=300.0, gt=0)
+    events_topic_partitions: int = Field(default=3, ge=1)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> CommandSettings:
+        """Extend shared settings (e.g. the test fixture's) with this service's defaults."""
+        values = settings.model_dump()
+        values.update(overrides)
+        return cls(**values)

@@ -1,0 +1,233 @@
+"""Typed inputs and results of the command service.
+
+HTTP request bodies (``*Request``), the commands the workflows run (``CreatePayment``,
+``UpdatePayment``, ...) and their results. Pure pydantic, safe to import in workflows.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.money import MAX_AMOUNT, validate_currency
+from shared.payment import (
+    MAX_DESCRIPTION_LENGTH,
+    MAX_ID_LENGTH,
+    PaymentCommand,
+    PaymentSnapshot,
+    validate_metadata,
+)
+
+PAYMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+
+_AMOUNT_DOC = "Amount in minor units of the currency (cents; JPY has none), a positive integer"
+
+
+def _amount_field(default: Any = ...) -> Any:
+    return Field(default, gt=0, le=MAX_AMOUNT, strict=True, description=_AMOUNT_DOC, examples=[1250])
+
+
+def _check_currency(value: str) -> str:
+    return validate_currency(value)
+
+
+def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if value is None else validate_metadata(value)
+
+
+# --------------------------------------------------------------------------- HTTP bodies
+
+CREATE_EXAMPLE = {
+    "amount": 1250,
+    "currency": "EUR",
+    "description": "Invoice 2024-117, cloud resources",
+    "metadata": {"invoice": "2024-117"},
+    "user_id": "user-42",
+}
+
+
+class CreatePaymentRequest(BaseModel):
+    """Body of ``POST /v1/payments`` (and of each item of a batch)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [CREATE_EXAMPLE]})
+
+    id: str | None = Field(
+        default=None, pattern=PAYMENT_ID_PATTERN,
+        description="Optional client-chosen payment id (globally unique). Generated when absent; "
+        "derived from the Idempotency-Key when one is sent.",
+    )
+    amount: int = _amount_field()
+    currency: str = Field(description="ISO 4217 upper-case code", examples=["EUR"])
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_LENGTH)
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Flat map of scalars, bounded")
+    user_id: str | None = Field(
+        default=None, max_length=MAX_ID_LENGTH, description="Paying user; defaults to the token's subject"
+    )
+
+    _currency = field_validator("currency")(_check_currency)
+    _metadata = field_validator("metadata")(_check_metadata)
+
+
+class UpdatePaymentRequest(BaseModel):
+    """Body of ``PATCH /v1/payments/{id}``: the fields to change (at least one)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"amount": 1500, "description": "Invoice 2024-117, corrected"}]},
+    )
+
+    amount: int | None = _amount_field(None)
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_LENGTH)
+    metadata: dict[str, Any] | None = Field(default=None, description="Replaces the whole metadata map")
+
+    _metadata = field_validator("metadata")(_check_metadata)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> UpdatePaymentRequest:
+        if self.amount is None and self.description is None and self.metadata is None:
+            raise ValueError("send at least one of amount, description, metadata")
+        return self
+
+
+class BatchCreateRequest(BaseModel):
+    """Body of ``POST /v1/payments/batch``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"items": [CREATE_EXAMPLE, {"amount": 900, "currency": "JPY"}]}]},
+    )
+
+    items: list[CreatePaymentRequest] = Field(min_length=1, max_length=1000)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+class CommandBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command_id: str = Field(min_length=1, max_length=300, description="Public command id")
+    organization_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+
+
+class CreatePayment(CommandBase):
+    kind: Literal["create"] = "create"
+    payment_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    user_id: str | None = None
+    # Deliberately loose here: the rules validate, so that a non-HTTP caller of the facade
+    # gets the same typed rejection as the API.
+    amount: int
+    currency: str
+    description: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModifyPayment(CommandBase):
+    """A command on an existing payment: update, a status transition or delete."""
+
+    kind: Literal["modify"] = "modify"
+    action: PaymentCommand
+    payment_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    expected_version: int | None = Field(default=None, ge=1)
+    # update only: the fields to change (None = unchanged)
+    amount: int | None = None
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class BulkCreatePayments(CommandBase):
+    kind: Literal["bulk_create"] = "bulk_create"
+    items: list[CreatePayment] = Field(min_length=1)
+
+
+Command = CreatePayment | ModifyPayment | BulkCreatePayments
+
+
+def command_type(command: Command) -> str:
+    """Metric label / log field: create, update, complete, ..., delete, bulk_create."""
+    if isinstance(command, ModifyPayment):
+        return str(command.action)
+    return command.kind
+
+
+# --------------------------------------------------------------------------- results
+
+
+class RejectionKind(StrEnum):
+    VALIDATION = "validation"
+    NOT_FOUND = "not_found"
+    ILLEGAL_TRANSITION = "illegal_transition"
+    VERSION_MISMATCH = "version_mismatch"
+    CONFLICT = "conflict"
+
+
+HTTP_STATUS: dict[RejectionKind, int] = {
+    RejectionKind.VALIDATION: 422,
+    RejectionKind.NOT_FOUND: 404,
+    RejectionKind.ILLEGAL_TRANSITION: 409,
+    RejectionKind.VERSION_MISMATCH: 412,
+    RejectionKind.CONFLICT: 409,
+}
+
+TITLES: dict[RejectionKind, str] = {
+    RejectionKind.VALIDATION: "Invalid command",
+    RejectionKind.NOT_FOUND: "Payment not found",
+    RejectionKind.ILLEGAL_TRANSITION: "Command not allowed in this status",
+    RejectionKind.VERSION_MISMATCH: "Version mismatch",
+    RejectionKind.CONFLICT: "Conflict",
+}
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (as in every error response)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    current_version: int | None = None
+
+
+class CommandResult(BaseModel):
+    command_id: str
+    payment: PaymentSnapshot
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    status: int = Field(description="HTTP status this item alone would have had (201, 409, 422, ...)")
+    payment: PaymentSnapshot | None = None
+    problem: Problem | None = None
+
+
+class BatchResult(BaseModel):
+    command_id: str
+    results: list[BatchItemResult]
+
+
+class CommandState(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class CommandStatus(BaseModel):
+    """Body of ``GET /v1/commands/{command_id}`` and of a 202 answer."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"command_id": "create-7b0c9d2e", "status": "running",
+                 "status_url": "/v1/commands/create-7b0c9d2e"},
+            ]
+        }
+    )
+
+    command_id: str
+    status: CommandState
+    status_url: str
+    result: PaymentSnapshot | BatchResult | None = None
+    problem: Problem | None = None
