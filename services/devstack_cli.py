@@ -1,7 +1,373 @@
-"""Sub-commands of ``payments`` (registered by services/cli.py)."""
+"""``payments stack``: run the embedded local stack (registered by services/cli.py).
+
+Also runnable on its own, with the same arguments: ``python -m services.devstack_cli
+stack up`` (this is how ``stack up --detach`` starts its background process, so that it
+does not depend on the rest of the ``payments`` command importing).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
 
 import typer
 
+from services import devstack
+from services.devstack import DEFAULT_DATA_DIR, Endpoints, LocalStack, StackError
+
+stack_app = typer.Typer(
+    name="stack",
+    help=(
+        "The embedded local stack: Temporal dev server, Kafka (Tansu), MongoDB (SecantusDB), "
+        "PostgreSQL and Redis (Valkey) on 127.0.0.1, all from the project's 'local' extra. "
+        "Endpoints are written to <data-dir>/stack.json, where "
+        "every other payments command finds them."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+DataDirOption = typer.Option(
+    DEFAULT_DATA_DIR,
+    "--data-dir",
+    envvar="PAYMENTS_DATA_DIR",
+    help="Directory for stack.json, logs/ and (with --persist) the servers' data.",
+    show_default=True,
+)
+
+
+class _Stop(Exception):
+    """Raised from a signal handler to leave the foreground loop."""
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    return typer.Exit(1)
+
+
+def _console():  # rich is imported lazily: --help stays fast
+    from rich.console import Console
+
+    # Not a terminal (CI, a pipe): do not wrap URLs at 80 columns.
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _print_endpoints(ep: Endpoints, data_dir: Path, seconds: float | None, logs_dir: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title="payments local stack", title_justify="left")
+    table.add_column("service")
+    table.add_column("endpoint", overflow="fold")
+    table.add_column("setting (PAYMENTS_…)")
+    table.add_column("pid", justify="right")
+    rows = [
+        ("Temporal", ep.temporal_address, "TEMPORAL_ADDRESS", "temporal"),
+        ("Temporal namespace", ep.temporal_namespace, "TEMPORAL_NAMESPACE", None),
+        ("Temporal UI", ep.temporal_ui_url or "(headless)", "TEMPORAL_UI_URL", None),
+        ("Kafka", ep.kafka_bootstrap, "KAFKA_BOOTSTRAP", "kafka"),
+        ("MongoDB", ep.mongo_url, "MONGO_URL", "mongo"),
+        ("PostgreSQL", devstack._redact(ep.database_url), "DATABASE_URL", "postgres"),
+        ("Redis", ep.redis_url, "REDIS_URL", "redis"),
+    ]
+    for name, endpoint, env, key in rows:
+        pid = ep.pids.get(key) if key else None
+        table.add_row(name, endpoint, env, str(pid) if pid else "external" if key else "")
+    console = _console()
+    console.print(table)
+    took = f" in {seconds:.1f}s" if seconds is not None else ""
+    console.print(
+        f"ready{took}; endpoints in {data_dir / devstack.STACK_FILE}, logs in {logs_dir}/"
+    )
+
+
+@stack_app.command("up")
+def up(
+    data_dir: Path = DataDirOption,
+    persist: bool = typer.Option(
+        False,
+        "--persist",
+        help="Keep Temporal, MongoDB and PostgreSQL data in --data-dir across restarts "
+        "(Kafka/Tansu is memory-only either way).",
+    ),
+    detach: bool = typer.Option(
+        False, "--detach", "-d", help="Run in the background; return once every server answers."
+    ),
+    headless: bool = typer.Option(False, "--headless", help="Do not start the Temporal web UI."),
+    database_url: str = typer.Option(
+        None,
+        "--database-url",
+        envvar="PAYMENTS_DATABASE_URL",
+        help="Use this PostgreSQL instead of starting the embedded one.",
+    ),
+    redis_url: str = typer.Option(
+        None,
+        "--redis-url",
+        envvar="PAYMENTS_REDIS_URL",
+        help="Use this Redis instead of starting the embedded Valkey.",
+    ),
+    temporal_port: int = typer.Option(
+        None, "--temporal-port", help="Fixed Temporal gRPC port (default: a free one)."
+    ),
+    ui_port: int = typer.Option(
+        None, "--ui-port", help="Fixed Temporal UI port (default: a free one)."
+    ),
+    kafka_port: int = typer.Option(
+        None, "--kafka-port", help="Fixed Kafka port (default: a free one)."
+    ),
+    mongo_port: int = typer.Option(
+        None, "--mongo-port", help="Fixed MongoDB port, below 32768 (default: a free one)."
+    ),
+    postgres_port: int = typer.Option(
+        None, "--postgres-port", help="Fixed PostgreSQL port (default: a free one)."
+    ),
+    redis_port: int = typer.Option(
+        None, "--redis-port", help="Fixed Redis port (default: a free one)."
+    ),
+    timeout: float = typer.Option(
+        60.0, "--timeout", help="Seconds to wait for the servers to answer."
+    ),
+) -> None:
+    """Start the local stack and print its endpoints.
+
+    In the foreground (default) it runs until Ctrl-C or SIGTERM, then stops every
+    server. With --detach it keeps running in the background: stop it with
+    'payments stack down'.
+    """
+    data_dir = data_dir.absolute()
+    ports = {
+        "temporal": temporal_port,
+        "temporal_ui": ui_port,
+        "kafka": kafka_port,
+        "mongo": mongo_port,
+        "postgres": postgres_port,
+        "redis": redis_port,
+    }
+    ports = {k: v for k, v in ports.items() if v}
+    if detach:
+        _up_detached(data_dir, persist, headless, database_url, redis_url, ports, timeout)
+        return
+
+    stack = LocalStack(
+        data_dir,
+        persist=persist,
+        headless=headless,
+        ports=ports,
+        database_url=database_url,
+        redis_url=redis_url,
+        ready_timeout=timeout,
+    )
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    previous = {
+        s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
+    code = 0
+    try:
+        try:
+            endpoints = stack.start()
+        except StackError as exc:
+            raise _fail(str(exc)) from None
+        _print_endpoints(endpoints, data_dir, stack.startup_seconds, stack.logs_dir)
+        typer.echo("press Ctrl-C to stop")
+        sys.stdout.flush()
+        while True:
+            time.sleep(0.5)
+            exited = stack.exited()
+            if exited:
+                name, rc = next(iter(exited.items()))
+                typer.secho(
+                    f"error: {name} exited with code {rc}: {devstack._log_tail(stack.log_path(name))} "
+                    f"(see {stack.log_path(name)}); stopping the stack",
+                    fg="red",
+                    err=True,
+                )
+                code = 1
+                break
+    except _Stop:
+        if stack.endpoints is None:
+            code = 130  # interrupted before the stack was ready
+    finally:
+        # A second Ctrl-C while stopping must not leave servers behind.
+        for s in previous:
+            signal.signal(s, signal.SIG_IGN)
+        if stack.endpoints is not None or stack.pids:
+            typer.echo("stopping…", err=True)
+        stack.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    typer.echo("stopped", err=True)
+    if code:
+        raise typer.Exit(code)
+
+
+def _up_detached(
+    data_dir: Path,
+    persist: bool,
+    headless: bool,
+    database_url: str | None,
+    redis_url: str | None,
+    ports: dict[str, int],
+    timeout: float,
+) -> None:
+    existing = devstack.status(data_dir)
+    if existing.running:
+        raise _fail(
+            f"a stack is already running in {data_dir}; see 'payments stack status --data-dir {data_dir}' "
+            f"or stop it with 'payments stack down --data-dir {data_dir}'"
+        )
+    args = [
+        sys.executable,
+        "-m",
+        "services.devstack_cli",
+        "stack",
+        "up",
+        "--data-dir",
+        str(data_dir),
+    ]
+    args += ["--timeout", str(timeout)]
+    if persist:
+        args.append("--persist")
+    if headless:
+        args.append("--headless")
+    if database_url:
+        args += ["--database-url", database_url]
+    if redis_url:
+        args += ["--redis-url", redis_url]
+    flags = {
+        "temporal": "--temporal-port",
+        "temporal_ui": "--ui-port",
+        "kafka": "--kafka-port",
+        "mongo": "--mongo-port",
+        "postgres": "--postgres-port",
+        "redis": "--redis-port",
+    }
+    for name, port in ports.items():
+        args += [flags[name], str(port)]
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / "stack.log"
+    # Our own package must be importable from the child, wherever it is started from.
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    with open(log_path, "wb") as log:
+        child = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            env=env,
+        )
+    deadline = time.monotonic() + timeout + 15
+    while time.monotonic() < deadline:
+        rc = child.poll()
+        if rc is not None:
+            detail = _last_error_line(log_path)
+            raise _fail(f"{detail} (log: {log_path})")
+        data = devstack.read_stack_file(data_dir)
+        if data and data.get("owner_pid") == child.pid:
+            _print_endpoints(
+                Endpoints.from_settings(data["settings"], data.get("pids")),
+                data_dir,
+                data.get("startup_seconds"),
+                logs,
+            )
+            typer.echo(
+                f"running in the background (pid {child.pid}); stop it with: payments stack down"
+                + ("" if data_dir == DEFAULT_DATA_DIR.absolute() else f" --data-dir {data_dir}")
+            )
+            return
+        time.sleep(0.1)
+    devstack._kill_group(child.pid, signal.SIGTERM)
+    try:
+        child.wait(20)
+    except subprocess.TimeoutExpired:
+        devstack._kill_group(child.pid, signal.SIGKILL)
+    raise _fail(f"the stack did not become ready within {timeout + 15:.0f}s (log: {log_path})")
+
+
+def _last_error_line(log_path: Path) -> str:
+    try:
+        lines = [
+            ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()
+        ]
+    except OSError:
+        return "the background stack exited"
+    for line in reversed(lines):
+        if line.startswith("error:"):
+            return line.removeprefix("error:").strip()
+    return "the background stack exited: " + (" | ".join(lines[-3:]) if lines else "(no output)")
+
+
+@stack_app.command("down")
+def down(data_dir: Path = DataDirOption) -> None:
+    """Stop the stack recorded in <data-dir>/stack.json and every server it started.
+
+    Works for a stack started with 'up --detach' or running in another terminal.
+    """
+    data_dir = data_dir.absolute()
+    if devstack.read_stack_file(data_dir) is None:
+        typer.echo(f"no stack running in {data_dir}")
+        return
+    stopped = devstack.stop_background(data_dir)
+    if stopped:
+        typer.echo(f"stopped: {', '.join(stopped)}")
+    else:
+        typer.echo(f"nothing was running; removed stale {data_dir / devstack.STACK_FILE}")
+
+
+@stack_app.command("status")
+def status_cmd(data_dir: Path = DataDirOption) -> None:
+    """Show each server of the stack in <data-dir>: pid, process alive, port answering.
+
+    Exits 1 unless everything is up.
+    """
+    from rich.table import Table
+
+    data_dir = data_dir.absolute()
+    st = devstack.status(data_dir)
+    if not st.services:
+        typer.echo(f"no stack running in {data_dir} (start one with: payments stack up)")
+        raise typer.Exit(1)
+    table = Table(title=f"stack in {data_dir} (started {st.started_at})", title_justify="left")
+    for col in ("service", "pid", "process", "port", "endpoint"):
+        table.add_column(col)
+    healthy = True
+    for s in st.services:
+        proc = "external" if s.alive is None else "alive" if s.alive else "[red]dead[/red]"
+        port = "answering" if s.answering else "[red]not answering[/red]"
+        healthy &= s.answering and s.alive is not False
+        table.add_row(s.name, str(s.pid or ""), proc, port, s.address)
+    _console().print(table)
+    if not healthy:
+        raise typer.Exit(1)
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the ``payments`` app."""
+    """Add ``payments stack`` (up / down / status) to the ``payments`` app."""
+    app.add_typer(stack_app, name="stack")
+
+
+def _standalone() -> typer.Typer:
+    app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+    register(app)
+
+    @app.callback()
+    def _root() -> None:
+        """payments local stack (standalone entry point)."""
+
+    return app
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _standalone()()

@@ -1,0 +1,130 @@
+"""Session fixtures: the local stack (started lazily, once) and Settings pointing at it.
+
+* ``stack`` -> ``services.devstack.Endpoints``. When PAYMENTS_TEMPORAL_ADDRESS,
+  PAYMENTS_KAFKA_BOOTSTRAP and PAYMENTS_MONGO_URL are all set, those servers are used
+  (nothing started for them); otherwise a headless, non-persistent LocalStack runs in
+  a temp dir. PostgreSQL / Redis come from PAYMENTS_DATABASE_URL / PAYMENTS_REDIS_URL
+  when set (``.ci/run`` sets them to the machine's servers), else embedded ones start.
+  Only tests that request ``stack`` (directly or through ``settings``) start servers:
+  tests/unit runs without any.
+* ``settings`` -> ``shared.settings.Settings`` for that stack, with a temp data_dir.
+  The ``stack`` fixture also exports the endpoints as PAYMENTS_* for the session, so
+  subprocesses started by tests (CLI processes) find them.
+
+Every session gets PAYMENTS_DATA_DIR set to a temp dir, so no test ever reads a
+developer's ``.payments/stack.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.devstack import Endpoints, LocalStack
+
+_EXTERNAL_REQUIRED = ("PAYMENTS_TEMPORAL_ADDRESS", "PAYMENTS_KAFKA_BOOTSTRAP", "PAYMENTS_MONGO_URL")
+
+_state: dict[str, object] = {"stack": None, "exitstatus": None, "tmp": None}
+
+
+def _stop_stack() -> None:
+    stack = _state.get("stack")
+    if isinstance(stack, LocalStack):
+        _state["stack"] = None
+        stack.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    tmp = tempfile.mkdtemp(prefix="payments-tests-")
+    _state["tmp"] = tmp
+    os.environ["PAYMENTS_DATA_DIR"] = tmp
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    integration_dir = Path(__file__).parent / "integration"
+    for item in items:
+        if integration_dir in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def stack(request: pytest.FixtureRequest) -> Iterator[Endpoints]:
+    """Endpoints of the servers the tests use (see the module docstring)."""
+    env = os.environ
+    external: dict[str, str] = {}
+    if all(env.get(k) for k in _EXTERNAL_REQUIRED):
+        external.update(
+            temporal_address=env["PAYMENTS_TEMPORAL_ADDRESS"],
+            kafka_bootstrap=env["PAYMENTS_KAFKA_BOOTSTRAP"],
+            mongo_url=env["PAYMENTS_MONGO_URL"],
+        )
+    for name in ("database_url", "redis_url"):
+        value = env.get(f"PAYMENTS_{name.upper()}")
+        if value:
+            external[name] = value
+    data_dir = Path(str(_state["tmp"])) / "stack"
+    local = LocalStack(
+        data_dir,
+        headless=True,
+        persist=False,
+        temporal_namespace=env.get("PAYMENTS_TEMPORAL_NAMESPACE") or "default",
+        **external,
+    )
+    _state["stack"] = local
+    request.addfinalizer(_stop_stack)
+    t0 = time.monotonic()
+    endpoints = local.start()
+    started = ", ".join(sorted(endpoints.pids)) or "nothing (all external)"
+    sys.stderr.write(
+        f"\n[payments] local stack ready in {time.monotonic() - t0:.1f}s (started: {started})\n"
+    )
+
+    saved = {k: os.environ.get(k) for k in endpoints.as_env()}
+    os.environ.update(endpoints.as_env())
+
+    def restore_env() -> None:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    request.addfinalizer(restore_env)
+    yield endpoints
+
+
+@pytest.fixture(scope="session")
+def settings(stack: Endpoints, tmp_path_factory: pytest.TempPathFactory):
+    """``shared.settings.Settings`` for the test stack (its own temp data_dir)."""
+    from shared import settings as settings_module
+
+    settings_module.get_settings.cache_clear()
+    return settings_module.Settings(**stack.as_settings(), data_dir=tmp_path_factory.mktemp("data"))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _state["exitstatus"] = int(exitstatus)
+    _stop_stack()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Never leave a server behind, whatever happened before.
+    _stop_stack()
+    tmp = _state.get("tmp")
+    if tmp:
+        shutil.rmtree(str(tmp), ignore_errors=True)
+    # temporalio/sdk-python#300: the SDK's runtime can crash while the interpreter
+    # shuts down, turning a green run red. Exit now, with pytest's own status.
+    status = _state.get("exitstatus")
+    if status is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(status))  # type: ignore[arg-type]
