@@ -264,10 +264,10 @@ async def _modify(
         command_id = f"{action}-{payment_id}-k{_digest(idempotency_key)[:16]}"
     elif expected is not None:
         command_id = f"{action}-{payment_id}-v{expected}-{fingerprint[:12]}"
-    elif action is PaymentCommand.UPDATE:
-        command_id = f"{action}-{payment_id}-{uuid.uuid4().hex}"
     else:
-        command_id = f"{action}-{payment_id}"  # a transition or a delete can succeed only once
+        # Nothing identifies a retry: a fresh command (a repeated transition is then
+        # honestly refused as illegal rather than answered with a stale first result).
+        command_id = f"{action}-{payment_id}-{uuid.uuid4().hex}"
     fields = body.model_dump(exclude_unset=True) if body is not None else {}
     command = ModifyPayment(command_id=command_id, organization_id=principal.org, action=action,
                             payment_id=payment_id, expected_version=expected, **fields)

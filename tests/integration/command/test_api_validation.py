@@ -1,0 +1,121 @@
+"""Bad input: the right 4xx as problem+json, and nothing written (no payment row, no
+outbox row, no command)."""
+
+from __future__ import annotations
+
+import jwt
+import pytest
+
+from shared.auth import SCOPE_READ
+
+PROBLEM = "application/problem+json"
+VALID = {"amount": 1250, "currency": "EUR"}
+
+
+@pytest.fixture
+async def nothing_written(db):
+    before = await db.counts()
+    yield
+    assert await db.counts() == before, "a rejected request wrote something"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"amount": -5, "currency": "EUR"}, "amount", "greater than 0"),
+        ({"amount": 0, "currency": "EUR"}, "amount", "greater than 0"),
+        ({"amount": 12.5, "currency": "EUR"}, "amount", "valid integer"),
+        ({"amount": 12.0, "currency": "EUR"}, "amount", "valid integer"),
+        ({"amount": "12", "currency": "EUR"}, "amount", "valid integer"),
+        ({"amount": True, "currency": "EUR"}, "amount", "valid integer"),
+        ({"amount": 10**16, "currency": "EUR"}, "amount", "less than or equal"),
+        ({"amount": 100, "currency": "XXX"}, "currency", "unknown currency"),
+        ({"amount": 100, "currency": "eur"}, "currency", "upper-case"),
+        ({"amount": 100}, "currency", "Field required"),
+        ({"currency": "EUR"}, "amount", "Field required"),
+        ({"amount": 100, "currency": "EUR", "description": "x" * 1001}, "description", "at most 1000"),
+        ({"amount": 100, "currency": "EUR", "metadata": {f"k{i}": i for i in range(51)}}, "metadata", "at most 50"),
+        ({"amount": 100, "currency": "EUR", "metadata": {"k": "v" * 501}}, "metadata", "longer than 500"),
+        ({"amount": 100, "currency": "EUR", "metadata": {"k": {"nested": 1}}}, "metadata", "string, number"),
+        ({"amount": 100, "currency": "EUR", "metadata": ["a"]}, "metadata", "valid dictionary"),
+        ({"amount": 100, "currency": "EUR", "description": 5}, "description", "valid string"),
+        ({"amount": 100, "currency": "EUR", "organization_id": "org-b"}, "organization_id", "Extra inputs"),
+        ({"amount": 100, "currency": "EUR", "id": "has space"}, "id", "pattern"),
+    ],
+)
+async def test_invalid_create_is_422_with_a_useful_detail(api, nothing_written, body, field, message):
+    response = await api.request("POST", "/v1/payments", json=body, headers={"Idempotency-Key": f"bad-{field}"})
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    problem = response.json()
+    assert problem["detail"].startswith(field) and message in problem["detail"], problem
+    assert any(e["field"] == field for e in problem["errors"])
+
+
+@pytest.mark.parametrize(
+    "raw", [b'{"amount": 100, "currency": "EUR"', b"not json", b"[]", b"", b'"a string"'],
+)
+async def test_malformed_json_is_a_4xx_problem(api, nothing_written, raw):
+    response = await api.request("POST", "/v1/payments", content=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    assert response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "body", [{}, {"amount": -1}, {"amount": 1.5}, {"currency": "USD"}, {"status": "completed"}, {"version": 9}],
+)
+async def test_invalid_update_is_422_and_changes_nothing(api, db, body):
+    payment = await api.created()
+    before = await db.counts()
+    response = await api.request("PATCH", f"/v1/payments/{payment['id']}", json=body)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    assert await db.counts() == before
+
+
+async def test_invalid_batch_item_rejects_the_whole_batch(api, nothing_written):
+    items = [VALID, {"amount": 1.5, "currency": "EUR"}]
+    response = await api.request("POST", "/v1/payments/batch", json={"items": items})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("items.1.amount")
+
+
+async def test_oversized_body_is_413(api, nothing_written):
+    response = await api.request("POST", "/v1/payments", content=b" " * (1 << 20 + 1),
+                                 headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and response.headers["content-type"].startswith(PROBLEM)
+
+
+@pytest.mark.parametrize(
+    ("authorization", "detail"),
+    [
+        (None, "missing Authorization"),
+        ("Basic dXNlcjpwdw==", "Bearer"),
+        ("Bearer not-a-jwt", "invalid token"),
+        ("Bearer " + jwt.encode({"org": "org-a", "scope": "payments:write", "exp": 4102444800}, "wrong-secret-" * 3,
+                                algorithm="HS256"), "invalid token"),
+        ("Bearer " + jwt.encode({"scope": "payments:write", "exp": 4102444800},
+                                "dev-secret-change-me-please-32bytes!", algorithm="HS256"), "invalid token"),
+        ("Bearer " + jwt.encode({"org": "org-a", "scope": "payments:write", "exp": 1},
+                                "dev-secret-change-me-please-32bytes!", algorithm="HS256"), "expired"),
+    ],
+)
+async def test_missing_or_invalid_token_is_401(api, nothing_written, authorization, detail):
+    headers = {"Authorization": authorization} if authorization else {}
+    response = await api.http.post("/v1/payments", json=VALID, headers=headers)
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    assert detail in response.json()["detail"] and response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_wrong_scope_is_403_on_every_command(api, db, nothing_written):
+    read_only = api.auth("org-a", (SCOPE_READ,))
+    for method, path, body in [
+        ("POST", "/v1/payments", VALID), ("POST", "/v1/payments/batch", {"items": [VALID]}),
+        ("PATCH", "/v1/payments/p1", {"amount": 1}), ("POST", "/v1/payments/p1/complete", None),
+        ("DELETE", "/v1/payments/p1", None), ("GET", "/v1/commands/c1", None),
+    ]:
+        response = await api.http.request(method, path, json=body, headers=read_only)
+        assert response.status_code == 403, (method, path, response.text)
+        assert response.headers["content-type"].startswith(PROBLEM)
