@@ -190,9 +190,9 @@ class OutboxRelay:
                 except Exception as exc:  # noqa: BLE001 - broker/database outages are retried forever
                     self.kafka_ok = False
                     log.warning("relay round failed, retrying in %.1fs: %s: %s", backoff, type(exc).__name__, exc)
-                    await self._drop_producer()
                     with contextlib.suppress(Exception):
                         await self.refresh_metrics()
+                    await self._drop_producer()
                     await _wait_any(stop, None, backoff)
                     backoff = min(backoff * 2, self.settings.relay_max_backoff_seconds)
                     continue

@@ -1,0 +1,253 @@
+"""Transactional outbox -> Kafka: content, per-payment order, crash of the relay,
+broker outage, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from services.command import handlers
+from services.command.config import CommandSettings
+from services.command.models import CreatePayment
+from services.command.relay import OutboxRelay
+from services.devstack import find_binaries
+from shared.events import CONTENT_TYPE, EventType
+from shared.payment import PaymentSnapshot
+from shared.telemetry import OUTBOX_BACKLOG, OUTBOX_PUBLISH_LAG
+
+
+@contextlib.asynccontextmanager
+async def running_relay(pool, settings: CommandSettings) -> AsyncIterator[OutboxRelay]:
+    relay = OutboxRelay(pool, settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        yield relay
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+async def unpublished(db, payment_ids: list[str] | None = None) -> int:
+    async with db.pool.acquire() as conn:
+        if payment_ids is None:
+            return await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        return await conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL AND payment_id = ANY($1)", payment_ids)
+
+
+async def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def event_ids(db, payment_ids: list[str]) -> set[str]:
+    async with db.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT event_id FROM outbox WHERE payment_id = ANY($1)", payment_ids)
+    return {str(r["event_id"]) for r in rows}
+
+
+async def bulk_payments(runtime, count: int, org: str = "org-bulk") -> list[str]:
+    """Write ``count`` payments through the service layer (fast; same transaction code)."""
+    ids = []
+    for _ in range(count):
+        payment_id = f"bulk-{uuid.uuid4().hex[:12]}"
+        cmd = CreatePayment(command_id=f"create-{payment_id}", organization_id=org, payment_id=payment_id,
+                            amount=100, currency="EUR")
+        await handlers.create(runtime.store, cmd, source=runtime.settings.event_source)
+        ids.append(payment_id)
+    return ids
+
+
+async def test_events_reach_kafka_keyed_typed_and_in_order(api, db, runtime, consume):
+    settings = runtime.settings
+    async with running_relay(runtime.pool, settings):
+        a = await api.created(amount=100)
+        b = await api.created(amount=200, currency="JPY")
+        path = f"/v1/payments/{a['id']}"
+        expected: dict[str, list[dict]] = {a["id"]: [a], b["id"]: [b]}
+        for response in [
+            await api.request("PATCH", path, headers={"If-Match": "1"}, json={"amount": 150}),
+            await api.request("POST", f"{path}/complete"),
+            await api.request("POST", f"/v1/payments/{b['id']}/cancel"),
+            await api.request("POST", f"{path}/refund"),
+            await api.request("DELETE", f"/v1/payments/{b['id']}"),
+        ]:
+            assert response.status_code == 200, response.text
+            expected[response.json()["id"]].append(response.json())
+        wanted = await event_ids(db, list(expected))
+        assert len(wanted) == 7
+        records = await consume(settings.kafka_bootstrap, settings.events_topic, wanted)
+        await wait_until(lambda: _zero(unpublished(db, list(expected))), what="rows marked published")
+
+    ours = [(key, event, headers) for key, event, headers in records if event.id in wanted]
+    for payment_id, snapshots in expected.items():
+        stream = [(key, event, headers) for key, event, headers in ours if event.subject == payment_id]
+        firsts = list({event.id: (key, event, headers) for key, event, headers in stream}.values())
+        assert [e.paymentversion for _, e, _ in firsts] == [s["version"] for s in snapshots]
+        for (key, event, headers), snapshot in zip(firsts, snapshots, strict=True):
+            assert key == payment_id.encode()
+            assert headers["content-type"] == CONTENT_TYPE.encode()
+            assert event.payment == PaymentSnapshot.model_validate(snapshot)
+            assert event.source == settings.event_source and event.organizationid == "org-a"
+    types_a = [e.type for k, e, _ in ours if e.subject == a["id"]]
+    assert types_a == [EventType.CREATED, EventType.UPDATED, EventType.STATUS_CHANGED, EventType.STATUS_CHANGED]
+    assert [e.type for k, e, _ in ours if e.subject == b["id"]][-1] == EventType.DELETED
+    assert OUTBOX_BACKLOG._value.get() == 0 and OUTBOX_PUBLISH_LAG._value.get() == 0
+
+
+async def _false(value: bool) -> bool:
+    return not value
+
+
+async def _zero(awaitable) -> bool:
+    return await awaitable == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _relay_process(settings: CommandSettings, batch_size: int) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "PAYMENTS_DATABASE_URL": settings.database_url,
+        "PAYMENTS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "PAYMENTS_EVENTS_TOPIC": settings.events_topic,
+        "PAYMENTS_RELAY_BATCH_SIZE": str(batch_size),
+        "PAYMENTS_RELAY_METRICS_PORT": str(_free_port()),
+        "PAYMENTS_LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen([sys.executable, "-m", "services.cli", "relay"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def test_relay_killed_mid_batch_loses_no_event(db, runtime, consume):
+    settings = runtime.settings
+    async with running_relay(runtime.pool, settings):  # start from an empty backlog
+        await wait_until(lambda: _zero(unpublished(db)), what="the backlog to drain")
+    ids = await bulk_payments(runtime, 400)
+    wanted = await event_ids(db, ids)
+
+    first = _relay_process(settings, batch_size=10)
+    try:
+        await wait_until(lambda: _more_than(unpublished(db, ids), 0, invert=True, total=len(ids)),
+                         what="the relay to publish something")
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    left = await unpublished(db, ids)
+    assert 0 < left < len(ids), f"the kill should land mid-way ({left} of {len(ids)} left)"
+
+    second = _relay_process(settings, batch_size=50)
+    try:
+        await wait_until(lambda: _zero(unpublished(db, ids)), what="the restarted relay to drain")
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(20) == 0, second.stderr.read().decode()[-2000:]
+    finally:
+        if second.poll() is None:
+            second.kill()
+    records = await consume(settings.kafka_bootstrap, settings.events_topic, wanted)
+    assert wanted <= {event.id for _, event, _ in records}
+
+
+async def _more_than(awaitable, n: int, *, invert: bool = False, total: int = 0) -> bool:
+    value = await awaitable
+    return (total - value) > n if invert else value > n
+
+
+class PrivateBroker:
+    """A Tansu broker of this test only (memory storage: a restart loses its topics)."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        url = f"tcp://{self.bootstrap}"
+        self.process = subprocess.Popen(
+            [str(find_binaries()["kafka"]), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("private Tansu broker did not start")
+            await asyncio.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+async def test_broker_outage_commands_succeed_and_every_event_arrives_later(api, db, runtime, consume):
+    broker = PrivateBroker()
+    await broker.start()
+    settings = CommandSettings.from_settings(runtime.settings, kafka_bootstrap=broker.bootstrap,
+                                             events_topic=f"outage-{uuid.uuid4().hex[:8]}")
+    try:
+        async with running_relay(runtime.pool, settings) as relay:
+            before = await api.created(description="before the outage")
+            await wait_until(lambda: _zero(unpublished(db, [before["id"]])), what="the first event")
+
+            broker.stop()
+            during = [await api.created(description=f"during the outage {i}") for i in range(5)]
+            patched = await api.request("PATCH", f"/v1/payments/{during[0]['id']}", json={"amount": 7})
+            assert patched.status_code == 200
+            ids = [p["id"] for p in during]
+            await wait_until(lambda: _false(relay.kafka_ok), timeout=20, what="the relay to notice the outage")
+            assert await unpublished(db, ids) == 6, "nothing can be published while the broker is down"
+            assert OUTBOX_BACKLOG._value.get() >= 6 and OUTBOX_PUBLISH_LAG._value.get() > 0.5
+
+            await broker.start()  # empty again: the relay must recreate the topic
+            await wait_until(lambda: _zero(unpublished(db, ids)), timeout=60, what="the backlog to drain")
+            wanted = await event_ids(db, ids)
+            records = await consume(broker.bootstrap, settings.events_topic, wanted)
+            assert wanted <= {event.id for _, event, _ in records}
+            assert relay.kafka_ok
+    finally:
+        broker.stop()
+
+
+async def test_published_rows_are_purged_after_the_retention(db, runtime):
+    settings = CommandSettings.from_settings(runtime.settings, outbox_retention_seconds=3600)
+    ids = await bulk_payments(runtime, 3, org="org-purge")
+    async with db.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE outbox SET published_at = now() - interval '2 hours' WHERE payment_id = $1", ids[0])
+        await conn.execute("UPDATE outbox SET published_at = now() WHERE payment_id = $1", ids[1])
+    relay = OutboxRelay(db.pool, settings)
+    assert await relay.purge(force=True) >= 1
+    remaining = {p for p in ids if await db.outbox(p)}
+    assert remaining == {ids[1], ids[2]}, "only the old published row goes; recent and unpublished stay"
+    json.dumps(remaining, default=list)
