@@ -51,7 +51,7 @@ from shared.payment import PaymentCommand, PaymentSnapshot
 
 MAX_BODY_BYTES = 1 << 20
 _ID_NAMESPACE = uuid.UUID("3f8a4f8e-5d1c-4c3e-9a43-6f1f2b8c9d01")
-_ETAG_RE = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
+_ETAG_RE = re.compile(r'^\s*(?:W/)?(?:"(\d{1,9})"|(\d{1,9}))\s*$')
 
 router = APIRouter(prefix="/v1", tags=["commands"])
 Writer = Annotated[Principal, Depends(require_scope(SCOPE_WRITE))]
@@ -105,10 +105,11 @@ def parse_if_match(value: str | None) -> int | None:
     if value is None or value.strip() == "*":
         return None
     match = _ETAG_RE.match(value)
-    if not match or int(match.group(1)) < 1:
+    version = int(match.group(1) or match.group(2)) if match else 0
+    if version < 1:
         raise ProblemError(400, "Bad Request", f"If-Match must be a payment version such as 3 or \"3\", got {value!r}",
                            type_="invalid-if-match")
-    return int(match.group(1))
+    return version
 
 
 def _status_url(command_id: str) -> str:

@@ -1,0 +1,131 @@
+"""Property tests of the pure command rules (services/command/rules.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.command.models import CreatePayment, ModifyPayment, RejectionKind
+from services.command.rules import Rejected, decide_create, decide_modify
+from shared.events import EventType, parse_event
+from shared.money import ISO_4217, MAX_AMOUNT
+from shared.payment import COMMAND_TARGET, UNDELETABLE, PaymentCommand, PaymentStatus
+
+T0 = datetime(2024, 12, 19, 12, 0, tzinfo=UTC)
+amounts = st.integers(min_value=1, max_value=MAX_AMOUNT)
+currencies = st.sampled_from(sorted(ISO_4217))
+texts = st.text(max_size=40)
+metadata = st.dictionaries(st.from_regex(r"[a-z]{1,8}", fullmatch=True),
+                           st.one_of(st.none(), st.integers(-1000, 1000), st.text(max_size=20), st.booleans()),
+                           max_size=4)
+
+
+def create_cmd(**fields) -> CreatePayment:
+    values = {"command_id": "c1", "organization_id": "org-a", "payment_id": "p1", "amount": 100,
+              "currency": "EUR"} | fields
+    return CreatePayment(**values)
+
+
+@given(amount=amounts, currency=currencies, description=texts, meta=metadata)
+def test_create_makes_version_1_processing_and_a_valid_created_event(amount, currency, description, meta):
+    decision = decide_create(create_cmd(amount=amount, currency=currency, description=description,
+                                        metadata=meta), T0)
+    payment = decision.snapshot
+    assert (payment.version, payment.status, payment.amount, payment.currency) == (1, "processing", amount, currency)
+    assert payment.created_at == payment.updated_at == T0 and payment.deleted_at is None
+    event = parse_event(decision.event("/payments/command").to_json_bytes())  # round-trips the contract
+    assert event.type is EventType.CREATED and event.paymentversion == 1 and event.payment == payment
+    assert all(change.old is None for change in event.data.changes.values())
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [({"amount": 0}, "greater than 0"), ({"amount": -1}, "greater than 0"), ({"amount": MAX_AMOUNT + 1}, "less"),
+     ({"currency": "XXX"}, "unknown currency"), ({"currency": "eur"}, "unknown currency"),
+     ({"description": "x" * 1001}, "at most 1000"), ({"metadata": {"$bad": 1}}, "must not start")],
+)
+def test_invalid_create_is_a_validation_rejection(fields, message):
+    with pytest.raises(Rejected) as caught:
+        decide_create(create_cmd(**fields), T0)
+    assert caught.value.kind is RejectionKind.VALIDATION and message in caught.value.detail
+
+
+@given(amount=st.one_of(st.integers(max_value=0), st.integers(min_value=MAX_AMOUNT + 1)))
+def test_out_of_range_amounts_never_pass(amount):
+    with pytest.raises(Rejected):
+        decide_create(create_cmd(amount=amount), T0)
+
+
+actions = st.sampled_from(list(PaymentCommand))
+steps = st.lists(
+    st.tuples(actions, st.booleans(), st.one_of(st.none(), amounts), st.one_of(st.none(), texts)),
+    min_size=1, max_size=12,
+)
+
+
+@settings(max_examples=300)
+@given(steps=steps)
+def test_any_command_sequence_follows_the_status_machine(steps):
+    """Model-based: accepted iff the design says so; every acceptance is version + 1
+    with a valid event whose changes are exactly the fields that changed."""
+    current = decide_create(create_cmd(), T0).snapshot
+    now = T0
+    for i, (action, stale, amount, description) in enumerate(steps):
+        now += timedelta(seconds=1)
+        expected_version = current.version - 1 if stale and current.version > 1 else current.version
+        fields = {"amount": amount, "description": description} if action is PaymentCommand.UPDATE else {}
+        cmd = ModifyPayment(command_id=f"c{i}", organization_id="org-a", payment_id="p1", action=action,
+                            expected_version=expected_version, **fields)
+        if current.deleted_at is not None:
+            outcome = RejectionKind.NOT_FOUND
+        elif expected_version != current.version:
+            outcome = RejectionKind.VERSION_MISMATCH
+        elif action is PaymentCommand.UPDATE:
+            if current.status is not PaymentStatus.PROCESSING:
+                outcome = RejectionKind.ILLEGAL_TRANSITION
+            elif amount is None and description is None:
+                outcome = RejectionKind.VALIDATION
+            else:
+                outcome = None
+        elif action is PaymentCommand.DELETE:
+            outcome = RejectionKind.ILLEGAL_TRANSITION if current.status in UNDELETABLE else None
+        else:
+            legal = {(PaymentStatus.PROCESSING, t) for t in ("completed", "failed", "cancelled")}
+            legal.add((PaymentStatus.COMPLETED, "refunded"))
+            outcome = None if (current.status, COMMAND_TARGET[action]) in legal else RejectionKind.ILLEGAL_TRANSITION
+        if outcome is not None:
+            with pytest.raises(Rejected) as caught:
+                decide_modify(current, cmd, now)
+            assert caught.value.kind is outcome
+            continue
+        decision = decide_modify(current, cmd, now)
+        new = decision.snapshot
+        assert new.version == current.version + 1 and new.updated_at == now and new.created_at == current.created_at
+        event = parse_event(decision.event("/payments/command").to_json_bytes())
+        assert event.payment == new and event.paymentversion == new.version
+        differing = {f for f in ("amount", "description", "metadata", "status", "deleted_at")
+                     if getattr(current, f) != getattr(new, f)}
+        assert set(event.data.changes) == differing
+        expected_type = {PaymentCommand.UPDATE: EventType.UPDATED, PaymentCommand.DELETE: EventType.DELETED}
+        assert event.type is expected_type.get(action, EventType.STATUS_CHANGED)
+        current = new
+
+
+def test_another_organizations_payment_is_not_found():
+    payment = decide_create(create_cmd(), T0).snapshot
+    cmd = ModifyPayment(command_id="c", organization_id="org-b", payment_id="p1", action=PaymentCommand.COMPLETE)
+    with pytest.raises(Rejected) as caught:
+        decide_modify(payment, cmd, T0)
+    assert caught.value.kind is RejectionKind.NOT_FOUND
+
+
+def test_version_mismatch_reports_the_current_version():
+    payment = decide_create(create_cmd(), T0).snapshot
+    cmd = ModifyPayment(command_id="c", organization_id="org-a", payment_id="p1", action=PaymentCommand.CANCEL,
+                        expected_version=4)
+    with pytest.raises(Rejected) as caught:
+        decide_modify(payment, cmd, T0)
+    assert caught.value.kind is RejectionKind.VERSION_MISMATCH and caught.value.current_version == 1
