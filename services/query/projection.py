@@ -203,15 +203,21 @@ class BatchResult:
     newest_event_time: datetime | None
 
 
-async def apply_batch(client: Any, collections: Any, events: Sequence[PaymentEvent]) -> BatchResult:
+async def apply_batch(client: Any, collections: Any, events: Sequence[PaymentEvent],
+                      on_session: Any = None) -> BatchResult:
     """Apply parsed events to the read model in one transaction; returns per-event outcomes.
 
-    ``client`` is an ``AsyncMongoClient``; ``collections`` a :class:`read_model.Collections`.
+    ``client`` is an ``AsyncMongoClient``; ``collections`` a :class:`read_model.Collections`;
+    ``on_session(session)`` runs before the transaction starts (the projector records the
+    session id so a restarted projector can abort a transaction its killed predecessor
+    left open).
     """
     if not events:
         return BatchResult([], set(), None)
     ids = list({e.subject for e in events})
     async with client.start_session() as session:
+        if on_session is not None:
+            await on_session(session)
         async with await session.start_transaction():
             stored: dict[str, Stored] = {}
             async for doc in collections.tombstones.find({"_id": {"$in": ids}}, session=session):

@@ -72,6 +72,37 @@ class Projector:
         self.group = group
         self.pending_bumps: set[str] = set()
         self.stopping = False
+        self._recovered = False
+        self._sessions: set[bytes] = set()
+
+    @property
+    def _sessions_doc(self) -> dict[str, str]:
+        return {"_id": f"projector-sessions:{self.group}"}
+
+    async def recover(self) -> None:
+        """Abort transactions left open by a killed predecessor of this consumer group.
+
+        A SIGKILLed projector leaves its transaction open; MongoDB holds its locks (write
+        conflicts) until ``transactionLifetimeLimitSeconds`` (60 s) reaps it. Every
+        projector records the ids of the sessions it runs transactions on, and a starting
+        one kills the recorded sessions. Cost: a live sibling replica's in-flight batch
+        is aborted once, and retried.
+        """
+        doc = await self.ctx.read_model.db["read_model_meta"].find_one(self._sessions_doc)
+        if doc and doc.get("lsids"):
+            await self.ctx.mongo.admin.command("killSessions", doc["lsids"])
+            await self.ctx.read_model.db["read_model_meta"].update_one(self._sessions_doc, {"$set": {"lsids": []}})
+            log.info("aborted transactions of previous projector sessions", extra={"fields": {
+                "sessions": len(doc["lsids"])}})
+        self._recovered = True
+
+    async def _record_session(self, session: Any) -> None:
+        lsid = session.session_id
+        key = bytes(lsid["id"])
+        if key not in self._sessions:
+            await self.ctx.read_model.db["read_model_meta"].update_one(
+                self._sessions_doc, {"$addToSet": {"lsids": lsid}}, upsert=True)
+            self._sessions.add(key)
 
     async def handle(self, messages: Sequence[Any]) -> None:
         """``messages``: faust ``Message`` objects (topic, partition, offset, key, value, headers)."""
@@ -100,8 +131,10 @@ class Projector:
         delay = 0.05
         while True:
             try:
+                if not self._recovered:
+                    await self.recover()
                 cols = await self.ctx.read_model.active(fresh=True)
-                return await projection.apply_batch(self.ctx.mongo, cols, events)
+                return await projection.apply_batch(self.ctx.mongo, cols, events, self._record_session)
             except PyMongoError as exc:
                 if self.stopping:
                     raise
