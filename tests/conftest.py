@@ -12,7 +12,8 @@
   subprocesses started by tests (CLI processes) find them.
 
 Every session gets PAYMENTS_DATA_DIR set to a temp dir, so no test ever reads a
-developer's ``.payments/stack.json``.
+developer's ``.payments/stack.json``; tests under tests/unit also see no other
+PAYMENTS_* variable (the developer's, CI's or the stack's).
 """
 
 from __future__ import annotations
@@ -52,6 +53,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if integration_dir in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_unit_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests see no PAYMENTS_* variable (but PAYMENTS_DATA_DIR, an empty temp dir):
+    neither the developer's or CI's nor those the ``stack`` fixture exported."""
+    unit_dir = Path(__file__).parent / "unit"
+    if unit_dir not in Path(str(request.node.path)).parents:
+        return
+    for key in list(os.environ):
+        if key.startswith("PAYMENTS_") and key != "PAYMENTS_DATA_DIR":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("PAYMENTS_DATA_DIR", str(_state["tmp"]))
+    _clear_settings_cache()
+    request.addfinalizer(_clear_settings_cache)
+
+
+def _clear_settings_cache() -> None:
+    module = sys.modules.get("shared.settings")
+    if module is not None:
+        module.get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +127,7 @@ def settings(stack: Endpoints, tmp_path_factory: pytest.TempPathFactory):
     """``shared.settings.Settings`` for the test stack (its own temp data_dir)."""
     from shared import settings as settings_module
 
-    settings_module.get_settings.cache_clear()
+    _clear_settings_cache()
     return settings_module.Settings(**stack.as_settings(), data_dir=tmp_path_factory.mktemp("data"))
 
 
