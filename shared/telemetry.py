@@ -13,7 +13,10 @@ import sys
 import time
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
+
+# `_created` series double every counter for no dashboard we have.
+disable_created_metrics()
 
 COMMANDS = Counter(
     "payments_commands", "Payment commands handled, by type and outcome", ["type", "outcome"]
@@ -39,6 +42,33 @@ QUERY_DURATION = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
 )
 CACHE_ERRORS = Counter("payments_cache_errors", "Redis errors that degraded a query to MongoDB")
+
+# Which process exports which metric. A process only exports its own, so a relay's
+# backlog gauge is never diluted by zeros from processes that have no outbox.
+PROCESS_METRICS = {
+    "command-api": (COMMANDS, COMMAND_DURATION),
+    "command-worker": (COMMANDS, COMMAND_DURATION),
+    "relay": (OUTBOX_BACKLOG, OUTBOX_PUBLISH_LAG),
+    "query-api": (QUERIES, QUERY_DURATION, CACHE_ERRORS),
+    "query-worker": (QUERIES, QUERY_DURATION, CACHE_ERRORS),
+    "projector": (PROJECTION_EVENTS, PROJECTION_LAG, CACHE_ERRORS),
+}
+ALL_METRICS = tuple({id(m): m for ms in PROCESS_METRICS.values() for m in ms}.values())
+
+
+def export_only(process: str) -> None:
+    """Unregister the metrics that ``process`` does not own (called once at process start).
+
+    In-process tests never call it and see every metric.
+    """
+    own = {id(m) for m in PROCESS_METRICS.get(process, ())}
+    for metric in ALL_METRICS:
+        if id(metric) not in own:
+            try:
+                REGISTRY.unregister(metric)
+            except KeyError:
+                pass
+
 
 # Correlation ids carried into every log line of the current task.
 log_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("log_context", default=None)

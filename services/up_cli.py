@@ -1,0 +1,219 @@
+"""``payments up`` (the whole system on the embedded stack) and ``payments demo``."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import httpx
+import typer
+
+from services.devstack import DEFAULT_DATA_DIR, LocalStack, StackError
+from services.system import PROCESSES, RunningSystem, SystemError_
+from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
+from shared.money import format_money
+from shared.settings import Settings
+
+
+class _Stop(Exception):
+    pass
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    return typer.Exit(1)
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _print_urls(settings: Settings, token: str, log_dir: Path, seconds: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    table = Table(title="payments-cqs is running", title_justify="left")
+    table.add_column("what")
+    table.add_column("URL", overflow="fold")
+    command = f"http://{settings.host}:{settings.command_api_port}"
+    query = f"http://{settings.host}:{settings.query_api_port}"
+    table.add_row("Command API", f"{command}/v1/payments")
+    table.add_row("Command API docs", f"{command}/docs  (OpenAPI: {command}/openapi.json)")
+    table.add_row("Query API", f"{query}/v1/payments")
+    table.add_row("Query API docs", f"{query}/docs  (OpenAPI: {query}/openapi.json)")
+    table.add_row("Temporal UI", settings.temporal_ui_url or "(headless)")
+    for spec in PROCESSES:
+        table.add_row(f"metrics: {spec.name}", f"{spec.base_url(settings)}/metrics")
+    console.print(table)
+    console.print(f"ready in {seconds:.1f}s; logs in {log_dir}/")
+    console.print("token for organization 'demo-org' (payments:read payments:write):")
+    console.print(token, soft_wrap=True)
+    console.print(
+        f"try:  curl -s -H 'Authorization: Bearer $TOKEN' -H 'content-type: application/json' "
+        f"-d '{{\"amount\": 1250, \"currency\": \"EUR\"}}' {command}/v1/payments"
+    )
+    console.print("or:   payments demo        (Ctrl-C here stops everything)")
+
+
+def up(
+    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, "--data-dir", envvar="PAYMENTS_DATA_DIR",
+                                  help="Stack data, endpoints file and logs."),
+    persist: bool = typer.Option(False, "--persist", help="Keep Temporal/MongoDB/PostgreSQL data across runs."),
+    headless: bool = typer.Option(False, "--headless", help="Do not start the Temporal web UI."),
+    timeout: float = typer.Option(90.0, "--timeout", help="Seconds to wait for servers and processes."),
+) -> None:
+    """Start the local stack and all six processes; print URLs and a token; Ctrl-C stops all.
+
+    PostgreSQL and Redis come from PAYMENTS_DATABASE_URL / PAYMENTS_REDIS_URL when set,
+    embedded otherwise. API ports: PAYMENTS_COMMAND_API_PORT (8001), PAYMENTS_QUERY_API_PORT (8002).
+    """
+    data_dir = data_dir.absolute()
+    base = Settings()
+    taken = [f"{s.name} port {s.port(base)}" for s in PROCESSES if not _port_free(base.host, s.port(base))]
+    if taken:
+        raise _fail(f"{', '.join(taken)} already in use: stop what uses it or set PAYMENTS_<NAME>_PORT")
+    started = time.monotonic()
+    stack = LocalStack(
+        data_dir, persist=persist, headless=headless, ready_timeout=timeout,
+        database_url=os.environ.get("PAYMENTS_DATABASE_URL"), redis_url=os.environ.get("PAYMENTS_REDIS_URL"),
+    )
+    system: RunningSystem | None = None
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    code = 0
+    try:
+        try:
+            endpoints = stack.start()
+        except StackError as exc:
+            raise _fail(str(exc)) from None
+        typer.echo(f"stack ready in {stack.startup_seconds or 0:.1f}s; starting the six processes…", err=True)
+        env = {**os.environ, **endpoints.as_env(), "PAYMENTS_DATA_DIR": str(data_dir)}
+        settings = Settings(**{k: v for k, v in endpoints.as_settings().items() if v is not None})
+        system = RunningSystem(settings, data_dir / "logs")
+        try:
+            system.start(env, timeout=timeout)
+        except SystemError_ as exc:
+            raise _fail(str(exc)) from None
+        token = mint_token("demo-org", [SCOPE_READ, SCOPE_WRITE], settings=settings, subject="demo-user")
+        _print_urls(settings, token, system.log_dir, time.monotonic() - started)
+        while True:
+            time.sleep(0.5)
+            for name, child in system.children.items():
+                if child.poll() is not None:
+                    typer.secho(f"error: {name} exited with code {child.returncode}; see "
+                                f"{system.log_dir / (name + '.log')}; stopping", fg="red", err=True)
+                    code = 1
+                    raise _Stop("child exited")
+            crashed = stack.exited()
+            if crashed:
+                typer.secho(f"error: server(s) exited: {crashed}; stopping", fg="red", err=True)
+                code = 1
+                raise _Stop("server exited")
+    except _Stop:
+        pass
+    finally:
+        for s in previous:
+            signal.signal(s, signal.SIG_IGN)
+        typer.echo("stopping…", err=True)
+        if system is not None:
+            system.stop()
+        stack.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    typer.echo("stopped", err=True)
+    if code:
+        raise typer.Exit(code)
+
+
+DEMO_ORGS = ("acme", "globex", "initech")
+DEMO_CURRENCIES = ("EUR", "USD", "JPY", "GBP", "BHD")
+DEMO_ITEMS = ("compute hours", "object storage", "egress traffic", "managed database", "support plan")
+
+
+def demo(
+    payments_per_org: int = typer.Option(20, "--count", "-n", min=1, max=1000, help="Payments per organization."),
+    seed: int = typer.Option(42, "--seed", help="Random seed (same seed, same demo)."),
+) -> None:
+    """Create realistic payments across several organizations through the command API,
+    then show search results and statistics from the query API (reads wait for the
+    projection with min_version, so what you see is what was written)."""
+    settings = Settings()
+    rng = random.Random(seed)
+    command = f"http://{settings.host}:{settings.command_api_port}"
+    query = f"http://{settings.host}:{settings.query_api_port}"
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    console = Console()
+    last: dict[str, tuple[str, int]] = {}
+    try:
+        with httpx.Client(timeout=30) as http, Progress(console=console) as progress:
+            task = progress.add_task("creating payments", total=payments_per_org * len(DEMO_ORGS))
+            for org in DEMO_ORGS:
+                auth = {"Authorization": "Bearer " + mint_token(org, [SCOPE_READ, SCOPE_WRITE], settings=settings)}
+                for i in range(payments_per_org):
+                    currency = rng.choice(DEMO_CURRENCIES)
+                    amount = rng.randint(1, 5000) * (1 if currency == "JPY" else 100) + rng.randint(0, 99)
+                    body = {"amount": amount, "currency": currency,
+                            "description": f"{rng.choice(DEMO_ITEMS)} {org} #{i + 1}",
+                            "user_id": f"{org}-user-{rng.randint(1, 5)}", "metadata": {"source": "demo"}}
+                    resp = http.post(f"{command}/v1/payments", json=body, headers=auth)
+                    resp.raise_for_status()
+                    payment = resp.json()
+                    action = rng.choices(["complete", "fail", "cancel", None], weights=[6, 1, 1, 2])[0]
+                    if action:
+                        resp = http.post(f"{command}/v1/payments/{payment['id']}/{action}", headers=auth)
+                        resp.raise_for_status()
+                        payment = resp.json()
+                    last[org] = (payment["id"], payment["version"])
+                    progress.advance(task)
+            for org in DEMO_ORGS:
+                auth = {"Authorization": "Bearer " + mint_token(org, [SCOPE_READ], settings=settings)}
+                payment_id, version = last[org]
+                http.get(f"{query}/v1/payments/{payment_id}", params={"min_version": version},
+                         headers=auth).raise_for_status()
+                found = http.get(f"{query}/v1/payments", params={"sort": "-amount", "limit": 5},
+                                 headers=auth).json()
+                table = Table(title=f"{org}: top payments by amount ({found['total']} in all)", title_justify="left")
+                for col in ("id", "amount", "status", "description"):
+                    table.add_column(col)
+                for p in found["data"]:
+                    table.add_row(p["id"][:8], p["formatted_amount"], p["status"], p["description"])
+                console.print(table)
+                stats = http.get(f"{query}/v1/statistics", headers=auth).json()
+                st = Table(title=f"{org}: statistics by currency", title_justify="left")
+                for col in ("currency", "count", "sum", "avg", "min", "max"):
+                    st.add_column(col)
+                for c in stats["currencies"]:
+                    cur = c["currency"]
+                    st.add_row(cur, str(c["count"]), *(format_money(c[k], cur) for k in ("sum", "avg", "min", "max")))
+                console.print(st)
+                console.print(f"by status: {stats['by_status']}")
+    except httpx.HTTPStatusError as exc:
+        raise _fail(f"{exc.request.method} {exc.request.url} answered {exc.response.status_code}: "
+                    f"{exc.response.text[:300]}") from None
+    except httpx.TransportError as exc:
+        raise _fail(f"cannot reach the APIs ({exc}); is 'payments up' running?") from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)
+    app.command("demo")(demo)
