@@ -8,6 +8,7 @@ import typer
 
 from shared.auth import KNOWN_SCOPES, mint_token
 from shared.events import event_json_schema_text
+from shared.settings import Settings
 
 SCHEMA_PATH = Path("docs/events.schema.json")
 
@@ -49,6 +50,46 @@ def schema(
     typer.echo(f"wrote {output}")
 
 
+def _settings_classes() -> list[type[Settings]]:
+    from services.command.config import CommandSettings
+
+    return [Settings, CommandSettings]
+
+
+def settings_rows() -> list[tuple[str, str, str]]:
+    """(variable, default, where) for every setting of every process."""
+    rows: dict[str, tuple[str, str, str]] = {}
+    for cls in _settings_classes():
+        where = "all processes" if cls is Settings else f"{cls.__module__.split('.')[1]} side"
+        for name, field in cls.model_fields.items():
+            var = f"PAYMENTS_{name.upper()}"
+            if var in rows:
+                continue
+            default = "(secret)" if not field.repr else repr(field.get_default(call_default_factory=True))
+            rows[var] = (var, default.replace("|", "\\|"), where)
+    return sorted(rows.values())
+
+
+def settings_markdown() -> str:
+    lines = ["| variable | default | used by |", "|---|---|---|"]
+    lines += [f"| `{var}` | `{default}` | {where} |" for var, default, where in settings_rows()]
+    return "\n".join(lines) + "\n"
+
+
+def show_settings(
+    markdown: bool = typer.Option(False, "--markdown", help="Print the reference table of every variable."),
+) -> None:
+    """Show the settings a process started here would use (secrets hidden)."""
+    if markdown:
+        typer.echo(settings_markdown(), nl=False)
+        return
+    effective = Settings()
+    for name, field in Settings.model_fields.items():
+        value = "****" if not field.repr else getattr(effective, name)
+        typer.echo(f"PAYMENTS_{name.upper()}={value}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("token")(token)
     app.command("schema")(schema)
+    app.command("settings")(show_settings)
