@@ -225,23 +225,25 @@ async def apply_batch(client: Any, collections: Any, events: Sequence[PaymentEve
             async for doc in collections.payments.find({"_id": {"$in": ids}}, session=session):
                 stored[doc["_id"]] = stored_from_doc(doc, tombstone=False)
             plan = plan_batch(stored, events)
-            await _write(plan, collections, session)
+            await _write(plan, stored, collections, session)
     times = [e.time for e, o in zip(events, plan.outcomes, strict=True) if o == APPLIED]
     return BatchResult(plan.outcomes, plan.organizations, max(times) if times else None)
 
 
-async def _write(plan: BatchPlan, collections: Any, session: Any) -> None:
+async def _write(plan: BatchPlan, stored: Mapping[str, Stored], collections: Any, session: Any) -> None:
     from pymongo import DeleteOne, ReplaceOne, UpdateOne
 
     now = datetime.now(UTC)
+    was_live = {pid for pid, s in stored.items() if s.contribution is not None}
+    was_tombstone = set(stored) - was_live
     payment_ops: list[Any] = [
         ReplaceOne({"_id": pid}, payment_document(e, now), upsert=True) for pid, e in plan.upserts.items()
     ]
-    payment_ops += [DeleteOne({"_id": pid}) for pid in plan.tombstones]
+    payment_ops += [DeleteOne({"_id": pid}) for pid in plan.tombstones if pid in was_live]
     tombstone_ops: list[Any] = [
         ReplaceOne({"_id": pid}, tombstone_document(e, now), upsert=True) for pid, e in plan.tombstones.items()
     ]
-    tombstone_ops += [DeleteOne({"_id": pid}) for pid in plan.upserts]
+    tombstone_ops += [DeleteOne({"_id": pid}) for pid in plan.upserts if pid in was_tombstone]
     if payment_ops:
         await collections.payments.bulk_write(payment_ops, ordered=False, session=session)
     if tombstone_ops:
