@@ -42,10 +42,14 @@ def _as_activity(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
         token = bind_log_context(command_id=cmd.command_id, workflow_id=info.workflow_id,
                                  organization_id=cmd.organization_id)
         try:
-            return await fn(self, cmd)
+            result = await fn(self, cmd)
         except Rejected as rejection:
             log.info("command rejected: %s", rejection.detail, extra={"fields": {"reason": rejection.kind.value}})
+            self.on_outcome(info.workflow_id, rejection)
             raise business_error(rejection) from None
+        else:
+            self.on_outcome(info.workflow_id, result)
+            return result
         finally:
             log_context.reset(token)
 
@@ -53,9 +57,12 @@ def _as_activity(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
 
 
 class CommandActivities:
-    def __init__(self, store: PaymentStore, *, source: str) -> None:
+    def __init__(self, store: PaymentStore, *, source: str,
+                 on_outcome: Callable[[str, Any], None] | None = None) -> None:
         self.store = store
         self.source = source
+        # The facade of this process, if any, waiting for this workflow's outcome.
+        self.on_outcome = on_outcome or (lambda workflow_id, outcome: None)
 
     @activity.defn(name="payments.execute_create")
     @_as_activity

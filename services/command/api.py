@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.command.bootstrap import CommandRuntime, command_runtime, ops_checks
 from services.command.client import CommandFailed, CommandPending
@@ -350,6 +351,26 @@ async def command_status(command_id: str, request: Request, principal: Writer) -
 # --------------------------------------------------------------------------- app
 
 
+class BodyLimit:
+    """Refuse bodies announced larger than ``limit`` with a 413 (plain ASGI: no per-request
+    task group like ``@app.middleware``)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            if length.isdigit() and int(length) > self.limit:
+                response = problem_response(413, "Content Too Large",
+                                            f"request bodies are limited to {self.limit} bytes",
+                                            instance=scope["path"])
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: CommandSettings | None = None, runtime: CommandRuntime | None = None) -> FastAPI:
     """The ASGI app. With ``runtime`` (tests, benchmark) it uses that; otherwise its
     lifespan opens one from ``settings`` (pool, migrations, client, embedded worker)."""
@@ -377,13 +398,7 @@ def create_app(settings: CommandSettings | None = None, runtime: CommandRuntime 
         app.state.runtime = runtime
     install_problem_handlers(app)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return problem_response(413, "Content Too Large", f"request bodies are limited to {MAX_BODY_BYTES} bytes",
-                                    instance=request.url.path)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     async def check(name: str) -> None:
         await ops_checks(app.state.runtime)[name]()

@@ -46,14 +46,16 @@ async def command_runtime(
             await migrate(pool)
         client = await connect(settings)
         store = PaymentStore(pool)
-        worker = build_worker(client, store, settings) if embedded else None
         service = PaymentCqsService(
             client, task_queue=settings.command_task_queue,
-            # Eager start hands the first workflow task to a worker of this same client.
-            eager_start=settings.command_eager_start and worker is not None,
+            # Eager start hands the first workflow task to a worker of this same client,
+            # whose local activity then hands the result straight to the waiting request.
+            eager_start=settings.command_eager_start and embedded,
+            local_results=settings.command_local_results and embedded,
             workflow_timeout=timedelta(seconds=settings.command_workflow_timeout_seconds),
             store=store,
         )
+        worker = build_worker(client, store, settings, on_outcome=service.deliver) if embedded else None
         runtime = CommandRuntime(settings, pool, store, client, service, worker)
         if worker is None:
             yield runtime

@@ -22,6 +22,10 @@ class CommandSettings(Settings):
     # takes whatever the API replicas do not (or all of it, with this set to false).
     command_api_embedded_worker: bool = True
     command_eager_start: bool = True
+    # With the embedded worker: answer as soon as this process's local activity has
+    # committed, instead of reading the result back from the workflow history (the
+    # committed result is final: a retried activity returns the same stored result).
+    command_local_results: bool = True
     # How long a synchronous HTTP command waits for its workflow before answering 202
     # with the command status URL.
     command_wait_timeout_seconds: float = Field(default=15.0, gt=0)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -16,8 +18,11 @@ from services.command.workflows import WORKFLOWS
 log = logging.getLogger("payments.command.worker")
 
 
-def build_worker(client: Client, store: PaymentStore, settings: CommandSettings) -> Worker:
-    activities = CommandActivities(store, source=settings.event_source)
+def build_worker(
+    client: Client, store: PaymentStore, settings: CommandSettings,
+    on_outcome: Callable[[str, Any], None] | None = None,
+) -> Worker:
+    activities = CommandActivities(store, source=settings.event_source, on_outcome=on_outcome)
     return Worker(
         client,
         task_queue=settings.command_task_queue,
