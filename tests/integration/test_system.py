@@ -1,0 +1,126 @@
+"""The whole system as it runs in production: six `payments` processes, real servers.
+
+* end to end: a command through the command API is visible through the query API, and
+  ``min_version`` returns the new version without the test sleeping;
+* every metric name the Grafana dashboard and the alert rules use is exported by a
+  running process (DESIGN section 8; deploy/ must not chart a metric nobody exports).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from services.system import PROCESSES, RunningSystem
+from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
+from shared.settings import Settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
+from metric_names import base_name, referenced_metric_names  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+async def system(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Settings]:
+    suffix = uuid.uuid4().hex[:10]
+    database = f"payments_system_{suffix}"
+    admin = await asyncpg.connect(settings.database_url)
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    await admin.close()
+    values: dict[str, Any] = {
+        "database_url": urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{database}")),
+        "mongo_db": f"payments_system_{suffix}",
+        "events_topic": f"payments.events.system-{suffix}",
+        "dlq_topic": f"payments.events.dlq.system-{suffix}",
+        "command_task_queue": f"payments-commands-system-{suffix}",
+        "query_task_queue": f"payments-queries-system-{suffix}",
+        "log_json": True,
+    }
+    values.update({spec.port_field: _free_port() for spec in PROCESSES})
+    env = {**os.environ, **{f"PAYMENTS_{k.upper()}": str(v) for k, v in values.items()}}
+    run_settings = settings.model_copy(update=values)
+    running = RunningSystem(run_settings, tmp_path_factory.mktemp("system-logs"))
+    await asyncio.to_thread(running.start, env, timeout=90)
+    try:
+        yield run_settings
+    finally:
+        await asyncio.to_thread(running.stop)
+        admin = await asyncpg.connect(settings.database_url)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()
+
+
+def _auth(settings: Settings, org: str) -> dict[str, str]:
+    return {"Authorization": "Bearer " + mint_token(org, [SCOPE_READ, SCOPE_WRITE], settings=settings)}
+
+
+async def test_command_becomes_visible_through_the_query_api(system: Settings) -> None:
+    command = f"http://127.0.0.1:{system.command_api_port}"
+    query = f"http://127.0.0.1:{system.query_api_port}"
+    auth = _auth(system, "org-e2e")
+    async with httpx.AsyncClient(timeout=30) as http:
+        created = await http.post(f"{command}/v1/payments", headers=auth,
+                                  json={"amount": 4200, "currency": "EUR", "description": "e2e"})
+        assert created.status_code == 201, created.text
+        payment = created.json()
+        completed = await http.post(f"{command}/v1/payments/{payment['id']}/complete", headers=auth)
+        assert completed.status_code == 200, completed.text
+        assert completed.json()["version"] == 2
+
+        # No sleep: the read blocks (bounded) until the projector has applied version 2.
+        read = await http.get(f"{query}/v1/payments/{payment['id']}", params={"min_version": 2}, headers=auth)
+        assert read.status_code == 200, read.text
+        assert (read.json()["version"], read.json()["status"], read.json()["amount"]) == (2, "completed", 4200)
+
+        found = await http.get(f"{query}/v1/payments", params={"status": "completed"}, headers=auth)
+        assert [p["id"] for p in found.json()["data"]] == [payment["id"]]
+        stats = (await http.get(f"{query}/v1/statistics", headers=auth)).json()
+        assert stats["count"] == 1 and stats["currencies"][0]["sum"] == 4200
+
+        other = await http.get(f"{query}/v1/payments/{payment['id']}", headers=_auth(system, "org-other"))
+        assert other.status_code == 404
+
+
+async def test_every_charted_metric_is_exported(system: Settings) -> None:
+    command = f"http://127.0.0.1:{system.command_api_port}"
+    query = f"http://127.0.0.1:{system.query_api_port}"
+    auth = _auth(system, "org-metrics")
+    async with httpx.AsyncClient(timeout=30) as http:
+        # Exercise every labelled series: success and rejection, cache miss and hit.
+        payment = (await http.post(f"{command}/v1/payments", headers=auth,
+                                   json={"amount": 100, "currency": "USD"})).json()
+        rejected = await http.post(f"{command}/v1/payments/{payment['id']}/refund", headers=auth)
+        assert rejected.status_code == 409, rejected.text
+        await http.get(f"{query}/v1/payments/{payment['id']}", params={"min_version": 1}, headers=auth)
+        for _ in range(2):
+            await http.get(f"{query}/v1/payments", headers=auth)
+            await http.get(f"{query}/v1/statistics", headers=auth)
+
+        exported: dict[str, set[str]] = {}
+        for spec in PROCESSES:
+            text = (await http.get(f"{spec.base_url(system)}/metrics")).text
+            for line in text.splitlines():
+                if line and not line.startswith("#"):
+                    exported.setdefault(base_name(line.split("{")[0].split(" ")[0]), set()).add(spec.name)
+
+    missing = sorted(referenced_metric_names() - set(exported))
+    assert not missing, f"charted or alerted on but exported by no process: {missing}"
+    # Each process exports only its own payments_* metrics.
+    assert exported["payments_outbox_backlog"] == {"relay"}
+    assert exported["payments_projection_lag_seconds"] == {"projector"}
