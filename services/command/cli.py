@@ -21,8 +21,10 @@ def _settings(**overrides: object) -> CommandSettings:
 
 
 def migrate() -> None:
-    """Apply the PostgreSQL migrations of the command service (idempotent; safe to run
-    from several processes at once). Uses PAYMENTS_DATABASE_URL."""
+    """Apply the command service's PostgreSQL migrations (idempotent).
+
+    Safe to run from several processes at once (advisory lock). Uses PAYMENTS_DATABASE_URL.
+    """
     from services.command.store import create_pool
     from services.command.store import migrate as apply
 
@@ -48,8 +50,11 @@ def command_api(
         "(default PAYMENTS_COMMAND_API_EMBEDDED_WORKER, true).",
     ),
 ) -> None:
-    """Serve the command HTTP API (DESIGN section 5) with uvicorn. Runs the migrations
-    at start-up; /healthz, /readyz and /metrics included; stops on SIGTERM."""
+    """Serve the command HTTP API (port 8001) with uvicorn.
+
+    Runs the migrations at start-up, serves /healthz, /readyz, /metrics, /docs; by
+    default hosts a command worker for eager workflow start. Stops cleanly on SIGTERM.
+    """
     import uvicorn
 
     from services.command.api import create_app
@@ -60,18 +65,22 @@ def command_api(
 
 
 def command_worker() -> None:
-    """Run the Temporal command worker on PAYMENTS_COMMAND_TASK_QUEUE (payments-commands),
-    with /healthz, /readyz and /metrics on PAYMENTS_COMMAND_WORKER_METRICS_PORT (9101)."""
+    """Run the Temporal command worker (task queue payments-commands).
+
+    /healthz, /readyz and /metrics on PAYMENTS_COMMAND_WORKER_METRICS_PORT (9101).
+    Stops cleanly on SIGTERM (finishes in-flight tasks, up to 10 s).
+    """
     from services.command.worker import run_worker
 
     asyncio.run(run_worker(_settings()))
 
 
 def relay() -> None:
-    """Publish the PostgreSQL outbox to Kafka (PAYMENTS_EVENTS_TOPIC), at least once and in
-    order per payment; several replicas may run. /healthz, /readyz and /metrics on
-    PAYMENTS_RELAY_METRICS_PORT (9102). Retention of published rows:
-    PAYMENTS_OUTBOX_RETENTION_SECONDS."""
+    """Publish the outbox to Kafka: at least once, in order per payment.
+
+    Several replicas may run. /healthz, /readyz and /metrics on PAYMENTS_RELAY_METRICS_PORT
+    (9102); published rows are purged after PAYMENTS_OUTBOX_RETENTION_SECONDS.
+    """
     from services.command.relay import run_relay
 
     asyncio.run(run_relay(_settings()))
