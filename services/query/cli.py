@@ -44,8 +44,15 @@ def query_api(
 
 def projector(
     batch_size: int = typer.Option(500, "--batch-size", help="Events per MongoDB transaction (at most)."),
-    batch_wait: float = typer.Option(0.05, "--batch-wait", help="Seconds to wait to fill a batch."),
+    batch_wait: float = typer.Option(
+        0.005, "--batch-wait", help="Seconds to wait for more events once one has arrived (adds to latency)."
+    ),
     group: str = typer.Option("payments-projector", "--group", help="Kafka consumer group."),
+    fetch_max_wait_ms: int = typer.Option(
+        25, "--fetch-max-wait-ms", min=1, max=1500,
+        help="Longest a Kafka fetch waits for records: bounds projection latency on brokers that do "
+        "not answer a waiting fetch early (Tansu).",
+    ),
     log_level: str = LOG_LEVEL,
 ) -> None:
     """Project payment events from Kafka into the MongoDB read model (faust agent).
@@ -55,7 +62,8 @@ def projector(
     """
     from services.query.projector import run
 
-    run(_settings(log_level), group=group, batch_size=batch_size, batch_wait=batch_wait)
+    run(_settings(log_level), group=group, batch_size=batch_size, batch_wait=batch_wait,
+        fetch_max_wait_ms=fetch_max_wait_ms)
 
 
 def query_worker(

@@ -105,6 +105,8 @@ async def test_min_version_waits_for_the_projection(ctx, api, auth):
 async def test_cached_search_is_invalidated_by_projection(qsettings, ctx, api, auth, producer, projector):
     p = snapshot("c-1", "org-a", amount=500)
     created = new_event(EventType.CREATED, p)
+    generation_key = f"{ctx.cache.prefix}:gen:org-a"
+    initial = int(await ctx.cache.redis.get(generation_key) or 0)
     await producer.send_and_wait(qsettings.events_topic, created.to_json_bytes(), key=created.key())
     h = auth("org-a")
 
@@ -112,10 +114,15 @@ async def test_cached_search_is_invalidated_by_projection(qsettings, ctx, api, a
         return (await api.get("/v1/payments", headers=h)).json()["total"] == 1
 
     await eventually(visible)
+
+    async def generation_bumped() -> bool:  # the projector bumps just after its Mongo write
+        return int(await ctx.cache.redis.get(generation_key) or 0) > initial
+
+    await eventually(generation_bumped)
+    await api.get("/v1/payments", headers=h)  # fills the cache under the current generation
     hits = QUERIES.labels("search", "hit")._value.get()
     assert (await api.get("/v1/payments", headers=h)).json()["data"][0]["amount"] == 500
     assert QUERIES.labels("search", "hit")._value.get() == hits + 1  # served from Redis
-    generation_key = f"{ctx.cache.prefix}:gen:org-a"
     before = int(await ctx.cache.redis.get(generation_key) or 0)
     updated = new_event(EventType.UPDATED, p.model_copy(update={"version": 2, "amount": 777}))
     await producer.send_and_wait(qsettings.events_topic, updated.to_json_bytes(), key=updated.key())

@@ -1,0 +1,148 @@
+"""Write-to-read visibility lag under a steady command load, on the running system.
+
+Starts the six processes (services/system.py) on the stack of ``payments stack up``,
+then sends creates at a fixed rate through the command API. For each payment it
+measures:
+
+* command latency: POST /v1/payments until 201 (the write is durable);
+* visibility lag: from that 201 until GET /v1/payments/{id}?min_version=1 on the query
+  API answers 200 (outbox -> relay -> Kafka -> projector -> MongoDB);
+
+and, as a baseline in the same run, a raw Kafka produce -> consume round trip through
+the same broker (the floor any event pipeline on this broker pays).
+
+    payments stack up --detach
+    python -m bench.visibility --rate 20 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from services.system import PROCESSES, RunningSystem
+from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
+from shared.settings import Settings
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pct(ms: list[float]) -> str:
+    q = statistics.quantiles(ms, n=100)
+    return f"p50 {q[49]:8.1f} ms   p99 {q[98]:8.1f} ms   (n={len(ms)})"
+
+
+async def kafka_round_trips(settings: Settings, n: int) -> list[float]:
+    topic = f"bench.rtt-{uuid.uuid4().hex[:8]}"
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=settings.kafka_bootstrap, group_id=f"bench-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest", session_timeout_ms=2000, heartbeat_interval_ms=500,
+        fetch_max_wait_ms=10,
+    )
+    await producer.start()
+    await producer.send_and_wait(topic, b"warmup")  # creates the topic
+    await consumer.start()
+    out: list[float] = []
+    try:
+        await consumer.getone()  # the warmup message: the group has joined
+        for i in range(n):
+            started = time.perf_counter()
+            await producer.send_and_wait(topic, str(i).encode())
+            await consumer.getone()
+            out.append((time.perf_counter() - started) * 1000)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return out
+
+
+async def drive(settings: Settings, rate: float, seconds: float) -> tuple[list[float], list[float]]:
+    command = f"http://127.0.0.1:{settings.command_api_port}"
+    query = f"http://127.0.0.1:{settings.query_api_port}"
+    auth = {"Authorization": "Bearer " + mint_token("bench-org", [SCOPE_READ, SCOPE_WRITE], settings=settings)}
+    write_ms: list[float] = []
+    lag_ms: list[float] = []
+
+    async def one(http: httpx.AsyncClient, i: int) -> None:
+        started = time.perf_counter()
+        resp = await http.post(f"{command}/v1/payments", headers=auth,
+                               json={"amount": 100 + i, "currency": "EUR", "description": f"bench {i}"})
+        resp.raise_for_status()
+        written = time.perf_counter()
+        read = await http.get(f"{query}/v1/payments/{resp.json()['id']}", params={"min_version": 1},
+                              headers=auth)
+        read.raise_for_status()
+        write_ms.append((written - started) * 1000)
+        lag_ms.append((time.perf_counter() - written) * 1000)
+
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=200)) as http:
+        for i in range(5):  # warm up both APIs and the pipeline
+            await one(http, -i)
+        write_ms.clear()
+        lag_ms.clear()
+        tasks = []
+        total = int(rate * seconds)
+        begin = time.perf_counter()
+        for i in range(total):
+            # Open-loop arrivals at a fixed rate: a slow pipeline shows up as lag, not as less load.
+            await asyncio.sleep(max(0.0, begin + i / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(http, i)))
+        await asyncio.gather(*tasks)
+    return write_ms, lag_ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=20.0, help="creates per second (default 20)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="duration of the load (default 20)")
+    parser.add_argument("--kafka-samples", type=int, default=200, help="raw Kafka round trips (default 200)")
+    args = parser.parse_args()
+    if args.rate * args.seconds > 5000:
+        parser.error("bounded load: rate x seconds must stay under 5000 commands")
+
+    base = Settings()
+    suffix = uuid.uuid4().hex[:8]
+    values: dict[str, object] = {
+        "mongo_db": f"bench_visibility_{suffix}",
+        "events_topic": f"bench.visibility-{suffix}",
+        "dlq_topic": f"bench.visibility.dlq-{suffix}",
+        "command_task_queue": f"bench-commands-{suffix}",
+        "query_task_queue": f"bench-queries-{suffix}",
+        **{spec.port_field: _free_port() for spec in PROCESSES},
+    }
+    env = {**os.environ, **{f"PAYMENTS_{k.upper()}": str(v) for k, v in values.items()},
+           "PAYMENTS_LOG_LEVEL": "WARNING"}
+    settings = base.model_copy(update=values)
+    system = RunningSystem(settings, Path(tempfile.mkdtemp(prefix="bench-visibility-")))
+    print(f"starting the six processes (logs in {system.log_dir})…", flush=True)
+    system.start(env, timeout=90)
+    try:
+        print(f"load: {args.rate:g} creates/s for {args.seconds:g} s", flush=True)
+        write_ms, lag_ms = asyncio.run(drive(settings, args.rate, args.seconds))
+        rtt = asyncio.run(kafka_round_trips(settings, args.kafka_samples))
+    finally:
+        system.stop()
+    print(f"{'raw Kafka produce->consume (baseline)':<40} {_pct(rtt)}")
+    print(f"{'command latency (POST -> 201)':<40} {_pct(write_ms)}")
+    print(f"{'visibility lag (201 -> readable)':<40} {_pct(lag_ms)}")
+    q_rtt, q_lag = statistics.median(rtt), statistics.median(lag_ms)
+    print(f"visibility lag p50 / Kafka round trip p50 = {q_lag / q_rtt:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
