@@ -141,6 +141,12 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def describe_validation_error(error: ValidationError) -> str:
+    """``"field: message; ..."`` for the first errors of a pydantic ValidationError
+    (DLQ reasons here; problem details of the command service)."""
+    return _describe(error)
+
+
 def parse_event(raw: bytes | str | None) -> PaymentEvent:
     """Bytes from Kafka -> a valid PaymentEvent, or :class:`InvalidEvent` saying why."""
     if raw is None or raw in (b"", ""):

@@ -17,7 +17,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from services.command import handlers
-from services.command.models import BatchResult, BulkCreatePayments, CommandResult, CreatePayment, ModifyPayment
+from services.command.models import (
+    BatchResult,
+    BulkCreatePayments,
+    CommandResult,
+    CreatePayment,
+    ModifyPayment,
+)
 from services.command.rules import Rejected
 from services.command.store import PaymentStore
 from shared.telemetry import bind_log_context, log_context

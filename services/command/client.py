@@ -35,7 +35,11 @@ from services.command.models import (
 )
 from services.command.rules import Rejected
 from services.command.store import PaymentStore
-from services.command.workflows import BulkCreatePaymentsWorkflow, CreatePaymentWorkflow, ModifyPaymentWorkflow
+from services.command.workflows import (
+    BulkCreatePaymentsWorkflow,
+    CreatePaymentWorkflow,
+    ModifyPaymentWorkflow,
+)
 from shared.telemetry import COMMAND_DURATION, COMMANDS
 
 _ROUTES: dict[type, tuple[Any, type]] = {

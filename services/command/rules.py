@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from services.command.models import CreatePayment, ModifyPayment, RejectionKind
-from shared.events import EventType, PaymentEvent, new_event
+from shared.events import EventType, PaymentEvent, describe_validation_error, new_event
 from shared.payment import (
     COMMAND_TARGET,
     INITIAL_STATUS,
@@ -49,19 +49,11 @@ class Decision:
         )
 
 
-def describe(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors()[:5]:
-        where = ".".join(str(p) for p in item.get("loc", ())) or "payment"
-        parts.append(f"{where}: {item.get('msg')}")
-    return "; ".join(parts)
-
-
 def _snapshot(values: dict[str, Any]) -> PaymentSnapshot:
     try:
         return PaymentSnapshot.model_validate(values)
     except ValidationError as exc:
-        raise Rejected(RejectionKind.VALIDATION, describe(exc)) from None
+        raise Rejected(RejectionKind.VALIDATION, describe_validation_error(exc)) from None
 
 
 def validate_create(cmd: CreatePayment, now: datetime) -> PaymentSnapshot:

@@ -57,6 +57,14 @@ def _reraise_business(err: ActivityError) -> NoReturn:
     raise err
 
 
+def _validate(check: Any, *args: Any) -> None:
+    """The validate step: pure rules, run in the workflow itself."""
+    try:
+        check(*args)
+    except rules.Rejected as rejection:
+        raise business_error(rejection) from None
+
+
 async def _execute(method: Any, cmd: Any) -> Any:
     try:
         return await workflow.execute_local_activity_method(method, cmd, **EXECUTE_OPTIONS)
@@ -68,10 +76,7 @@ async def _execute(method: Any, cmd: Any) -> Any:
 class CreatePaymentWorkflow:
     @workflow.run
     async def run(self, cmd: CreatePayment) -> CommandResult:
-        try:
-            rules.validate_create(cmd, workflow.now())
-        except rules.Rejected as rejection:
-            raise business_error(rejection) from None
+        _validate(rules.validate_create, cmd, workflow.now())
         return await _execute(CommandActivities.execute_create, cmd)
 
 
@@ -81,10 +86,7 @@ class ModifyPaymentWorkflow:
 
     @workflow.run
     async def run(self, cmd: ModifyPayment) -> CommandResult:
-        try:
-            rules.validate_update_fields(cmd)
-        except rules.Rejected as rejection:
-            raise business_error(rejection) from None
+        _validate(rules.validate_update_fields, cmd)
         return await _execute(CommandActivities.execute_modify, cmd)
 
 

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from services.command.api import create_app
 from services.command.bootstrap import CommandRuntime, command_runtime
 from services.command.config import CommandSettings
-from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
+from shared.auth import SCOPE_WRITE, mint_token
 from shared.events import PaymentEvent, parse_event
 
 
