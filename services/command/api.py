@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.command.bootstrap import CommandRuntime, command_runtime, ops_checks
-from services.command.client import CommandFailed, CommandPending
+from services.command.client import CommandFailed, CommandPending, workflow_id
 from services.command.config import CommandSettings
 from services.command.handlers import problem_of
 from services.command.models import (
@@ -49,7 +50,9 @@ from shared.http import (
     problem_response,
 )
 from shared.payment import PaymentCommand, PaymentSnapshot
+from shared.telemetry import bind_log_context, log_context
 
+log = logging.getLogger("payments.command.api")
 MAX_BODY_BYTES = 1 << 20
 _ID_NAMESPACE = uuid.UUID("3f8a4f8e-5d1c-4c3e-9a43-6f1f2b8c9d01")
 _ETAG_RE = re.compile(r'^\s*(?:W/)?(?:"(\d{1,9})"|(\d{1,9}))\s*$')
@@ -139,6 +142,15 @@ def _rejection_response(rejection: Rejected, instance: str) -> JSONResponse:
 
 
 async def _execute(request: Request, command: Command, prefer: str | None, success_status: int) -> Response:
+    token = bind_log_context(command_id=command.command_id, organization_id=command.organization_id,
+                             workflow_id=workflow_id(command.organization_id, command.command_id))
+    try:
+        return await _run(request, command, prefer, success_status)
+    finally:
+        log_context.reset(token)
+
+
+async def _run(request: Request, command: Command, prefer: str | None, success_status: int) -> Response:
     runtime = _runtime(request)
     service = runtime.service
     if _wants_async(prefer):
@@ -151,6 +163,7 @@ async def _execute(request: Request, command: Command, prefer: str | None, succe
     except CommandPending:
         return _accepted(command.command_id)
     except CommandFailed as err:
+        log.warning("command failed: %s", err)
         return problem_response(503, "Service Unavailable", f"the command could not complete: {err}; retry",
                                 type_=PROBLEM_BASE + "command-failed", instance=request.url.path,
                                 headers={"Retry-After": "1"})
