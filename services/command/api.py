@@ -1,7 +1,7 @@
 """The command HTTP API (DESIGN section 5, port 8001).
 
 Thin: parse and authorize the request, build a typed command, hand it to the
-``PaymentCqsService`` facade, and turn its result or rejection into HTTP. Idempotency-Key
+``PaymentCommandService`` facade, and turn its result or rejection into HTTP. Idempotency-Key
 records live in PostgreSQL; workflow ids are deterministic, so a retried request
 attaches to (or returns the result of) the first one instead of running again.
 """

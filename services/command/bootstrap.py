@@ -16,7 +16,7 @@ import asyncpg
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from services.command.client import PaymentCqsService
+from services.command.client import PaymentCommandService
 from services.command.config import CommandSettings
 from services.command.store import PaymentStore, create_pool, migrate
 from services.command.worker import build_worker
@@ -30,7 +30,7 @@ class CommandRuntime:
     pool: asyncpg.Pool
     store: PaymentStore
     client: Client
-    service: PaymentCqsService
+    service: PaymentCommandService
     worker: Worker | None
 
 
@@ -46,7 +46,7 @@ async def command_runtime(
             await migrate(pool)
         client = await connect(settings)
         store = PaymentStore(pool)
-        service = PaymentCqsService(
+        service = PaymentCommandService(
             client, task_queue=settings.command_task_queue,
             # Eager start hands the first workflow task to a worker of this same client,
             # whose local activity then hands the result straight to the waiting request.

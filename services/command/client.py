@@ -1,4 +1,5 @@
-"""``PaymentCqsService``: the Python facade of the command side (the seed's service).
+"""``PaymentCommandService``: the command half of the seed's ``PaymentCqsService`` (the whole
+facade, commands and queries, is ``services.facade.PaymentCqsService``).
 
 ``process(command)`` runs a command and waits for its result; ``process_async(command)``
 starts it and returns the workflow id; ``status(org, command_id)`` looks a command up.
@@ -80,7 +81,7 @@ def rejection_from(error: BaseException) -> Rejected | None:
     return Rejected(RejectionKind(cause.type), cause.message, current_version=details.get("current_version"))
 
 
-class PaymentCqsService:
+class PaymentCommandService:
     def __init__(
         self,
         client: Client,

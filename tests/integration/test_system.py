@@ -124,3 +124,39 @@ async def test_every_charted_metric_is_exported(system: Settings) -> None:
     # Each process exports only its own payments_* metrics.
     assert exported["payments_outbox_backlog"] == {"relay"}
     assert exported["payments_projection_lag_seconds"] == {"projector"}
+
+
+async def test_facade_commands_and_queries_over_temporal(system: Settings) -> None:
+    """The seed's PaymentCqsService: commands and reads through Temporal only."""
+    from services.command.models import CreatePayment, ModifyPayment
+    from services.command.rules import Rejected
+    from services.facade import PaymentCqsService
+    from services.query.models import SearchQuery, StatisticsQuery
+    from shared.payment import PaymentCommand
+
+    cqs = await PaymentCqsService.connect(system)
+    payment_id = f"facade-{uuid.uuid4().hex[:8]}"
+    create = CreatePayment(command_id=f"create-{payment_id}", organization_id="org-facade",
+                           payment_id=payment_id, amount=990, currency="JPY")
+    result = await cqs.process_command(create)
+    assert (result.payment.id, result.payment.version) == (payment_id, 1)
+    assert (await cqs.process_command(create)).payment == result.payment  # a retry: same result
+
+    complete = ModifyPayment(command_id=f"complete-{payment_id}", organization_id="org-facade",
+                             action=PaymentCommand.COMPLETE, payment_id=payment_id, expected_version=1)
+    assert await cqs.process_command_async(complete) == cqs.workflow_id(complete)
+    with pytest.raises(Rejected):
+        await cqs.process_command(ModifyPayment(
+            command_id=f"update-{payment_id}", organization_id="org-facade", action=PaymentCommand.UPDATE,
+            payment_id=payment_id, amount=-5))
+
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:  # the projection is asynchronous; the facade has no min_version
+        page = await cqs.search_payments("org-facade", SearchQuery(status="completed"))
+        if page.total == 1 or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert [p.id for p in page.data] == [payment_id]
+    stats = await cqs.payment_statistics("org-facade", StatisticsQuery())
+    assert stats.count == 1 and stats.currencies[0].sum == 990
+    assert (await cqs.get_payment("org-other", payment_id)) is None
