@@ -8,7 +8,7 @@ Each mirrors the seed's validate -> execute -> publish:
 
 The workflows run outside the SDK's sandbox (``sandboxed=False``): the sandbox re-imports
 modules for every run, which measured ~16 ms of CPU per command (see
-docs/benchmarks/command.md). They stay deterministic by construction: they only call
+docs/benchmarks.md). They stay deterministic by construction: they only call
 the pure rules with ``workflow.now()`` and one local activity; keep it that way.
 
 Business rejections fail the workflow with a non-retryable ``ApplicationError`` whose

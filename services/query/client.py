@@ -2,7 +2,7 @@
 ``PaymentCqsService`` read methods (``searchPayments``, statistics, get by id).
 
 For orchestrated callers; interactive clients should use the HTTP API (faster: see
-docs/benchmarks/query.md).
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
