@@ -187,11 +187,11 @@ def _die_with_parent() -> Callable[[], None] | None:
 _PREEXEC = _die_with_parent()
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int, host: str = HOST) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((HOST, port))
+            s.bind((host, port))
         except OSError:
             return False
     return True
@@ -604,7 +604,7 @@ class LocalStack:
                     raise StackError(
                         f"MongoDB (SecantusDB) needs a port below 32768, got {port}; choose a lower one"
                     )
-                if not _port_is_free(port):
+                if not port_is_free(port):
                     raise StackError(
                         f"port {port} for {name} is already in use on {HOST}; stop what uses it, "
                         f"choose another port, or leave it unset to pick a free one"

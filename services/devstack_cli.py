@@ -13,12 +13,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 
 import typer
 
 from services import devstack
 from services.devstack import DEFAULT_DATA_DIR, Endpoints, LocalStack, StackError
+from services.foreground import ForegroundSignals, Interrupted
 
 stack_app = typer.Typer(
     name="stack",
@@ -39,10 +39,6 @@ DataDirOption = typer.Option(
     help="Directory for stack.json, logs/ and (with --persist) the servers' data.",
     show_default=True,
 )
-
-
-class _Stop(Exception):
-    """Raised from a signal handler to leave the foreground loop."""
 
 
 def _fail(message: str) -> typer.Exit:
@@ -162,46 +158,37 @@ def up(
         ready_timeout=timeout,
     )
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        raise _Stop(signal.Signals(signum).name)
-
-    previous = {
-        s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    }
     code = 0
-    try:
+    with ForegroundSignals() as signals:
         try:
-            endpoints = stack.start()
-        except StackError as exc:
-            raise _fail(str(exc)) from None
-        _print_endpoints(endpoints, data_dir, stack.startup_seconds, stack.logs_dir)
-        typer.echo("press Ctrl-C to stop")
-        sys.stdout.flush()
-        while True:
-            time.sleep(0.5)
-            exited = stack.exited()
-            if exited:
-                name, rc = next(iter(exited.items()))
-                typer.secho(
-                    f"error: {name} exited with code {rc}: {devstack._log_tail(stack.log_path(name))} "
-                    f"(see {stack.log_path(name)}); stopping the stack",
-                    fg="red",
-                    err=True,
-                )
-                code = 1
-                break
-    except _Stop:
-        if stack.endpoints is None:
-            code = 130  # interrupted before the stack was ready
-    finally:
-        # A second Ctrl-C while stopping must not leave servers behind.
-        for s in previous:
-            signal.signal(s, signal.SIG_IGN)
-        if stack.endpoints is not None or stack.pids:
-            typer.echo("stopping…", err=True)
-        stack.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+            try:
+                endpoints = stack.start()
+            except StackError as exc:
+                raise _fail(str(exc)) from None
+            _print_endpoints(endpoints, data_dir, stack.startup_seconds, stack.logs_dir)
+            typer.echo("press Ctrl-C to stop")
+            sys.stdout.flush()
+            while True:
+                time.sleep(0.5)
+                exited = stack.exited()
+                if exited:
+                    name, rc = next(iter(exited.items()))
+                    typer.secho(
+                        f"error: {name} exited with code {rc}: {devstack._log_tail(stack.log_path(name))} "
+                        f"(see {stack.log_path(name)}); stopping the stack",
+                        fg="red",
+                        err=True,
+                    )
+                    code = 1
+                    break
+        except Interrupted:
+            if stack.endpoints is None:
+                code = 130  # interrupted before the stack was ready
+        finally:
+            signals.shield()  # a second Ctrl-C while stopping must not leave servers behind
+            if stack.endpoints is not None or stack.pids:
+                typer.echo("stopping…", err=True)
+            stack.stop()
     typer.echo("stopped", err=True)
     if code:
         raise typer.Exit(code)

@@ -43,7 +43,7 @@ PROCESSES: tuple[ProcessSpec, ...] = (
 )
 
 
-class SystemError_(RuntimeError):
+class ProcessStartError(RuntimeError):
     """A process failed to start; the message says which and shows its log tail."""
 
 
@@ -85,7 +85,7 @@ class RunningSystem:
                 child = self.children[name]
                 if child.poll() is not None:
                     self.stop()
-                    raise SystemError_(
+                    raise ProcessStartError(
                         f"{name} exited with code {child.returncode}; last log lines:\n"
                         + _tail(self.log_dir / f"{name}.log")
                     )
@@ -93,7 +93,7 @@ class RunningSystem:
                     del pending[name]
             if pending and time.monotonic() > deadline:
                 self.stop()
-                raise SystemError_(
+                raise ProcessStartError(
                     f"not ready after {timeout:.0f}s: {', '.join(pending)}; see logs in {self.log_dir}"
                 )
             time.sleep(0.2)

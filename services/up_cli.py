@@ -4,41 +4,24 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 
 import httpx
 import typer
 
-from services.devstack import DEFAULT_DATA_DIR, LocalStack, StackError
-from services.system import PROCESSES, RunningSystem, SystemError_
+from services.devstack import DEFAULT_DATA_DIR, LocalStack, StackError, port_is_free
+from services.foreground import ForegroundSignals, Interrupted
+from services.system import PROCESSES, RunningSystem, ProcessStartError
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
 from shared.money import format_money
 from shared.settings import Settings
 
 
-class _Stop(Exception):
-    pass
-
-
 def _fail(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", fg="red", err=True)
     return typer.Exit(1)
-
-
-def _port_free(host: str, port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _print_urls(settings: Settings, token: str, log_dir: Path, seconds: float) -> None:
@@ -83,7 +66,7 @@ def up(
     """
     data_dir = data_dir.absolute()
     base = Settings()
-    taken = [f"{s.name} port {s.port(base)}" for s in PROCESSES if not _port_free(base.host, s.port(base))]
+    taken = [f"{s.name} port {s.port(base)}" for s in PROCESSES if not port_is_free(s.port(base), base.host)]
     if taken:
         raise _fail(f"{', '.join(taken)} already in use: stop what uses it or set PAYMENTS_<NAME>_PORT")
     started = time.monotonic()
@@ -93,53 +76,50 @@ def up(
     )
     system: RunningSystem | None = None
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        raise _Stop(signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     code = 0
-    try:
+    with ForegroundSignals() as signals:
         try:
-            endpoints = stack.start()
-        except StackError as exc:
-            raise _fail(str(exc)) from None
-        typer.echo(f"stack ready in {stack.startup_seconds or 0:.1f}s; starting the six processes…", err=True)
-        env = {**os.environ, **endpoints.as_env(), "PAYMENTS_DATA_DIR": str(data_dir)}
-        settings = Settings(**{k: v for k, v in endpoints.as_settings().items() if v is not None})
-        system = RunningSystem(settings, data_dir / "logs")
-        try:
-            system.start(env, timeout=timeout)
-        except SystemError_ as exc:
-            raise _fail(str(exc)) from None
-        token = mint_token("demo-org", [SCOPE_READ, SCOPE_WRITE], settings=settings, subject="demo-user")
-        _print_urls(settings, token, system.log_dir, time.monotonic() - started)
-        while True:
-            time.sleep(0.5)
-            for name, child in system.children.items():
-                if child.poll() is not None:
-                    typer.secho(f"error: {name} exited with code {child.returncode}; see "
-                                f"{system.log_dir / (name + '.log')}; stopping", fg="red", err=True)
-                    code = 1
-                    raise _Stop("child exited")
-            crashed = stack.exited()
-            if crashed:
-                typer.secho(f"error: server(s) exited: {crashed}; stopping", fg="red", err=True)
-                code = 1
-                raise _Stop("server exited")
-    except _Stop:
-        pass
-    finally:
-        for s in previous:
-            signal.signal(s, signal.SIG_IGN)
-        typer.echo("stopping…", err=True)
-        if system is not None:
-            system.stop()
-        stack.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+            try:
+                endpoints = stack.start()
+            except StackError as exc:
+                raise _fail(str(exc)) from None
+            typer.echo(f"stack ready in {stack.startup_seconds or 0:.1f}s; starting the six processes…", err=True)
+            env = {**os.environ, **endpoints.as_env(), "PAYMENTS_DATA_DIR": str(data_dir)}
+            settings = Settings(**{k: v for k, v in endpoints.as_settings().items() if v is not None})
+            system = RunningSystem(settings, data_dir / "logs")
+            try:
+                system.start(env, timeout=timeout)
+            except ProcessStartError as exc:
+                raise _fail(str(exc)) from None
+            token = mint_token("demo-org", [SCOPE_READ, SCOPE_WRITE], settings=settings, subject="demo-user")
+            _print_urls(settings, token, system.log_dir, time.monotonic() - started)
+            code = _watch(stack, system)
+        except Interrupted:
+            pass
+        finally:
+            signals.shield()  # a second Ctrl-C while stopping must not leave processes behind
+            typer.echo("stopping…", err=True)
+            if system is not None:
+                system.stop()
+            stack.stop()
     typer.echo("stopped", err=True)
     if code:
         raise typer.Exit(code)
+
+
+def _watch(stack: LocalStack, system: RunningSystem) -> int:
+    """Block until a server or a process exits (exit code 1); signals raise Interrupted."""
+    while True:
+        time.sleep(0.5)
+        for name, child in system.children.items():
+            if child.poll() is not None:
+                typer.secho(f"error: {name} exited with code {child.returncode}; see "
+                            f"{system.log_dir / (name + '.log')}; stopping", fg="red", err=True)
+                return 1
+        crashed = stack.exited()
+        if crashed:
+            typer.secho(f"error: server(s) exited: {crashed}; stopping", fg="red", err=True)
+            return 1
 
 
 DEMO_ORGS = ("acme", "globex", "initech")
