@@ -41,9 +41,17 @@ DataDirOption = typer.Option(
 )
 
 
-def _fail(message: str) -> typer.Exit:
+def fail(message: str) -> typer.Exit:
+    """Print a one-line error; the caller raises the returned Exit (no traceback)."""
     typer.secho(f"error: {message}", fg="red", err=True)
     return typer.Exit(1)
+
+
+def start_or_fail(stack: LocalStack) -> Endpoints:
+    try:
+        return stack.start()
+    except StackError as exc:
+        raise fail(str(exc)) from None
 
 
 def _console():  # rich is imported lazily: --help stays fast
@@ -161,10 +169,7 @@ def up(
     code = 0
     with ForegroundSignals() as signals:
         try:
-            try:
-                endpoints = stack.start()
-            except StackError as exc:
-                raise _fail(str(exc)) from None
+            endpoints = start_or_fail(stack)
             _print_endpoints(endpoints, data_dir, stack.startup_seconds, stack.logs_dir)
             typer.echo("press Ctrl-C to stop")
             sys.stdout.flush()
@@ -205,7 +210,7 @@ def _up_detached(
 ) -> None:
     existing = devstack.status(data_dir)
     if existing.running:
-        raise _fail(
+        raise fail(
             f"a stack is already running in {data_dir}; see 'payments stack status --data-dir {data_dir}' "
             f"or stop it with 'payments stack down --data-dir {data_dir}'"
         )
@@ -260,7 +265,7 @@ def _up_detached(
         rc = child.poll()
         if rc is not None:
             detail = _last_error_line(log_path)
-            raise _fail(f"{detail} (log: {log_path})")
+            raise fail(f"{detail} (log: {log_path})")
         data = devstack.read_stack_file(data_dir)
         if data and data.get("owner_pid") == child.pid:
             _print_endpoints(
@@ -280,7 +285,7 @@ def _up_detached(
         child.wait(20)
     except subprocess.TimeoutExpired:
         devstack._kill_group(child.pid, signal.SIGKILL)
-    raise _fail(f"the stack did not become ready within {timeout + 15:.0f}s (log: {log_path})")
+    raise fail(f"the stack did not become ready within {timeout + 15:.0f}s (log: {log_path})")
 
 
 def _last_error_line(log_path: Path) -> str:

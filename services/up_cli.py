@@ -11,17 +11,13 @@ from pathlib import Path
 import httpx
 import typer
 
-from services.devstack import DEFAULT_DATA_DIR, LocalStack, StackError, port_is_free
+from services.devstack import DEFAULT_DATA_DIR, LocalStack, port_is_free
+from services.devstack_cli import fail, start_or_fail
 from services.foreground import ForegroundSignals, Interrupted
-from services.system import PROCESSES, RunningSystem, ProcessStartError
+from services.system import PROCESSES, ProcessStartError, RunningSystem
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
 from shared.money import format_money
 from shared.settings import Settings
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    return typer.Exit(1)
 
 
 def _print_urls(settings: Settings, token: str, log_dir: Path, seconds: float) -> None:
@@ -68,7 +64,7 @@ def up(
     base = Settings()
     taken = [f"{s.name} port {s.port(base)}" for s in PROCESSES if not port_is_free(s.port(base), base.host)]
     if taken:
-        raise _fail(f"{', '.join(taken)} already in use: stop what uses it or set PAYMENTS_<NAME>_PORT")
+        raise fail(f"{', '.join(taken)} already in use: stop what uses it or set PAYMENTS_<NAME>_PORT")
     started = time.monotonic()
     stack = LocalStack(
         data_dir, persist=persist, headless=headless, ready_timeout=timeout,
@@ -79,10 +75,7 @@ def up(
     code = 0
     with ForegroundSignals() as signals:
         try:
-            try:
-                endpoints = stack.start()
-            except StackError as exc:
-                raise _fail(str(exc)) from None
+            endpoints = start_or_fail(stack)
             typer.echo(f"stack ready in {stack.startup_seconds or 0:.1f}s; starting the six processes…", err=True)
             env = {**os.environ, **endpoints.as_env(), "PAYMENTS_DATA_DIR": str(data_dir)}
             settings = Settings(**{k: v for k, v in endpoints.as_settings().items() if v is not None})
@@ -90,7 +83,7 @@ def up(
             try:
                 system.start(env, timeout=timeout)
             except ProcessStartError as exc:
-                raise _fail(str(exc)) from None
+                raise fail(str(exc)) from None
             token = mint_token("demo-org", [SCOPE_READ, SCOPE_WRITE], settings=settings, subject="demo-user")
             _print_urls(settings, token, system.log_dir, time.monotonic() - started)
             code = _watch(stack, system)
@@ -188,10 +181,10 @@ def demo(
                 console.print(st)
                 console.print(f"by status: {stats['by_status']}")
     except httpx.HTTPStatusError as exc:
-        raise _fail(f"{exc.request.method} {exc.request.url} answered {exc.response.status_code}: "
+        raise fail(f"{exc.request.method} {exc.request.url} answered {exc.response.status_code}: "
                     f"{exc.response.text[:300]}") from None
     except httpx.TransportError as exc:
-        raise _fail(f"cannot reach the APIs ({exc}); is 'payments up' running?") from None
+        raise fail(f"cannot reach the APIs ({exc}); is 'payments up' running?") from None
 
 
 def register(app: typer.Typer) -> None:

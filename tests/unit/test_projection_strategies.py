@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from services.query.projection import BatchPlan, BucketKey, Stored, contribution_of, plan_batch
 from shared.events import EventType, PaymentEvent, new_event
-from shared.payment import TRANSITIONS, PaymentSnapshot, PaymentStatus, UNDELETABLE
+from shared.payment import TRANSITIONS, UNDELETABLE, PaymentSnapshot, PaymentStatus
 
 BASE = datetime(2026, 3, 1, 22, 0, tzinfo=UTC)
 
