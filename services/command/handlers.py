@@ -7,6 +7,7 @@ result instead of applying the command twice.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -28,6 +29,7 @@ from services.command.rules import Rejected
 from services.command.store import PaymentStore, UnitOfWork
 from shared.http import PROBLEM_BASE
 
+log = logging.getLogger("payments.command")
 Clock = Callable[[], datetime]
 MAX_RACE_RETRIES = 5
 
@@ -46,7 +48,10 @@ async def _already_done(uow: UnitOfWork, cmd: CreatePayment | ModifyPayment) -> 
 
 async def _finish(uow: UnitOfWork, cmd: CreatePayment | ModifyPayment, decision: rules.Decision,
                   source: str) -> CommandResult:
-    await uow.add_event(decision.event(source))
+    event = decision.event(source)
+    await uow.add_event(event)
+    log.info("%s event staged in the command's transaction", event.type.short, extra={"fields": {
+        "event_id": event.id, "payment_id": event.subject, "version": event.paymentversion}})
     result = CommandResult(command_id=cmd.command_id, payment=decision.snapshot)
     await uow.save_result(cmd.organization_id, cmd.command_id, result.model_dump(mode="json"))
     return result

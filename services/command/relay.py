@@ -144,7 +144,9 @@ class OutboxRelay:
             await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
                                [row["id"] for row in rows])
         self.published += len(rows)
-        log.debug("published %d events", len(rows), extra={"fields": {"last_event_id": str(rows[-1]["event_id"])}})
+        # Every event id, so one payment can be followed from its command to the projection.
+        log.info("published %d events", len(rows), extra={"fields": {
+            "event_ids": [str(row["event_id"]) for row in rows], "payment_ids": sorted({r["payment_id"] for r in rows})}})
         return len(rows)
 
     async def refresh_metrics(self) -> tuple[int, float]:

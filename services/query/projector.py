@@ -117,7 +117,7 @@ class Projector:
             result = await self._apply(valid)
             for event, outcome in zip(valid, result.outcomes, strict=True):
                 PROJECTION_EVENTS.labels(event.type.short, outcome).inc()
-                log.debug("event %s", outcome, extra={"fields": {"event_id": event.id, "payment_id": event.subject,
+                log.info("event %s", outcome, extra={"fields": {"event_id": event.id, "payment_id": event.subject,
                                                                   "version": event.paymentversion}})
             lag = projection.lag_seconds(result.newest_event_time)
             if lag is not None:
