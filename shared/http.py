@@ -65,6 +65,15 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        syntax = next((e for e in exc.errors() if e.get("type") == "json_invalid"), None)
+        if syntax is not None:  # not JSON at all: a 400, unlike valid JSON of the wrong shape (422)
+            position = next((p for p in syntax.get("loc", ()) if isinstance(p, int)), None)
+            reason = (syntax.get("ctx") or {}).get("error", "invalid JSON")
+            where = f" at character {position}" if position is not None else ""
+            return problem_response(
+                400, "Bad Request", f"malformed JSON body{where}: {reason}",
+                type_=PROBLEM_BASE + "malformed-json", instance=request.url.path,
+            )
         errors = [
             {"field": _loc(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")}
             for e in exc.errors()

@@ -78,9 +78,11 @@ def _problem_doc(status: int, description: str) -> dict[str, Any]:
 
 
 COMMON_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    400: _problem_doc(400, "Malformed JSON body or a malformed If-Match header"),
     401: _problem_doc(401, "Missing or invalid bearer token"),
     403: _problem_doc(403, "The token lacks the payments:write scope"),
     409: _problem_doc(409, "Conflict: illegal status transition, id taken, or Idempotency-Key reused"),
+    413: _problem_doc(413, "Request body larger than 1 MiB"),
     422: _problem_doc(422, "Invalid request or command (detail says which field and why)"),
 }
 MODIFY_PROBLEMS = {**COMMON_PROBLEMS, 404: _problem_doc(404, "No such payment in your organization"),

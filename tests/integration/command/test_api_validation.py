@@ -53,13 +53,16 @@ async def test_invalid_create_is_422_with_a_useful_detail(api, nothing_written, 
 
 
 @pytest.mark.parametrize(
-    "raw", [b'{"amount": 100, "currency": "EUR"', b"not json", b"[]", b"", b'"a string"'],
+    ("raw", "status", "detail"),
+    [(b'{"amount": 100, "currency": "EUR"', 400, "malformed JSON body at character"),
+     (b"not json", 400, "malformed JSON body"),
+     (b"[]", 422, "valid dictionary"), (b"", 422, "required"), (b'"a string"', 422, "valid dictionary")],
 )
-async def test_malformed_json_is_a_4xx_problem(api, nothing_written, raw):
+async def test_malformed_json_is_a_4xx_problem(api, nothing_written, raw, status, detail):
     response = await api.request("POST", "/v1/payments", content=raw, headers={"Content-Type": "application/json"})
-    assert response.status_code == 422, response.text
+    assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(PROBLEM)
-    assert response.json()["detail"]
+    assert detail in response.json()["detail"], response.json()
 
 
 @pytest.mark.parametrize(
