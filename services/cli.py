@@ -5,12 +5,17 @@ Each area registers its own sub-commands, so this file stays a table of contents
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
 import typer
 
 from services import devstack_cli, tools_cli, up_cli
 from services.command import cli as command_cli
 from services.query import cli as query_cli
-from shared.telemetry import PROCESS_METRICS, export_only
+from shared.dependencies import PROCESS_NEEDS, DependencyUnavailable, wait_for
+from shared.settings import get_settings
+from shared.telemetry import PROCESS_METRICS, configure_logging, export_only
 
 app = typer.Typer(
     name="payments",
@@ -23,9 +28,18 @@ app = typer.Typer(
 
 @app.callback()
 def _main(ctx: typer.Context) -> None:
+    process = ctx.invoked_subcommand
     # Each long-running process exports only its own metrics (shared/telemetry.py).
-    if ctx.invoked_subcommand in PROCESS_METRICS:
-        export_only(ctx.invoked_subcommand)
+    if process in PROCESS_METRICS:
+        export_only(process)
+    if process in PROCESS_NEEDS and "--help" not in sys.argv:
+        settings = get_settings()
+        configure_logging(settings.log_level, settings.log_json)
+        try:
+            asyncio.run(wait_for(settings, PROCESS_NEEDS[process], settings.startup_timeout_seconds))
+        except DependencyUnavailable as exc:
+            typer.secho(f"error: {process}: {exc}", fg="red", err=True)
+            raise typer.Exit(1) from None
 
 
 tools_cli.register(app)

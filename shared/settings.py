@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     projector_metrics_port: int = 9103
     query_worker_metrics_port: int = 9104
 
+    # How long a process waits for its servers at start-up before it exits with an error.
+    startup_timeout_seconds: float = 30.0
+
     # Logging
     log_level: str = "INFO"
     log_json: bool = True

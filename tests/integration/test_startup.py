@@ -1,0 +1,39 @@
+"""A process whose servers do not answer exits 1 with one line naming the setting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PAYMENTS_") or k == "PAYMENTS_DATA_DIR"}
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
+                          env={**clean, "PAYMENTS_STARTUP_TIMEOUT_SECONDS": "1", "PAYMENTS_LOG_JSON": "false", **env},
+                          timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("process", "env", "setting"),
+    [
+        ("command-api", {"PAYMENTS_DATABASE_URL": "postgresql://u:secret@127.0.0.1:1/db"}, "PAYMENTS_DATABASE_URL"),
+        ("projector", {"PAYMENTS_KAFKA_BOOTSTRAP": "127.0.0.1:1"}, "PAYMENTS_KAFKA_BOOTSTRAP"),
+        ("query-api", {"PAYMENTS_MONGO_URL": "mongodb://127.0.0.1:1/?directConnection=true"}, "PAYMENTS_MONGO_URL"),
+        ("migrate", {"PAYMENTS_DATABASE_URL": "postgresql://u@127.0.0.1:1/db"}, "PAYMENTS_DATABASE_URL"),
+    ],
+)
+def test_unreachable_server_is_one_clear_line(process: str, env: dict[str, str], setting: str) -> None:
+    result = _run([process], **env)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and setting in errors[0] and f"{process}:" in errors[0], result.stderr
+    assert "secret" not in result.stderr  # passwords are redacted
+
+
+def test_help_does_not_wait_for_servers() -> None:
+    result = _run(["command-api", "--help"], PAYMENTS_DATABASE_URL="postgresql://u@127.0.0.1:1/db")
+    assert result.returncode == 0 and "Usage" in result.stdout
