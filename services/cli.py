@@ -6,6 +6,7 @@ Each area registers its own sub-commands, so this file stays a table of contents
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 
 import typer
@@ -14,7 +15,7 @@ from services import devstack_cli, tools_cli, up_cli
 from services.command import cli as command_cli
 from services.query import cli as query_cli
 from shared.dependencies import PROCESS_NEEDS, DependencyUnavailable, wait_for
-from shared.settings import get_settings
+from shared.settings import DEV_JWT_SECRET, get_settings
 from shared.telemetry import PROCESS_METRICS, configure_logging, export_only
 
 app = typer.Typer(
@@ -35,6 +36,10 @@ def _main(ctx: typer.Context) -> None:
     if process in PROCESS_NEEDS and "--help" not in sys.argv:
         settings = get_settings()
         configure_logging(settings.log_level, settings.log_json)
+        if settings.jwt_secret == DEV_JWT_SECRET and not settings.host.startswith("127."):
+            logging.getLogger("payments.startup").warning(
+                "PAYMENTS_JWT_SECRET is the built-in development secret while listening on %s: "
+                "anyone can mint tokens; set a secret of your own", settings.host)
         try:
             asyncio.run(wait_for(settings, PROCESS_NEEDS[process], settings.startup_timeout_seconds))
         except DependencyUnavailable as exc:

@@ -27,6 +27,10 @@ def stack_file_path() -> Path:
     return data_dir / STACK_FILE_NAME
 
 
+# Only for local use: a process listening beyond loopback with it logs a warning.
+DEV_JWT_SECRET = "dev-secret-change-me-please-32bytes!"
+
+
 class StackFileSource(PydanticBaseSettingsSource):
     """Endpoints written by ``payments stack up`` (keys are Settings field names)."""
 
@@ -72,7 +76,7 @@ class Settings(BaseSettings):
     query_task_queue: str = "payments-queries"
 
     # Auth: HS256 shared secret by default; set an RS256 public key in production.
-    jwt_secret: str = Field(default="dev-secret-change-me-please-32bytes!", repr=False)
+    jwt_secret: str = Field(default=DEV_JWT_SECRET, repr=False)
     jwt_algorithm: str = "HS256"
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
