@@ -75,7 +75,7 @@ def _print_endpoints(ep: Endpoints, data_dir: Path, seconds: float | None, logs_
         ("Temporal UI", ep.temporal_ui_url or "(headless)", "TEMPORAL_UI_URL", None),
         ("Kafka", ep.kafka_bootstrap, "KAFKA_BOOTSTRAP", "kafka"),
         ("MongoDB", ep.mongo_url, "MONGO_URL", "mongo"),
-        ("PostgreSQL", devstack._redact(ep.database_url), "DATABASE_URL", "postgres"),
+        ("PostgreSQL", devstack.redact(ep.database_url), "DATABASE_URL", "postgres"),
         ("Redis", ep.redis_url, "REDIS_URL", "redis"),
     ]
     for name, endpoint, env, key in rows:
@@ -179,7 +179,7 @@ def up(
                 if exited:
                     name, rc = next(iter(exited.items()))
                     typer.secho(
-                        f"error: {name} exited with code {rc}: {devstack._log_tail(stack.log_path(name))} "
+                        f"error: {name} exited with code {rc}: {devstack.log_tail(stack.log_path(name))} "
                         f"(see {stack.log_path(name)}); stopping the stack",
                         fg="red",
                         err=True,
@@ -280,11 +280,11 @@ def _up_detached(
             )
             return
         time.sleep(0.1)
-    devstack._kill_group(child.pid, signal.SIGTERM)
+    devstack.kill_group(child.pid, signal.SIGTERM)
     try:
         child.wait(20)
     except subprocess.TimeoutExpired:
-        devstack._kill_group(child.pid, signal.SIGKILL)
+        devstack.kill_group(child.pid, signal.SIGKILL)
     raise fail(f"the stack did not become ready within {timeout + 15:.0f}s (log: {log_path})")
 
 

@@ -1,0 +1,140 @@
+"""The stack recorded in ``<data_dir>/stack.json``, seen from another process:
+``stop_background`` (``payments stack down``) and ``status`` (``payments stack status``)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .endpoints import DEFAULT_DATA_DIR, HOST, SERVICES, STACK_FILE, read_stack_file, redact
+from .processes import group_alive, kill_group, pid_alive, pid_cmdline, tcp_answers, terminate_pids
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    pid: int | None
+    alive: bool | None  # None: not started by the stack (external)
+    address: str
+    answering: bool
+
+
+@dataclass
+class StackStatus:
+    data_dir: Path
+    running: bool
+    started_at: str | None = None
+    owner_pid: int | None = None
+    services: list[ServiceStatus] = field(default_factory=list)
+
+
+
+def stop_background(
+    data_dir: str | os.PathLike[str] = DEFAULT_DATA_DIR, timeout: float = 20.0
+) -> list[str]:
+    """Stop the stack recorded in ``<data_dir>/stack.json`` (``payments stack down``).
+
+    Asks the process that owns the stack to stop (it stops its children and removes
+    stack.json), then kills whatever is still alive. Returns the names of the servers
+    that were running; empty when there was no stack.
+    """
+    data_dir = Path(data_dir)
+    data = read_stack_file(data_dir)
+    if data is None:
+        return []
+    pids: dict[str, int] = {n: int(p) for n, p in (data.get("pids") or {}).items()}
+    # Only signal pids that still run the program we started (pids get reused).
+    expected = {
+        "temporal": "temporal",
+        "kafka": "tansu",
+        "mongo": "secantus",
+        "postgres": "postgres",
+        "redis": "valkey",
+    }
+    pids = {
+        n: p for n, p in pids.items() if pid_alive(p) and expected.get(n, n) in pid_cmdline(p)
+    }
+    running = sorted(pids)
+    owner = data.get("owner_pid")
+    deadline = time.monotonic() + timeout
+    if owner and owner != os.getpid() and pid_alive(owner):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(int(owner), signal.SIGTERM)
+        while time.monotonic() < deadline and pid_alive(owner):
+            time.sleep(0.05)
+        if pid_alive(owner):
+            kill_group(int(owner), signal.SIGKILL)
+    leftover = {n: p for n, p in pids.items() if pid_alive(p) or group_alive(p)}
+    if leftover:
+        first = {"postgres": signal.SIGINT}
+        terminate_pids(leftover, first, max(1.0, deadline - time.monotonic()))
+    with contextlib.suppress(FileNotFoundError):
+        (data_dir / STACK_FILE).unlink()
+    shutil.rmtree(data_dir / "run", ignore_errors=True)
+    return running
+
+
+def _address_of(name: str, settings: Mapping[str, Any]) -> tuple[str, str, int | None]:
+    """(display address, host, port) of a service from stack.json settings."""
+    raw = {
+        "temporal": settings.get("temporal_address"),
+        "temporal_ui": settings.get("temporal_ui_url"),
+        "kafka": settings.get("kafka_bootstrap"),
+        "mongo": settings.get("mongo_url"),
+        "postgres": settings.get("database_url"),
+        "redis": settings.get("redis_url"),
+    }.get(name)
+    if not raw:
+        return "", "", None
+    text = str(raw)
+    first = text.split(",")[0]
+    parts = urlsplit(first if "://" in first else f"tcp://{first}")
+    try:
+        return redact(text), parts.hostname or HOST, parts.port
+    except ValueError:
+        return redact(text), parts.hostname or HOST, None
+
+
+def status(data_dir: str | os.PathLike[str] = DEFAULT_DATA_DIR) -> StackStatus:
+    """What the stack in data_dir runs: per server, whether its pid is alive and its
+    port answers."""
+    data_dir = Path(data_dir)
+    data = read_stack_file(data_dir)
+    if data is None:
+        return StackStatus(data_dir=data_dir, running=False)
+    settings = data.get("settings") or {}
+    pids = data.get("pids") or {}
+    services: list[ServiceStatus] = []
+    names = list(SERVICES)
+    if settings.get("temporal_ui_url"):
+        names.insert(1, "temporal_ui")
+    for name in names:
+        address, host, port = _address_of(name, settings)
+        pid = pids.get("temporal" if name == "temporal_ui" else name)
+        services.append(
+            ServiceStatus(
+                name=name,
+                pid=pid,
+                alive=pid_alive(pid) if pid else None,
+                address=address,
+                answering=bool(port) and tcp_answers(host, int(port)),
+            )
+        )
+    owner = data.get("owner_pid")
+    running = any(s.alive or (s.alive is None and s.answering) for s in services)
+    return StackStatus(
+        data_dir=data_dir,
+        running=running,
+        started_at=data.get("started_at"),
+        owner_pid=owner if pid_alive(owner) else None,
+        services=services,
+    )
+

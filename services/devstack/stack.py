@@ -1,0 +1,277 @@
+"""``LocalStack``: start the local servers, wait until they answer, write stack.json,
+stop them again. Launching is in ``launch`` (``ServerLaunch``), waiting in
+``readiness`` (``ReadinessChecks``)."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import datetime as _dt
+import os
+import random
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from .binaries import check_binaries
+from .endpoints import (
+    DEFAULT_DATA_DIR,
+    HOST,
+    PORT_NAMES,
+    STACK_FILE,
+    Endpoints,
+    StackError,
+    read_stack_file,
+    write_stack_file,
+)
+from .launch import Child, ServerLaunch
+from .processes import pid_alive, port_is_free, terminate_pids
+from .readiness import ReadinessChecks, run_async
+
+MONGO_MAX_PORT = 32767  # SecantusDB needs a port below 32768
+
+
+class LocalStack(ServerLaunch, ReadinessChecks):
+    """Start (and stop) the local servers. Use as a context manager or call
+    ``start()`` / ``stop()``.
+
+    data_dir   where stack.json, logs/ and persistent data go (default ``.payments``)
+    persist    keep Temporal, MongoDB and PostgreSQL data under data_dir across runs
+    headless   no Temporal web UI
+    ports      fixed ports by name (see PORT_NAMES); others are picked free
+    *_url / temporal_address / kafka_bootstrap
+               use this existing server instead of starting one (checked for reachability)
+    binaries   override the location of a server binary by service name
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] = DEFAULT_DATA_DIR,
+        *,
+        persist: bool = False,
+        headless: bool = False,
+        ports: Mapping[str, int] | None = None,
+        database_url: str | None = None,
+        redis_url: str | None = None,
+        temporal_address: str | None = None,
+        kafka_bootstrap: str | None = None,
+        mongo_url: str | None = None,
+        temporal_namespace: str = "default",
+        events_topic: str = "payments.events",
+        dlq_topic: str = "payments.events.dlq",
+        events_partitions: int = 3,
+        binaries: Mapping[str, str | os.PathLike[str]] | None = None,
+        ready_timeout: float = 60.0,
+        external_timeout: float = 5.0,
+        stop_timeout: float = 10.0,
+        write_stack_file: bool = True,
+    ) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self.persist = persist
+        self.headless = headless
+        unknown = set(ports or {}) - set(PORT_NAMES)
+        if unknown:
+            raise StackError(f"unknown port name(s) {sorted(unknown)}; use {', '.join(PORT_NAMES)}")
+        self.fixed_ports = {k: int(v) for k, v in (ports or {}).items() if v}
+        self.external: dict[str, str] = {
+            k: v
+            for k, v in {
+                "temporal": temporal_address,
+                "kafka": kafka_bootstrap,
+                "mongo": mongo_url,
+                "postgres": database_url,
+                "redis": redis_url,
+            }.items()
+            if v
+        }
+        self.temporal_namespace = temporal_namespace
+        self.events_topic = events_topic
+        self.dlq_topic = dlq_topic
+        self.events_partitions = events_partitions
+        self.binary_overrides = {k: Path(v) for k, v in (binaries or {}).items()}
+        self.ready_timeout = ready_timeout
+        self.external_timeout = external_timeout
+        self.stop_timeout = stop_timeout
+        self.write_stack_file = write_stack_file
+
+        self.endpoints: Endpoints | None = None
+        self.ports: dict[str, int] = {}
+        self.startup_seconds: float | None = None
+        self._children: dict[str, Child] = {}
+        self._ephemeral_dirs: list[Path] = []
+        self._lock = threading.Lock()
+        self._atexit_registered = False
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def stack_file(self) -> Path:
+        return self.data_dir / STACK_FILE
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {name: c.popen.pid for name, c in self._children.items()}
+
+    def __enter__(self) -> Endpoints:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Endpoints:
+        """Start every server not given as a URL, wait until all answer, create the
+        Kafka topics and write stack.json. Raises StackError (after stopping whatever
+        it started) on failure."""
+        if self.endpoints is not None:
+            return self.endpoints
+        t0 = time.monotonic()
+        binaries = check_binaries(self.binary_overrides, self.external)
+        self._check_not_running()
+        self._pick_ports()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        if not self._atexit_registered:
+            atexit.register(self.stop)
+            self._atexit_registered = True
+        try:
+            endpoints = self._launch(binaries)
+            run_async(lambda: self._wait_ready(endpoints))
+            endpoints.pids = self.pids
+            self.endpoints = endpoints
+            self.startup_seconds = time.monotonic() - t0
+            if self.write_stack_file:
+                self._write_stack_file(endpoints)
+        except BaseException:
+            self.stop()
+            raise
+        return endpoints
+
+    def stop(self) -> None:
+        """Stop every child (SIGTERM, SIGKILL after stop_timeout, whole process groups)
+        and remove stack.json. Safe to call more than once."""
+        with self._lock:
+            children = dict(self._children)
+            if children:
+                terminate_pids(
+                    {n: c.popen.pid for n, c in children.items()},
+                    {n: c.stop_signal for n, c in children.items()},
+                    self.stop_timeout,
+                )
+                for c in children.values():
+                    with contextlib.suppress(Exception):
+                        c.popen.wait(timeout=1)
+            # Forget the children only once they are gone, so that a stop() interrupted
+            # (e.g. by a second Ctrl-C) can be retried.
+            self._children = {}
+            if self.endpoints is not None and self.write_stack_file:
+                data = read_stack_file(self.data_dir)
+                if data is None or data.get("owner_pid") == os.getpid():
+                    with contextlib.suppress(FileNotFoundError):
+                        self.stack_file.unlink()
+            self.endpoints = None
+            for d in self._ephemeral_dirs:
+                shutil.rmtree(d, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    d.parent.rmdir()  # data_dir/run, when empty
+            self._ephemeral_dirs = []
+
+    def exited(self) -> dict[str, int]:
+        """Children that have exited since start: name -> exit code."""
+        return {
+            n: c.popen.returncode for n, c in self._children.items() if c.popen.poll() is not None
+        }
+
+    def log_path(self, name: str) -> Path:
+        return self.logs_dir / f"{name}.log"
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_not_running(self) -> None:
+        data = read_stack_file(self.data_dir)
+        if not data:
+            return
+        owner = data.get("owner_pid")
+        live = [n for n, p in (data.get("pids") or {}).items() if pid_alive(p)]
+        if (owner and owner != os.getpid() and pid_alive(owner)) or live:
+            raise StackError(
+                f"a stack is already running in {self.data_dir} (pid {owner}); "
+                f"stop it with: payments stack down --data-dir {self.data_dir}"
+            )
+        # Stale file from a stack that died: ignore it (it is rewritten after start).
+
+    def _pick_ports(self) -> None:
+        wanted = [n for n in PORT_NAMES if self._needs_port(n)]
+        for name in wanted:
+            port = self.fixed_ports.get(name)
+            if port is not None:
+                if name == "mongo" and port > MONGO_MAX_PORT:
+                    raise StackError(
+                        f"MongoDB (SecantusDB) needs a port below 32768, got {port}; choose a lower one"
+                    )
+                if not port_is_free(port):
+                    raise StackError(
+                        f"port {port} for {name} is already in use on {HOST}; stop what uses it, "
+                        f"choose another port, or leave it unset to pick a free one"
+                    )
+                self.ports[name] = port
+        held: list[socket.socket] = []
+        try:
+            for name in wanted:
+                if name in self.ports:
+                    continue
+                s = self._grab_free_port(mongo=(name == "mongo"))
+                held.append(s)
+                self.ports[name] = s.getsockname()[1]
+        finally:
+            for s in held:
+                s.close()
+
+    def _needs_port(self, name: str) -> bool:
+        if name == "temporal_ui":
+            return "temporal" not in self.external and not self.headless
+        return name not in self.external
+
+    def _grab_free_port(self, mongo: bool) -> socket.socket:
+        taken = set(self.ports.values())
+        for _ in range(200):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                # Ports from the kernel's ephemeral range (>= 32768) are fine except for
+                # SecantusDB, which needs one below 32768.
+                s.bind((HOST, random.randint(20000, MONGO_MAX_PORT) if mongo else 0))
+            except OSError:
+                s.close()
+                continue
+            if s.getsockname()[1] in taken:
+                s.close()
+                continue
+            return s
+        raise StackError("could not find a free port on 127.0.0.1; free some ports and retry")
+
+    # ------------------------------------------------------------------ stack.json
+
+    def _write_stack_file(self, ep: Endpoints) -> None:
+        data = {
+            "settings": {
+                **ep.as_settings(),
+                "events_topic": self.events_topic,
+                "dlq_topic": self.dlq_topic,
+            },
+            "pids": ep.pids,
+            "owner_pid": os.getpid(),
+            "ports": self.ports,
+            "external": sorted(self.external),
+            "logs": {n: str(c.log_path) for n, c in self._children.items()},
+            "persist": self.persist,
+            "data_dir": str(self.data_dir),
+            "started_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "startup_seconds": round(self.startup_seconds or 0.0, 2),
+        }
+        write_stack_file(self.stack_file, data)
