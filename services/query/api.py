@@ -19,6 +19,7 @@ from services.query.handlers import MAX_WAIT_SECONDS, NotCaughtUp, PaymentNotFou
 from services.query.models import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
+    MAX_PAGE,
     PaymentView,
     SearchQuery,
     SearchResult,
@@ -28,6 +29,7 @@ from services.query.models import (
 from services.query.read_model import InvalidCursor
 from shared.auth import SCOPE_READ, Principal, require_scope
 from shared.http import PROBLEM_CONTENT_TYPE, ProblemError, install_health_routes, install_problem_handlers
+from shared.money import MAX_AMOUNT
 from shared.payment import PaymentStatus
 from shared.settings import Settings, get_settings
 
@@ -90,14 +92,15 @@ def create_app(settings: Settings | None = None, ctx: QueryContext | None = None
     })
 
     @app.get("/v1/payments", response_model=SearchResult, tags=["payments"], summary="Search payments",
-             responses=COMMON_ERRORS)
+             responses={**COMMON_ERRORS, 400: {"description": "starting_after is not a cursor of this search",
+                                               **PROBLEM}})
     async def search_payments(
         principal: Reader,
         h: Handlers,
         status: Annotated[PaymentStatus | None, Query(description="Exact status")] = None,
         currency: Annotated[str | None, Query(description="ISO 4217 code", examples=["EUR"])] = None,
-        min_amount: Annotated[int | None, Query(ge=0, description="Minor units, inclusive")] = None,
-        max_amount: Annotated[int | None, Query(ge=0, description="Minor units, inclusive")] = None,
+        min_amount: Annotated[int | None, Query(ge=0, le=MAX_AMOUNT, description="Minor units, inclusive")] = None,
+        max_amount: Annotated[int | None, Query(ge=0, le=MAX_AMOUNT, description="Minor units, inclusive")] = None,
         created_from: Annotated[datetime | None, Query(description="Inclusive, RFC 3339",
                                                        examples=["2026-03-01T00:00:00Z"])] = None,
         created_to: Annotated[datetime | None, Query(description="Exclusive, RFC 3339")] = None,
@@ -107,7 +110,7 @@ def create_app(settings: Settings | None = None, ctx: QueryContext | None = None
         limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Page size")] = None,
         size: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Seed alias of limit")] = None,
         starting_after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
-        page: Annotated[int | None, Query(ge=1, description="Page number (offset pagination)")] = None,
+        page: Annotated[int | None, Query(ge=1, le=MAX_PAGE, description="Page number (offset pagination)")] = None,
     ) -> SearchResult:
         """Filter, sort and paginate the organization's payments. Prefer cursor pagination
         (`starting_after` = the previous `next_cursor`, keyset over (sort field, id)); `page`

@@ -7,11 +7,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.money import format_money, validate_currency
+from shared.money import MAX_AMOUNT, format_money, validate_currency
 from shared.payment import PaymentStatus
 
 SORT_FIELDS = ("created_at", "amount", "status")
 MAX_LIMIT = 100
+# Offset pagination stops at 10 000 pages (1 M rows skipped at most): deeper, use cursors.
+MAX_PAGE = 10_000
 DEFAULT_LIMIT = 20
 
 EXAMPLE_PAYMENT = {
@@ -37,15 +39,16 @@ class SearchQuery(BaseModel):
 
     status: PaymentStatus | None = None
     currency: str | None = Field(default=None, examples=["EUR"])
-    min_amount: int | None = Field(default=None, ge=0, description="Minor units, inclusive")
-    max_amount: int | None = Field(default=None, ge=0, description="Minor units, inclusive")
+    min_amount: int | None = Field(default=None, ge=0, le=MAX_AMOUNT, description="Minor units, inclusive")
+    max_amount: int | None = Field(default=None, ge=0, le=MAX_AMOUNT, description="Minor units, inclusive")
     created_from: datetime | None = Field(default=None, description="Inclusive, RFC 3339")
     created_to: datetime | None = Field(default=None, description="Exclusive, RFC 3339")
     user_id: str | None = None
     sort: str = Field(default="-created_at", description="created_at | amount | status; '-' for descending")
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
     starting_after: str | None = Field(default=None, description="next_cursor of the previous page")
-    page: int | None = Field(default=None, ge=1, description="Page number (seed style); ignored with a cursor")
+    page: int | None = Field(default=None, ge=1, le=MAX_PAGE,
+                             description="Page number (seed style); ignored with a cursor")
 
     @field_validator("currency")
     @classmethod

@@ -47,7 +47,11 @@ class PaymentQueryResult(BaseModel):
     statistics: Statistics | None = None
 
 
-@workflow.defn(name=WORKFLOW_NAME)
+# Unsandboxed, like the command workflows: it only routes to local activities, so it is
+# deterministic by construction, and on Python 3.10/3.11 the sandbox's importer can fail a
+# worker's start intermittently ("Failed validating workflow", KeyError in the module
+# lock: temporalio/sdk-python#585, fix pending in #1833).
+@workflow.defn(name=WORKFLOW_NAME, sandboxed=False)
 class PaymentQueryWorkflow:
     @workflow.run
     async def run(self, request: PaymentQueryRequest) -> PaymentQueryResult:

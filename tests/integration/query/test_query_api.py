@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from datetime import timedelta
 
+import pytest
 from conftest import eventually
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -200,3 +201,13 @@ async def test_property_on_real_mongodb(ctx, case):  # noqa: ANN001
     assert {d["_id"]: d["version"] async for d in cols.payments.find()} == live
     assert await _statistics_from_mongo(ctx) == recount(await _payments_from_mongo(ctx))
     await rm.drop(generation)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"page": 10**28}, {"min_amount": 10**30}, {"max_amount": 2**63}, {"page": 0}, {"limit": 101}],
+)
+async def test_out_of_range_parameters_are_422_not_500(api, auth, params):
+    response = await api.get("/v1/payments", params=params, headers=auth("org-a"))
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"]
