@@ -40,6 +40,8 @@ class CommandSettings(Settings):
     relay_max_backoff_seconds: float = Field(default=10.0, gt=0)
     relay_send_timeout_seconds: float = Field(default=15.0, gt=0)
     outbox_retention_seconds: float = Field(default=7 * 24 * 3600, ge=0)
+    # An Idempotency-Key replays its first response for this long (then it may be reused).
+    idempotency_key_retention_seconds: float = Field(default=24 * 3600, ge=0)
     outbox_purge_interval_seconds: float = Field(default=300.0, gt=0)
     events_topic_partitions: int = Field(default=3, ge=1)
 

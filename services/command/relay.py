@@ -54,6 +54,22 @@ PURGE = """
 DELETE FROM outbox WHERE id IN (
     SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1) LIMIT 5000)
 """
+# A key older than its retention no longer replays: the same key then runs as a new request.
+PURGE_IDEMPOTENCY_KEYS = """
+DELETE FROM idempotency_keys WHERE (organization_id, key) IN (
+    SELECT organization_id, key FROM idempotency_keys
+    WHERE created_at < now() - make_interval(secs => $1) LIMIT 5000)
+"""
+PURGE_BATCH = 5000
+
+
+async def _delete_in_batches(conn: asyncpg.Connection, statement: str, retention_seconds: float) -> int:
+    total = 0
+    while True:  # bounded batches: no long lock on a large backlog of expired rows
+        deleted = int((await conn.execute(statement, float(retention_seconds))).split()[-1])
+        total += deleted
+        if deleted < PURGE_BATCH:
+            return total
 
 
 class OutboxRelay:
@@ -158,21 +174,18 @@ class OutboxRelay:
         return backlog, lag
 
     async def purge(self, *, force: bool = False) -> int:
+        """Delete published outbox rows and idempotency keys past their retention."""
         now = time.monotonic()
         if not force and now - self._last_purge < self.settings.outbox_purge_interval_seconds:
             return 0
         self._last_purge = now
-        total = 0
         async with self.pool.acquire() as conn:
-            while True:
-                status = await conn.execute(PURGE, float(self.settings.outbox_retention_seconds))
-                deleted = int(status.split()[-1])
-                total += deleted
-                if deleted < 5000:
-                    break
-        if total:
-            log.info("purged %d published outbox rows", total)
-        return total
+            rows = await _delete_in_batches(conn, PURGE, self.settings.outbox_retention_seconds)
+            keys = await _delete_in_batches(conn, PURGE_IDEMPOTENCY_KEYS,
+                                            self.settings.idempotency_key_retention_seconds)
+        if rows or keys:
+            log.info("purged %d published outbox rows and %d expired idempotency keys", rows, keys)
+        return rows
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Publish until ``stop`` is set (or the task is cancelled)."""

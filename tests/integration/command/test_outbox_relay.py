@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -250,4 +249,15 @@ async def test_published_rows_are_purged_after_the_retention(db, runtime):
     assert await relay.purge(force=True) >= 1
     remaining = {p for p in ids if await db.outbox(p)}
     assert remaining == {ids[1], ids[2]}, "only the old published row goes; recent and unpublished stay"
-    json.dumps(remaining, default=list)
+
+
+async def test_idempotency_keys_expire_after_their_retention(db, runtime):
+    settings = CommandSettings.from_settings(runtime.settings, idempotency_key_retention_seconds=3600)
+    async with db.pool.acquire() as conn:
+        await conn.executemany(
+            "INSERT INTO idempotency_keys (organization_id, key, request_hash, created_at) "
+            "VALUES ('org-keys', $1, 'h', now() - make_interval(secs => $2))",
+            [("old-key", 7200.0), ("fresh-key", 60.0)])
+        await OutboxRelay(db.pool, settings).purge(force=True)
+        kept = {r["key"] for r in await conn.fetch("SELECT key FROM idempotency_keys WHERE organization_id = 'org-keys'")}
+    assert kept == {"fresh-key"}
