@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import httpx
 
 from services.command.config import CommandSettings
 from shared.auth import SCOPE_WRITE, mint_token
+from shared.net import free_port
 
 _OFF = {"PAYMENTS_COMMAND_EAGER_START": "false", "PAYMENTS_COMMAND_LOCAL_RESULTS": "false"}
 VARIANTS = {
@@ -77,11 +77,6 @@ async def serve(variant: str, port: int) -> None:
 
 # --------------------------------------------------------------------------- load side
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
@@ -129,7 +124,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def bench_variant(variant: str, args: argparse.Namespace, database_url: str, run_id: str) -> dict:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **VARIANTS[variant], "PAYMENTS_DATABASE_URL": database_url,
            "PAYMENTS_COMMAND_TASK_QUEUE": f"bench-{run_id}-{variant}", "PAYMENTS_LOG_LEVEL": "WARNING",
            "PAYMENTS_DATABASE_POOL_SIZE": str(args.pool_size)}

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
 import statistics
 import tempfile
 import time
@@ -30,15 +28,9 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from services.system import PROCESSES, RunningSystem
+from services.system import RunningSystem, isolated
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
 from shared.settings import Settings
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _pct(ms: list[float]) -> str:
@@ -115,19 +107,7 @@ def main() -> None:
     if args.rate * args.seconds > 5000:
         parser.error("bounded load: rate x seconds must stay under 5000 commands")
 
-    base = Settings()
-    suffix = uuid.uuid4().hex[:8]
-    values: dict[str, object] = {
-        "mongo_db": f"bench_visibility_{suffix}",
-        "events_topic": f"bench.visibility-{suffix}",
-        "dlq_topic": f"bench.visibility.dlq-{suffix}",
-        "command_task_queue": f"bench-commands-{suffix}",
-        "query_task_queue": f"bench-queries-{suffix}",
-        **{spec.port_field: _free_port() for spec in PROCESSES},
-    }
-    env = {**os.environ, **{f"PAYMENTS_{k.upper()}": str(v) for k, v in values.items()},
-           "PAYMENTS_LOG_LEVEL": "WARNING"}
-    settings = base.model_copy(update=values)
+    settings, env = isolated(Settings(), "bench-visibility", log_level="WARNING")
     system = RunningSystem(settings, Path(tempfile.mkdtemp(prefix="bench-visibility-")))
     print(f"starting the six processes (logs in {system.log_dir})…", flush=True)
     system.start(env, timeout=90)

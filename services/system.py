@@ -14,9 +14,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from shared.net import free_port
 from shared.settings import Settings
 
 
@@ -41,6 +44,23 @@ PROCESSES: tuple[ProcessSpec, ...] = (
     ProcessSpec("projector", "projector_metrics_port"),
     ProcessSpec("query-worker", "query_worker_metrics_port"),
 )
+
+
+def isolated(base: Settings, name: str, **overrides: Any) -> tuple[Settings, dict[str, str]]:
+    """Settings (and the child environment) for a system that shares ``base``'s servers but
+    none of its data: its own MongoDB database, Kafka topics, task queues and free ports."""
+    suffix = f"{name}-{uuid.uuid4().hex[:8]}"
+    values: dict[str, Any] = {
+        "mongo_db": suffix.replace("-", "_"),
+        "events_topic": f"payments.events.{suffix}",
+        "dlq_topic": f"payments.events.dlq.{suffix}",
+        "command_task_queue": f"payments-commands-{suffix}",
+        "query_task_queue": f"payments-queries-{suffix}",
+        **{spec.port_field: free_port() for spec in PROCESSES},
+        **overrides,
+    }
+    env = {**os.environ, **{f"PAYMENTS_{k.upper()}": str(v) for k, v in values.items()}}
+    return base.model_copy(update=values), env
 
 
 class ProcessStartError(RuntimeError):

@@ -13,19 +13,37 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit, urlunsplit
 
+from shared.net import redact_url
 from shared.settings import Settings
 
 log = logging.getLogger("payments.startup")
 Check = Callable[[Settings], Awaitable[None]]
 
 
-async def _postgres(settings: Settings) -> None:
+async def ping_postgres(url: str, timeout: float = 3.0) -> None:
     import asyncpg
 
-    conn = await asyncpg.connect(settings.database_url, timeout=3)
-    await conn.close()
+    conn = await asyncpg.connect(url, timeout=timeout)
+    try:
+        await conn.fetchval("select 1")
+    finally:
+        await conn.close()
+
+
+async def ping_mongo(url: str, timeout: float = 3.0) -> None:
+    from pymongo import AsyncMongoClient
+
+    ms = int(timeout * 1000)
+    client: AsyncMongoClient = AsyncMongoClient(url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms)
+    try:
+        await client.admin.command("ping")
+    finally:
+        await client.close()
+
+
+async def _postgres(settings: Settings) -> None:
+    await ping_postgres(settings.database_url)
 
 
 async def _temporal(settings: Settings) -> None:
@@ -49,13 +67,7 @@ async def _kafka(settings: Settings) -> None:
 
 
 async def _mongo(settings: Settings) -> None:
-    from pymongo import AsyncMongoClient
-
-    client: AsyncMongoClient = AsyncMongoClient(settings.mongo_url, serverSelectionTimeoutMS=3000)
-    try:
-        await client.admin.command("ping")
-    finally:
-        await client.close()
+    await ping_mongo(settings.mongo_url)
 
 
 CHECKS: dict[str, tuple[str, str, Check]] = {
@@ -82,14 +94,6 @@ class DependencyUnavailable(RuntimeError):
     pass
 
 
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":****@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
-
-
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
@@ -108,7 +112,7 @@ async def wait_for(settings: Settings, names: tuple[str, ...], timeout: float) -
             pending.pop(0)
             continue
         except Exception as exc:  # noqa: BLE001 - any failure means "not reachable yet"
-            address = _redact(str(getattr(settings, field)))
+            address = redact_url(str(getattr(settings, field)))
             if time.monotonic() >= deadline:
                 raise DependencyUnavailable(
                     f"cannot reach {what} at {address} (PAYMENTS_{field.upper()}) after {timeout:.0f}s: "

@@ -7,30 +7,24 @@ one scrape target per process carries both our metrics and the SDK's.
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from shared.net import free_port
 from shared.settings import Settings
 
 _runtime: Runtime | None = None
 _sdk_metrics_address: str | None = None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def metrics_runtime() -> Runtime:
     """One Runtime per process, exporting SDK metrics (prefixed ``temporal_``)."""
     global _runtime, _sdk_metrics_address
     if _runtime is None:
-        _sdk_metrics_address = f"127.0.0.1:{_free_port()}"
+        _sdk_metrics_address = f"127.0.0.1:{free_port()}"
         _runtime = Runtime(
             telemetry=TelemetryConfig(
                 metrics=PrometheusConfig(bind_address=_sdk_metrics_address), metric_prefix="temporal_"

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+
+from shared.net import redact_url as redact  # noqa: F401 - part of this module's API
 
 HOST = "127.0.0.1"
 STACK_FILE = "stack.json"
@@ -74,18 +75,6 @@ class Endpoints:
             "temporal_ui_url",
         }
         return cls(**{k: v for k, v in values.items() if k in names}, pids=dict(pids or {}))
-
-
-def redact(url: str) -> str:
-    """URL without its password, for messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def read_stack_file(data_dir: str | os.PathLike[str] = DEFAULT_DATA_DIR) -> dict[str, Any] | None:

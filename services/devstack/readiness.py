@@ -12,6 +12,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from shared.dependencies import ping_mongo, ping_postgres
+
 from .endpoints import HOST, SERVICES, Endpoints, StackError, redact
 from .launch import Child
 from .processes import log_tail, one_line, tcp_answers
@@ -67,8 +69,8 @@ class ReadinessChecks:
         checks: dict[str, Callable[[], Awaitable[None]]] = {
             "temporal": lambda: self._temporal_ready(ep.temporal_address),
             "kafka": lambda: self._kafka_ready(ep.kafka_bootstrap),
-            "mongo": lambda: _mongo_ping(ep.mongo_url),
-            "postgres": lambda: _pg_select_1(ep.database_url),
+            "mongo": lambda: ping_mongo(ep.mongo_url, timeout=1.0),
+            "postgres": lambda: ping_postgres(ep.database_url, timeout=2.0),
             "redis": lambda: _redis_ping(ep.redis_url),
         }
         urls = {
@@ -194,26 +196,6 @@ class ReadinessChecks:
                     raise RuntimeError(f"topic {d.get('topic')} not ready: {d}")
         finally:
             await admin.close()
-
-
-async def _mongo_ping(url: str) -> None:
-    from pymongo import AsyncMongoClient
-
-    client: Any = AsyncMongoClient(url, serverSelectionTimeoutMS=1000, connectTimeoutMS=1000)
-    try:
-        await client.admin.command("ping")
-    finally:
-        await client.close()
-
-
-async def _pg_select_1(url: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url, timeout=2)
-    try:
-        await conn.fetchval("select 1")
-    finally:
-        await conn.close()
 
 
 async def _redis_ping(url: str) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 from pydantic import BaseModel
 from temporalio import activity, workflow
 
+from shared.net import free_port
+
 with workflow.unsafe.imports_passed_through():
     import asyncpg
     import pytest
@@ -257,16 +259,11 @@ def _externals(stack_endpoints: Endpoints, **override: str) -> dict[str, str]:
     return values
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_unreachable_configured_url_is_a_one_line_stack_error(
     stack: Endpoints, tmp_path: Path
 ) -> None:
-    url = f"postgresql://postgres:secret@127.0.0.1:{_free_port()}/nothing"
+    url = f"postgresql://postgres:secret@127.0.0.1:{free_port()}/nothing"
     local = LocalStack(
         tmp_path, headless=True, external_timeout=1.0, **_externals(stack, database_url=url)
     )

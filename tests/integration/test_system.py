@@ -9,31 +9,22 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 import pytest
 
-from services.system import PROCESSES, RunningSystem
+from services.system import PROCESSES, RunningSystem, isolated
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
 from shared.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
 from metric_names import base_name, referenced_metric_names  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +34,10 @@ async def system(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
     admin = await asyncpg.connect(settings.database_url)
     await admin.execute(f'CREATE DATABASE "{database}"')
     await admin.close()
-    values: dict[str, Any] = {
-        "database_url": urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{database}")),
-        "mongo_db": f"payments_system_{suffix}",
-        "events_topic": f"payments.events.system-{suffix}",
-        "dlq_topic": f"payments.events.dlq.system-{suffix}",
-        "command_task_queue": f"payments-commands-system-{suffix}",
-        "query_task_queue": f"payments-queries-system-{suffix}",
-        "log_json": True,
-    }
-    values.update({spec.port_field: _free_port() for spec in PROCESSES})
-    env = {**os.environ, **{f"PAYMENTS_{k.upper()}": str(v) for k, v in values.items()}}
-    run_settings = settings.model_copy(update=values)
+    run_settings, env = isolated(
+        settings, "system", log_json=True,
+        database_url=urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{database}")),
+    )
     running = RunningSystem(run_settings, tmp_path_factory.mktemp("system-logs"))
     await asyncio.to_thread(running.start, env, timeout=90)
     try:

@@ -22,6 +22,7 @@ from services.command.models import CreatePayment
 from services.command.relay import OutboxRelay
 from services.devstack import find_binaries
 from shared.events import CONTENT_TYPE, EventType
+from shared.net import free_port
 from shared.payment import PaymentSnapshot
 from shared.telemetry import OUTBOX_BACKLOG, OUTBOX_PUBLISH_LAG
 
@@ -117,11 +118,6 @@ async def _zero(awaitable) -> bool:
     return await awaitable == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def _relay_process(settings: CommandSettings, batch_size: int) -> subprocess.Popen:
     env = {
@@ -130,7 +126,7 @@ def _relay_process(settings: CommandSettings, batch_size: int) -> subprocess.Pop
         "PAYMENTS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "PAYMENTS_EVENTS_TOPIC": settings.events_topic,
         "PAYMENTS_RELAY_BATCH_SIZE": str(batch_size),
-        "PAYMENTS_RELAY_METRICS_PORT": str(_free_port()),
+        "PAYMENTS_RELAY_METRICS_PORT": str(free_port()),
         "PAYMENTS_LOG_LEVEL": "WARNING",
     }
     return subprocess.Popen([sys.executable, "-m", "services.cli", "relay"], env=env,
@@ -177,7 +173,7 @@ class PrivateBroker:
     """A Tansu broker of this test only (memory storage: a restart loses its topics)."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen | None = None
 
     @property

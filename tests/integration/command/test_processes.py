@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,11 +12,7 @@ import time
 import httpx
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from shared.net import free_port
 
 
 def _env(settings, **extra: str) -> dict[str, str]:
@@ -65,7 +60,7 @@ def test_migrate_is_idempotent(runtime):
 
 
 def test_command_api_serves_and_stops_on_sigterm(runtime):
-    port = _free_port()
+    port = free_port()
     api = _payments("command-api", "--port", str(port), "--no-embedded-worker", env=_env(runtime.settings))
     try:
         ready = _wait_ready(f"http://127.0.0.1:{port}/readyz", api)
@@ -80,7 +75,7 @@ def test_command_api_serves_and_stops_on_sigterm(runtime):
 
 
 def test_command_worker_serves_ops_and_stops_on_sigterm(runtime):
-    port = _free_port()
+    port = free_port()
     worker = _payments("command-worker", env=_env(runtime.settings, PAYMENTS_COMMAND_WORKER_METRICS_PORT=str(port)))
     try:
         _wait_ready(f"http://127.0.0.1:{port}/readyz", worker)

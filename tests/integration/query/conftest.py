@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,13 +26,8 @@ sys.path.insert(0, str(Path(__file__).parents[2] / "unit"))  # test_projection_s
 from services.query.api import create_app  # noqa: E402
 from services.query.bootstrap import QueryContext, build  # noqa: E402
 from shared.auth import SCOPE_READ, mint_token  # noqa: E402
+from shared.net import free_port
 from shared.settings import Settings  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0, what: str = "condition") -> Any:
