@@ -157,6 +157,9 @@ class ServerLaunch:
                     str(storage),
                     "--log-level",
                     "WARNING",
+                    # Persistent data must survive a crash of the server: journal every
+                    # commit, as the projector's w:majority, j:true asks.
+                    *(["--sync-on-commit"] if self.persist else []),
                 ],
             )
         if "redis" in binaries:
