@@ -71,6 +71,7 @@ def outage_classes() -> tuple[type[BaseException], ...]:
         asyncpg.CannotConnectNowError,  # starting up or shutting down
         asyncpg.AdminShutdownError,
         asyncpg.TooManyConnectionsError,
+        asyncpg.InternalClientError,  # protocol state broken by a connection lost mid-query
         ConnectionFailure,  # pymongo: AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError
         RedisConnectionError,
     )
@@ -157,8 +158,14 @@ def install_problem_handlers(app: FastAPI) -> None:
 ReadinessCheck = Callable[[], Awaitable[None]]
 
 
+# Servers whose loss degrades a process without stopping it: a Redis outage only makes
+# queries slower (answered from MongoDB), so it never takes a pod out of its Service.
+OPTIONAL_DEPENDENCIES = frozenset({"redis"})
+
+
 def install_health_routes(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:
-    """``/healthz`` (process alive), ``/readyz`` (every dependency answers), ``/metrics``."""
+    """``/healthz`` (process alive), ``/readyz`` (every required dependency answers;
+    an optional one that fails makes the status ``degraded``, still 200), ``/metrics``."""
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:
@@ -177,9 +184,10 @@ def install_health_routes(app: FastAPI, checks: dict[str, ReadinessCheck]) -> No
     async def readyz() -> JSONResponse:
         outcomes = await asyncio.gather(*(probe(check) for check in checks.values()))
         results = dict(zip(checks, outcomes, strict=True))
-        ready = all(v == "ok" for v in results.values())
-        return JSONResponse({"status": "ready" if ready else "not ready", "checks": results},
-                            status_code=200 if ready else 503)
+        failed = {name for name, outcome in results.items() if outcome != "ok"}
+        ready = not failed - OPTIONAL_DEPENDENCIES
+        status = "not ready" if not ready else "degraded" if failed else "ready"
+        return JSONResponse({"status": status, "checks": results}, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
     async def metrics() -> Response:
