@@ -122,3 +122,18 @@ async def test_mongodb_unreachable_under_the_query_api(settings: Settings) -> No
             assert probe_seconds < READINESS_CHECK_TIMEOUT + 0.9, probe_seconds
             _assert_outage(await http.get("/v1/payments", headers=auth))
             _assert_outage(await http.get("/v1/statistics", headers=auth))
+
+
+async def test_redis_unreachable_degrades_the_query_api_without_unreadiness(settings: Settings) -> None:
+    """Redis is never required: its loss keeps the pods in their Service (status degraded)."""
+    gone = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "mongo_db": "outage_redis"})
+    auth = {"Authorization": "Bearer " + mint_token("org-outage", [SCOPE_READ], settings=gone)}
+    app = create_query_app(gone)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://q", timeout=30) as http:
+            ready = await http.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["status"] == "degraded" and ready.json()["checks"]["redis"].startswith("error")
+            assert ready.json()["checks"]["mongodb"] == "ok"
+            found = await http.get("/v1/payments", headers=auth)
+            assert found.status_code == 200 and found.json()["total"] == 0
