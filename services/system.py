@@ -88,8 +88,10 @@ class RunningSystem:
     log_dir: Path
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, env: dict[str, str], *, timeout: float = 60.0, names: list[str] | None = None) -> None:
-        """Start the processes (all by default) and wait until each answers ``/readyz``."""
+    def start(self, env: dict[str, str], *, timeout: float = 60.0, names: list[str] | None = None,
+              wait: bool = True) -> None:
+        """Start the processes (all by default) and wait until each answers ``/readyz``
+        (or, with ``wait=False``, only until each answers ``/healthz``)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         specs = [p for p in PROCESSES if names is None or p.name in names]
         for spec in specs:
@@ -109,7 +111,7 @@ class RunningSystem:
                         f"{name} exited with code {child.returncode}; last log lines:\n"
                         + _tail(self.log_dir / f"{name}.log")
                     )
-                if _healthy(spec.base_url(self.settings) + "/readyz"):
+                if _healthy(spec.base_url(self.settings) + ("/readyz" if wait else "/healthz")):
                     del pending[name]
             if pending and time.monotonic() > deadline:
                 self.stop()

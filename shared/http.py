@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,6 +15,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://gyroscops.com/problems/"
+# Each readiness check is cut off after this long (and all run at once), so /readyz
+# answers within the probes' timeoutSeconds (3 s in the chart) even while a server
+# hangs instead of refusing connections.
+READINESS_CHECK_TIMEOUT = 2.0
+# What a client is told to wait before retrying a request that needed a missing server.
+RETRY_AFTER_SECONDS = 2
 log = logging.getLogger("payments.http")
 
 
@@ -48,6 +55,37 @@ def problem_response(
         body["instance"] = instance
     body.update(extensions)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_CONTENT_TYPE, headers=headers)
+
+
+def outage_classes() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "a server this request needs is unreachable right now"
+    (connection refused or reset, a database restarting, no server selectable), as
+    opposed to a bug: they become a 503 with Retry-After, never a 500."""
+    import asyncpg
+    from pymongo.errors import ConnectionFailure
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    return (
+        OSError,  # refused / reset / timed out (TimeoutError is an OSError)
+        asyncpg.PostgresConnectionError,  # incl. the connection dying mid-request
+        asyncpg.CannotConnectNowError,  # starting up or shutting down
+        asyncpg.AdminShutdownError,
+        asyncpg.TooManyConnectionsError,
+        asyncpg.InternalClientError,  # protocol state broken by a connection lost mid-query
+        ConnectionFailure,  # pymongo: AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError
+        RedisConnectionError,
+    )
+
+
+def outage_response(request: Request, exc: BaseException) -> JSONResponse:
+    log.warning("%s %s: a server is unreachable: %s: %s", request.method, request.url.path,
+                type(exc).__name__, str(exc)[:300])
+    return problem_response(
+        503, "Service Unavailable",
+        "a server this request needs is unreachable right now; retry later",
+        type_=PROBLEM_BASE + "dependency-unavailable", instance=request.url.path,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -92,6 +130,22 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
+    async def _outage(request: Request, exc: Exception) -> JSONResponse:
+        return outage_response(request, exc)
+
+    # Registered per class: Starlette's ExceptionMiddleware then answers without
+    # re-raising (the catch-all below runs in ServerErrorMiddleware, which re-raises).
+    for cls in outage_classes():
+        app.add_exception_handler(cls, _outage)
+
+    from temporalio.service import RPCError, RPCStatusCode
+
+    @app.exception_handler(RPCError)
+    async def _temporal(request: Request, exc: RPCError) -> JSONResponse:
+        if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+            return outage_response(request, exc)
+        return await _unexpected(request, exc)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -104,25 +158,36 @@ def install_problem_handlers(app: FastAPI) -> None:
 ReadinessCheck = Callable[[], Awaitable[None]]
 
 
+# Servers whose loss degrades a process without stopping it: a Redis outage only makes
+# queries slower (answered from MongoDB), so it never takes a pod out of its Service.
+OPTIONAL_DEPENDENCIES = frozenset({"redis"})
+
+
 def install_health_routes(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:
-    """``/healthz`` (process alive), ``/readyz`` (every dependency answers), ``/metrics``."""
+    """``/healthz`` (process alive), ``/readyz`` (every required dependency answers;
+    an optional one that fails makes the status ``degraded``, still 200), ``/metrics``."""
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    async def probe(check: ReadinessCheck) -> str:
+        try:
+            await asyncio.wait_for(check(), READINESS_CHECK_TIMEOUT)
+            return "ok"
+        except TimeoutError:
+            return f"error: no answer within {READINESS_CHECK_TIMEOUT:g}s"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            return f"error: {type(exc).__name__}: {exc}"[:300]
+
     @app.get("/readyz", tags=["operations"], summary="Readiness: dependencies reachable")
     async def readyz() -> JSONResponse:
-        results: dict[str, str] = {}
-        for name, check in checks.items():
-            try:
-                await check()
-                results[name] = "ok"
-            except Exception as exc:  # noqa: BLE001 - any failure means not ready
-                results[name] = f"error: {type(exc).__name__}: {exc}"[:300]
-        ready = all(v == "ok" for v in results.values())
-        return JSONResponse({"status": "ready" if ready else "not ready", "checks": results},
-                            status_code=200 if ready else 503)
+        outcomes = await asyncio.gather(*(probe(check) for check in checks.values()))
+        results = dict(zip(checks, outcomes, strict=True))
+        failed = {name for name, outcome in results.items() if outcome != "ok"}
+        ready = not failed - OPTIONAL_DEPENDENCIES
+        status = "not ready" if not ready else "degraded" if failed else "ready"
+        return JSONResponse({"status": status, "checks": results}, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -200,6 +200,10 @@ async def _idempotent(
         raise
     if response.status_code >= 500:
         await store.release_idempotency_key(org, key)
+    elif response.status_code == 202:
+        # Still running: the key stays claimed but unanswered, so a retry attaches to the
+        # same workflow and gets the final answer instead of this 202 again.
+        pass
     else:
         headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
         await store.save_idempotent_response(org, key, response.status_code, bytes(response.body), headers)

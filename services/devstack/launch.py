@@ -39,6 +39,7 @@ class ServerLaunch:
     external: dict[str, str]
     ports: dict[str, int]
     _children: dict[str, Child]
+    _launches: dict[str, tuple[list[str], int, Path | None, dict[str, Any]]]
     _ephemeral_dirs: list[Path]
 
     if TYPE_CHECKING:
@@ -80,6 +81,8 @@ class ServerLaunch:
                     f"could not start {name} ({cmd[0]}): {exc}; {INSTALL_HINT}"
                 ) from exc
         self._children[name] = Child(name, popen, log_path, stop_signal)
+        # How to start it again alone (LocalStack.start_server).
+        self._launches[name] = (list(cmd), stop_signal, cwd, dict(kwargs))
 
     def _launch(self, binaries: dict[str, Path]) -> Endpoints:
         p = self.ports
@@ -157,6 +160,9 @@ class ServerLaunch:
                     str(storage),
                     "--log-level",
                     "WARNING",
+                    # Persistent data must survive a crash of the server: journal every
+                    # commit, as the projector's w:majority, j:true asks.
+                    *(["--sync-on-commit"] if self.persist else []),
                 ],
             )
         if "redis" in binaries:

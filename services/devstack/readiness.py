@@ -65,7 +65,7 @@ class ReadinessChecks:
     dlq_topic: str
     _children: dict[str, Child]
 
-    async def _wait_ready(self, ep: Endpoints) -> None:
+    async def _wait_ready(self, ep: Endpoints, names: tuple[str, ...] = SERVICES) -> None:
         checks: dict[str, Callable[[], Awaitable[None]]] = {
             "temporal": lambda: self._temporal_ready(ep.temporal_address),
             "kafka": lambda: self._kafka_ready(ep.kafka_bootstrap),
@@ -82,9 +82,9 @@ class ReadinessChecks:
         }
         tasks = [
             asyncio.ensure_future(self._wait_one(name, checks[name], urls[name]))
-            for name in SERVICES
+            for name in names
         ]
-        if not self.headless and "temporal" not in self.external:
+        if not self.headless and "temporal" not in self.external and "temporal" in names:
             tasks.append(asyncio.ensure_future(self._wait_ui()))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from .binaries import check_binaries
 from .endpoints import (
@@ -101,6 +102,7 @@ class LocalStack(ServerLaunch, ReadinessChecks):
         self.ports: dict[str, int] = {}
         self.startup_seconds: float | None = None
         self._children: dict[str, Child] = {}
+        self._launches: dict[str, tuple[list[str], int, Path | None, dict[str, Any]]] = {}
         self._ephemeral_dirs: list[Path] = []
         self._lock = threading.Lock()
         self._atexit_registered = False
@@ -181,6 +183,25 @@ class LocalStack(ServerLaunch, ReadinessChecks):
                 with contextlib.suppress(OSError):
                     d.parent.rmdir()  # data_dir/run, when empty
             self._ephemeral_dirs = []
+
+    def stop_server(self, name: str) -> None:
+        """Stop one server this stack started, leaving the others running (fault tests)."""
+        with self._lock:
+            child = self._children.pop(name)
+            terminate_pids({name: child.popen.pid}, {name: child.stop_signal}, self.stop_timeout)
+            with contextlib.suppress(Exception):
+                child.popen.wait(timeout=1)
+
+    def start_server(self, name: str) -> None:
+        """Start a server stopped by :meth:`stop_server` again, with the same command line
+        (same port, same data), and wait until it answers."""
+        if name in self._children:
+            raise StackError(f"{name} is running")
+        cmd, stop_signal, cwd, kwargs = self._launches[name]
+        self._spawn(name, cmd, stop_signal=stop_signal, cwd=cwd, **kwargs)
+        assert self.endpoints is not None
+        endpoints = self.endpoints
+        run_async(lambda: self._wait_ready(endpoints, (name,)))
 
     def exited(self) -> dict[str, int]:
         """Children that have exited since start: name -> exit code."""

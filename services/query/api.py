@@ -6,6 +6,7 @@ errors to problem+json. The organization always comes from the token.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import date, datetime
@@ -13,6 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from pydantic import ValidationError
+from pymongo.errors import PyMongoError
 
 from services.query.bootstrap import QueryContext, build
 from services.query.handlers import MAX_WAIT_SECONDS, NotCaughtUp, PaymentNotFound, QueryHandlers
@@ -33,6 +35,7 @@ from shared.money import MAX_AMOUNT
 from shared.payment import PaymentStatus
 from shared.settings import Settings, get_settings
 
+log = logging.getLogger("payments.query.api")
 PROBLEM = {"content": {PROBLEM_CONTENT_TYPE: {"schema": {"type": "object"}}}}
 COMMON_ERRORS = {
     401: {"description": "Missing or invalid bearer token", **PROBLEM},
@@ -67,6 +70,12 @@ def create_app(settings: Settings | None = None, ctx: QueryContext | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = ctx is None
         app.state.ctx = ctx or build(settings)
+        try:
+            # Searches hint at these indexes: a query API that starts before any projector
+            # (a fresh database) must not answer 500 for want of them.
+            await app.state.ctx.read_model.ensure_indexes()
+        except PyMongoError as exc:  # MongoDB away: /readyz says so; the projector creates them too
+            log.warning("could not ensure the read model's indexes: %s", exc)
         try:
             yield
         finally:

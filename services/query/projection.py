@@ -35,6 +35,11 @@ from typing import Any
 from shared.events import EventType, PaymentEvent
 from shared.payment import PaymentSnapshot
 
+# A batch's offsets are committed once its transaction returns, so the commit must be
+# durable by then: acknowledged by a majority of the replica set and journaled. (The local
+# stack's SecantusDB syncs on commit when it persists, to honour j:true.)
+DURABLE = {"w": "majority", "j": True}
+
 APPLIED = "applied"
 DUPLICATE = "duplicate"
 INVALID = "invalid"
@@ -218,7 +223,9 @@ async def apply_batch(client: Any, collections: Any, events: Sequence[PaymentEve
     async with client.start_session() as session:
         if on_session is not None:
             await on_session(session)
-        async with await session.start_transaction():
+        from pymongo import WriteConcern
+
+        async with await session.start_transaction(write_concern=WriteConcern(**DURABLE)):
             stored: dict[str, Stored] = {}
             async for doc in collections.tombstones.find({"_id": {"$in": ids}}, session=session):
                 stored[doc["_id"]] = stored_from_doc(doc, tombstone=True)

@@ -73,6 +73,19 @@ async def test_async_create_with_key_replays_the_202(api):
     assert first.status_code == second.status_code == 202 and first.content == second.content
 
 
+async def test_a_retry_after_a_202_gets_the_final_answer(api):
+    """A 202 is not the key's final answer: retrying with the same key (without asking for
+    async) waits for the same command and answers its result, once."""
+    key = f"key-{uuid.uuid4()}"
+    accepted = await api.create(headers={"Idempotency-Key": key, "Prefer": "respond-async"})
+    assert accepted.status_code == 202
+    final = await api.create(headers={"Idempotency-Key": key})
+    assert final.status_code == 201, final.text
+    again = await api.create(headers={"Idempotency-Key": key})
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == final.json()
+
+
 async def test_two_concurrent_updates_with_the_same_if_match(api, db):
     payment = await api.created(amount=100)
     path = f"/v1/payments/{payment['id']}"

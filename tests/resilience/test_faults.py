@@ -1,0 +1,28 @@
+"""A short fault campaign (bench/faults.py) under load, on a private persistent stack:
+each server restarted, processes killed, and the combinations that once lost data or
+served stale answers. Every invariant must hold afterwards and no client saw a 500.
+
+The long campaign is ``python -m bench.faults`` (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.faults import run
+
+pytestmark = pytest.mark.resilience
+
+SHORT_CAMPAIGN = [
+    "kill:projector", "kill:relay", "restart:postgres", "restart:mongo", "restart:redis",
+    "projector-killed-while-redis-down", "relay-killed-while-postgres-restarts",
+]
+
+
+@pytest.mark.timeout(420)
+async def test_short_fault_campaign_loses_nothing(tmp_path) -> None:  # noqa: ANN001
+    problems, log, text = await run(SHORT_CAMPAIGN, rate=8.0, settle=2.0, root=tmp_path)
+    print(text)
+    assert not problems, text
+    assert log.acked, "the load acknowledged nothing: the campaign proved nothing"
+    assert not [status for status in log.statuses if status.startswith("5") and status != "503"], text
