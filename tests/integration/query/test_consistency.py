@@ -166,3 +166,12 @@ async def test_query_workflow_takes_tokens(qsettings, ctx, tokens):
         with pytest.raises(NotCaughtUp) as behind:
             await facade.payment_statistics("org-a", StatisticsQuery(), [tokens.issue([snapshot("t-9", "org-a")])])
         assert behind.value.behind == [("t-9", 1, None)]
+
+
+async def test_openapi_documents_consistent_with(api):
+    paths = (await api.get("/openapi.json")).json()["paths"]
+    for path in ("/v1/payments", "/v1/payments/{payment_id}", "/v1/statistics"):
+        operation = paths[path]["get"]
+        [param] = [p for p in operation["parameters"] if p["name"] == "consistent_with"]
+        assert param["schema"]["anyOf"][0]["type"] == "array" and "Consistency-Token" in param["description"]
+        assert {"400", "404", "409"} <= set(operation["responses"]), path
