@@ -37,7 +37,6 @@ from shared.consistency import ConsistencyTokens
 from shared.settings import Settings
 from shared.temporal import connect
 
-
 Written = str | CommandResult | BatchResult
 ConsistentWith = Written | Sequence[Written] | None
 
