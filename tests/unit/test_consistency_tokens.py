@@ -115,3 +115,17 @@ def test_digest_names_the_writes() -> None:
     assert Writes.of("org-a", [("p", 1)]).digest() == Writes.of("org-a", [("p", 1), ("p", 1)]).digest()
     assert Writes.of("org-a", [("p", 1)]).digest() != Writes.of("org-a", [("p", 2)]).digest()
     assert Writes.of("org-a", [("p", 1)]).digest() != Writes.of("org-b", [("p", 1)]).digest()
+
+
+def test_the_facade_reads_accept_command_results_tokens_or_several() -> None:
+    from services.command.models import BatchItemResult, BatchResult, CommandResult
+    from services.facade import tokens_of
+
+    payment = snapshot("p-1", "org-a")
+    token = TOKENS.issue([payment])
+    result = CommandResult(command_id="c-1", payment=payment, consistency_token=token)
+    empty_batch = BatchResult(command_id="b-1", results=[BatchItemResult(index=0, status=409)])
+    assert tokens_of(None) == [] and tokens_of(token) == [token] and tokens_of(result) == [token]
+    assert tokens_of([result, token, empty_batch]) == [token, token]
+    with pytest.raises(ValueError, match="no consistency token"):
+        tokens_of(CommandResult(command_id="c-2", payment=payment))
