@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 
 import pytest
 from hypothesis import given
@@ -11,12 +12,14 @@ from hypothesis import strategies as st
 from test_projection_strategies import snapshot
 
 from shared.consistency import (
+    MAX_TOKEN_CHARS,
     MAX_TOKENS_PER_READ,
     MAX_WRITES,
     ConsistencyTokens,
     ForeignConsistencyToken,
     InvalidConsistencyToken,
     Writes,
+    _deflate,
     combine,
 )
 
@@ -67,10 +70,14 @@ def test_a_token_of_another_organization_is_foreign() -> None:
         TOKENS.required([mine, theirs], "org-a")
 
 
+def _body(payload: dict | bytes) -> str:
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return base64.urlsafe_b64encode(_deflate(raw)).decode().rstrip("=")
+
+
 def _reencode(token: str, payload: dict) -> str:
     _, _, mac = token.removeprefix("ct1.").partition(".")
-    body = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
-    return f"ct1.{body}.{mac}"
+    return f"ct1.{_body(payload)}.{mac}"
 
 
 @pytest.mark.parametrize("mutate", [
@@ -96,10 +103,25 @@ def test_another_deployments_token_is_invalid() -> None:
 @pytest.mark.parametrize("payload", [{"o": "org-a", "w": []}, {"o": "org-a", "w": [["p", 0]]},
                                      {"o": 5, "w": [["p", 1]]}, {"w": [["p", 1]]}, {"o": "org-a", "w": [["p"]]}])
 def test_well_signed_but_malformed_content_is_invalid(payload: dict) -> None:
-    body = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+    body = _body(payload)
     forged = f"ct1.{body}.{TOKENS._mac(body)}"
     with pytest.raises(InvalidConsistencyToken):
         TOKENS.decode(forged)
+
+
+@pytest.mark.parametrize("body", [
+    base64.urlsafe_b64encode(b"not deflate at all").decode().rstrip("="),  # not deflate
+    _body(b"\x00" * 10_000_000),  # a decompression bomb, 10 MB from a few KB
+])
+def test_well_signed_but_undecodable_content_is_invalid(body: str) -> None:
+    assert len(body) < MAX_TOKEN_CHARS
+    with pytest.raises(InvalidConsistencyToken):
+        TOKENS.decode(f"ct1.{body}.{TOKENS._mac(body)}")
+
+
+def test_a_default_batch_token_stays_small() -> None:
+    token = TOKENS.issue([snapshot(str(uuid.uuid4()), "org-a") for _ in range(100)])
+    assert len(token) < 3200
 
 
 def test_bounds() -> None:
