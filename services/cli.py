@@ -15,7 +15,7 @@ from services import devstack_cli, tools_cli, up_cli
 from services.command import cli as command_cli
 from services.query import cli as query_cli
 from shared.dependencies import PROCESS_NEEDS, DependencyUnavailable, wait_for
-from shared.settings import DEV_JWT_SECRET, get_settings
+from shared.settings import DEV_CONSISTENCY_TOKEN_SECRET, DEV_JWT_SECRET, get_settings
 from shared.telemetry import PROCESS_METRICS, configure_logging, export_only
 
 app = typer.Typer(
@@ -36,10 +36,13 @@ def _main(ctx: typer.Context) -> None:
     if process in PROCESS_NEEDS and "--help" not in sys.argv:
         settings = get_settings()
         configure_logging(settings.log_level, settings.log_json)
-        if settings.jwt_secret == DEV_JWT_SECRET and not settings.host.startswith("127."):
-            logging.getLogger("payments.startup").warning(
-                "PAYMENTS_JWT_SECRET is the built-in development secret while listening on %s: "
-                "anyone can mint tokens; set a secret of your own", settings.host)
+        for field, dev_value, risk in (("jwt_secret", DEV_JWT_SECRET, "mint tokens"),
+                                       ("consistency_token_secret", DEV_CONSISTENCY_TOKEN_SECRET,
+                                        "forge consistency tokens")):
+            if getattr(settings, field) == dev_value and not settings.host.startswith("127."):
+                logging.getLogger("payments.startup").warning(
+                    "PAYMENTS_%s is the built-in development secret while listening on %s: "
+                    "anyone can %s; set a secret of your own", field.upper(), settings.host, risk)
         try:
             asyncio.run(wait_for(settings, PROCESS_NEEDS[process], settings.startup_timeout_seconds))
         except DependencyUnavailable as exc:

@@ -11,18 +11,50 @@ by the HTTP APIs (lower latency, see docs/benchmarks.md).
     workflow_id = await cqs.process_command_async(ModifyPayment(...))
     page = await cqs.search_payments("acme", SearchQuery(status="completed"))
     stats = await cqs.payment_statistics("acme", StatisticsQuery())
+
+Read-your-writes: every read takes ``consistent_with=`` a command result (or its
+``consistency_token``, or several of either) and answers only once the read model
+reflects those writes, waiting at most 5 s (``services.query.handlers.MAX_WAIT_SECONDS``)
+before raising ``NotCaughtUp``:
+
+    result = await cqs.process_command(CreatePayment(...))
+    page = await cqs.search_payments("acme", SearchQuery(), consistent_with=result)  # sees it
+
+A token of another organization raises ``ForeignConsistencyToken``, a malformed one
+``InvalidConsistencyToken`` (shared/consistency.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from services.command.client import PaymentCommandService, workflow_id
 from services.command.models import BatchResult, Command, CommandResult
 from services.query.client import PaymentQueryClient
 from services.query.models import PaymentView, SearchQuery, SearchResult, Statistics, StatisticsQuery
+from shared.consistency import ConsistencyTokens
 from shared.settings import Settings
 from shared.temporal import connect
+
+Written = str | CommandResult | BatchResult
+ConsistentWith = Written | Sequence[Written] | None
+
+
+def tokens_of(consistent_with: ConsistentWith) -> list[str]:
+    """The consistency tokens of command results (or tokens) to pass to a read."""
+    if consistent_with is None:
+        return []
+    items = [consistent_with] if isinstance(consistent_with, str | CommandResult | BatchResult) else consistent_with
+    tokens = []
+    for item in items:
+        token = item if isinstance(item, str) else item.consistency_token
+        if isinstance(item, BatchResult) and token is None and not item.written():
+            continue  # a batch that wrote nothing has nothing to wait for
+        if token is None:
+            raise ValueError("this command result carries no consistency token (PaymentCommandService(tokens=...))")
+        tokens.append(token)
+    return tokens
 
 
 class PaymentCqsService:
@@ -34,12 +66,14 @@ class PaymentCqsService:
     async def connect(cls, settings: Settings, *, command_timeout: timedelta = timedelta(minutes=5)) -> PaymentCqsService:
         client = await connect(settings, with_metrics=False)
         return cls(
-            PaymentCommandService(client, task_queue=settings.command_task_queue, workflow_timeout=command_timeout),
+            PaymentCommandService(client, task_queue=settings.command_task_queue, workflow_timeout=command_timeout,
+                                  tokens=ConsistencyTokens(settings.consistency_token_secret)),
             PaymentQueryClient(client, settings.query_task_queue),
         )
 
     async def process_command(self, command: Command) -> CommandResult | BatchResult:
-        """Run a command and wait: its result, or ``Rejected`` for a business rule."""
+        """Run a command and wait: its result (with its ``consistency_token``: pass the
+        result as ``consistent_with`` to read it back), or ``Rejected`` for a business rule."""
         return await self.commands.process(command)
 
     async def process_command_async(self, command: Command) -> str:
@@ -50,11 +84,17 @@ class PaymentCqsService:
     def workflow_id(command: Command) -> str:
         return workflow_id(command.organization_id, command.command_id)
 
-    async def search_payments(self, organization_id: str, query: SearchQuery) -> SearchResult:
-        return await self.queries.search_payments(organization_id, query)
+    async def search_payments(self, organization_id: str, query: SearchQuery, *,
+                              consistent_with: ConsistentWith = None) -> SearchResult:
+        """A page of payments; with ``consistent_with`` it reflects those command results."""
+        return await self.queries.search_payments(organization_id, query, tokens_of(consistent_with))
 
-    async def get_payment(self, organization_id: str, payment_id: str) -> PaymentView | None:
-        return await self.queries.get_payment(organization_id, payment_id)
+    async def get_payment(self, organization_id: str, payment_id: str, *,
+                          consistent_with: ConsistentWith = None) -> PaymentView | None:
+        """The payment or None; with ``consistent_with`` it reflects those command results."""
+        return await self.queries.get_payment(organization_id, payment_id, tokens_of(consistent_with))
 
-    async def payment_statistics(self, organization_id: str, query: StatisticsQuery) -> Statistics:
-        return await self.queries.payment_statistics(organization_id, query)
+    async def payment_statistics(self, organization_id: str, query: StatisticsQuery, *,
+                                 consistent_with: ConsistentWith = None) -> Statistics:
+        """Statistics; with ``consistent_with`` they include those command results."""
+        return await self.queries.payment_statistics(organization_id, query, tokens_of(consistent_with))

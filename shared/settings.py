@@ -29,6 +29,7 @@ def stack_file_path() -> Path:
 
 # Only for local use: a process listening beyond loopback with it logs a warning.
 DEV_JWT_SECRET = "dev-secret-change-me-please-32bytes!"
+DEV_CONSISTENCY_TOKEN_SECRET = "dev-consistency-secret-change-me!"
 
 
 class StackFileSource(PydanticBaseSettingsSource):
@@ -80,6 +81,9 @@ class Settings(BaseSettings):
     jwt_algorithm: str = "HS256"
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    # Signs the Consistency-Token of command results (shared/consistency.py): the command
+    # API, the query API, the query worker and facade callers must all share it.
+    consistency_token_secret: str = Field(default=DEV_CONSISTENCY_TOKEN_SECRET, min_length=16, repr=False)
 
     # Ports of the processes (HTTP API, or the metrics/health endpoint of a worker).
     host: str = "127.0.0.1"

@@ -31,6 +31,7 @@ from services.command.models import (
     BatchResult,
     BulkCreatePayments,
     Command,
+    CommandResult,
     CommandState,
     CommandStatus,
     CreatePayment,
@@ -87,6 +88,16 @@ COMMON_PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 MODIFY_PROBLEMS = {**COMMON_PROBLEMS, 404: _problem_doc(404, "No such payment in your organization"),
                    412: _problem_doc(412, "If-Match does not match the payment's version")}
+TOKEN_HEADER_DOC = {"Consistency-Token": {
+    "description": "Opaque token naming this write: pass it as `consistent_with` to the query API (search, "
+                   "get, statistics) to get an answer that reflects it (read-your-writes)",
+    "schema": {"type": "string"}}}
+
+
+def _written_doc(status: int, description: str) -> dict[int | str, dict[str, Any]]:
+    return {status: {"description": description, "headers": TOKEN_HEADER_DOC}}
+
+
 ACCEPTED_DOC = {202: {"model": CommandStatus, "description": "Accepted (Prefer: respond-async, or still running)"}}
 
 
@@ -122,11 +133,20 @@ def _status_url(command_id: str) -> str:
     return f"/v1/commands/{command_id}"
 
 
-def _payment_response(payment: PaymentSnapshot, status: int, command_id: str) -> JSONResponse:
+CONSISTENCY_HEADER = "Consistency-Token"
+
+
+def _token_header(token: str | None) -> dict[str, str]:
+    """Send it back as `consistent_with` to the query API to read this write."""
+    return {CONSISTENCY_HEADER: token} if token else {}
+
+
+def _payment_response(result: CommandResult, status: int, command_id: str) -> JSONResponse:
+    payment = result.payment
     return JSONResponse(
         payment.model_dump(mode="json"), status_code=status,
         headers={"ETag": f'"{payment.version}"', "Location": f"/v1/payments/{payment.id}",
-                 "Command-Id": command_id},
+                 "Command-Id": command_id, **_token_header(result.consistency_token)},
     )
 
 
@@ -171,8 +191,8 @@ async def _run(request: Request, command: Command, prefer: str | None, success_s
                                 headers={"Retry-After": "1"})
     if isinstance(result, BatchResult):
         return JSONResponse(result.model_dump(mode="json", exclude_none=True), status_code=success_status,
-                            headers={"Command-Id": command.command_id})
-    return _payment_response(result.payment, success_status, command.command_id)
+                            headers={"Command-Id": command.command_id, **_token_header(result.consistency_token)})
+    return _payment_response(result, success_status, command.command_id)
 
 
 async def _idempotent(
@@ -220,7 +240,7 @@ def _fingerprint(request: Request, body: Any, *headers: str) -> str:
 
 @router.post(
     "/payments", status_code=201, response_model=PaymentSnapshot, summary="Create a payment",
-    responses={**COMMON_PROBLEMS, **ACCEPTED_DOC},
+    responses={**_written_doc(201, "Created"), **COMMON_PROBLEMS, **ACCEPTED_DOC},
 )
 async def create_payment(
     body: CreatePaymentRequest, request: Request, principal: Writer,
@@ -249,7 +269,7 @@ def _create_command(principal: Principal, body: CreatePaymentRequest, payment_id
 
 @router.post(
     "/payments/batch", status_code=200, response_model=BatchResult, summary="Create payments in bulk",
-    responses={**COMMON_PROBLEMS, **ACCEPTED_DOC},
+    responses={**_written_doc(200, "One result per item"), **COMMON_PROBLEMS, **ACCEPTED_DOC},
 )
 async def create_batch(
     body: BatchCreateRequest, request: Request, principal: Writer,
@@ -298,7 +318,7 @@ async def _modify(
 
 @router.patch(
     "/payments/{payment_id}", response_model=PaymentSnapshot, summary="Update a processing payment",
-    responses={**MODIFY_PROBLEMS, **ACCEPTED_DOC},
+    responses={**_written_doc(200, "Updated"), **MODIFY_PROBLEMS, **ACCEPTED_DOC},
 )
 async def update_payment(
     payment_id: PaymentId, body: UpdatePaymentRequest, request: Request, principal: Writer,
@@ -320,7 +340,8 @@ def _transition_route(action: PaymentCommand, summary: str) -> None:
     transition.__doc__ = f"{summary}. Illegal in the payment's current status: 409."
     router.add_api_route(
         f"/payments/{{payment_id}}/{action}", transition, methods=["POST"], response_model=PaymentSnapshot,
-        summary=summary, name=f"{action}_payment", responses={**MODIFY_PROBLEMS, **ACCEPTED_DOC},
+        summary=summary, name=f"{action}_payment",
+        responses={**_written_doc(200, "Done"), **MODIFY_PROBLEMS, **ACCEPTED_DOC},
     )
 
 
@@ -332,7 +353,7 @@ _transition_route(PaymentCommand.REFUND, "Refund a completed payment")
 
 @router.delete(
     "/payments/{payment_id}", response_model=PaymentSnapshot, summary="Delete a payment (soft)",
-    responses={**MODIFY_PROBLEMS, **ACCEPTED_DOC},
+    responses={**_written_doc(200, "Deleted"), **MODIFY_PROBLEMS, **ACCEPTED_DOC},
 )
 async def delete_payment(
     payment_id: PaymentId, request: Request, principal: Writer,
@@ -345,12 +366,13 @@ async def delete_payment(
 
 @router.get(
     "/commands/{command_id}", response_model=CommandStatus, summary="Status of a command",
-    responses={401: COMMON_PROBLEMS[401], 403: COMMON_PROBLEMS[403],
+    responses={**_written_doc(200, "The command's state (Consistency-Token once completed)"),
+               401: COMMON_PROBLEMS[401], 403: COMMON_PROBLEMS[403],
                404: _problem_doc(404, "No such command in your organization")},
 )
 async def command_status(command_id: str, request: Request, principal: Writer) -> JSONResponse:
-    """`running`, `completed` with the `result` (the payment, or the batch results), or
-    `failed` with the `problem` the synchronous call would have answered."""
+    """`running`, `completed` with the `result` (the payment, or the batch results) and the
+    `Consistency-Token` header, or `failed` with the `problem` the synchronous call would have answered."""
     found = await _runtime(request).service.status(principal.org, command_id)
     if found is None:
         raise ProblemError(404, "Not Found", f"no command {command_id!r}", type_="command-not-found")
@@ -364,7 +386,8 @@ async def command_status(command_id: str, request: Request, principal: Writer) -
         status.result = value
     elif value is not None:
         status.result = value.payment
-    return JSONResponse(status.model_dump(mode="json", exclude_none=True))
+    token = value.consistency_token if isinstance(value, CommandResult | BatchResult) else None
+    return JSONResponse(status.model_dump(mode="json", exclude_none=True), headers=_token_header(token))
 
 
 # --------------------------------------------------------------------------- app

@@ -20,6 +20,7 @@ from services.command.client import PaymentCommandService
 from services.command.config import CommandSettings
 from services.command.store import PaymentStore, create_pool, migrate
 from services.command.worker import build_worker
+from shared.consistency import ConsistencyTokens
 from shared.http import ReadinessCheck
 from shared.temporal import connect
 
@@ -54,6 +55,7 @@ async def command_runtime(
             local_results=settings.command_local_results and embedded,
             workflow_timeout=timedelta(seconds=settings.command_workflow_timeout_seconds),
             store=store,
+            tokens=ConsistencyTokens(settings.consistency_token_secret),
         )
         worker = build_worker(client, store, settings, on_outcome=service.deliver) if embedded else None
         runtime = CommandRuntime(settings, pool, store, client, service, worker)

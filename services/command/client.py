@@ -41,6 +41,7 @@ from services.command.workflows import (
     CreatePaymentWorkflow,
     ModifyPaymentWorkflow,
 )
+from shared.consistency import ConsistencyTokens
 from shared.telemetry import COMMAND_DURATION, COMMANDS
 
 _ROUTES: dict[type, tuple[Any, type]] = {
@@ -92,6 +93,7 @@ class PaymentCommandService:
         store: PaymentStore | None = None,
         local_results: bool = False,
         local_result_wait: float = 0.5,
+        tokens: ConsistencyTokens | None = None,
     ) -> None:
         self.client = client
         self.task_queue = task_queue
@@ -101,6 +103,7 @@ class PaymentCommandService:
         # With a worker in this process, results come straight from its activities.
         self.local_results = local_results
         self.local_result_wait = local_result_wait
+        self.tokens = tokens
         self._waiting: dict[str, list[asyncio.Future[Any]]] = {}
         # Command type -> (workflow run method, result type); the benchmark swaps in its
         # naive workflow here.
@@ -132,7 +135,7 @@ class PaymentCommandService:
         local = self._expect(wid) if self.local_results else None
         try:
             handle = await self.start(command)
-            result = await self._outcome(command, handle, local, wait_timeout)
+            result = self._stamped(await self._outcome(command, handle, local, wait_timeout))
             outcome = "success"
             return result
         except Rejected:
@@ -166,6 +169,12 @@ class PaymentCommandService:
             if rejection is None:
                 raise CommandFailed(f"command {command.command_id} failed: {err.cause or err}") from err
             raise rejection from None
+
+    def _stamped(self, result: CommandResult | BatchResult) -> CommandResult | BatchResult:
+        """The result with its consistency token (what a read must wait for to see it)."""
+        if self.tokens is None:
+            return result
+        return result.model_copy(update={"consistency_token": self.tokens.issue(result.written())})
 
     # In-process delivery of activity outcomes to the request waiting for them.
 
@@ -218,11 +227,11 @@ class PaymentCommandService:
                 return CommandState.FAILED, rejection_from(err) or CommandFailed(str(err.cause or err))
             return CommandState.FAILED, CommandFailed(f"command ended as {desc.status.name.lower()}")
         result_type = _RESULT_BY_WORKFLOW_TYPE.get(desc.workflow_type, CommandResult)
-        return CommandState.COMPLETED, result_type.model_validate(await handle.result())
+        return CommandState.COMPLETED, self._stamped(result_type.model_validate(await handle.result()))
 
     async def _stored_status(self, org: str, command_id: str) -> tuple[CommandState, Any] | None:
         """Temporal forgot it (retention): the write store still has the result."""
         if self.store is None:
             return None
         stored = await self.store.command_result(org, command_id)
-        return None if stored is None else (CommandState.COMPLETED, CommandResult.model_validate(stored))
+        return None if stored is None else (CommandState.COMPLETED, self._stamped(CommandResult.model_validate(stored)))

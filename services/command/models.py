@@ -191,9 +191,18 @@ class Problem(BaseModel):
     current_version: int | None = None
 
 
+CONSISTENCY_TOKEN_DOC = ("Pass to the query side as `consistent_with` to read your write: the answer waits "
+                         "until the read model reflects it (see docs/query-service.md)")
+
+
 class CommandResult(BaseModel):
     command_id: str
     payment: PaymentSnapshot
+    # Stamped by PaymentCommandService, not by the workflow (the secret stays out of history).
+    consistency_token: str | None = Field(default=None, description=CONSISTENCY_TOKEN_DOC)
+
+    def written(self) -> list[PaymentSnapshot]:
+        return [self.payment]
 
 
 class BatchItemResult(BaseModel):
@@ -206,6 +215,11 @@ class BatchItemResult(BaseModel):
 class BatchResult(BaseModel):
     command_id: str
     results: list[BatchItemResult]
+    consistency_token: str | None = Field(default=None, description=CONSISTENCY_TOKEN_DOC + "; names every "
+                                          "payment the batch created")
+
+    def written(self) -> list[PaymentSnapshot]:
+        return [r.payment for r in self.results if r.payment is not None and r.status < 300]
 
 
 class CommandState(StrEnum):

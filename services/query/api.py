@@ -7,8 +7,8 @@ errors to problem+json. The organization always comes from the token.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import date, datetime
 from typing import Annotated
 
@@ -30,6 +30,7 @@ from services.query.models import (
 )
 from services.query.read_model import InvalidCursor
 from shared.auth import SCOPE_READ, Principal, require_scope
+from shared.consistency import ForeignConsistencyToken, InvalidConsistencyToken
 from shared.http import PROBLEM_CONTENT_TYPE, ProblemError, install_health_routes, install_problem_handlers
 from shared.money import MAX_AMOUNT
 from shared.payment import PaymentStatus
@@ -44,6 +45,17 @@ COMMON_ERRORS = {
 }
 
 Reader = Annotated[Principal, Depends(require_scope(SCOPE_READ))]
+ConsistentWith = Annotated[list[str] | None, Query(description=(
+    "Read-your-writes: the `Consistency-Token` of one or more command results (repeat the parameter for "
+    f"several). The answer waits (at most {MAX_WAIT_SECONDS:g} s) until the read model reflects every write "
+    "they name, else 409 `read-model-behind` with `Retry-After`. A malformed or altered token is a 400; a "
+    "token issued to another organization is a 404 that reveals nothing about it."))]
+CONSISTENCY_ERRORS = {
+    400: {"description": "consistent_with is not a consistency token of this deployment", **PROBLEM},
+    404: {"description": "A consistency token issued to another organization", **PROBLEM},
+    409: {"description": "consistent_with / min_version not reached by the read model within the wait bound",
+          **PROBLEM},
+}
 
 
 def handlers(request: Request) -> QueryHandlers:
@@ -61,6 +73,23 @@ def _typed(model, **values):  # type: ignore[no-untyped-def]
         errors = [{"field": ".".join(map(str, e["loc"])) or "query", "message": e["msg"]} for e in exc.errors()]
         raise ProblemError(422, "Unprocessable Content", "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                            type_="validation-error", errors=errors) from None
+
+
+@contextmanager
+def _consistency_problems() -> Iterator[None]:
+    """Consistency-token and wait outcomes as problems (the one mapping for every route)."""
+    try:
+        yield
+    except InvalidConsistencyToken as exc:
+        raise ProblemError(400, "Bad Request", str(exc), type_="invalid-consistency-token",
+                           errors=[{"field": "consistent_with", "message": str(exc)}]) from None
+    except ForeignConsistencyToken as exc:
+        raise ProblemError(404, "Not Found", str(exc), type_="consistency-token-not-found") from None
+    except NotCaughtUp as exc:
+        raise ProblemError(409, "Read model behind", str(exc), type_="read-model-behind",
+                           headers={"Retry-After": "1"}, wanted_version=exc.wanted, projected_version=exc.seen,
+                           behind=[{"payment_id": p, "wanted_version": w, "projected_version": v}
+                                   for p, w, v in exc.behind]) from None
 
 
 def create_app(settings: Settings | None = None, ctx: QueryContext | None = None) -> FastAPI:
@@ -101,8 +130,9 @@ def create_app(settings: Settings | None = None, ctx: QueryContext | None = None
     })
 
     @app.get("/v1/payments", response_model=SearchResult, tags=["payments"], summary="Search payments",
-             responses={**COMMON_ERRORS, 400: {"description": "starting_after is not a cursor of this search",
-                                               **PROBLEM}})
+             responses={**COMMON_ERRORS, **CONSISTENCY_ERRORS,
+                        400: {"description": "starting_after is not a cursor of this search, or consistent_with "
+                                             "is not a consistency token", **PROBLEM}})
     async def search_payments(
         principal: Reader,
         h: Handlers,
@@ -120,16 +150,20 @@ def create_app(settings: Settings | None = None, ctx: QueryContext | None = None
         size: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Seed alias of limit")] = None,
         starting_after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
         page: Annotated[int | None, Query(ge=1, le=MAX_PAGE, description="Page number (offset pagination)")] = None,
+        consistent_with: ConsistentWith = None,
     ) -> SearchResult:
         """Filter, sort and paginate the organization's payments. Prefer cursor pagination
         (`starting_after` = the previous `next_cursor`, keyset over (sort field, id)); `page`
-        with `limit`/`size` is offset pagination and is ignored when a cursor is given."""
+        with `limit`/`size` is offset pagination and is ignored when a cursor is given.
+        With `consistent_with`, the answer reflects those writes (served from the cache only
+        when the cached answer provably does)."""
         query = _typed(SearchQuery, status=status, currency=currency, min_amount=min_amount,
                        max_amount=max_amount, created_from=created_from, created_to=created_to,
                        user_id=user_id, sort=sort, limit=limit or size or DEFAULT_LIMIT,
                        starting_after=starting_after, page=page)
         try:
-            return await h.search(principal.org, query)
+            with _consistency_problems():
+                return await h.search(principal.org, query, consistent_with or ())
         except InvalidCursor as exc:
             raise ProblemError(400, "Bad Request", str(exc), type_="invalid-cursor") from None
 
@@ -137,8 +171,9 @@ def create_app(settings: Settings | None = None, ctx: QueryContext | None = None
         "/v1/payments/{payment_id}", response_model=PaymentView, tags=["payments"], summary="Get a payment",
         responses={
             **COMMON_ERRORS,
-            404: {"description": "No such payment in this organization (or deleted)", **PROBLEM},
-            409: {"description": "min_version not reached by the read model within the wait bound", **PROBLEM},
+            **CONSISTENCY_ERRORS,
+            404: {"description": "No such payment in this organization (or deleted), or a consistency token "
+                                 "issued to another organization", **PROBLEM},
         },
     )
     async def get_payment(
@@ -148,20 +183,18 @@ def create_app(settings: Settings | None = None, ctx: QueryContext | None = None
         min_version: Annotated[int | None, Query(ge=1, description=(
             f"Read-your-writes: wait (at most {MAX_WAIT_SECONDS:g} s) until the read model holds at least "
             "this version (the `version` a command returned)"))] = None,
+        consistent_with: ConsistentWith = None,
     ) -> PaymentView:
         """One payment of the token's organization; another organization's payment is a 404."""
         try:
-            return await h.get(principal.org, payment_id, min_version)
+            with _consistency_problems():
+                return await h.get(principal.org, payment_id, min_version, consistent_with=consistent_with or ())
         except PaymentNotFound:
             raise ProblemError(404, "Not Found", f"payment {payment_id!r} not found", type_="payment-not-found") \
                 from None
-        except NotCaughtUp as exc:
-            raise ProblemError(409, "Read model behind", str(exc), type_="read-model-behind",
-                               headers={"Retry-After": "1"}, wanted_version=exc.wanted,
-                               projected_version=exc.seen) from None
 
     @app.get("/v1/statistics", response_model=Statistics, tags=["statistics"], summary="Payment statistics",
-             responses=COMMON_ERRORS)
+             responses={**COMMON_ERRORS, **CONSISTENCY_ERRORS})
     async def statistics(
         principal: Reader,
         h: Handlers,
@@ -169,11 +202,14 @@ def create_app(settings: Settings | None = None, ctx: QueryContext | None = None
                                                    examples=["2026-03-01"])] = None,
         created_to: Annotated[date | None, Query(description="Last UTC day, inclusive")] = None,
         currency: Annotated[str | None, Query(description="Only this currency")] = None,
+        consistent_with: ConsistentWith = None,
     ) -> Statistics:
         """count, sum, avg, min, max per currency, by status and by UTC day of creation, read
         from incrementally maintained aggregates (cost grows with days × currencies × statuses,
-        not with the number of payments). Amounts are minor units; `avg` is rounded half-even."""
+        not with the number of payments). Amounts are minor units; `avg` is rounded half-even.
+        With `consistent_with`, the figures include those writes."""
         query = _typed(StatisticsQuery, created_from=created_from, created_to=created_to, currency=currency)
-        return await h.statistics(principal.org, query)
+        with _consistency_problems():
+            return await h.statistics(principal.org, query, consistent_with or ())
 
     return app

@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 from services.query.cache import QueryCache
 from services.query.handlers import QueryHandlers
 from services.query.read_model import ReadModel
+from shared.consistency import ConsistencyTokens
 from shared.settings import Settings
 
 
@@ -42,5 +43,6 @@ def build(settings: Settings, *, use_cache: bool = True) -> QueryContext:
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_url, tz_aware=True, serverSelectionTimeoutMS=5000)
     read_model = ReadModel(mongo[settings.mongo_db])
     cache = QueryCache.from_url(settings.redis_url, cache_prefix(settings))
-    handlers = QueryHandlers(read_model, cache if use_cache else None)
+    handlers = QueryHandlers(read_model, cache if use_cache else None,
+                             ConsistencyTokens(settings.consistency_token_secret))
     return QueryContext(settings, mongo, read_model, cache, handlers)

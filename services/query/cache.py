@@ -12,6 +12,16 @@ Herd protection: concurrent misses on one key in a process share one computation
 (``SET NX PX``) computes while the others poll the value briefly before computing
 themselves.
 
+Read-your-writes (``reflect``, from a consistency token): the projector bumps the
+generation only *after* its MongoDB commit, so right after a write an entry under the
+current generation may predate it. The first reader that finds the writes applied in
+MongoDB therefore bumps the generation itself and, in the same MULTI, sets a marker
+``{prefix}:reflects:{org}:{model generation}:{digest of the writes}``. A marker proves
+that every answer under the current generation or a later one was computed after the
+writes were applied, so later readers of the same token use the cache as usual (one MGET
+instead of one GET). This relies on exactly one thing: the generation key only grows
+(INCR), whoever bumps it.
+
 Degradation: any Redis error counts in ``payments_cache_errors_total`` and the query is
 answered from MongoDB; after an error Redis is skipped for ``cooldown`` seconds so a
 dead Redis costs nothing per query.
@@ -24,6 +34,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -35,6 +46,7 @@ from shared.telemetry import CACHE_ERRORS
 log = logging.getLogger("payments.query.cache")
 
 TTL = {"search": 300, "get": 600, "statistics": 300}
+MARKER_TTL = max(TTL.values())  # past it, the next reader of the token bumps once more
 LOCK_MS = 2000
 LOCK_WAIT = 0.5  # seconds a loser of the lock waits for the winner's answer
 
@@ -48,6 +60,19 @@ def digest(value: BaseModel | str) -> str:
 
 def generation_key(prefix: str, org: str) -> str:
     return f"{prefix}:gen:{org}"
+
+
+def marker_key(prefix: str, org: str, model_gen: str, writes_digest: str) -> str:
+    return f"{prefix}:reflects:{org}:{model_gen}:{writes_digest}"
+
+
+@dataclass(frozen=True)
+class Reflect:
+    """Writes an answer must reflect: their digest, and a wait until MongoDB holds them
+    (raises when the bound passes; the cache never catches that)."""
+
+    digest: str
+    wait: Callable[[], Awaitable[None]]
 
 
 def answer_key(prefix: str, kind: str, org: str, model_gen: str, org_gen: int, query_digest: str) -> str:
@@ -103,18 +128,28 @@ class QueryCache:
 
     async def get_or_compute(
         self, kind: str, org: str, model_gen: str, query: BaseModel | str,
-        model: type[M], compute: Callable[[], Awaitable[M]],
+        model: type[M], compute: Callable[[], Awaitable[M]], *, reflect: Reflect | None = None,
     ) -> tuple[M, str]:
-        """``(answer, "hit" | "miss" | "bypass")``; "bypass" means Redis was unusable."""
+        """``(answer, "hit" | "miss" | "bypass")``; "bypass" means Redis was unusable.
+        With ``reflect`` the answer reflects those writes (module docstring)."""
+
+        async def direct() -> M:
+            if reflect is not None:
+                await reflect.wait()
+            return await compute()
+
         if not self._available():
-            return await compute(), "bypass"
-        ok, gen = await self._safe(self.redis.get(generation_key(self.prefix, org)))
+            return await direct(), "bypass"
+        if reflect is None:
+            ok, gen = await self._safe(self.redis.get(generation_key(self.prefix, org)))
+        else:
+            ok, gen = await self._reflecting_generation(org, model_gen, reflect)
         if not ok:
-            return await compute(), "bypass"
+            return await direct(), "bypass"
         key = answer_key(self.prefix, kind, org, model_gen, int(gen or 0), digest(query))
         ok, raw = await self._safe(self.redis.get(key))
         if not ok:
-            return await compute(), "bypass"
+            return await direct(), "bypass"
         if raw is not None:
             return model.model_validate_json(raw), "hit"
         flight = self._flights.get(key)
@@ -132,6 +167,23 @@ class QueryCache:
             raise
         finally:
             del self._flights[key]
+
+    async def _reflecting_generation(self, org: str, model_gen: str, reflect: Reflect) -> tuple[bool, Any]:
+        """``(ok, generation)`` under which every answer reflects ``reflect``'s writes."""
+        gen_key = generation_key(self.prefix, org)
+        marker = marker_key(self.prefix, org, model_gen, reflect.digest)
+        ok, values = await self._safe(self.redis.mget(gen_key, marker))
+        if not ok or values[1] is not None:
+            return ok, values[0] if ok else None
+        await reflect.wait()  # outside _safe: its NotCaughtUp is a TimeoutError, an OSError
+
+        async def bump_and_mark() -> Any:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.incr(gen_key)
+                pipe.set(marker, b"1", ex=MARKER_TTL)
+                return (await pipe.execute())[0]
+
+        return await self._safe(bump_and_mark())
 
     async def _fill(self, kind: str, key: str, model: type[M], compute: Callable[[], Awaitable[M]]) -> M:
         lock = key + ":lock"

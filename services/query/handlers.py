@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping, Sequence
 
-from services.query.cache import QueryCache
+from services.query.cache import QueryCache, Reflect
 from services.query.models import PaymentView, SearchQuery, SearchResult, Statistics, StatisticsQuery
 from services.query.read_model import ReadModel
+from shared.consistency import ConsistencyTokens, Writes
 from shared.telemetry import QUERIES, QUERY_DURATION
 
-MAX_WAIT_SECONDS = 5.0  # bound of GET /v1/payments/{id}?min_version=N
+# Bound of a read-your-writes wait: GET /v1/payments/{id}?min_version=N and consistent_with.
+MAX_WAIT_SECONDS = 5.0
 
 
 class PaymentNotFound(LookupError):
@@ -26,52 +29,79 @@ class PaymentNotFound(LookupError):
 
 
 class NotCaughtUp(TimeoutError):
-    """The read model has not reached the requested version within the wait bound."""
+    """The read model has not reached the requested versions within the wait bound.
 
-    def __init__(self, payment_id: str, wanted: int, seen: int | None, waited: float) -> None:
+    ``behind`` lists ``(payment id, wanted version, projected version or None)``;
+    ``payment_id`` / ``wanted`` / ``seen`` are its first entry."""
+
+    def __init__(self, behind: Sequence[tuple[str, int, int | None]], waited: float) -> None:
+        self.behind = [tuple(b) for b in behind]
+        self.payment_id, self.wanted, self.seen = self.behind[0]
+        self.waited = waited
+        more = f" (and {len(self.behind) - 1} more payments)" if len(self.behind) > 1 else ""
         super().__init__(
-            f"the read model has version {seen if seen is not None else 'none'} of payment {payment_id!r} "
-            f"after waiting {waited:.1f}s; version {wanted} is not projected yet, retry later"
+            f"the read model has version {self.seen if self.seen is not None else 'none'} of payment "
+            f"{self.payment_id!r} after waiting {waited:.1f}s; version {self.wanted} is not projected yet{more}, "
+            "retry later"
         )
-        self.payment_id, self.wanted, self.seen, self.waited = payment_id, wanted, seen, waited
 
 
 class QueryHandlers:
-    def __init__(self, read_model: ReadModel, cache: QueryCache | None) -> None:
+    def __init__(self, read_model: ReadModel, cache: QueryCache | None,
+                 tokens: ConsistencyTokens | None = None) -> None:
         self.read_model = read_model
         self.cache = cache
+        self.tokens = tokens
 
-    async def _cached(self, kind, org, query, model, compute):  # type: ignore[no-untyped-def]
+    def _writes(self, org: str, consistent_with: Sequence[str]) -> Writes | None:
+        """The writes the answer must reflect. Raises InvalidConsistencyToken (400) or
+        ForeignConsistencyToken (404)."""
+        if not consistent_with:
+            return None
+        if self.tokens is None:
+            raise RuntimeError("consistency tokens need QueryHandlers(tokens=...)")
+        return self.tokens.required(consistent_with, org)
+
+    async def _cached(self, kind, org, query, model, compute, writes: Writes | None = None):  # type: ignore[no-untyped-def]
         started = time.perf_counter()
         try:
+            reflect = None if writes is None else Reflect(writes.digest(),
+                                                           lambda: self.wait_for(org, dict(writes.versions)))
             if self.cache is None:
+                if reflect is not None:
+                    await reflect.wait()
                 value, outcome = await compute(), "bypass"
             else:
                 generation = (await self.read_model.active()).generation
-                value, outcome = await self.cache.get_or_compute(kind, org, generation, query, model, compute)
+                value, outcome = await self.cache.get_or_compute(kind, org, generation, query, model, compute,
+                                                                 reflect=reflect)
             QUERIES.labels(kind, outcome).inc()
             return value
         finally:
             QUERY_DURATION.labels(kind).observe(time.perf_counter() - started)
 
-    async def search(self, org: str, query: SearchQuery) -> SearchResult:
+    async def search(self, org: str, query: SearchQuery, consistent_with: Sequence[str] = ()) -> SearchResult:
+        """With ``consistent_with`` (consistency tokens of command results), answered only
+        once the read model reflects those writes (bounded wait, else :class:`NotCaughtUp`)."""
         return await self._cached("search", org, query, SearchResult,
-                                  lambda: self.read_model.search(org, query))
+                                  lambda: self.read_model.search(org, query), self._writes(org, consistent_with))
 
-    async def statistics(self, org: str, query: StatisticsQuery) -> Statistics:
+    async def statistics(self, org: str, query: StatisticsQuery, consistent_with: Sequence[str] = ()) -> Statistics:
         return await self._cached("statistics", org, query, Statistics,
-                                  lambda: self.read_model.statistics(org, query))
+                                  lambda: self.read_model.statistics(org, query), self._writes(org, consistent_with))
 
     async def get(self, org: str, payment_id: str, min_version: int | None = None,
-                  max_wait: float = MAX_WAIT_SECONDS) -> PaymentView:
-        """The payment, once the read model holds at least ``min_version`` of it.
+                  max_wait: float = MAX_WAIT_SECONDS, consistent_with: Sequence[str] = ()) -> PaymentView:
+        """The payment, once the read model holds at least ``min_version`` of it and
+        reflects the writes of ``consistent_with``.
 
         Raises :class:`PaymentNotFound` (unknown, deleted, or another organization's) or
         :class:`NotCaughtUp` when ``min_version`` is not reached within ``max_wait``.
         """
+        writes = self._writes(org, consistent_with)
         try:
             view = await self._cached("get", org, payment_id, PaymentView,
-                                      lambda: self._get_or_missing(org, payment_id))
+                                      lambda: self._get_or_missing(org, payment_id), writes)
         except PaymentNotFound:
             if min_version is None:
                 raise
@@ -87,22 +117,29 @@ class QueryHandlers:
         return view
 
     async def _wait_for(self, org: str, payment_id: str, min_version: int, max_wait: float) -> PaymentView:
-        """Poll MongoDB (bypassing the cache) with backoff 10 ms -> 200 ms until the
-        version is there, the payment is deleted at that version, or ``max_wait`` ends."""
+        await self.wait_for(org, {payment_id: min_version}, max_wait)
+        return await self._get_or_missing(org, payment_id)
+
+    async def wait_for(self, org: str, wanted: Mapping[str, int], max_wait: float = MAX_WAIT_SECONDS) -> None:
+        """Poll MongoDB (bypassing the cache) with backoff 10 ms -> 200 ms until it holds
+        every payment of ``wanted`` at that version or newer (a tombstone counts), or
+        raise :class:`NotCaughtUp` when ``max_wait`` ends."""
         started = time.monotonic()
         delay = 0.01
+        ids = list(wanted)
         while True:
-            version = await self.read_model.version(org, payment_id)
-            if version is not None and version >= min_version:
-                return await self._get_or_missing(org, payment_id)
+            have = await self.read_model.versions(org, ids)
+            behind = [(pid, v, have.get(pid)) for pid, v in wanted.items() if have.get(pid, 0) < v]
+            if not behind:
+                return
             waited = time.monotonic() - started
             if waited >= max_wait:
-                raise NotCaughtUp(payment_id, min_version, version, waited)
+                raise NotCaughtUp(behind, waited)
             await asyncio.sleep(min(delay, max_wait - waited))
             delay = min(delay * 2, 0.2)
 
-    async def get_or_none(self, org: str, payment_id: str) -> PaymentView | None:
+    async def get_or_none(self, org: str, payment_id: str, consistent_with: Sequence[str] = ()) -> PaymentView | None:
         try:
-            return await self.get(org, payment_id)
+            return await self.get(org, payment_id, consistent_with=consistent_with)
         except PaymentNotFound:
             return None

@@ -292,10 +292,19 @@ class ReadModel:
 
     async def version(self, org: str, payment_id: str) -> int | None:
         """Version the read model holds (live or tombstone), ``None`` if unknown."""
+        return (await self.versions(org, [payment_id])).get(payment_id)
+
+    async def versions(self, org: str, payment_ids: list[str]) -> dict[str, int]:
+        """Versions the read model holds of these payments of ``org`` (live or tombstone);
+        unknown ones are absent. Tombstones are read only for ids not live."""
         cols = await self.active()
-        flt = {"_id": payment_id, "organization_id": org}
-        doc = await cols.payments.find_one(flt, {"version": 1}) or await cols.tombstones.find_one(flt, {"version": 1})
-        return doc["version"] if doc else None
+        flt = {"_id": {"$in": payment_ids}, "organization_id": org}
+        found = {d["_id"]: d["version"] async for d in cols.payments.find(flt, {"version": 1})}
+        missing = [pid for pid in payment_ids if pid not in found]
+        if missing:
+            flt["_id"] = {"$in": missing}
+            found |= {d["_id"]: d["version"] async for d in cols.tombstones.find(flt, {"version": 1})}
+        return found
 
     async def statistics(self, org: str, q: StatisticsQuery) -> Statistics:
         cols = await self.active()

@@ -15,7 +15,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel, model_validator
+    from pydantic import BaseModel, Field, model_validator
 
     from services.query.activities import GetInput, QueryActivities, SearchInput, StatisticsInput
     from services.query.models import PaymentView, SearchQuery, SearchResult, Statistics, StatisticsQuery
@@ -31,6 +31,8 @@ class PaymentQueryRequest(BaseModel):
     search: SearchQuery | None = None
     payment_id: str | None = None
     statistics: StatisticsQuery | None = None
+    # Consistency tokens of command results: answer once the read model reflects them.
+    consistent_with: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _complete(self) -> PaymentQueryRequest:
@@ -56,18 +58,21 @@ class PaymentQueryWorkflow:
     @workflow.run
     async def run(self, request: PaymentQueryRequest) -> PaymentQueryResult:
         options = {"start_to_close_timeout": READ_TIMEOUT, "retry_policy": READ_RETRY}
-        org = request.organization_id
+        org, tokens = request.organization_id, request.consistent_with
         if request.kind == "search":
             assert request.search is not None
             found = await workflow.execute_local_activity_method(
-                QueryActivities.search, SearchInput(organization_id=org, query=request.search), **options)
+                QueryActivities.search, SearchInput(organization_id=org, query=request.search,
+                                                    consistent_with=tokens), **options)
             return PaymentQueryResult(kind="search", search=found)
         if request.kind == "get":
             assert request.payment_id is not None
             payment = await workflow.execute_local_activity_method(
-                QueryActivities.get, GetInput(organization_id=org, payment_id=request.payment_id), **options)
+                QueryActivities.get, GetInput(organization_id=org, payment_id=request.payment_id,
+                                              consistent_with=tokens), **options)
             return PaymentQueryResult(kind="get", payment=payment)
         assert request.statistics is not None
         stats = await workflow.execute_local_activity_method(
-            QueryActivities.statistics, StatisticsInput(organization_id=org, query=request.statistics), **options)
+            QueryActivities.statistics, StatisticsInput(organization_id=org, query=request.statistics,
+                                                        consistent_with=tokens), **options)
         return PaymentQueryResult(kind="statistics", statistics=stats)

@@ -35,7 +35,7 @@ PROCESSES: dict[str, dict] = {
         "side": "command",
         "port_field": "command_api_port",
         "needs": {"database_url", "temporal_address", "temporal_namespace", "jwt_secret",
-                  "jwt_algorithm", "host", "command_api_port"},
+                  "jwt_algorithm", "consistency_token_secret", "host", "command_api_port"},
     },
     "command-worker": {
         "side": "command",
@@ -53,7 +53,7 @@ PROCESSES: dict[str, dict] = {
         "side": "query",
         "port_field": "query_api_port",
         "needs": {"mongo_url", "mongo_db", "redis_url", "jwt_secret", "jwt_algorithm", "host",
-                  "query_api_port"},
+                  "consistency_token_secret", "query_api_port"},
     },
     "projector": {
         "side": "query",
@@ -65,12 +65,12 @@ PROCESSES: dict[str, dict] = {
         "side": "query",
         "port_field": "query_worker_metrics_port",
         "needs": {"mongo_url", "mongo_db", "redis_url", "temporal_address",
-                  "temporal_namespace", "host", "query_worker_metrics_port"},
+                  "temporal_namespace", "consistency_token_secret", "host", "query_worker_metrics_port"},
     },
 }
 ONE_SHOTS = {"migrate": {"database_url"}}
 # Secret settings: a process that does not need one must not receive it.
-SECRET_FIELDS = {"database_url", "mongo_url", "redis_url", "jwt_secret"}
+SECRET_FIELDS = {"database_url", "mongo_url", "redis_url", "jwt_secret", "consistency_token_secret"}
 
 INFRA_IMAGES = {
     "postgres": r"postgres:17(\.\d+)*",

@@ -274,7 +274,8 @@ def secret_keys(docs: list[dict], name: str) -> set[str] | None:
 
 
 EXTERNAL_SECRET = "payments-secrets"  # provided outside git in staging (docs/operations.md)
-SECRET_ENV = {"PAYMENTS_DATABASE_URL", "PAYMENTS_MONGO_URL", "PAYMENTS_REDIS_URL", "PAYMENTS_JWT_SECRET"}
+SECRET_ENV = {"PAYMENTS_DATABASE_URL", "PAYMENTS_MONGO_URL", "PAYMENTS_REDIS_URL", "PAYMENTS_JWT_SECRET",
+              "PAYMENTS_CONSISTENCY_TOKEN_SECRET"}
 
 
 def check_secret_ref(render: str, docs: list[dict], ref: tuple[str, str]) -> None:

@@ -2,6 +2,8 @@
 
 * end to end: a command through the command API is visible through the query API, and
   ``min_version`` returns the new version without the test sleeping;
+* read-your-writes: a search with the command's consistency token sees the write, every
+  time, over HTTP and through the facade;
 * every metric name the Grafana dashboard and the alert rules use is exported by a
   running process (DESIGN section 8; deploy/ must not chart a metric nobody exports).
 """
@@ -133,13 +135,69 @@ async def test_facade_commands_and_queries_over_temporal(system: Settings) -> No
             command_id=f"update-{payment_id}", organization_id="org-facade", action=PaymentCommand.UPDATE,
             payment_id=payment_id, amount=-5))
 
-    deadline = asyncio.get_running_loop().time() + 20
-    while True:  # the projection is asynchronous; the facade has no min_version
-        page = await cqs.search_payments("org-facade", SearchQuery(status="completed"))
-        if page.total == 1 or asyncio.get_running_loop().time() > deadline:
-            break
-        await asyncio.sleep(0.05)
+    # The projection is asynchronous: the started command's result (the same workflow) is
+    # what a read waits for.
+    completed = await cqs.process_command(complete)
+    page = await cqs.search_payments("org-facade", SearchQuery(status="completed"), consistent_with=completed)
     assert [p.id for p in page.data] == [payment_id]
-    stats = await cqs.payment_statistics("org-facade", StatisticsQuery())
+    stats = await cqs.payment_statistics("org-facade", StatisticsQuery(), consistent_with=[result, completed])
     assert stats.count == 1 and stats.currencies[0].sum == 990
     assert (await cqs.get_payment("org-other", payment_id)) is None
+
+
+# The seed's two integration tests (testCommandQuerySeparation: a command, then a search
+# sees it; testQueryCaching: the same search twice, the second from the cache), ported to
+# HTTP and to the facade and run many times in a row with no sleep.
+RUNS = 50
+
+
+def _search_hits(metrics: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("payments_queries_total{") and 'kind="search"' in line and 'cache="hit"' in line)
+
+
+async def test_http_command_then_search_sees_it_every_time(system: Settings) -> None:
+    command = f"http://127.0.0.1:{system.command_api_port}"
+    query = f"http://127.0.0.1:{system.query_api_port}"
+    org = f"org-ryw-{uuid.uuid4().hex[:8]}"
+    auth = _auth(system, org)
+    async with httpx.AsyncClient(timeout=30) as http:
+        hits_before = _search_hits((await http.get(f"{query}/metrics")).text)
+        tokens = []
+        for run in range(1, RUNS + 1):
+            created = await http.post(f"{command}/v1/payments", headers=auth, json={"amount": 100, "currency": "EUR"})
+            assert created.status_code == 201, created.text
+            tokens.append(created.headers["Consistency-Token"])
+            params = {"consistent_with": tokens[-1], "size": 10}
+            first = await http.get(f"{query}/v1/payments", params=params, headers=auth)
+            assert first.status_code == 200, first.text
+            assert first.json()["total"] == run, f"run {run}: the search missed the payment just created"
+            second = await http.get(f"{query}/v1/payments", params=params, headers=auth)
+            assert second.json() == first.json()
+        # The second search is a cache hit unless the projector's own bump for the write
+        # landed between the two reads (then it is a miss with the same, right answer).
+        hits = _search_hits((await http.get(f"{query}/metrics")).text) - hits_before
+        assert hits >= RUNS / 2, f"only {hits} of {RUNS} repeated searches came from the cache"
+        stats = await http.get(f"{query}/v1/statistics", params={"consistent_with": tokens[-3:]}, headers=auth)
+        assert stats.json()["count"] == RUNS and stats.json()["currencies"][0]["sum"] == 100 * RUNS
+
+
+async def test_facade_command_then_search_sees_it_every_time(system: Settings) -> None:
+    from services.command.models import CreatePayment
+    from services.facade import PaymentCqsService
+    from services.query.models import SearchQuery, StatisticsQuery
+
+    cqs = await PaymentCqsService.connect(system)
+    org = f"org-ryw-facade-{uuid.uuid4().hex[:8]}"
+    for run in range(1, RUNS + 1):
+        payment_id = f"ryw-{uuid.uuid4().hex[:10]}"
+        result = await cqs.process_command(CreatePayment(
+            command_id=f"create-{payment_id}", organization_id=org, payment_id=payment_id, amount=250,
+            currency="EUR"))
+        query = SearchQuery(limit=10)
+        first = await cqs.search_payments(org, query, consistent_with=result)
+        assert first.total == run, f"run {run}: the search missed the payment just created"
+        assert await cqs.search_payments(org, query, consistent_with=result) == first
+    stats = await cqs.payment_statistics(org, StatisticsQuery(), consistent_with=result)
+    assert stats.count == RUNS and stats.currencies[0].sum == 250 * RUNS
+    assert (await cqs.get_payment(org, payment_id, consistent_with=result)).id == payment_id

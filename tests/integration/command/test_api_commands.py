@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
 import pytest
 
 from shared.auth import SCOPE_READ
+from shared.consistency import ConsistencyTokens, Writes
 from shared.events import EventType
 
 PROBLEM = "application/problem+json"
@@ -272,3 +274,38 @@ async def test_health_ready_and_metrics(api):
     metrics = (await api.http.get("/metrics")).text
     assert 'payments_commands_total{outcome="success",type="create"}' in metrics
     assert 'payments_command_duration_seconds_count{type="create"}' in metrics
+
+
+async def test_every_write_answers_a_consistency_token_naming_it(api):
+    tokens = ConsistencyTokens(api.settings.consistency_token_secret)
+    created = await api.create(headers={"Idempotency-Key": f"ct-{uuid.uuid4()}"}, amount=42)
+    payment = created.json()
+    assert tokens.required([created.headers["consistency-token"]], "org-a") == \
+        Writes("org-a", ((payment["id"], 1),))
+    replayed = await api.create(headers={"Idempotency-Key": created.request.headers["idempotency-key"]}, amount=42)
+    assert replayed.headers["consistency-token"] == created.headers["consistency-token"]
+    completed = await api.request("POST", f"/v1/payments/{payment['id']}/complete")
+    assert tokens.decode(completed.headers["consistency-token"]).versions == ((payment["id"], 2),)
+
+    rejected = await api.request("POST", f"/v1/payments/{payment['id']}/cancel")
+    assert rejected.status_code == 409 and "consistency-token" not in rejected.headers
+
+    taken = {"id": payment["id"], "amount": 5, "currency": "EUR"}
+    batch = await api.request("POST", "/v1/payments/batch", json={"items": [{"amount": 1, "currency": "EUR"}, taken]})
+    body = batch.json()
+    assert [r["status"] for r in body["results"]] == [201, 409]
+    assert tokens.decode(batch.headers["consistency-token"]).versions == ((body["results"][0]["payment"]["id"], 1),)
+    assert body["consistency_token"] == batch.headers["consistency-token"]
+
+
+async def test_a_completed_async_command_answers_its_consistency_token(api):
+    response = await api.create(headers={"Prefer": "respond-async"}, amount=77)
+    assert "consistency-token" not in response.headers  # nothing written yet
+    for _ in range(100):
+        status = await api.request("GET", response.headers["location"])
+        if status.json()["status"] != "running":
+            break
+        await asyncio.sleep(0.05)
+    assert status.json()["status"] == "completed"
+    writes = ConsistencyTokens(api.settings.consistency_token_secret).decode(status.headers["consistency-token"])
+    assert writes == Writes("org-a", ((status.json()["result"]["id"], 1),))

@@ -84,7 +84,7 @@ setting that tells the process its port; secrets = the secret settings it receiv
   side: command
   key: api
   portEnv: PAYMENTS_COMMAND_API_PORT
-  secrets: [PAYMENTS_DATABASE_URL, PAYMENTS_JWT_SECRET]
+  secrets: [PAYMENTS_DATABASE_URL, PAYMENTS_JWT_SECRET, PAYMENTS_CONSISTENCY_TOKEN_SECRET]
 - name: command-worker
   side: command
   key: worker
@@ -99,7 +99,7 @@ setting that tells the process its port; secrets = the secret settings it receiv
   side: query
   key: api
   portEnv: PAYMENTS_QUERY_API_PORT
-  secrets: [PAYMENTS_MONGO_URL, PAYMENTS_REDIS_URL, PAYMENTS_JWT_SECRET]
+  secrets: [PAYMENTS_MONGO_URL, PAYMENTS_REDIS_URL, PAYMENTS_JWT_SECRET, PAYMENTS_CONSISTENCY_TOKEN_SECRET]
 - name: projector
   side: query
   key: projector
@@ -109,7 +109,7 @@ setting that tells the process its port; secrets = the secret settings it receiv
   side: query
   key: worker
   portEnv: PAYMENTS_QUERY_WORKER_METRICS_PORT
-  secrets: [PAYMENTS_MONGO_URL, PAYMENTS_REDIS_URL]
+  secrets: [PAYMENTS_MONGO_URL, PAYMENTS_REDIS_URL, PAYMENTS_CONSISTENCY_TOKEN_SECRET]
 {{- end }}
 
 {{/* Pod-level scheduling for one process: its own value, else the chart-wide one. */}}
