@@ -203,14 +203,39 @@ class BatchResult:
     newest_event_time: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class PendingBumps:
+    """Where the projector records, in the batch's own transaction, the organizations
+    whose cache generation still has to be bumped (a MongoDB document ``{_id, orgs}``),
+    so a crash before Redis accepted the bump cannot leave a cached answer staler than
+    the read model."""
+
+    collection: Any
+    id: str
+
+    async def add(self, orgs: Iterable[str], session: Any = None) -> None:
+        await self.collection.update_one({"_id": self.id}, {"$addToSet": {"orgs": {"$each": sorted(orgs)}}},
+                                         upsert=True, session=session)
+
+    async def remove(self, orgs: Iterable[str]) -> None:
+        await self.collection.update_one({"_id": self.id}, {"$pullAll": {"orgs": sorted(orgs)}})
+
+    async def load(self) -> set[str]:
+        doc = await self.collection.find_one({"_id": self.id})
+        return set(doc.get("orgs", ())) if doc else set()
+
+
 async def apply_batch(client: Any, collections: Any, events: Sequence[PaymentEvent],
-                      on_session: Any = None) -> BatchResult:
+                      on_session: Any = None, *, pending: PendingBumps | None = None,
+                      dry_run: bool = False) -> BatchResult:
     """Apply parsed events to the read model in one transaction; returns per-event outcomes.
 
     ``client`` is an ``AsyncMongoClient``; ``collections`` a :class:`read_model.Collections`;
     ``on_session(session)`` runs before the transaction starts (the projector records the
     session id so a restarted projector can abort a transaction its killed predecessor
-    left open).
+    left open). ``pending`` records the changed organizations in the same transaction.
+    ``dry_run`` writes everything, then aborts: it raises exactly what a real apply would
+    (the projector uses it to find which event of a failing batch is the poison).
     """
     if not events:
         return BatchResult([], set(), None)
@@ -226,6 +251,10 @@ async def apply_batch(client: Any, collections: Any, events: Sequence[PaymentEve
                 stored[doc["_id"]] = stored_from_doc(doc, tombstone=False)
             plan = plan_batch(stored, events)
             await _write(plan, stored, collections, session)
+            if pending is not None and plan.organizations:
+                await pending.add(plan.organizations, session)
+            if dry_run:
+                await session.abort_transaction()
     times = [e.time for e, o in zip(events, plan.outcomes, strict=True) if o == APPLIED]
     return BatchResult(plan.outcomes, plan.organizations, max(times) if times else None)
 
