@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import pytest
-from conftest import eventually
+from conftest import eventually, settings_env
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import REGISTRY
@@ -19,7 +21,7 @@ from test_projector import _payments_from_mongo, _statistics_from_mongo, raw_eve
 from services.query import projection
 from services.query.bootstrap import build
 from services.query.cache import generation_key
-from services.query.projector import Projector
+from services.query.projector import Projector, dlq_headers
 from shared.net import free_port
 
 PARTITIONS = 3
@@ -194,3 +196,62 @@ async def test_cache_bumps_survive_a_projector_crash_while_redis_is_down(qsettin
     assert [p["id"] for p in fresh.json()["data"]] == ["c1"]
     assert int(await ctx.cache.redis.get(generation_key(ctx.cache.prefix, "org-c"))) >= 1
     assert await restarted.pending.load() == set()
+
+
+def _cli(qsettings, *args: str) -> subprocess.CompletedProcess:  # noqa: ANN001
+    return subprocess.run([sys.executable, "-m", "services.cli", "dlq", *args], env=settings_env(qsettings),
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+async def test_redrive_survives_a_projector_sigkill_and_does_not_loop(qsettings, ctx, producer, projector_factory):
+    for topic in (qsettings.events_topic, qsettings.dlq_topic):
+        await asyncio.to_thread(create_topic, qsettings.kafka_bootstrap, topic)
+    # What a buggy projector version dead-lettered: 60 payments (created, completed), and one non-event.
+    dead = []
+    for i in range(60):
+        created = raw_event(f"d{i}", f"org-{i % 3}", amount=10 + i)
+        done = raw_event(f"d{i}", f"org-{i % 3}", version=2, amount=10 + i, status="completed",
+                         type_="com.gyroscops.payment.status_changed")
+        dead += [created, done]
+    values = [json.dumps(e).encode() for e in dead] + [b"{not an event"]
+    for offset, value in enumerate(values):
+        key = json.loads(value)["subject"].encode() if value.startswith(b"{\"") else b"junk"
+        headers = dlq_headers("error: KeyError: a fixed bug", qsettings.events_topic, 0, offset, "payments-projector",
+                              [("trace", b"t-9")], kind="error")
+        await producer.send_and_wait(qsettings.dlq_topic, value, key=key, headers=headers)
+
+    listed = await asyncio.to_thread(_cli, qsettings, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert len(rows) == 121 and {r["kind"] for r in rows} == {"error"}
+    assert rows[0]["event_id"] == dead[0]["id"] and rows[0]["payment_id"] == "d0" and rows[0]["source_offset"] == 0
+    shown = json.loads((await asyncio.to_thread(_cli, qsettings, "show", dead[5]["id"])).stdout)
+    assert json.loads(shown[0]["value"]) == dead[5] and shown[0]["headers"]["trace"] == "t-9"
+
+    first = projector_factory("--batch-size", "5")
+    first.start()
+    redriven = await asyncio.to_thread(_cli, qsettings, "redrive", "--all")
+    assert redriven.returncode == 0 and "redrove 121" in redriven.stdout, redriven.stdout + redriven.stderr
+
+    async def some_projected() -> bool:
+        return await (await ctx.read_model.active(fresh=True)).payments.count_documents({}) >= 10
+
+    await eventually(some_projected, 60, "part of the redrive projected")
+    assert first.kill() == -9
+    second = projector_factory()
+    second.start()
+
+    async def all_completed() -> bool:
+        cols = await ctx.read_model.active(fresh=True)
+        return await cols.payments.count_documents({"status": "completed"}) == 60
+
+    await eventually(all_completed, 60, "every redriven payment after the restart")
+    stored = await _payments_from_mongo(ctx)
+    assert len(stored) == 60 and await _statistics_from_mongo(ctx) == recount(stored)
+    back = await read_topic(qsettings.kafka_bootstrap, qsettings.dlq_topic, 122)
+    returned = [r for r in back if dict(r.headers).get("dlq-redrive-count") == b"1"]
+    assert [r.value for r in returned] == [b"{not an event"]  # the one that still fails, once
+    assert dict(returned[0].headers)["dlq-kind"] == b"invalid" and dict(returned[0].headers)["trace"] == b"t-9"
+
+    again = await asyncio.to_thread(_cli, qsettings, "redrive", "--all")
+    assert "skipped 1" in again.stdout and "redrove 120" in again.stdout, again.stdout + again.stderr
