@@ -207,9 +207,18 @@ class Projector:
         attempt = 0
         while True:
             try:
+                # Not the events' fault if this fails: retried, never a reason to dead-letter.
                 if not self._recovered:
                     await self.recover()
                 cols = await self.ctx.read_model.active(fresh=True)
+            except Exception as exc:
+                if self.stopping:
+                    raise
+                attempt += 1
+                self._struggling(exc, attempt, None)
+                await asyncio.sleep(poison.backoff(attempt))
+                continue
+            try:
                 return await projection.apply_batch(self.ctx.mongo, cols, events, self._record_session,
                                                     pending=self.pending, dry_run=dry_run)
             except Exception as exc:
