@@ -26,6 +26,7 @@ Rules:
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -205,13 +206,26 @@ class BatchResult:
 
 @dataclass(frozen=True, slots=True)
 class PendingBumps:
-    """Where the projector records, in the batch's own transaction, the organizations
-    whose cache generation still has to be bumped (a MongoDB document ``{_id, orgs}``),
-    so a crash before Redis accepted the bump cannot leave a cached answer staler than
-    the read model."""
+    """Where a projector records, in the batch's own transaction, the organizations whose
+    cache generation still has to be bumped, so a crash before Redis accepted the bump
+    cannot leave a cached answer staler than the read model.
+
+    One document per projector process (``{_id: "pending-bumps:<group>:<member>", orgs}``),
+    so replicas never write-conflict on it; a starting projector adopts the documents of
+    the others (a dead predecessor's, or, harmlessly, a live sibling's: it bumps them too).
+    """
 
     collection: Any
-    id: str
+    group: str
+    member: str
+
+    @property
+    def id(self) -> str:
+        return f"{self._prefix}{self.member}"
+
+    @property
+    def _prefix(self) -> str:
+        return f"pending-bumps:{self.group}:"
 
     async def add(self, orgs: Iterable[str], session: Any = None) -> None:
         await self.collection.update_one({"_id": self.id}, {"$addToSet": {"orgs": {"$each": sorted(orgs)}}},
@@ -223,6 +237,17 @@ class PendingBumps:
     async def load(self) -> set[str]:
         doc = await self.collection.find_one({"_id": self.id})
         return set(doc.get("orgs", ())) if doc else set()
+
+    async def adopt(self) -> set[str]:
+        """Move the other projectors' pending organizations into this one's document."""
+        query = {"_id": {"$regex": "^" + re.escape(self._prefix), "$ne": self.id}}
+        docs = [d async for d in self.collection.find(query)]
+        orgs = {o for d in docs for o in d.get("orgs", ())}
+        if orgs:
+            await self.add(orgs)  # first recorded here, then forgotten there
+        if docs:
+            await self.collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
+        return orgs | await self.load()
 
 
 async def apply_batch(client: Any, collections: Any, events: Sequence[PaymentEvent],

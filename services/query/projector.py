@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -100,7 +101,7 @@ class Projector:
         self.dead_letter = dead_letter  # async (key, value, headers) -> None
         self.group = group
         self.pending_bumps: set[str] = set()
-        self.pending = projection.PendingBumps(ctx.read_model.db["read_model_meta"], f"pending-bumps:{group}")
+        self.pending = projection.PendingBumps(ctx.read_model.db["read_model_meta"], group, uuid.uuid4().hex)
         self.stopping = False
         self._recovered = False
         self._sessions: set[bytes] = set()
@@ -129,7 +130,7 @@ class Projector:
             await self.ctx.read_model.db["read_model_meta"].update_one(self._sessions_doc, {"$set": {"lsids": []}})
             log.info("aborted transactions of previous projector sessions", extra={"fields": {
                 "sessions": len(doc["lsids"])}})
-        unflushed = await self.pending.load()
+        unflushed = await self.pending.adopt()
         if unflushed:
             log.info("cache bumps left by a previous projector", extra={"fields": {"organizations": len(unflushed)}})
         self.pending_bumps |= unflushed

@@ -196,6 +196,9 @@ async def test_cache_bumps_survive_a_projector_crash_while_redis_is_down(qsettin
     assert [p["id"] for p in fresh.json()["data"]] == ["c1"]
     assert int(await ctx.cache.redis.get(generation_key(ctx.cache.prefix, "org-c"))) >= 1
     assert await restarted.pending.load() == set()
+    left = await ctx.read_model.db["read_model_meta"].count_documents(
+        {"_id": {"$regex": "^pending-bumps:g-bump:"}, "orgs": {"$ne": []}})
+    assert left == 0, "the crashed projector's record must be taken over, then cleared"
 
 
 def _cli(qsettings, *args: str) -> subprocess.CompletedProcess:  # noqa: ANN001
