@@ -22,6 +22,7 @@ from pymongo.errors import (
 )
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 # Reason classes: the ``reason`` label of payments_projection_dead_letters_total and the
 # ``dlq-kind`` header. Bounded, so safe as a metric label.
@@ -93,6 +94,40 @@ async def first_failing(items: Sequence[T], fails: Callable[[Sequence[T]], Await
         else:
             high, error = middle, failure
     return high - 1, error
+
+
+async def apply_without_poison(
+    items: list[T], apply: Callable[[list[T], bool], Awaitable[R]],
+    on_poison: Callable[[T, BaseException], Awaitable[None]],
+) -> tuple[list[T], R | None]:
+    """Apply ``items`` (``apply(items, dry_run)``); each event that makes it fail for a
+    non-transient reason goes to ``on_poison`` and the rest is applied again. Returns the
+    items applied and ``apply``'s result (``None`` if nothing was left). Transient errors
+    propagate (the caller retries them)."""
+    items = list(items)
+
+    async def fails(prefix: Sequence[T]) -> BaseException | None:
+        if not prefix:
+            return None
+        try:
+            await apply(list(prefix), True)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            return exc
+        return None
+
+    while items:
+        try:
+            return items, await apply(items, False)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            found = await first_failing(items, fails)
+            if found is not None:  # else it did not fail again: apply the batch as it is
+                index, error = found
+                await on_poison(items.pop(index), error)
+    return items, None
 
 
 def backoff(attempt: int, base: float = 0.05, cap: float = 5.0) -> float:

@@ -39,6 +39,7 @@ from shared.payment import PaymentSnapshot
 APPLIED = "applied"
 DUPLICATE = "duplicate"
 INVALID = "invalid"
+DEAD_LETTERED = "dead_lettered"  # valid, but the read model (or our code) could not take it
 
 
 # --------------------------------------------------------------------------- decisions

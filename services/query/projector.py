@@ -50,7 +50,6 @@ log = logging.getLogger("payments.query.projector")
 
 PROJECTOR_GROUP = "payments-projector"
 KNOWN_TYPES = {t.value: t.short for t in EventType}
-DEAD_LETTERED = "dead_lettered"  # result label: valid event the read model could not take
 REDRIVE_HEADER = "dlq-redrive-count"  # how many times `payments dlq redrive` re-submitted it
 for _reason in poison.REASONS:  # every series exists from the start: increase() alerts see the first one
     PROJECTION_DEAD_LETTERS.labels(_reason)
@@ -172,21 +171,16 @@ class Projector:
             except InvalidEvent as exc:
                 await self._reject(msg, exc.reason, poison.INVALID)
                 settled.add((msg.partition, msg.offset))
-        result = None
-        while valid:
-            try:
-                result = await self._apply([e for _, e in valid])
-                break
-            except Exception as exc:
-                if self.stopping or poison.is_transient(exc):
-                    raise
-                found = await poison.first_failing(valid, self._trial)
-                if found is None:
-                    continue  # did not fail again: apply the batch as it is
-                index, error = found
-                msg, event = valid.pop(index)
-                await self._reject(msg, poison.describe(error), poison.reason_class(error), event)
-                settled.add((msg.partition, msg.offset))
+
+        async def apply(items: list[tuple[Any, PaymentEvent]], dry_run: bool) -> projection.BatchResult:
+            return await self._apply([e for _, e in items], dry_run=dry_run)
+
+        async def dead_letter(item: tuple[Any, PaymentEvent], error: BaseException) -> None:
+            msg, event = item
+            await self._reject(msg, poison.describe(error), poison.reason_class(error), event)
+            settled.add((msg.partition, msg.offset))
+
+        valid, result = await poison.apply_without_poison(valid, apply, dead_letter)
         if result is not None:
             events = [e for _, e in valid]
             for event, outcome in zip(events, result.outcomes, strict=True):
@@ -229,21 +223,10 @@ class Projector:
                 self._struggling(exc, attempt, None)
                 await asyncio.sleep(poison.backoff(attempt))
 
-    async def _trial(self, items: Sequence[tuple[Any, PaymentEvent]]) -> BaseException | None:
-        """The error applying ``items`` raises (in an aborted transaction), or None."""
-        if not items:
-            return None
-        try:
-            await self._apply([e for _, e in items], dry_run=True)
-        except Exception as exc:
-            if self.stopping or poison.is_transient(exc):
-                raise
-            return exc
-        return None
-
     async def _reject(self, msg: Any, reason: str, kind: str, event: PaymentEvent | None = None) -> None:
         label = type_label(msg.value, event)
-        PROJECTION_EVENTS.labels(label, projection.INVALID if kind == poison.INVALID else DEAD_LETTERED).inc()
+        result = projection.INVALID if kind == poison.INVALID else projection.DEAD_LETTERED
+        PROJECTION_EVENTS.labels(label, result).inc()
         headers = dlq_headers(reason, msg.topic, msg.partition, msg.offset, self.group,
                               list(msg.headers or []), kind=kind)
         await self.dead_letter(msg.key, msg.value, headers)

@@ -51,3 +51,38 @@ def test_backoff_is_jittered_and_capped():
     delays = [poison.backoff(a) for a in range(1, 40) for _ in range(5)]
     assert all(0 <= d <= 5.0 for d in delays)
     assert len(set(delays)) > 100
+
+
+def test_apply_without_poison_sets_aside_each_poison_and_applies_the_rest_in_order():
+    applied: list[list[int]] = []
+    poisoned: list[tuple[int, str]] = []
+
+    async def apply(items, dry_run):  # noqa: ANN001, ANN202
+        bad = [i for i in items if i % 7 == 3]
+        if bad:
+            raise OverflowError(f"event {bad[0]}")
+        if not dry_run:
+            applied.append(list(items))
+        return len(items)
+
+    async def on_poison(item, error):  # noqa: ANN001, ANN202
+        poisoned.append((item, str(error)))
+
+    rest, result = asyncio.run(poison.apply_without_poison(list(range(20)), apply, on_poison))
+    assert poisoned == [(3, "event 3"), (10, "event 10"), (17, "event 17")]
+    assert rest == [i for i in range(20) if i % 7 != 3] and applied == [rest] and result == 17
+
+
+def test_apply_without_poison_lets_transient_errors_through():
+    async def apply(items, dry_run):  # noqa: ANN001, ANN202
+        raise AutoReconnect("primary stepped down")
+
+    async def on_poison(item, error):  # noqa: ANN001, ANN202
+        raise AssertionError("a transient error is nobody's poison")
+
+    try:
+        asyncio.run(poison.apply_without_poison([1, 2], apply, on_poison))
+    except AutoReconnect:
+        pass
+    else:
+        raise AssertionError("the transient error must reach the caller")
