@@ -241,6 +241,9 @@ async def test_redrive_survives_a_projector_sigkill_and_does_not_loop(qsettings,
 
     await eventually(some_projected, 60, "part of the redrive projected")
     assert first.kill() == -9
+    cols = await ctx.read_model.active(fresh=True)
+    assert await cols.payments.count_documents({"status": "completed"}) < 60, (
+        "the projector finished the redrive before it was killed: the test proves nothing")
     second = projector_factory()
     second.start()
 
