@@ -64,7 +64,7 @@ def reason_class(exc: BaseException) -> str:
     """``refused`` for data errors of the driver or server, ``error`` for anything else."""
     from bson.errors import BSONError
 
-    if isinstance(exc, PyMongoError | BSONError | OverflowError):
+    if isinstance(exc, PyMongoError | BSONError | OverflowError | UnicodeError):
         return REFUSED
     return ERROR
 

@@ -96,3 +96,13 @@ def test_the_byte_limit_counts_encoded_utf8():
     with pytest.raises(ValidationError, match="bytes as JSON"):
         CreatePaymentRequest.model_validate({"amount": 1, "currency": "EUR",
                                              "metadata": {f"k{i}": "é" * 300 for i in range(30)}})  # 9000, > 16 kB
+
+
+@pytest.mark.parametrize("attribute", ["id", "source"])
+def test_envelope_text_follows_the_contract_too(attribute):
+    for bad in ("e\x00", "\ud800"):
+        event = _event_json({}) | {attribute: bad}
+        with pytest.raises(InvalidEvent, match=attribute):
+            parse_event(json.dumps(event))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(_event_json({}) | {attribute: "e\x00"}, SCHEMA)
