@@ -29,7 +29,6 @@ from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from pymongo.errors import PyMongoError
 
 from services.query import poison, projection
 from services.query.bootstrap import QueryContext, build
@@ -275,6 +274,12 @@ class Projector:
         """Bump the cache generations of the changed organizations, then forget them
         (in memory and in the read model). The lock keeps a batch from adding an
         organization between the bump and the forgetting."""
+        if not self._recovered:  # an idle restarted projector still owes its predecessor's bumps
+            try:
+                await self.recover()
+            except Exception as exc:  # noqa: BLE001 - retried at the next tick
+                log.warning("recovery failed; will retry", extra={"fields": {"error": repr(exc)[:200]}})
+                return
         async with self._bumps_lock:
             if not self.pending_bumps:
                 return
