@@ -36,11 +36,12 @@ _TRANSIENT_LABELS = ("TransientTransactionError", "UnknownTransactionCommitResul
 # if they last, the projector reports itself stalled) rather than dead-lettering every
 # event of the batch one after the other.
 _SERVER_CODES = frozenset({
-    6, 7, 24, 43, 50, 89, 91, 112, 133, 189, 202, 251, 262, 9001, 10107, 11600, 11601, 11602,
-    13435, 13436, 13,  # 13: Unauthorized
-    14031,  # OutOfDiskSpace
-    20,  # IllegalOperation (e.g. transactions unsupported by the deployment)
-    263,  # OperationNotSupportedInTransaction
+    6, 7, 89, 202, 9001,  # host unreachable, host not found, network timeouts, socket error
+    24, 112, 251, 262, 50,  # lock timeout, WriteConflict, NoSuchTransaction, time limits
+    91, 189, 10107, 11600, 11601, 11602, 13435, 13436,  # shutdown, step-down, not primary, interrupted
+    43, 133,  # cursor lost, no server for the read preference
+    13, 14031,  # Unauthorized, OutOfDiskSpace: an operator's problem, never an event's
+    20, 263,  # transactions not supported by this deployment / this operation
 })
 
 
