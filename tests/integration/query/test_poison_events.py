@@ -10,6 +10,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
+import httpx
 import pytest
 from conftest import eventually, settings_env
 from confluent_kafka import Producer
@@ -23,6 +24,7 @@ from services.query.bootstrap import build
 from services.query.cache import generation_key
 from services.query.projector import Projector, dlq_headers
 from shared.net import free_port
+from shared.ops import ops_app
 
 PARTITIONS = 3
 
@@ -162,6 +164,10 @@ async def test_a_projector_that_cannot_progress_says_so(qsettings, dead_letters)
     try:
         reason = await eventually(not_ready, 20, "the projector to report itself stalled")
         assert "stalled" in reason and "ServerSelectionTimeoutError" in reason
+        ops = ops_app("projector", {"projection": projector.check_progress})  # what create_app serves
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=ops), base_url="http://ops") as client:
+            readyz = await client.get("/readyz")
+        assert readyz.status_code == 503 and "stalled" in readyz.json()["checks"]["projection"]
         assert _sample("payments_projector_stalled") == 1.0
         assert _sample("payments_projector_consecutive_failures") >= 1
         assert not task.done(), "the consuming loop must keep retrying, not die"
