@@ -12,11 +12,11 @@ import json
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.payment import PaymentSnapshot
+from shared.payment import NO_NUL_PATTERN, PaymentSnapshot, check_text
 
 CONTENT_TYPE = "application/cloudevents+json"
 SCHEMA_ID = "https://gyroscops.com/schemas/payments/cloudevent.schema.json"
@@ -60,8 +60,12 @@ class PaymentEvent(BaseModel):
     )
 
     specversion: Literal["1.0"] = "1.0"
-    id: str = Field(min_length=1, max_length=256, description="Unique event id (UUID); consumers dedupe on it")
-    source: str = Field(min_length=1, max_length=1024, description="Producer URI, e.g. /payments/command")
+    id: Annotated[str, AfterValidator(check_text)] = Field(
+        min_length=1, max_length=256, description="Unique event id (UUID); consumers dedupe on it",
+        json_schema_extra={"pattern": NO_NUL_PATTERN})
+    source: Annotated[str, AfterValidator(check_text)] = Field(
+        min_length=1, max_length=1024, description="Producer URI, e.g. /payments/command",
+        json_schema_extra={"pattern": NO_NUL_PATTERN})
     type: EventType
     subject: str = Field(min_length=1, description="The payment id")
     time: datetime = Field(description="RFC 3339 UTC")

@@ -1,16 +1,22 @@
 """The payment: its snapshot, its status machine and the limits on its fields.
 
 This is the one place that says which transitions and which commands are allowed in
-which status (DESIGN section 3). Pure: no I/O.
+which status (DESIGN section 3), and what a payment may hold (the content contract:
+the command API, the command rules, the event JSON Schema and the projector all use
+the types below, so a value one of them accepts every store downstream accepts too:
+PostgreSQL refuses NUL in text/jsonb, MongoDB integers beyond 64 bits, JSON NaN).
+Pure: no I/O.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from shared.money import MAX_AMOUNT, validate_currency
 
@@ -18,7 +24,12 @@ MAX_DESCRIPTION_LENGTH = 1000
 MAX_METADATA_KEYS = 50
 MAX_METADATA_KEY_LENGTH = 64
 MAX_METADATA_VALUE_LENGTH = 500
+MAX_METADATA_BYTES = 16384  # the whole map, encoded as compact UTF-8 JSON
 MAX_ID_LENGTH = 128
+# Numbers must fit a signed 64-bit integer (MongoDB's widest integer; BSON refuses more).
+MIN_NUMBER = -(2**63)
+MAX_NUMBER = 2**63 - 1
+NO_NUL_PATTERN = "^[^\\u0000]*$"  # JSON Schema (ECMA-262) for "no NUL character"
 
 
 class PaymentStatus(StrEnum):
@@ -89,22 +100,99 @@ def rejection_reason(command: PaymentCommand, status: PaymentStatus) -> str:
     return f"cannot {command} a {status} payment (allowed: {', '.join(allowed_commands(status)) or 'none'})"
 
 
+def check_text(value: str) -> str:
+    """Text a payment may hold: no NUL character, valid Unicode (no lone surrogate)."""
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (a lone surrogate such as \\ud800 is not)") from None
+    return value
+
+
+def check_number(value: int | float) -> int | float:
+    """Finite, and within a signed 64-bit integer (exact for integers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number (NaN and Infinity are not JSON)")
+    if not MIN_NUMBER <= value <= MAX_NUMBER:
+        raise ValueError(f"must be between {MIN_NUMBER} and {MAX_NUMBER} (signed 64 bits)")
+    return value
+
+
+def metadata_size(value: dict[str, Any]) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode())
+
+
 def validate_metadata(value: dict[str, Any]) -> dict[str, Any]:
     """Metadata is a flat map of short string keys to scalar values, bounded in size."""
     if len(value) > MAX_METADATA_KEYS:
         raise ValueError(f"metadata has {len(value)} keys; at most {MAX_METADATA_KEYS} are allowed")
     for key, item in value.items():
-        if not key or len(key) > MAX_METADATA_KEY_LENGTH:
+        if not isinstance(key, str) or not key or len(key) > MAX_METADATA_KEY_LENGTH:
             raise ValueError(f"metadata keys must be 1 to {MAX_METADATA_KEY_LENGTH} characters")
         if key.startswith("$") or "." in key:
             raise ValueError(f"metadata key {key!r} must not start with '$' or contain '.'")
+        _check(check_text, key, f"metadata key {key!r}")
         if item is not None and not isinstance(item, str | int | float | bool):
             raise ValueError(f"metadata value for {key!r} must be a string, number, boolean or null")
-        if isinstance(item, str) and len(item) > MAX_METADATA_VALUE_LENGTH:
-            raise ValueError(
-                f"metadata value for {key!r} is longer than {MAX_METADATA_VALUE_LENGTH} characters"
-            )
+        if isinstance(item, str):
+            if len(item) > MAX_METADATA_VALUE_LENGTH:
+                raise ValueError(
+                    f"metadata value for {key!r} is longer than {MAX_METADATA_VALUE_LENGTH} characters"
+                )
+            _check(check_text, item, f"metadata value for {key!r}")
+        elif isinstance(item, int | float) and not isinstance(item, bool):
+            _check(check_number, item, f"metadata value for {key!r}")
+    size = metadata_size(value)
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed")
     return value
+
+
+def _check(rule: Any, value: Any, what: str) -> None:
+    try:
+        rule(value)
+    except ValueError as exc:
+        raise ValueError(f"{what} {exc}") from None
+
+
+# The JSON Schema of metadata says what validate_metadata checks, except what JSON Schema
+# cannot express (lone surrogates, total encoded size), which its description states.
+METADATA_JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": (
+        f"Flat map of scalars: at most {MAX_METADATA_KEYS} keys of 1 to {MAX_METADATA_KEY_LENGTH} "
+        "characters (no leading '$', no '.'); values are strings of at most "
+        f"{MAX_METADATA_VALUE_LENGTH} characters, numbers within signed 64 bits, booleans or null; "
+        f"no NUL character, valid Unicode; at most {MAX_METADATA_BYTES} bytes as compact UTF-8 JSON."
+    ),
+    "maxProperties": MAX_METADATA_KEYS,
+    "propertyNames": {"minLength": 1, "maxLength": MAX_METADATA_KEY_LENGTH, "pattern": "^[^$.\\u0000][^.\\u0000]*$"},
+    "additionalProperties": {
+        "anyOf": [
+            {"type": "string", "maxLength": MAX_METADATA_VALUE_LENGTH, "pattern": NO_NUL_PATTERN},
+            {"type": "number", "minimum": MIN_NUMBER, "maximum": MAX_NUMBER},
+            {"type": "boolean"},
+            {"type": "null"},
+        ]
+    },
+}
+
+Metadata = Annotated[dict[str, Any], AfterValidator(validate_metadata), WithJsonSchema(METADATA_JSON_SCHEMA)]
+
+
+def _text(max_length: int, min_length: int = 0, **extra: Any) -> Any:
+    """A bounded text field of the contract (no NUL, valid Unicode), in pydantic and JSON Schema."""
+    return Annotated[
+        str, Field(min_length=min_length, max_length=max_length, json_schema_extra={"pattern": NO_NUL_PATTERN}, **extra),
+        AfterValidator(check_text),
+    ]
+
+
+Id = _text(MAX_ID_LENGTH, 1)
+Description = _text(MAX_DESCRIPTION_LENGTH)
+UserId = _text(MAX_ID_LENGTH)
 
 
 Amount = Field(gt=0, le=MAX_AMOUNT, strict=True, description="Minor units of the currency (cents), > 0")
@@ -115,14 +203,14 @@ class PaymentSnapshot(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
-    organization_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
-    user_id: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
+    id: Id
+    organization_id: Id
+    user_id: UserId | None = None
     amount: int = Amount
     currency: str = Field(description="ISO 4217 upper-case code", examples=["EUR"])
     status: PaymentStatus
-    description: str = Field(default="", max_length=MAX_DESCRIPTION_LENGTH)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    description: Description = ""
+    metadata: Metadata = Field(default_factory=dict)
     version: int = Field(ge=1, strict=True)
     created_at: datetime
     updated_at: datetime
@@ -132,11 +220,6 @@ class PaymentSnapshot(BaseModel):
     @classmethod
     def _currency(cls, v: str) -> str:
         return validate_currency(v)
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return validate_metadata(v)
 
     @field_validator("created_at", "updated_at", "deleted_at")
     @classmethod

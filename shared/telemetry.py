@@ -36,6 +36,16 @@ PROJECTION_EVENTS = Counter(
 PROJECTION_LAG = Gauge(
     "payments_projection_lag_seconds", "Time between an event's time and its projection"
 )
+PROJECTION_DEAD_LETTERS = Counter(
+    "payments_projection_dead_letters",
+    "Events the projector sent to the dead-letter topic, by reason (invalid, refused, error)", ["reason"],
+)
+PROJECTOR_STALLED = Gauge(
+    "payments_projector_stalled", "1 while the projector has failed to progress for its stall threshold"
+)
+PROJECTOR_CONSECUTIVE_FAILURES = Gauge(
+    "payments_projector_consecutive_failures", "Failed attempts at the current batch (0 when progressing)"
+)
 QUERIES = Counter("payments_queries", "Queries served, by kind and cache result", ["kind", "cache"])
 QUERY_DURATION = Histogram(
     "payments_query_duration_seconds", "Query handler latency", ["kind"],
@@ -51,7 +61,8 @@ PROCESS_METRICS = {
     "relay": (OUTBOX_BACKLOG, OUTBOX_PUBLISH_LAG),
     "query-api": (QUERIES, QUERY_DURATION, CACHE_ERRORS),
     "query-worker": (QUERIES, QUERY_DURATION, CACHE_ERRORS),
-    "projector": (PROJECTION_EVENTS, PROJECTION_LAG, CACHE_ERRORS),
+    "projector": (PROJECTION_EVENTS, PROJECTION_LAG, PROJECTION_DEAD_LETTERS, PROJECTOR_STALLED,
+                  PROJECTOR_CONSECUTIVE_FAILURES, CACHE_ERRORS),
 }
 ALL_METRICS = tuple({id(m): m for ms in PROCESS_METRICS.values() for m in ms}.values())
 

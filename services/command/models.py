@@ -13,11 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared.money import MAX_AMOUNT, validate_currency
 from shared.payment import (
-    MAX_DESCRIPTION_LENGTH,
     MAX_ID_LENGTH,
+    Description,
+    Metadata,
     PaymentCommand,
     PaymentSnapshot,
-    validate_metadata,
+    UserId,
 )
 
 PAYMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -31,10 +32,6 @@ def _amount_field(default: Any = ...) -> Any:
 
 def _check_currency(value: str) -> str:
     return validate_currency(value)
-
-
-def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if value is None else validate_metadata(value)
 
 
 # --------------------------------------------------------------------------- HTTP bodies
@@ -60,14 +57,11 @@ class CreatePaymentRequest(BaseModel):
     )
     amount: int = _amount_field()
     currency: str = Field(description="ISO 4217 upper-case code", examples=["EUR"])
-    description: str = Field(default="", max_length=MAX_DESCRIPTION_LENGTH)
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Flat map of scalars, bounded")
-    user_id: str | None = Field(
-        default=None, max_length=MAX_ID_LENGTH, description="Paying user; defaults to the token's subject"
-    )
+    description: Description = ""
+    metadata: Metadata = Field(default_factory=dict)
+    user_id: UserId | None = Field(default=None, description="Paying user; defaults to the token's subject")
 
     _currency = field_validator("currency")(_check_currency)
-    _metadata = field_validator("metadata")(_check_metadata)
 
 
 class UpdatePaymentRequest(BaseModel):
@@ -79,10 +73,8 @@ class UpdatePaymentRequest(BaseModel):
     )
 
     amount: int | None = _amount_field(None)
-    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_LENGTH)
-    metadata: dict[str, Any] | None = Field(default=None, description="Replaces the whole metadata map")
-
-    _metadata = field_validator("metadata")(_check_metadata)
+    description: Description | None = None
+    metadata: Metadata | None = Field(default=None, description="Replaces the whole metadata map")
 
     @model_validator(mode="after")
     def _not_empty(self) -> UpdatePaymentRequest:

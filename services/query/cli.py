@@ -105,3 +105,6 @@ def register(app: typer.Typer) -> None:
     app.command("projector")(projector)
     app.command("query-worker")(query_worker)
     app.command("replay")(replay)
+    from services.query.dlq_cli import app as dlq_app
+
+    app.add_typer(dlq_app, name="dlq")

@@ -26,6 +26,7 @@ Rules:
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ DURABLE = {"w": "majority", "j": True}
 APPLIED = "applied"
 DUPLICATE = "duplicate"
 INVALID = "invalid"
+DEAD_LETTERED = "dead_lettered"  # valid, but the read model (or our code) could not take it
 
 
 # --------------------------------------------------------------------------- decisions
@@ -208,14 +210,63 @@ class BatchResult:
     newest_event_time: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class PendingBumps:
+    """Where a projector records, in the batch's own transaction, the organizations whose
+    cache generation still has to be bumped, so a crash before Redis accepted the bump
+    cannot leave a cached answer staler than the read model.
+
+    One document per projector process (``{_id: "pending-bumps:<group>:<member>", orgs}``),
+    so replicas never write-conflict on it; a starting projector adopts the documents of
+    the others (a dead predecessor's, or, harmlessly, a live sibling's: it bumps them too).
+    """
+
+    collection: Any
+    group: str
+    member: str
+
+    @property
+    def id(self) -> str:
+        return f"{self._prefix}{self.member}"
+
+    @property
+    def _prefix(self) -> str:
+        return f"pending-bumps:{self.group}:"
+
+    async def add(self, orgs: Iterable[str], session: Any = None) -> None:
+        await self.collection.update_one({"_id": self.id}, {"$addToSet": {"orgs": {"$each": sorted(orgs)}}},
+                                         upsert=True, session=session)
+
+    async def remove(self, orgs: Iterable[str]) -> None:
+        await self.collection.update_one({"_id": self.id}, {"$pullAll": {"orgs": sorted(orgs)}})
+
+    async def load(self) -> set[str]:
+        doc = await self.collection.find_one({"_id": self.id})
+        return set(doc.get("orgs", ())) if doc else set()
+
+    async def adopt(self) -> set[str]:
+        """Move the other projectors' pending organizations into this one's document."""
+        query = {"_id": {"$regex": "^" + re.escape(self._prefix), "$ne": self.id}}
+        docs = [d async for d in self.collection.find(query)]
+        orgs = {o for d in docs for o in d.get("orgs", ())}
+        if orgs:
+            await self.add(orgs)  # first recorded here, then forgotten there
+        if docs:
+            await self.collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
+        return orgs | await self.load()
+
+
 async def apply_batch(client: Any, collections: Any, events: Sequence[PaymentEvent],
-                      on_session: Any = None) -> BatchResult:
+                      on_session: Any = None, *, pending: PendingBumps | None = None,
+                      dry_run: bool = False) -> BatchResult:
     """Apply parsed events to the read model in one transaction; returns per-event outcomes.
 
     ``client`` is an ``AsyncMongoClient``; ``collections`` a :class:`read_model.Collections`;
     ``on_session(session)`` runs before the transaction starts (the projector records the
     session id so a restarted projector can abort a transaction its killed predecessor
-    left open).
+    left open). ``pending`` records the changed organizations in the same transaction.
+    ``dry_run`` writes everything, then aborts: it raises exactly what a real apply would
+    (the projector uses it to find which event of a failing batch is the poison).
     """
     if not events:
         return BatchResult([], set(), None)
@@ -233,6 +284,10 @@ async def apply_batch(client: Any, collections: Any, events: Sequence[PaymentEve
                 stored[doc["_id"]] = stored_from_doc(doc, tombstone=False)
             plan = plan_batch(stored, events)
             await _write(plan, stored, collections, session)
+            if pending is not None and plan.organizations:
+                await pending.add(plan.organizations, session)
+            if dry_run:
+                await session.abort_transaction()
     times = [e.time for e, o in zip(events, plan.outcomes, strict=True) if o == APPLIED]
     return BatchResult(plan.outcomes, plan.organizations, max(times) if times else None)
 

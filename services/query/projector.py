@@ -6,8 +6,11 @@ Consumer group ``payments-projector`` on the events topic. Per batch (up to
 1. parse every message against the event contract; invalid ones go to the dead-letter
    topic (original bytes as value, the reason and the origin in headers);
 2. apply the valid ones with :func:`projection.apply_batch` (one MongoDB transaction),
-   retrying transient MongoDB errors until it succeeds or the process stops;
-3. bump the Redis cache generation of every organization that changed;
+   retrying transient MongoDB errors with backoff and jitter; an event the read model
+   refuses (or that makes our code fail) is found by :mod:`poison`, dead-lettered, and
+   the batch applied without it;
+3. bump the Redis cache generation of every organization that changed (recorded in the
+   batch's transaction until Redis took it, so a crash cannot lose a bump);
 4. only then ack the batch, so faust commits offsets only after the read model write
    (``noack_take`` + manual ``ack``: an exception or a SIGKILL mid-batch leaves the
    offsets uncommitted and the batch is projected again, harmlessly).
@@ -18,25 +21,37 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from pymongo.errors import PyMongoError
 
-from services.query import projection
+from services.query import poison, projection
 from services.query.bootstrap import QueryContext, build
 from shared.events import EventType, InvalidEvent, PaymentEvent, parse_event
 from shared.ops import serve_ops
 from shared.settings import Settings
-from shared.telemetry import PROJECTION_EVENTS, PROJECTION_LAG, bind_log_context, log_context
+from shared.telemetry import (
+    PROJECTION_DEAD_LETTERS,
+    PROJECTION_EVENTS,
+    PROJECTION_LAG,
+    PROJECTOR_CONSECUTIVE_FAILURES,
+    PROJECTOR_STALLED,
+    bind_log_context,
+    log_context,
+)
 
 log = logging.getLogger("payments.query.projector")
 
 PROJECTOR_GROUP = "payments-projector"
 KNOWN_TYPES = {t.value: t.short for t in EventType}
+REDRIVE_HEADER = "dlq-redrive-count"  # how many times `payments dlq redrive` re-submitted it
+for _reason in poison.REASONS:  # every series exists from the start: increase() alerts see the first one
+    PROJECTION_DEAD_LETTERS.labels(_reason)
 
 
 def type_label(raw: bytes | None, event: PaymentEvent | None = None) -> str:
@@ -51,10 +66,13 @@ def type_label(raw: bytes | None, event: PaymentEvent | None = None) -> str:
 
 
 def dlq_headers(reason: str, topic: str, partition: int, offset: int, group: str,
-                original: Sequence[tuple[str, bytes]] = ()) -> list[tuple[str, bytes]]:
-    headers = [(k, v) for k, v in original if not k.startswith("dlq-")]
+                original: Sequence[tuple[str, bytes]] = (), *, kind: str = poison.INVALID) -> list[tuple[str, bytes]]:
+    """Headers of a dead-letter record: the original's (but earlier ``dlq-*`` ones), the
+    reason and the origin. ``dlq-redrive-count`` survives (``payments dlq redrive`` sets it)."""
+    headers = [(k, v) for k, v in original if not k.startswith("dlq-") or k == REDRIVE_HEADER]
     headers += [
         ("dlq-reason", reason.encode()[:2000]),
+        ("dlq-kind", kind.encode()),
         ("dlq-source-topic", topic.encode()),
         ("dlq-source-partition", str(partition).encode()),
         ("dlq-source-offset", str(offset).encode()),
@@ -65,23 +83,38 @@ def dlq_headers(reason: str, topic: str, partition: int, offset: int, group: str
 
 
 class Projector:
-    """Batch handler shared by the faust agent (and usable without faust)."""
+    """Batch handler shared by the faust agent (and usable without faust).
+
+    :meth:`handle` returns only when every message of the batch is applied or
+    dead-lettered: a poison event is isolated (:mod:`poison`), transient failures are
+    retried with backoff and jitter, and any other failure is retried too while
+    ``/readyz`` (:meth:`check_progress`) and the metrics say the projector is stalled.
+    It never raises, except while the process stops, so the consuming loop never dies.
+    """
+
+    stall_after = 10.0  # seconds of consecutive failures before /readyz says "stalled"
 
     def __init__(self, ctx: QueryContext, dead_letter: Any, group: str) -> None:
         self.ctx = ctx
         self.dead_letter = dead_letter  # async (key, value, headers) -> None
         self.group = group
         self.pending_bumps: set[str] = set()
+        self.pending = projection.PendingBumps(ctx.read_model.db["read_model_meta"], group, uuid.uuid4().hex)
         self.stopping = False
         self._recovered = False
         self._sessions: set[bytes] = set()
+        self._bumps_lock = asyncio.Lock()
+        self._failures = 0
+        self._failing_since: float | None = None
+        self._last_error = ""
 
     @property
     def _sessions_doc(self) -> dict[str, str]:
         return {"_id": f"projector-sessions:{self.group}"}
 
     async def recover(self) -> None:
-        """Abort transactions left open by a killed predecessor of this consumer group.
+        """Abort transactions left open by a killed predecessor of this consumer group,
+        and take over the cache bumps it had not flushed.
 
         A SIGKILLed projector leaves its transaction open; MongoDB holds its locks (write
         conflicts) until ``transactionLifetimeLimitSeconds`` (60 s) reaps it. Every
@@ -95,6 +128,10 @@ class Projector:
             await self.ctx.read_model.db["read_model_meta"].update_one(self._sessions_doc, {"$set": {"lsids": []}})
             log.info("aborted transactions of previous projector sessions", extra={"fields": {
                 "sessions": len(doc["lsids"])}})
+        unflushed = await self.pending.adopt()
+        if unflushed:
+            log.info("cache bumps left by a previous projector", extra={"fields": {"organizations": len(unflushed)}})
+        self.pending_bumps |= unflushed
         self._recovered = True
 
     async def _record_session(self, session: Any) -> None:
@@ -105,66 +142,154 @@ class Projector:
                 self._sessions_doc, {"$addToSet": {"lsids": lsid}}, upsert=True)
             self._sessions.add(key)
 
+    # ----------------------------------------------------------------- one batch
+
     async def handle(self, messages: Sequence[Any]) -> None:
         """``messages``: faust ``Message`` objects (topic, partition, offset, key, value, headers)."""
-        valid: list[PaymentEvent] = []
-        for msg in messages:
+        settled: set[tuple[int, int]] = set()  # dead-lettered already: not again on a retry
+        attempt = 0
+        while True:
             try:
-                valid.append(parse_event(msg.value))
+                await self._handle(messages, settled)
+                self._progressed()
+                return
+            except Exception as exc:
+                if self.stopping:
+                    raise
+                attempt += 1
+                self._struggling(exc, attempt, messages[0] if messages else None)
+                await asyncio.sleep(poison.backoff(attempt))
+
+    async def _handle(self, messages: Sequence[Any], settled: set[tuple[int, int]]) -> None:
+        valid: list[tuple[Any, PaymentEvent]] = []
+        for msg in messages:
+            if (msg.partition, msg.offset) in settled:
+                continue
+            try:
+                valid.append((msg, parse_event(msg.value)))
             except InvalidEvent as exc:
-                await self._reject(msg, exc.reason)
-        if valid:
-            result = await self._apply(valid)
-            for event, outcome in zip(valid, result.outcomes, strict=True):
+                await self._reject(msg, exc.reason, poison.INVALID)
+                settled.add((msg.partition, msg.offset))
+
+        async def apply(items: list[tuple[Any, PaymentEvent]], dry_run: bool) -> projection.BatchResult:
+            return await self._apply([e for _, e in items], dry_run=dry_run)
+
+        async def dead_letter(item: tuple[Any, PaymentEvent], error: BaseException) -> None:
+            msg, event = item
+            await self._reject(msg, poison.describe(error), poison.reason_class(error), event)
+            settled.add((msg.partition, msg.offset))
+
+        valid, result = await poison.apply_without_poison(valid, apply, dead_letter)
+        if result is not None:
+            events = [e for _, e in valid]
+            for event, outcome in zip(events, result.outcomes, strict=True):
                 PROJECTION_EVENTS.labels(event.type.short, outcome).inc()
                 log.info("event %s", outcome, extra={"fields": {"event_id": event.id, "payment_id": event.subject,
                                                                   "version": event.paymentversion}})
             lag = projection.lag_seconds(result.newest_event_time)
             if lag is not None:
                 PROJECTION_LAG.set(lag)
-            self.pending_bumps |= result.organizations
+            async with self._bumps_lock:
+                self.pending_bumps |= result.organizations
             log.info("projected batch", extra={"fields": {
-                "events": len(valid), "applied": result.outcomes.count(projection.APPLIED),
-                "first_event_id": valid[0].id, "last_event_id": valid[-1].id}})
+                "events": len(events), "applied": result.outcomes.count(projection.APPLIED),
+                "first_event_id": events[0].id, "last_event_id": events[-1].id}})
         await self.flush_bumps()
 
-    async def _apply(self, events: list[PaymentEvent]) -> projection.BatchResult:
-        delay = 0.05
+    async def _apply(self, events: list[PaymentEvent], *, dry_run: bool = False) -> projection.BatchResult:
+        """Apply (or try) ``events``, retrying transient MongoDB errors; raises any other."""
+        attempt = 0
         while True:
             try:
+                # Not the events' fault if this fails: retried, never a reason to dead-letter.
                 if not self._recovered:
                     await self.recover()
                 cols = await self.ctx.read_model.active(fresh=True)
-                return await projection.apply_batch(self.ctx.mongo, cols, events, self._record_session)
-            except PyMongoError as exc:
+            except Exception as exc:
                 if self.stopping:
                     raise
-                log.warning("read model write failed, retrying", extra={"fields": {
-                    "error": repr(exc)[:300], "retry_in": delay, "first_event_id": events[0].id}})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                attempt += 1
+                self._struggling(exc, attempt, None)
+                await asyncio.sleep(poison.backoff(attempt))
+                continue
+            try:
+                return await projection.apply_batch(self.ctx.mongo, cols, events, self._record_session,
+                                                    pending=self.pending, dry_run=dry_run)
+            except Exception as exc:
+                if self.stopping or not poison.is_transient(exc):
+                    raise
+                attempt += 1
+                self._struggling(exc, attempt, None)
+                await asyncio.sleep(poison.backoff(attempt))
 
-    async def _reject(self, msg: Any, reason: str) -> None:
-        label = type_label(msg.value)
-        PROJECTION_EVENTS.labels(label, projection.INVALID).inc()
+    async def _reject(self, msg: Any, reason: str, kind: str, event: PaymentEvent | None = None) -> None:
+        label = type_label(msg.value, event)
+        result = projection.INVALID if kind == poison.INVALID else projection.DEAD_LETTERED
+        PROJECTION_EVENTS.labels(label, result).inc()
         headers = dlq_headers(reason, msg.topic, msg.partition, msg.offset, self.group,
-                              list(msg.headers or []))
+                              list(msg.headers or []), kind=kind)
         await self.dead_letter(msg.key, msg.value, headers)
-        token = bind_log_context(event_id=_event_id(msg.value))
+        PROJECTION_DEAD_LETTERS.labels(kind).inc()
+        token = bind_log_context(event_id=event.id if event else _event_id(msg.value))
         try:
-            log.warning("invalid event sent to the dead-letter topic", extra={"fields": {
-                "reason": reason[:500], "partition": msg.partition, "offset": msg.offset}})
+            log.warning("event sent to the dead-letter topic", extra={"fields": {
+                "kind": kind, "reason": reason[:500], "partition": msg.partition, "offset": msg.offset}})
         finally:
             log_context.reset(token)
 
-    async def flush_bumps(self) -> None:
-        if not self.pending_bumps:
+    # ----------------------------------------------------------------- progress
+
+    def _struggling(self, exc: BaseException, attempt: int, first: Any) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        self._failures += 1
+        self._last_error = f"{type(exc).__name__}: {exc}"[:300]
+        PROJECTOR_CONSECUTIVE_FAILURES.set(self._failures)
+        PROJECTOR_STALLED.set(1 if now - self._failing_since >= self.stall_after else 0)
+        where = {"partition": first.partition, "offset": first.offset} if first is not None else {}
+        log.warning("projection failed, retrying", exc_info=not poison.is_transient(exc), extra={"fields": {
+            "error": self._last_error, "attempt": attempt, "consecutive_failures": self._failures, **where}})
+
+    def _progressed(self) -> None:
+        if self._failures:
+            log.info("projection progressing again", extra={"fields": {"after_failures": self._failures}})
+        self._failures, self._failing_since, self._last_error = 0, None, ""
+        PROJECTOR_CONSECUTIVE_FAILURES.set(0)
+        PROJECTOR_STALLED.set(0)
+
+    async def check_progress(self) -> None:
+        """Readiness check: raises while the projector has failed for ``stall_after`` seconds."""
+        if self._failing_since is None:
             return
-        try:
-            await self.ctx.cache.bump(self.pending_bumps)
-            self.pending_bumps.clear()
-        except Exception as exc:  # noqa: BLE001 - retried with the next batch or tick
-            log.warning("cache generation bump failed; will retry", extra={"fields": {"error": repr(exc)[:200]}})
+        failing_for = time.monotonic() - self._failing_since
+        if failing_for >= self.stall_after:
+            PROJECTOR_STALLED.set(1)
+            raise RuntimeError(f"projection stalled for {failing_for:.0f}s after {self._failures} consecutive "
+                               f"failures; last: {self._last_error}")
+
+    # ----------------------------------------------------------------- cache
+
+    async def flush_bumps(self) -> None:
+        """Bump the cache generations of the changed organizations, then forget them
+        (in memory and in the read model). The lock keeps a batch from adding an
+        organization between the bump and the forgetting."""
+        if not self._recovered:  # an idle restarted projector still owes its predecessor's bumps
+            try:
+                await self.recover()
+            except Exception as exc:  # noqa: BLE001 - retried at the next tick
+                log.warning("recovery failed; will retry", extra={"fields": {"error": repr(exc)[:200]}})
+                return
+        async with self._bumps_lock:
+            if not self.pending_bumps:
+                return
+            orgs = set(self.pending_bumps)
+            try:
+                await self.ctx.cache.bump(orgs)
+                await self.pending.remove(orgs)
+                self.pending_bumps -= orgs
+            except Exception as exc:  # noqa: BLE001 - retried with the next batch or tick
+                log.warning("cache generation bump failed; will retry", extra={"fields": {"error": repr(exc)[:200]}})
 
 
 def _event_id(raw: bytes | None) -> str | None:
@@ -255,7 +380,8 @@ def create_app(settings: Settings, *, group: str = PROJECTOR_GROUP, batch_size: 
         await ctx.read_model.ensure_indexes()
         if ops:
             await serve_ops("payments projector", settings.host, settings.projector_metrics_port,
-                            {"mongodb": ctx.check_mongo, "redis": ctx.check_redis})
+                            {"mongodb": ctx.check_mongo, "redis": ctx.check_redis,
+                             "projection": projector.check_progress})
         log.info("projector started", extra={"fields": {"group": group, "topic": settings.events_topic}})
 
     @app.timer(1.0)

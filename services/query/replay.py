@@ -26,10 +26,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.query import projection
+from services.query import poison, projection
 from services.query.bootstrap import build
 from services.query.read_model import Collections, ReadModel
-from shared.events import InvalidEvent, parse_event
+from shared.events import InvalidEvent, PaymentEvent, parse_event
 from shared.settings import Settings
 
 log = logging.getLogger("payments.query.replay")
@@ -88,8 +88,18 @@ async def _consume(consumer: AIOKafkaConsumer, mongo: Any, cols: Collections, en
                     events.append(parse_event(msg.value))
                 except InvalidEvent:
                     counts[projection.INVALID] += 1
-            result = await projection.apply_batch(mongo, cols, events)
-            for outcome in result.outcomes:
+
+            async def apply(items: list[PaymentEvent], dry_run: bool) -> projection.BatchResult:
+                return await projection.apply_batch(mongo, cols, items, dry_run=dry_run)
+
+            async def skip(event: PaymentEvent, error: BaseException) -> None:
+                # the live projector dead-lettered it; a rebuild must not stop on it either
+                counts[projection.DEAD_LETTERED] += 1
+                log.warning("event the read model refuses, skipped", extra={"fields": {
+                    "event_id": event.id, "reason": poison.describe(error)[:300]}})
+
+            _, result = await poison.apply_without_poison(events, apply, skip)
+            for outcome in result.outcomes if result is not None else ():
                 counts[outcome] += 1
             progress.advance(len(messages))
         reached = bool(ends) and all([await consumer.position(tp) >= end for tp, end in ends.items()])
@@ -108,7 +118,7 @@ async def main(settings: Settings, *, idle: float = 3.0, batch_size: int = 1000,
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
                                 group_id=None, auto_offset_reset="earliest")
     await consumer.start()
-    counts = {projection.APPLIED: 0, projection.DUPLICATE: 0, projection.INVALID: 0}
+    counts = {projection.APPLIED: 0, projection.DUPLICATE: 0, projection.INVALID: 0, projection.DEAD_LETTERED: 0}
     try:
         tps = await _partitions(consumer, settings.events_topic)
         consumer.assign(tps)
@@ -135,5 +145,6 @@ async def main(settings: Settings, *, idle: float = 3.0, batch_size: int = 1000,
         await ctx.close()
     elapsed = time.monotonic() - started
     return (f"replayed {sum(counts.values())} events in {elapsed:.1f}s into generation {new} "
-            f"(applied {counts['applied']}, duplicate {counts['duplicate']}, invalid {counts['invalid']}); "
+            f"(applied {counts['applied']}, duplicate {counts['duplicate']}, invalid {counts['invalid']}, "
+            f"refused {counts['dead_lettered']}); "
             f"previous generation {old} {'kept' if keep_old else 'dropped'}")

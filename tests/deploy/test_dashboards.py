@@ -41,6 +41,10 @@ DESIGN_METRICS = {
     "payments_queries_total",
     "payments_query_duration_seconds",
     "payments_cache_errors_total",
+    # issue 9 (docs/design.md section 11): dead letters by reason, projector progress
+    "payments_projection_dead_letters_total",
+    "payments_projector_stalled",
+    "payments_projector_consecutive_failures",
 }
 # What the dashboard must show (DESIGN section 8 and the issue): title fragments.
 REQUIRED_PANELS = [
@@ -50,7 +54,8 @@ REQUIRED_PANELS = [
 REQUIRED_ALERTS = {
     "projection lag": "payments_projection_lag_seconds",
     "outbox backlog": "payments_outbox_backlog",
-    "dlq": "payments_projection_events_total",
+    "dlq": "payments_projection_dead_letters_total",
+    "projector stalled": "payments_projector_stalled",
     "command error": "payments_commands_total",
 }
 
@@ -256,19 +261,29 @@ RULE_TESTS = {
                  "exp_alerts": [{"exp_labels": {"severity": "warning", "side": "command"}}]},
             ],
         },
-        {   # dead-lettered events: one invalid event is enough for the warning
+        {   # dead-lettered events: one is enough for the warning
             "interval": "1m",
             "input_series": [
                 {"series": 'payments_projection_events_total{result="applied",type="created"}',
                  "values": "0+100x30"},
-                {"series": 'payments_projection_events_total{result="invalid",type="created"}',
+                {"series": 'payments_projection_events_total{result="dead_lettered",type="created"}',
                  "values": "0x10 1x20"},
+                {"series": 'payments_projection_dead_letters_total{reason="refused"}', "values": "0x10 1x20"},
             ],
             "alert_rule_test": [
                 {"eval_time": "5m", "alertname": "PaymentsEventsDeadLettered", "exp_alerts": []},
                 {"eval_time": "15m", "alertname": "PaymentsEventsDeadLettered",
                  "exp_alerts": [{"exp_labels": {"severity": "warning", "side": "query"}}]},
                 {"eval_time": "15m", "alertname": "PaymentsDLQRateHigh", "exp_alerts": []},
+            ],
+        },
+        {   # a stalled projector: critical after 2 min, not on a blip
+            "interval": "1m",
+            "input_series": [{"series": 'payments_projector_stalled{instance="p1"}', "values": "0 1 0 1x10"}],
+            "alert_rule_test": [
+                {"eval_time": "3m", "alertname": "PaymentsProjectorStalled", "exp_alerts": []},
+                {"eval_time": "8m", "alertname": "PaymentsProjectorStalled",
+                 "exp_alerts": [{"exp_labels": {"severity": "critical", "side": "query", "instance": "p1"}}]},
             ],
         },
         {   # command errors count, business rejections do not

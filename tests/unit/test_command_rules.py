@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_projection_strategies import contract_metadata, contract_texts
 
 from services.command.models import CreatePayment, ModifyPayment, RejectionKind
 from services.command.rules import Rejected, decide_create, decide_modify
@@ -17,10 +18,8 @@ from shared.payment import COMMAND_TARGET, UNDELETABLE, PaymentCommand, PaymentS
 T0 = datetime(2024, 12, 19, 12, 0, tzinfo=UTC)
 amounts = st.integers(min_value=1, max_value=MAX_AMOUNT)
 currencies = st.sampled_from(sorted(ISO_4217))
-texts = st.text(max_size=40)
-metadata = st.dictionaries(st.from_regex(r"[a-z]{1,8}", fullmatch=True),
-                           st.one_of(st.none(), st.integers(-1000, 1000), st.text(max_size=20), st.booleans()),
-                           max_size=4)
+texts = contract_texts(40)
+metadata = contract_metadata
 
 
 def create_cmd(**fields) -> CreatePayment:

@@ -13,9 +13,40 @@ from hypothesis import strategies as st
 
 from services.query.projection import BatchPlan, BucketKey, Stored, contribution_of, plan_batch
 from shared.events import EventType, PaymentEvent, new_event
-from shared.payment import TRANSITIONS, UNDELETABLE, PaymentSnapshot, PaymentStatus
+from shared.payment import (
+    MAX_METADATA_KEY_LENGTH,
+    MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE_LENGTH,
+    MAX_NUMBER,
+    MIN_NUMBER,
+    TRANSITIONS,
+    UNDELETABLE,
+    PaymentSnapshot,
+    PaymentStatus,
+)
 
 BASE = datetime(2026, 3, 1, 22, 0, tzinfo=UTC)
+
+# Text the payment content contract accepts: any Unicode scalar but NUL (surrogates are not scalars).
+contract_chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+
+
+def contract_texts(max_size: int) -> st.SearchStrategy[str]:
+    return st.text(contract_chars, max_size=max_size)
+
+
+contract_keys = st.text(contract_chars, min_size=1, max_size=MAX_METADATA_KEY_LENGTH).filter(
+    lambda k: not k.startswith("$") and "." not in k)
+contract_values = st.one_of(
+    st.none(), st.booleans(), st.integers(MIN_NUMBER, MAX_NUMBER),
+    st.floats(min_value=float(MIN_NUMBER), max_value=float(MAX_NUMBER + 1), exclude_max=True),
+    contract_texts(MAX_METADATA_VALUE_LENGTH),
+)
+# Bounded so that the total size stays within MAX_METADATA_BYTES (50 short keys; the byte
+# limit has its own tests).
+contract_metadata = st.dictionaries(
+    contract_keys, st.one_of(contract_values, contract_texts(60)), max_size=MAX_METADATA_KEYS).filter(
+    lambda m: sum(len(k) + len(str(v)) for k, v in m.items()) * 4 < 16000)
 
 
 def snapshot(pid: str, org: str = "org-a", *, amount: int = 1000, currency: str = "EUR",

@@ -122,3 +122,59 @@ async def test_wrong_scope_is_403_on_every_command(api, db, nothing_written):
         response = await api.http.request(method, path, json=body, headers=read_only)
         assert response.status_code == 403, (method, path, response.text)
         assert response.headers["content-type"].startswith(PROBLEM)
+
+
+# Values JSON can carry that no store downstream accepts (issue 9): Python's json parses
+# them, so the content contract (shared/payment.py) must refuse them at the edge.
+POISON = [
+    (b'{"big": 100000000000000000000000000000}', "metadata", "signed 64 bits"),
+    (b'{"small": -9223372036854775809}', "metadata", "signed 64 bits"),
+    (b'{"n": NaN}', "metadata", "finite number"),
+    (b'{"n": Infinity}', "metadata", "finite number"),
+    (b'{"n": -Infinity}', "metadata", "finite number"),
+    (b'{"k": "a\\u0000b"}', "metadata", "NUL"),
+    (b'{"a\\u0000b": 1}', "metadata", "NUL"),
+    (b'{"k": "\\ud800"}', "metadata", "Unicode"),
+    (b'{' + b",".join(b'"k%d": "%s"' % (i, "é".encode() * 300) for i in range(30)) + b'}', "metadata", "bytes"),
+]
+POISON_TEXT = [(b'"a\\u0000b"', "NUL"), (b'"\\udfff"', "Unicode")]
+
+
+@pytest.fixture
+async def no_workflow_started(runtime):
+    before = (await runtime.client.count_workflows()).count
+    yield
+    assert (await runtime.client.count_workflows()).count == before, "a rejected request started a workflow"
+
+
+def _create_body(metadata: bytes = b"{}", **text: bytes) -> bytes:
+    fields = b"".join(b', "%s": %s' % (name.encode(), value) for name, value in text.items())
+    return b'{"amount": 100, "currency": "EUR", "metadata": ' + metadata + fields + b"}"
+
+
+async def _refused(api, method: str, path: str, raw: bytes, field: str, message: str) -> None:
+    response = await api.request(method, path, content=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    problem = response.json()
+    assert field in problem["detail"] and message.lower() in problem["detail"].lower(), problem
+
+
+@pytest.mark.parametrize(("metadata", "field", "message"), POISON)
+async def test_metadata_no_store_accepts_is_422_everywhere(api, nothing_written, no_workflow_started,
+                                                          metadata, field, message):
+    await _refused(api, "POST", "/v1/payments", _create_body(metadata), field, message)
+    await _refused(api, "POST", "/v1/payments/batch", b'{"items": [' + _create_body(metadata) + b"]}",
+                   "items.0." + field, message)
+    await _refused(api, "PATCH", "/v1/payments/p-absent", b'{"metadata": ' + metadata + b"}", field, message)
+
+
+@pytest.mark.parametrize(("value", "message"), POISON_TEXT)
+@pytest.mark.parametrize("field", ["description", "user_id"])
+async def test_text_no_store_accepts_is_422_everywhere(api, nothing_written, no_workflow_started, field, value,
+                                                      message):
+    await _refused(api, "POST", "/v1/payments", _create_body(**{field: value}), field, message)
+    await _refused(api, "POST", "/v1/payments/batch", b'{"items": [' + _create_body(**{field: value}) + b"]}",
+                   f"items.0.{field}", message)
+    if field == "description":
+        await _refused(api, "PATCH", "/v1/payments/p-absent", b'{"description": ' + value + b"}", field, message)
