@@ -1,4 +1,4 @@
-"""The six processes of payments-cqs, started as child processes (``payments up``).
+"""The seven processes of payments-cqs, started as child processes (``payments up``).
 
 One table says what each process is, which port serves its ``/healthz``, ``/readyz``
 and ``/metrics``, and which URLs a person wants to see. ``payments up`` and the tests
@@ -43,6 +43,7 @@ PROCESSES: tuple[ProcessSpec, ...] = (
     ProcessSpec("query-api", "query_api_port", is_api=True),
     ProcessSpec("projector", "projector_metrics_port"),
     ProcessSpec("query-worker", "query_worker_metrics_port"),
+    ProcessSpec("intake", "intake_metrics_port"),
 )
 
 
@@ -54,6 +55,9 @@ def isolated(base: Settings, name: str, **overrides: Any) -> tuple[Settings, dic
         "mongo_db": suffix.replace("-", "_"),
         "events_topic": f"payments.events.{suffix}",
         "dlq_topic": f"payments.events.dlq.{suffix}",
+        "commands_topic": f"payments.commands.{suffix}",
+        "command_results_topic": f"payments.command-results.{suffix}",
+        "commands_dlq_topic": f"payments.commands.dlq.{suffix}",
         "command_task_queue": f"payments-commands-{suffix}",
         "query_task_queue": f"payments-queries-{suffix}",
         **{spec.port_field: free_port() for spec in PROCESSES},

@@ -19,7 +19,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -28,6 +27,7 @@ from pymongo.errors import PyMongoError
 
 from services.query import projection
 from services.query.bootstrap import QueryContext, build
+from shared.dlq import dlq_headers
 from shared.events import EventType, InvalidEvent, PaymentEvent, parse_event
 from shared.ops import serve_ops
 from shared.settings import Settings
@@ -37,6 +37,7 @@ log = logging.getLogger("payments.query.projector")
 
 PROJECTOR_GROUP = "payments-projector"
 KNOWN_TYPES = {t.value: t.short for t in EventType}
+UNTRUSTED_SOURCE = "untrusted source"
 
 
 def type_label(raw: bytes | None, event: PaymentEvent | None = None) -> str:
@@ -50,20 +51,6 @@ def type_label(raw: bytes | None, event: PaymentEvent | None = None) -> str:
     return KNOWN_TYPES.get(value, "unknown") if isinstance(value, str) else "unknown"
 
 
-def dlq_headers(reason: str, topic: str, partition: int, offset: int, group: str,
-                original: Sequence[tuple[str, bytes]] = ()) -> list[tuple[str, bytes]]:
-    headers = [(k, v) for k, v in original if not k.startswith("dlq-")]
-    headers += [
-        ("dlq-reason", reason.encode()[:2000]),
-        ("dlq-source-topic", topic.encode()),
-        ("dlq-source-partition", str(partition).encode()),
-        ("dlq-source-offset", str(offset).encode()),
-        ("dlq-consumer-group", group.encode()),
-        ("dlq-time", datetime.now(UTC).isoformat().encode()),
-    ]
-    return headers
-
-
 class Projector:
     """Batch handler shared by the faust agent (and usable without faust)."""
 
@@ -75,6 +62,7 @@ class Projector:
         self.stopping = False
         self._recovered = False
         self._sessions: set[bytes] = set()
+        self.trusted_sources = ctx.settings.trusted_sources()
 
     @property
     def _sessions_doc(self) -> dict[str, str]:
@@ -110,7 +98,7 @@ class Projector:
         valid: list[PaymentEvent] = []
         for msg in messages:
             try:
-                valid.append(parse_event(msg.value))
+                valid.append(self._parse(msg.value))
             except InvalidEvent as exc:
                 await self._reject(msg, exc.reason)
         if valid:
@@ -127,6 +115,14 @@ class Projector:
                 "events": len(valid), "applied": result.outcomes.count(projection.APPLIED),
                 "first_event_id": valid[0].id, "last_event_id": valid[-1].id}})
         await self.flush_bumps()
+
+    def _parse(self, raw: bytes | None) -> PaymentEvent:
+        """The contract, then the trust boundary: only the command service (and sources
+        trusted on purpose) may write the read model; others send commands to the intake."""
+        event = parse_event(raw)
+        if event.source not in self.trusted_sources:
+            raise InvalidEvent(UNTRUSTED_SOURCE)
+        return event
 
     async def _apply(self, events: list[PaymentEvent]) -> projection.BatchResult:
         delay = 0.05
