@@ -548,7 +548,7 @@ def test_chart_variants_render_valid_objects(variant: str) -> None:
         assert not [d for d in docs if "coreos" in d["apiVersion"]]
     elif variant == "no autoscaling":
         assert deployment_of(docs, "command-api")["spec"]["replicas"] == 2
-        assert len(of_kind(docs, "HorizontalPodAutoscaler")) == 5
+        assert len(of_kind(docs, "HorizontalPodAutoscaler")) == len(PROCESSES) - 1
     elif variant == "memory target":
         [hpa] = [h for h in of_kind(docs, "HorizontalPodAutoscaler") if h["metadata"]["name"].endswith("query-api")]
         assert {m["resource"]["name"] for m in hpa["spec"]["metrics"]} == {"cpu", "memory"}
@@ -614,7 +614,7 @@ def test_every_process_is_configurable_per_side() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     fields = settings_env_names()
     keys = {"command-api": ("command", "api"), "command-worker": ("command", "worker"),
-            "relay": ("command", "relay"), "query-api": ("query", "api"),
+            "relay": ("command", "relay"), "intake": ("command", "intake"), "query-api": ("query", "api"),
             "projector": ("query", "projector"), "query-worker": ("query", "worker")}
     for process, (side, key) in keys.items():
         assert PROCESSES[process]["side"] == side
