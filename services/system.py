@@ -122,15 +122,17 @@ class RunningSystem:
                 )
             time.sleep(0.2)
 
-    def stop(self, timeout: float = 15.0) -> None:
-        for child in self.children.values():
+    def stop(self, timeout: float = 15.0, *, names: list[str] | None = None) -> None:
+        """SIGTERM the processes (all by default), SIGKILL those still there after ``timeout``."""
+        chosen = {n: c for n, c in self.children.items() if names is None or n in names}
+        for child in chosen.values():
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for child in self.children.values():
+        for name, child in chosen.items():
             try:
                 child.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
-        self.children.clear()
+            del self.children[name]

@@ -53,6 +53,9 @@ class CommandSettings(Settings):
     intake_heartbeat_interval_ms: int = Field(default=3_000, ge=1)
     intake_max_poll_interval_ms: int = Field(default=300_000, ge=1)
     intake_max_poll_records: int = Field(default=200, ge=1)
+    # aiokafka's default; the local stack sets 25 (a waiting fetch on Tansu is not answered
+    # when records arrive, see docs/query-service.md).
+    intake_fetch_max_wait_ms: int = Field(default=500, ge=0)
     # Payments (message keys) run concurrently; one payment's commands stay in order.
     intake_concurrency: int = Field(default=32, ge=1)
     # A command whose workflow fails (not a business rejection) this many times is

@@ -179,7 +179,7 @@ class IntakeConsumer:
             s.commands_topic, bootstrap_servers=s.kafka_bootstrap, group_id=s.intake_group,
             enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=s.intake_session_timeout_ms, heartbeat_interval_ms=s.intake_heartbeat_interval_ms,
-            max_poll_interval_ms=s.intake_max_poll_interval_ms,
+            max_poll_interval_ms=s.intake_max_poll_interval_ms, fetch_max_wait_ms=s.intake_fetch_max_wait_ms,
         )
         await self._consumer.start()
 

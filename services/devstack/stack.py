@@ -267,6 +267,7 @@ class LocalStack(ServerLaunch, ReadinessChecks):
                 # would delay every intake start by 5 s here.
                 "intake_session_timeout_ms": 2000,
                 "intake_heartbeat_interval_ms": 500,
+                "intake_fetch_max_wait_ms": 25,
             },
             "pids": ep.pids,
             "owner_pid": os.getpid(),
