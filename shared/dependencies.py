@@ -88,6 +88,7 @@ PROCESS_NEEDS: dict[str, tuple[str, ...]] = {
     "intake": ("postgres", "temporal", "kafka"),
     "migrate": ("postgres",),
     "replay": ("kafka", "mongo"),
+    "reconcile": ("postgres", "mongo"),
 }
 
 

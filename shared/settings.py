@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     query_worker_metrics_port: int = 9104
     intake_metrics_port: int = 9105
 
+    # `payments reconcile` pushes its drift gauge here (a Prometheus Pushgateway URL), if set.
+    reconcile_pushgateway_url: str | None = None
+
     # How long a process waits for its servers at start-up before it exits with an error.
     startup_timeout_seconds: float = 30.0
 

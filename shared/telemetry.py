@@ -47,6 +47,12 @@ INTAKE_MESSAGES = Counter(
     "(succeeded|rejected|dead_lettered)", ["type", "result"]
 )
 
+RECONCILE_DRIFT = Gauge(
+    "payments_reconcile_drift", "Differences found by the last `payments reconcile` run, by kind "
+    "(missing|extra|stale|buckets), before any repair", ["kind"]
+)
+RECONCILE_LAST_RUN = Gauge("payments_reconcile_last_run_timestamp_seconds", "When `payments reconcile` last finished")
+
 # Which process exports which metric. A process only exports its own, so a relay's
 # backlog gauge is never diluted by zeros from processes that have no outbox.
 PROCESS_METRICS = {

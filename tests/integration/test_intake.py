@@ -1,5 +1,6 @@
-"""Kafka producers of commands, end to end: a foreign client (confluent-kafka, librdkafka)
-writes commands, real ``payments`` processes (intake, relay, projector, both APIs) run them.
+"""Kafka producers of commands and reconciliation, end to end: a foreign client
+(confluent-kafka, librdkafka) writes commands, real ``payments`` processes (intake, relay,
+projector, both APIs) run them; ``payments reconcile`` compares the two sides.
 """
 
 from __future__ import annotations
@@ -7,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +20,9 @@ import asyncpg
 import httpx
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from pymongo import AsyncMongoClient
+
+from services.query.read_model import ReadModel
 
 from services.system import RunningSystem, isolated
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
@@ -199,3 +205,49 @@ async def test_sigkill_mid_stream_loses_no_command_and_applies_none_twice(system
         " FROM payments p WHERE p.organization_id = $1", org)
     assert len(rows) == n
     assert {(r["version"], r["events"]) for r in rows} == {(1, 1)}
+
+
+def reconcile(system: IntakeSystem, *args: str) -> tuple[int, dict[str, Any]]:
+    done = subprocess.run([sys.executable, "-m", "services.cli", "reconcile", "--json", "--grace-seconds", "0",
+                           *args], env=system.env, capture_output=True, text=True, timeout=120)
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+async def test_reconcile_finds_and_repairs_read_side_drift(system: IntakeSystem) -> None:
+    org = "org-rec"
+    commands = [command("create", org, f"rec-{i}", {"amount": 100 * (i + 1), "currency": "EUR"}) for i in range(3)]
+    done_id, done = command("complete", org, "rec-2")
+    await asyncio.to_thread(system.send, *(record(v, v["subject"]) for _, v in [*commands, (done_id, done)]))
+    await asyncio.to_thread(system.results, {cid for cid, _ in commands} | {done_id})
+    query = f"http://127.0.0.1:{system.settings.query_api_port}"
+    async with httpx.AsyncClient(timeout=30) as http:
+        for pid, version in (("rec-0", 1), ("rec-1", 1), ("rec-2", 2)):
+            read = await http.get(f"{query}/v1/payments/{pid}", params={"min_version": version},
+                                  headers=system.auth(org))
+            assert read.status_code == 200, read.text
+
+    code, clean = await asyncio.to_thread(reconcile, system, "--org", org)
+    assert (code, clean["drift"]) == (0, 0), clean
+
+    mongo: AsyncMongoClient = AsyncMongoClient(system.settings.mongo_url, tz_aware=True)
+    try:
+        cols = await ReadModel(mongo[system.settings.mongo_db]).active(fresh=True)
+        assert (await cols.payments.delete_one({"_id": "rec-0"})).deleted_count == 1
+        altered = await cols.statistics.find_one_and_update(
+            {"organization_id": org, "status": "completed"}, {"$inc": {"sum": 1}})
+        assert altered is not None
+
+        code, found = await asyncio.to_thread(reconcile, system, "--org", org)
+        assert code == 1
+        assert (found["missing"], found["extra"], found["stale"]) == (["rec-0"], [], [])
+        assert [(b["status"], b["actual"]["sum"] - b["expected"]["sum"]) for b in found["buckets"]] == [
+            ("completed", 1)]
+
+        code, repaired = await asyncio.to_thread(reconcile, system, "--org", org, "--repair")
+        assert code == 1 and repaired["repaired_writes"] >= 2
+        code, after = await asyncio.to_thread(reconcile, system, "--org", org)
+        assert (code, after["drift"]) == (0, 0), after
+        assert (await cols.payments.find_one({"_id": "rec-0"}))["amount"] == 100
+    finally:
+        await mongo.close()
