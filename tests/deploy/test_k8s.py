@@ -519,6 +519,7 @@ VARIANTS = {
                                               "prometheusRule": {"enabled": False},
                                               "grafanaDashboard": {"enabled": False}}},
     "pdb minAvailable": {"query": {"api": {"pdb": {"minAvailable": 1}}}},
+    "reconcile cronjob": {"reconcile": {"enabled": True, "repair": True, "pushgatewayUrl": "http://pushgateway:9091"}},
     "scheduling": {"nodeSelector": {"pool": "general"},
                    "query": {"projector": {"tolerations": [{"key": "dedicated", "operator": "Equal",
                                                             "value": "stream", "effect": "NoSchedule"}]}}},
@@ -546,6 +547,12 @@ def test_chart_variants_render_valid_objects(variant: str) -> None:
         assert refs == {"vault-payments"}
     elif variant == "no prometheus operator":
         assert not [d for d in docs if "coreos" in d["apiVersion"]]
+    elif variant == "reconcile cronjob":
+        [cron] = of_kind(docs, "CronJob")
+        container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        assert container["args"] == ["reconcile", "--repair"]
+        assert {e["name"] for e in container["env"]} == {"PAYMENTS_DATABASE_URL", "PAYMENTS_MONGO_URL",
+                                                         "PAYMENTS_REDIS_URL", "PAYMENTS_RECONCILE_PUSHGATEWAY_URL"}
     elif variant == "no autoscaling":
         assert deployment_of(docs, "command-api")["spec"]["replicas"] == 2
         assert len(of_kind(docs, "HorizontalPodAutoscaler")) == len(PROCESSES) - 1
