@@ -23,7 +23,6 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from pymongo import AsyncMongoClient
 
 from services.query.read_model import ReadModel
-
 from services.system import RunningSystem, isolated
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
 from shared.settings import Settings

@@ -4,6 +4,7 @@ code produces and refuse what it refuses."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,9 @@ import yaml
 from services.asyncapi import asyncapi_document, asyncapi_text
 from services.command.intake_contract import result_event
 from services.command.models import Problem
-from datetime import UTC, datetime
-
 from shared.events import EventType, new_event
-from shared.settings import Settings
 from shared.payment import PaymentSnapshot, PaymentStatus
+from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
