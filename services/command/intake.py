@@ -68,7 +68,11 @@ class CommandIntake:
         chains: dict[Any, list[ConsumerRecord]] = defaultdict(list)
         for record in records:
             chains[(record.topic, record.partition, record.key)].append(record)
-        await asyncio.gather(*(self._chain(chain) for chain in chains.values()))
+        # Every chain finishes (or fails) before the caller decides about the offsets.
+        outcomes = await asyncio.gather(*(self._chain(chain) for chain in chains.values()), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _chain(self, chain: list[ConsumerRecord]) -> None:
         async with self._slots:
@@ -141,11 +145,11 @@ class CommandIntake:
             "reason": reason[:500], "partition": record.partition, "offset": record.offset}})
 
 
-def _next_offsets(records: Sequence[ConsumerRecord]) -> dict[TopicPartition, int]:
+def _offsets(records: Sequence[ConsumerRecord], pick: Callable[[int, int], int], shift: int) -> dict[TopicPartition, int]:
     offsets: dict[TopicPartition, int] = {}
     for record in records:
         tp = TopicPartition(record.topic, record.partition)
-        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+        offsets[tp] = pick(offsets.get(tp, record.offset + shift), record.offset + shift)
     return offsets
 
 
@@ -197,9 +201,16 @@ class IntakeConsumer:
         records = [r for rs in batches.values() for r in rs]
         if not records:
             return 0
-        await self.intake.handle(records)
         try:
-            await self._consumer.commit(_next_offsets(records))
+            await self.intake.handle(records)
+        except BaseException:
+            # Not all of them were answered: read them again (re-running the answered
+            # ones is harmless), rather than moving past them until the next restart.
+            for tp, first in _offsets(records, min, 0).items():
+                self._consumer.seek(tp, first)
+            raise
+        try:
+            await self._consumer.commit(_offsets(records, max, 1))
         except CommitFailedError as exc:
             # A rebalance took the partition: its new owner re-runs these commands (harmless).
             log.warning("offset commit refused after a rebalance: %s", exc)
@@ -212,9 +223,9 @@ class IntakeConsumer:
             while not stop.is_set():
                 try:
                     await self.poll_once()
-                except KafkaError as exc:
-                    self.kafka_ok = False
-                    log.warning("intake poll failed, retrying: %r", exc)
+                except Exception as exc:  # noqa: BLE001 - broker errors: the poll is read again after a pause
+                    self.kafka_ok = not isinstance(exc, KafkaError)
+                    log.warning("intake poll failed, reading it again: %r", exc)
                     await asyncio.sleep(self.settings.intake_retry_backoff_seconds)
         finally:
             log_context.reset(token)
