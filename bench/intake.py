@@ -10,7 +10,8 @@ same ``--concurrency``:
                 payments.command-results (end to end, as a producer waiting for results)
   intake burst  ``--requests`` commands produced at once; time until every result is
                 published (the intake's own parallelism over a partition's backlog),
-                for each ``--intake-concurrency`` (1 = one command at a time)
+                for each ``--intake-concurrency`` (1 = one command at a time), then with
+                a poll's creates batched into BulkCreatePayments workflows
 
     payments stack up --detach
     python -m bench.intake --requests 300 --concurrency 16
@@ -154,13 +155,15 @@ async def main(args: argparse.Namespace) -> None:
         lat, elapsed = await intake_closed_loop(producer, results, settings.commands_topic, "bench-org",
                                                 args.requests, args.concurrency)
         rows.append(("intake, closed loop", len(lat) / elapsed, lat))
-        for slots in args.intake_concurrency.split(","):
+        variants = [{"PAYMENTS_INTAKE_CONCURRENCY": slots} for slots in args.intake_concurrency.split(",")]
+        variants.append({"PAYMENTS_INTAKE_BATCH_CREATES": "true"})
+        for variant in variants:
             await asyncio.to_thread(system.stop, names=["intake"])
-            await asyncio.to_thread(system.start, {**env, "PAYMENTS_INTAKE_CONCURRENCY": slots}, timeout=90,
-                                    names=["intake"])
-            log(f"intake burst: {args.requests} commands, intake concurrency {slots}")
+            await asyncio.to_thread(system.start, {**env, **variant}, timeout=90, names=["intake"])
+            label = ", ".join(f"{k}={v}" for k, v in variant.items())
+            log(f"intake burst: {args.requests} commands, {label}")
             elapsed = await intake_burst(producer, results, settings.commands_topic, "bench-org", args.requests)
-            rows.append((f"intake, burst backlog, PAYMENTS_INTAKE_CONCURRENCY={slots}", args.requests / elapsed, None))
+            rows.append((f"intake, burst backlog, {label}", args.requests / elapsed, None))
     finally:
         await results.stop()
         await producer.stop()

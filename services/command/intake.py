@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -40,7 +41,7 @@ from services.command.intake_contract import (
     parse_command,
     result_event,
 )
-from services.command.models import BatchResult, Command, Problem, command_type
+from services.command.models import BatchResult, BulkCreatePayments, Command, CreatePayment, Problem, command_type
 from services.command.rules import Rejected
 from shared.dlq import dlq_headers
 from shared.events import CONTENT_TYPE
@@ -68,11 +69,53 @@ class CommandIntake:
         chains: dict[Any, list[ConsumerRecord]] = defaultdict(list)
         for record in records:
             chains[(record.topic, record.partition, record.key)].append(record)
+        if self.settings.intake_batch_creates:
+            await self._batch_leading_creates(chains)
         # Every chain finishes (or fails) before the caller decides about the offsets.
-        outcomes = await asyncio.gather(*(self._chain(chain) for chain in chains.values()), return_exceptions=True)
+        outcomes = await asyncio.gather(*(self._chain(chain) for chain in chains.values() if chain),
+                                        return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+
+    async def _batch_leading_creates(self, chains: dict[Any, list[ConsumerRecord]]) -> None:
+        """Run the first command of each payment, when it is a create, together with the
+        poll's other such creates of its organization in one BulkCreatePayments workflow
+        (each item keeps its command id, its transaction and its result). The answered ones
+        leave their chain; a group that fails is left to the one-by-one path."""
+        heads: dict[str, list[tuple[Any, ConsumerRecord, CreatePayment]]] = defaultdict(list)
+        for chain_key, chain in chains.items():
+            try:
+                command = parse_command(chain[0].value)
+            except (MalformedCommand, InvalidCommand):
+                continue
+            if isinstance(command, CreatePayment):
+                heads[command.organization_id].append((chain_key, chain[0], command))
+        size = self.settings.command_max_batch_items
+        groups = [g[i:i + size] for g in heads.values() for i in range(0, len(g), size)]
+        groups = [g for g in groups if len(g) > 1]
+        done = await asyncio.gather(*(self._bulk(group) for group in groups), return_exceptions=True)
+        for group, outcome in zip(groups, done, strict=True):
+            if outcome is True:
+                for chain_key, _, _ in group:
+                    chains[chain_key].pop(0)
+            else:
+                log.warning("batched creates failed, running them one by one: %r", outcome)
+
+    async def _bulk(self, group: list[tuple[Any, ConsumerRecord, CreatePayment]]) -> bool:
+        items = [command for _, _, command in group]
+        # Deterministic: a redelivered poll attaches to the same workflow.
+        digest = hashlib.sha256("\n".join(c.command_id for c in items).encode()).hexdigest()[:32]
+        bulk = BulkCreatePayments(command_id=f"intake-batch-{digest}", organization_id=items[0].organization_id,
+                                  items=items)
+        result = await self.service.process(bulk)
+        assert isinstance(result, BatchResult)
+        for (_, record, command), item in zip(group, result.results, strict=True):
+            outcome = item.payment if item.payment is not None else item.problem
+            assert outcome is not None
+            await self._answer(command.organization_id, command.command_id, command.payment_id, outcome,
+                               "create", record)
+        return True
 
     async def _chain(self, chain: list[ConsumerRecord]) -> None:
         async with self._slots:
