@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import time
 import uuid
@@ -157,13 +158,18 @@ async def main(args: argparse.Namespace) -> None:
         rows.append(("intake, closed loop", len(lat) / elapsed, lat))
         variants = [{"PAYMENTS_INTAKE_CONCURRENCY": slots} for slots in args.intake_concurrency.split(",")]
         variants.append({"PAYMENTS_INTAKE_BATCH_CREATES": "true"})
-        for variant in variants:
-            await asyncio.to_thread(system.stop, names=["intake"])
-            await asyncio.to_thread(system.start, {**env, **variant}, timeout=90, names=["intake"])
-            label = ", ".join(f"{k}={v}" for k, v in variant.items())
-            log(f"intake burst: {args.requests} commands, {label}")
-            elapsed = await intake_burst(producer, results, settings.commands_topic, "bench-org", args.requests)
-            rows.append((f"intake, burst backlog, {label}", args.requests / elapsed, None))
+        rates: dict[str, list[float]] = {}
+        for round_ in range(args.rounds):  # interleaved rounds: a load spike hits every variant alike
+            for variant in variants:
+                await asyncio.to_thread(system.stop, names=["intake"])
+                await asyncio.to_thread(system.start, {**env, **variant}, timeout=90, names=["intake"])
+                label = ", ".join(f"{k}={v}" for k, v in variant.items())
+                log(f"round {round_ + 1}/{args.rounds}: intake burst of {args.requests} commands, {label}")
+                elapsed = await intake_burst(producer, results, settings.commands_topic, "bench-org", args.requests)
+                rates.setdefault(label, []).append(args.requests / elapsed)
+        for label, values in rates.items():
+            rows.append((f"intake, burst backlog, {label} (median of {len(values)})", statistics.median(values),
+                         None))
     finally:
         await results.stop()
         await producer.stop()
@@ -187,6 +193,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--intake-concurrency", default="1,32",
                         help="comma-separated PAYMENTS_INTAKE_CONCURRENCY values for the burst rows")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the burst rows")
     parser.add_argument("--no-local-kafka", dest="local_kafka", action="store_false",
                         help="keep the real-cluster consumer defaults (default: the local stack's Tansu settings)")
     return parser.parse_args()

@@ -64,8 +64,9 @@ class CommandSettings(Settings):
     intake_retry_backoff_seconds: float = Field(default=0.5, gt=0)
     intake_max_backoff_seconds: float = Field(default=10.0, gt=0)
     # Run a poll's leading creates of one organization as one BulkCreatePayments workflow
-    # (per-command results kept). Off by default: see docs/benchmarks.md.
-    intake_batch_creates: bool = False
+    # (per-command results kept): 3.6x the creates/s of one workflow each on a backlog
+    # (bench/intake.py, docs/benchmarks.md).
+    intake_batch_creates: bool = True
     # Host a command worker (eager workflow start, results handed over in process).
     intake_embedded_worker: bool = True
     commands_topic_partitions: int = Field(default=3, ge=1)

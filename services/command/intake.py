@@ -81,8 +81,10 @@ class CommandIntake:
     async def _batch_leading_creates(self, chains: dict[Any, list[ConsumerRecord]]) -> None:
         """Run the first command of each payment, when it is a create, together with the
         poll's other such creates of its organization in one BulkCreatePayments workflow
-        (each item keeps its command id, its transaction and its result). The answered ones
-        leave their chain; a group that fails is left to the one-by-one path."""
+        (each item keeps its command id, its transaction and its result). The succeeded
+        ones leave their chain. Rejected items, and every item of a group that failed, are
+        left to the one-by-one path, whose workflow records the rejection for
+        ``GET /v1/commands/{id}`` (a batch stores only successes)."""
         heads: dict[str, list[tuple[Any, ConsumerRecord, CreatePayment]]] = defaultdict(list)
         for chain_key, chain in chains.items():
             try:
@@ -95,14 +97,15 @@ class CommandIntake:
         groups = [g[i:i + size] for g in heads.values() for i in range(0, len(g), size)]
         groups = [g for g in groups if len(g) > 1]
         done = await asyncio.gather(*(self._bulk(group) for group in groups), return_exceptions=True)
-        for group, outcome in zip(groups, done, strict=True):
-            if outcome is True:
-                for chain_key, _, _ in group:
-                    chains[chain_key].pop(0)
-            else:
+        for outcome in done:
+            if isinstance(outcome, BaseException):
                 log.warning("batched creates failed, running them one by one: %r", outcome)
+                continue
+            for chain_key in outcome:
+                chains[chain_key].pop(0)
 
-    async def _bulk(self, group: list[tuple[Any, ConsumerRecord, CreatePayment]]) -> bool:
+    async def _bulk(self, group: list[tuple[Any, ConsumerRecord, CreatePayment]]) -> list[Any]:
+        """Run one batch; answer its succeeded items and return their chain keys."""
         items = [command for _, _, command in group]
         # Deterministic: a redelivered poll attaches to the same workflow.
         digest = hashlib.sha256("\n".join(c.command_id for c in items).encode()).hexdigest()[:32]
@@ -110,12 +113,13 @@ class CommandIntake:
                                   items=items)
         result = await self.service.process(bulk)
         assert isinstance(result, BatchResult)
-        for (_, record, command), item in zip(group, result.results, strict=True):
-            outcome = item.payment if item.payment is not None else item.problem
-            assert outcome is not None
-            await self._answer(command.organization_id, command.command_id, command.payment_id, outcome,
-                               "create", record)
-        return True
+        answered = []
+        for (chain_key, record, command), item in zip(group, result.results, strict=True):
+            if item.payment is not None:
+                await self._answer(command.organization_id, command.command_id, command.payment_id, item.payment,
+                                   "create", record)
+                answered.append(chain_key)
+        return answered
 
     async def _chain(self, chain: list[ConsumerRecord]) -> None:
         async with self._slots:

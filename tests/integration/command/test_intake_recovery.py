@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 from services.command.bootstrap import CommandRuntime
 from services.command.config import CommandSettings
 from services.command.intake import IntakeConsumer
+from services.command.models import CommandState, CreatePayment, RejectionKind
 
 
 async def _results(bootstrap: str, topic: str, wanted: set[str], timeout: float = 60.0) -> dict[str, list[dict]]:
@@ -68,6 +69,10 @@ async def test_batched_creates_keep_each_command_outcome_and_order(runtime: Comm
     records.append((b"p0", _command("complete", f"{org}-done", org, f"{org}-p0")))  # after p0's create
     records.append((b"bad", _command("create", f"{org}-bad", org, f"{org}-bad", {"amount": 1, "currency": "XYZ"})))
     records.append((b"p1", records[1][1]))  # p1's create again
+    # A create of a payment that exists already, batched with the others: refused (id taken).
+    await runtime.service.process(CreatePayment(command_id=f"{org}-first", organization_id=org,
+                                                payment_id=f"{org}-pre", amount=3, currency="EUR"))
+    records.append((b"pre", _command("create", f"{org}-taken", org, f"{org}-pre", {"amount": 1, "currency": "EUR"})))
     await _produce(settings, records)
     bulk = {"type": "bulk_create", "outcome": "success"}
     bulks_before = REGISTRY.get_sample_value("payments_commands_total", bulk) or 0
@@ -76,7 +81,7 @@ async def test_batched_creates_keep_each_command_outcome_and_order(runtime: Comm
     stop = asyncio.Event()
     task = asyncio.create_task(intake.run(stop))
     try:
-        wanted = {f"{org}-c{i}" for i in range(6)} | {f"{org}-done", f"{org}-bad"}
+        wanted = {f"{org}-c{i}" for i in range(6)} | {f"{org}-done", f"{org}-bad", f"{org}-taken"}
         seen = await _results(settings.kafka_bootstrap, settings.command_results_topic, wanted)
     finally:
         stop.set()
@@ -85,10 +90,17 @@ async def test_batched_creates_keep_each_command_outcome_and_order(runtime: Comm
     assert {seen[f"{org}-c{i}"][0]["data"]["amount"] for i in range(6)} == {5 + i for i in range(6)}
     assert seen[f"{org}-done"][0]["data"]["version"] == 2
     assert seen[f"{org}-bad"][0]["data"]["status"] == 422
+    assert seen[f"{org}-taken"][0]["data"]["status"] == 409
     assert (REGISTRY.get_sample_value("payments_commands_total", bulk) or 0) > bulks_before  # it did batch
+    # GET /v1/commands/{id} knows batched commands: successes and rejections alike.
+    state, value = await runtime.service.status(org, f"{org}-c3")
+    assert (state, value.payment.id) == (CommandState.COMPLETED, f"{org}-p3")
+    state, value = await runtime.service.status(org, f"{org}-taken")
+    assert (state, value.kind) == (CommandState.FAILED, RejectionKind.CONFLICT)
     async with runtime.pool.acquire() as conn:
         rows = await conn.fetch("SELECT id, version FROM payments WHERE organization_id = $1 ORDER BY id", org)
-    assert [(r["id"], r["version"]) for r in rows] == [(f"{org}-p0", 2)] + [(f"{org}-p{i}", 1) for i in range(1, 6)]
+    assert [(r["id"], r["version"]) for r in rows] == [(f"{org}-p0", 2)] + [(f"{org}-p{i}", 1) for i in range(1, 6)] + [
+        (f"{org}-pre", 1)]
 
 
 async def test_a_refused_result_reads_the_poll_again_and_loses_no_command(runtime: CommandRuntime,
