@@ -52,6 +52,8 @@ from shared.telemetry import INTAKE_MESSAGES, bind_log_context, log_context
 log = logging.getLogger("payments.command.intake")
 Publish = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
 _HEADERS = [("content-type", CONTENT_TYPE.encode())]
+# Label values of payments_intake_messages_total{result}.
+SUCCEEDED, REJECTED, DEAD_LETTERED = "succeeded", "rejected", "dead_lettered"
 
 
 class CommandIntake:
@@ -177,7 +179,7 @@ class CommandIntake:
         event = result_event(org, command_id, subject, outcome, source=self.settings.event_source)
         key = subject.encode() if subject else record.key
         await self.publish(self.settings.command_results_topic, key, event.to_json_bytes(), _HEADERS)
-        result = "succeeded" if isinstance(outcome, PaymentSnapshot) else "rejected"
+        result = SUCCEEDED if isinstance(outcome, PaymentSnapshot) else REJECTED
         INTAKE_MESSAGES.labels(label, result).inc()
         log.info("command %s", result, extra={"fields": {
             "command_id": command_id, "payment_id": subject, "type": label,
@@ -187,7 +189,7 @@ class CommandIntake:
         headers = dlq_headers(reason, record.topic, record.partition, record.offset, self.settings.intake_group,
                               list(record.headers or []))
         await self.publish(self.settings.commands_dlq_topic, record.key, record.value or b"", headers)
-        INTAKE_MESSAGES.labels(label, "dead_lettered").inc()
+        INTAKE_MESSAGES.labels(label, DEAD_LETTERED).inc()
         log.warning("command sent to the dead-letter topic", extra={"fields": {
             "reason": reason[:500], "partition": record.partition, "offset": record.offset}})
 
