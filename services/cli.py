@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from services import devstack_cli, tools_cli, up_cli
+from services import devstack_cli, reconcile_cli, tools_cli, up_cli
 from services.command import cli as command_cli
 from services.query import cli as query_cli
 from shared.dependencies import PROCESS_NEEDS, DependencyUnavailable, wait_for
@@ -55,6 +55,7 @@ devstack_cli.register(app)
 command_cli.register(app)
 query_cli.register(app)
 up_cli.register(app)
+reconcile_cli.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

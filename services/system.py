@@ -1,4 +1,4 @@
-"""The six processes of payments-cqs, started as child processes (``payments up``).
+"""The seven processes of payments-cqs, started as child processes (``payments up``).
 
 One table says what each process is, which port serves its ``/healthz``, ``/readyz``
 and ``/metrics``, and which URLs a person wants to see. ``payments up`` and the tests
@@ -43,6 +43,7 @@ PROCESSES: tuple[ProcessSpec, ...] = (
     ProcessSpec("query-api", "query_api_port", is_api=True),
     ProcessSpec("projector", "projector_metrics_port"),
     ProcessSpec("query-worker", "query_worker_metrics_port"),
+    ProcessSpec("intake", "intake_metrics_port"),
 )
 
 
@@ -54,6 +55,9 @@ def isolated(base: Settings, name: str, **overrides: Any) -> tuple[Settings, dic
         "mongo_db": suffix.replace("-", "_"),
         "events_topic": f"payments.events.{suffix}",
         "dlq_topic": f"payments.events.dlq.{suffix}",
+        "commands_topic": f"payments.commands.{suffix}",
+        "command_results_topic": f"payments.command-results.{suffix}",
+        "commands_dlq_topic": f"payments.commands.dlq.{suffix}",
         "command_task_queue": f"payments-commands-{suffix}",
         "query_task_queue": f"payments-queries-{suffix}",
         **{spec.port_field: free_port() for spec in PROCESSES},
@@ -120,15 +124,17 @@ class RunningSystem:
                 )
             time.sleep(0.2)
 
-    def stop(self, timeout: float = 15.0) -> None:
-        for child in self.children.values():
+    def stop(self, timeout: float = 15.0, *, names: list[str] | None = None) -> None:
+        """SIGTERM the processes (all by default), SIGKILL those still there after ``timeout``."""
+        chosen = {n: c for n, c in self.children.items() if names is None or n in names}
+        for child in chosen.values():
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for child in self.children.values():
+        for name, child in chosen.items():
             try:
                 child.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
-        self.children.clear()
+            del self.children[name]

@@ -1,4 +1,4 @@
-"""Small tools: mint a local JWT, export the event JSON Schema."""
+"""Small tools: mint a local JWT, export the event JSON Schema and the AsyncAPI document."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from shared.events import event_json_schema_text
 from shared.settings import Settings
 
 SCHEMA_PATH = Path("docs/events.schema.json")
+ASYNCAPI_PATH = Path("docs/asyncapi.yaml")
 
 
 def token(
@@ -29,25 +30,40 @@ def token(
     typer.echo(mint_token(org, scope, subject=subject, ttl_seconds=ttl))
 
 
-def schema(
-    output: Path = typer.Option(SCHEMA_PATH, "--output", "-o", help="Where to write the schema ('-' for stdout)."),
-    check: bool = typer.Option(False, "--check", help="Exit 1 if the file differs from the code's schema."),
-) -> None:
-    """Export the CloudEvents JSON Schema of payment events (docs/events.schema.json)."""
-    text = event_json_schema_text()
+def _write_generated(text: str, output: Path, check: bool, command: str) -> None:
+    """Write ``text`` to ``output`` ('-': stdout), or with ``check`` exit 1 if it differs."""
     if str(output) == "-":
         typer.echo(text, nl=False)
         return
     if check:
         current = output.read_text() if output.exists() else ""
         if current != text:
-            typer.secho(f"{output} is out of date: run 'payments schema'", fg="red", err=True)
+            typer.secho(f"{output} is out of date: run 'payments {command}'", fg="red", err=True)
             raise typer.Exit(1)
         typer.echo(f"{output} is up to date")
         return
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
     typer.echo(f"wrote {output}")
+
+
+def schema(
+    output: Path = typer.Option(SCHEMA_PATH, "--output", "-o", help="Where to write the schema ('-' for stdout)."),
+    check: bool = typer.Option(False, "--check", help="Exit 1 if the file differs from the code's schema."),
+) -> None:
+    """Export the CloudEvents JSON Schema of payment events (docs/events.schema.json)."""
+    _write_generated(event_json_schema_text(), output, check, "schema")
+
+
+def asyncapi(
+    output: Path = typer.Option(ASYNCAPI_PATH, "--output", "-o", help="Where to write it ('-' for stdout)."),
+    check: bool = typer.Option(False, "--check", help="Exit 1 if the file differs from the code's document."),
+) -> None:
+    """Export the AsyncAPI 3.0 document of the Kafka topics (docs/asyncapi.yaml): events,
+    commands, command results and the dead-letter topics, from the code's models."""
+    from services.asyncapi import asyncapi_text
+
+    _write_generated(asyncapi_text(), output, check, "asyncapi")
 
 
 def _settings_classes() -> list[type[Settings]]:
@@ -92,4 +108,5 @@ def show_settings(
 def register(app: typer.Typer) -> None:
     app.command("token")(token)
     app.command("schema")(schema)
+    app.command("asyncapi")(asyncapi)
     app.command("settings")(show_settings)

@@ -85,8 +85,10 @@ PROCESS_NEEDS: dict[str, tuple[str, ...]] = {
     "query-api": ("mongo",),
     "projector": ("kafka", "mongo"),
     "query-worker": ("mongo", "temporal"),
+    "intake": ("postgres", "temporal", "kafka"),
     "migrate": ("postgres",),
     "replay": ("kafka", "mongo"),
+    "reconcile": ("postgres", "mongo"),
 }
 
 

@@ -12,11 +12,11 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path(".payments")
 STACK_FILE_NAME = "stack.json"
@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     events_topic: str = "payments.events"
     dlq_topic: str = "payments.events.dlq"
     event_source: str = "/payments/command"
+    # The read side projects only events from these sources (the command service's own
+    # PAYMENTS_EVENT_SOURCE is always trusted); others are dead-lettered. Comma-separated.
+    trusted_event_sources: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Command intake (Kafka producers of commands): its input, results and dead letters.
+    commands_topic: str = "payments.commands"
+    command_results_topic: str = "payments.command-results"
+    commands_dlq_topic: str = "payments.commands.dlq"
     command_task_queue: str = "payments-commands"
     query_task_queue: str = "payments-queries"
 
@@ -93,6 +100,10 @@ class Settings(BaseSettings):
     relay_metrics_port: int = 9102
     projector_metrics_port: int = 9103
     query_worker_metrics_port: int = 9104
+    intake_metrics_port: int = 9105
+
+    # `payments reconcile` pushes its drift gauge here (a Prometheus Pushgateway URL), if set.
+    reconcile_pushgateway_url: str | None = None
 
     # How long a process waits for its servers at start-up before it exits with an error.
     startup_timeout_seconds: float = 30.0
@@ -100,6 +111,17 @@ class Settings(BaseSettings):
     # Logging
     log_level: str = "INFO"
     log_json: bool = True
+
+    @field_validator("trusted_event_sources", mode="before")
+    @classmethod
+    def _split_sources(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def trusted_sources(self) -> frozenset[str]:
+        """Event sources the projector accepts: our own plus the configured ones."""
+        return frozenset({self.event_source, *self.trusted_event_sources})
 
     @classmethod
     def settings_customise_sources(

@@ -52,6 +52,16 @@ QUERY_DURATION = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
 )
 CACHE_ERRORS = Counter("payments_cache_errors", "Redis errors that degraded a query to MongoDB")
+INTAKE_MESSAGES = Counter(
+    "payments_intake_messages", "Command messages read by the intake, by command type and result "
+    "(succeeded|rejected|dead_lettered)", ["type", "result"]
+)
+
+RECONCILE_DRIFT = Gauge(
+    "payments_reconcile_drift", "Differences found by the last `payments reconcile` run, by kind "
+    "(missing|extra|stale|buckets), before any repair", ["kind"]
+)
+RECONCILE_LAST_RUN = Gauge("payments_reconcile_last_run_timestamp_seconds", "When `payments reconcile` last finished")
 
 # Which process exports which metric. A process only exports its own, so a relay's
 # backlog gauge is never diluted by zeros from processes that have no outbox.
@@ -63,6 +73,7 @@ PROCESS_METRICS = {
     "query-worker": (QUERIES, QUERY_DURATION, CACHE_ERRORS),
     "projector": (PROJECTION_EVENTS, PROJECTION_LAG, PROJECTION_DEAD_LETTERS, PROJECTOR_STALLED,
                   PROJECTOR_CONSECUTIVE_FAILURES, CACHE_ERRORS),
+    "intake": (INTAKE_MESSAGES, COMMANDS, COMMAND_DURATION),
 }
 ALL_METRICS = tuple({id(m): m for ms in PROCESS_METRICS.values() for m in ms}.values())
 

@@ -25,6 +25,7 @@ PORTS: dict[str, tuple[str, int]] = {
     "relay": ("PAYMENTS_RELAY_METRICS_PORT", 9102),
     "projector": ("PAYMENTS_PROJECTOR_METRICS_PORT", 9103),
     "query-worker": ("PAYMENTS_QUERY_WORKER_METRICS_PORT", 9104),
+    "intake": ("PAYMENTS_INTAKE_METRICS_PORT", 9105),
 }
 
 

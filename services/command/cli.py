@@ -1,5 +1,5 @@
 """Sub-commands of ``payments`` for the command side (registered by services/cli.py):
-``migrate``, ``command-api``, ``command-worker`` and ``relay``. Each reads its
+``migrate``, ``command-api``, ``command-worker``, ``relay`` and ``intake``. Each reads its
 configuration from ``PAYMENTS_*`` variables (see services/command/config.py and
 shared/settings.py) and stops cleanly on SIGTERM.
 """
@@ -86,9 +86,23 @@ def relay() -> None:
     asyncio.run(run_relay(_settings()))
 
 
+def intake() -> None:
+    """Run Kafka producers' commands (topic payments.commands) through the command service.
+
+    One result per command on PAYMENTS_COMMAND_RESULTS_TOPIC, malformed messages on
+    PAYMENTS_COMMANDS_DLQ_TOPIC (reason in headers). Several replicas may run (consumer
+    group PAYMENTS_INTAKE_GROUP). /healthz, /readyz and /metrics on
+    PAYMENTS_INTAKE_METRICS_PORT (9105). Stops cleanly on SIGTERM.
+    """
+    from services.command.intake import run_intake
+
+    asyncio.run(run_intake(_settings()))
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ``payments`` app."""
     app.command("migrate")(migrate)
     app.command("command-api")(command_api)
     app.command("command-worker")(command_worker)
     app.command("relay")(relay)
+    app.command("intake")(intake)

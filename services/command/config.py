@@ -45,6 +45,32 @@ class CommandSettings(Settings):
     outbox_purge_interval_seconds: float = Field(default=300.0, gt=0)
     events_topic_partitions: int = Field(default=3, ge=1)
 
+    # Command intake (`payments intake`). Kafka consumer defaults are a real cluster's:
+    # brokers refuse sessions under group.min.session.timeout.ms (6 s by default); the
+    # local stack (Tansu, where a join takes session/2) sets 2000 in its stack file.
+    intake_group: str = "payments-intake"
+    intake_session_timeout_ms: int = Field(default=10_000, ge=1)
+    intake_heartbeat_interval_ms: int = Field(default=3_000, ge=1)
+    intake_max_poll_interval_ms: int = Field(default=300_000, ge=1)
+    intake_max_poll_records: int = Field(default=200, ge=1)
+    # aiokafka's default; the local stack sets 25 (a waiting fetch on Tansu is not answered
+    # when records arrive, see docs/query-service.md).
+    intake_fetch_max_wait_ms: int = Field(default=500, ge=0)
+    # Payments (message keys) run concurrently; one payment's commands stay in order.
+    intake_concurrency: int = Field(default=32, ge=1)
+    # A command whose workflow fails (not a business rejection) this many times is
+    # dead-lettered, so that it cannot stall its partition; outages are retried forever.
+    intake_max_attempts: int = Field(default=5, ge=1)
+    intake_retry_backoff_seconds: float = Field(default=0.5, gt=0)
+    intake_max_backoff_seconds: float = Field(default=10.0, gt=0)
+    # Run a poll's leading creates of one organization as one BulkCreatePayments workflow
+    # (per-command results kept): 3.6x the creates/s of one workflow each on a backlog
+    # (bench/intake.py, docs/benchmarks.md).
+    intake_batch_creates: bool = True
+    # Host a command worker (eager workflow start, results handed over in process).
+    intake_embedded_worker: bool = True
+    commands_topic_partitions: int = Field(default=3, ge=1)
+
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> CommandSettings:
         """Extend shared settings (e.g. the test fixture's) with this service's defaults."""

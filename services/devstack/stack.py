@@ -284,6 +284,11 @@ class LocalStack(ServerLaunch, ReadinessChecks):
                 **ep.as_settings(),
                 "events_topic": self.events_topic,
                 "dlq_topic": self.dlq_topic,
+                # Tansu answers a group join after session/2: a real cluster's 10 s default
+                # would delay every intake start by 5 s here.
+                "intake_session_timeout_ms": 2000,
+                "intake_heartbeat_interval_ms": 500,
+                "intake_fetch_max_wait_ms": 25,
             },
             "pids": ep.pids,
             "owner_pid": os.getpid(),

@@ -1,7 +1,7 @@
 """Dead-letter topic tooling for operators: list, show, redrive, purge (``payments dlq``).
 
 A dead-letter record is the original message (key, value, the producer's headers) plus
-the ``dlq-*`` headers the projector adds (services/query/projector.py ``dlq_headers``).
+the ``dlq-*`` headers every dead-letter record carries (shared/dlq.py ``dlq_headers``).
 Its identity is the CloudEvents id of the value, or ``#`` and a digest of key and value
 when the value is not an event at all (so a redriven copy keeps the identity).
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from services.query.projector import REDRIVE_HEADER
+from shared.dlq import REDRIVE_HEADER
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,6 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -32,6 +31,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from services.query import poison, projection
 from services.query.bootstrap import QueryContext, build
+from shared.dlq import dlq_headers
 from shared.events import EventType, InvalidEvent, PaymentEvent, parse_event
 from shared.ops import serve_ops
 from shared.settings import Settings
@@ -49,9 +49,9 @@ log = logging.getLogger("payments.query.projector")
 
 PROJECTOR_GROUP = "payments-projector"
 KNOWN_TYPES = {t.value: t.short for t in EventType}
-REDRIVE_HEADER = "dlq-redrive-count"  # how many times `payments dlq redrive` re-submitted it
 for _reason in poison.REASONS:  # every series exists from the start: increase() alerts see the first one
     PROJECTION_DEAD_LETTERS.labels(_reason)
+UNTRUSTED_SOURCE = "untrusted source"
 
 
 def type_label(raw: bytes | None, event: PaymentEvent | None = None) -> str:
@@ -63,23 +63,6 @@ def type_label(raw: bytes | None, event: PaymentEvent | None = None) -> str:
     except (ValueError, AttributeError, UnicodeDecodeError):
         return "unknown"
     return KNOWN_TYPES.get(value, "unknown") if isinstance(value, str) else "unknown"
-
-
-def dlq_headers(reason: str, topic: str, partition: int, offset: int, group: str,
-                original: Sequence[tuple[str, bytes]] = (), *, kind: str = poison.INVALID) -> list[tuple[str, bytes]]:
-    """Headers of a dead-letter record: the original's (but earlier ``dlq-*`` ones), the
-    reason and the origin. ``dlq-redrive-count`` survives (``payments dlq redrive`` sets it)."""
-    headers = [(k, v) for k, v in original if not k.startswith("dlq-") or k == REDRIVE_HEADER]
-    headers += [
-        ("dlq-reason", reason.encode()[:2000]),
-        ("dlq-kind", kind.encode()),
-        ("dlq-source-topic", topic.encode()),
-        ("dlq-source-partition", str(partition).encode()),
-        ("dlq-source-offset", str(offset).encode()),
-        ("dlq-consumer-group", group.encode()),
-        ("dlq-time", datetime.now(UTC).isoformat().encode()),
-    ]
-    return headers
 
 
 class Projector:
@@ -107,6 +90,7 @@ class Projector:
         self._failures = 0
         self._failing_since: float | None = None
         self._last_error = ""
+        self.trusted_sources = ctx.settings.trusted_sources()
 
     @property
     def _sessions_doc(self) -> dict[str, str]:
@@ -166,7 +150,7 @@ class Projector:
             if (msg.partition, msg.offset) in settled:
                 continue
             try:
-                valid.append((msg, parse_event(msg.value)))
+                valid.append((msg, self._parse(msg.value)))
             except InvalidEvent as exc:
                 await self._reject(msg, exc.reason, poison.INVALID)
                 settled.add((msg.partition, msg.offset))
@@ -195,6 +179,14 @@ class Projector:
                 "events": len(events), "applied": result.outcomes.count(projection.APPLIED),
                 "first_event_id": events[0].id, "last_event_id": events[-1].id}})
         await self.flush_bumps()
+
+    def _parse(self, raw: bytes | None) -> PaymentEvent:
+        """The contract, then the trust boundary: only the command service (and sources
+        trusted on purpose) may write the read model; others send commands to the intake."""
+        event = parse_event(raw)
+        if event.source not in self.trusted_sources:
+            raise InvalidEvent(UNTRUSTED_SOURCE)
+        return event
 
     async def _apply(self, events: list[PaymentEvent], *, dry_run: bool = False) -> projection.BatchResult:
         """Apply (or try) ``events``, retrying transient MongoDB errors; raises any other."""

@@ -49,6 +49,13 @@ PROCESSES: dict[str, dict] = {
         "needs": {"database_url", "kafka_bootstrap", "events_topic", "host",
                   "relay_metrics_port"},
     },
+    "intake": {
+        "side": "command",
+        "port_field": "intake_metrics_port",
+        "needs": {"database_url", "kafka_bootstrap", "temporal_address", "temporal_namespace",
+                  "commands_topic", "command_results_topic", "commands_dlq_topic", "host",
+                  "intake_metrics_port"},
+    },
     "query-api": {
         "side": "query",
         "port_field": "query_api_port",

@@ -45,6 +45,8 @@ DESIGN_METRICS = {
     "payments_projection_dead_letters_total",
     "payments_projector_stalled",
     "payments_projector_consecutive_failures",
+    # issue 13 (docs/design.md section 11): the command intake
+    "payments_intake_messages_total",
 }
 # What the dashboard must show (DESIGN section 8 and the issue): title fragments.
 REQUIRED_PANELS = [
@@ -126,10 +128,12 @@ def test_dashboard_shows_every_design_metric() -> None:
 
 
 def test_label_values_match_the_code() -> None:
-    """Label values filtered on exist: the projector's results and the query cache states."""
+    """Label values filtered on exist: the projector's and the intake's results and the query
+    cache states."""
+    from services.command import intake
     from services.query import projection
 
-    results = {projection.APPLIED, projection.DUPLICATE}
+    results = {projection.APPLIED, projection.DUPLICATE, intake.SUCCEEDED, intake.REJECTED, intake.DEAD_LETTERED}
     text = DASHBOARD.read_text() + ALERTS.read_text()
     for value in re.findall(r'result=\\?"(\w+)\\?"', text):
         assert value in results | {"invalid"}, value

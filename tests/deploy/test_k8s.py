@@ -520,6 +520,7 @@ VARIANTS = {
                                               "prometheusRule": {"enabled": False},
                                               "grafanaDashboard": {"enabled": False}}},
     "pdb minAvailable": {"query": {"api": {"pdb": {"minAvailable": 1}}}},
+    "reconcile cronjob": {"reconcile": {"enabled": True, "repair": True, "pushgatewayUrl": "http://pushgateway:9091"}},
     "scheduling": {"nodeSelector": {"pool": "general"},
                    "query": {"projector": {"tolerations": [{"key": "dedicated", "operator": "Equal",
                                                             "value": "stream", "effect": "NoSchedule"}]}}},
@@ -547,9 +548,15 @@ def test_chart_variants_render_valid_objects(variant: str) -> None:
         assert refs == {"vault-payments"}
     elif variant == "no prometheus operator":
         assert not [d for d in docs if "coreos" in d["apiVersion"]]
+    elif variant == "reconcile cronjob":
+        [cron] = of_kind(docs, "CronJob")
+        container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        assert container["args"] == ["reconcile", "--repair"]
+        assert {e["name"] for e in container["env"]} == {"PAYMENTS_DATABASE_URL", "PAYMENTS_MONGO_URL",
+                                                         "PAYMENTS_REDIS_URL", "PAYMENTS_RECONCILE_PUSHGATEWAY_URL"}
     elif variant == "no autoscaling":
         assert deployment_of(docs, "command-api")["spec"]["replicas"] == 2
-        assert len(of_kind(docs, "HorizontalPodAutoscaler")) == 5
+        assert len(of_kind(docs, "HorizontalPodAutoscaler")) == len(PROCESSES) - 1
     elif variant == "memory target":
         [hpa] = [h for h in of_kind(docs, "HorizontalPodAutoscaler") if h["metadata"]["name"].endswith("query-api")]
         assert {m["resource"]["name"] for m in hpa["spec"]["metrics"]} == {"cpu", "memory"}
@@ -615,7 +622,7 @@ def test_every_process_is_configurable_per_side() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     fields = settings_env_names()
     keys = {"command-api": ("command", "api"), "command-worker": ("command", "worker"),
-            "relay": ("command", "relay"), "query-api": ("query", "api"),
+            "relay": ("command", "relay"), "intake": ("command", "intake"), "query-api": ("query", "api"),
             "projector": ("query", "projector"), "query-worker": ("query", "worker")}
     for process, (side, key) in keys.items():
         assert PROCESSES[process]["side"] == side

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from services.system import PROCESSES, RunningSystem, isolated
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
@@ -38,6 +39,8 @@ async def system(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
     await admin.close()
     run_settings, env = isolated(
         settings, "system", log_json=True,
+        # The local broker (Tansu) answers a group join after session/2 (docs/command-service.md).
+        intake_session_timeout_ms=2000, intake_heartbeat_interval_ms=500, intake_fetch_max_wait_ms=25,
         database_url=urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{database}")),
     )
     running = RunningSystem(run_settings, tmp_path_factory.mktemp("system-logs"))
@@ -96,6 +99,17 @@ async def test_every_charted_metric_is_exported(system: Settings) -> None:
         for _ in range(2):
             await http.get(f"{query}/v1/payments", headers=auth)
             await http.get(f"{query}/v1/statistics", headers=auth)
+        # ... and the intake's: a message on the commands topic that is no command.
+        producer = AIOKafkaProducer(bootstrap_servers=system.kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(system.commands_topic, b"not a command")
+        finally:
+            await producer.stop()
+        intake = next(s for s in PROCESSES if s.name == "intake").base_url(system)
+        async with asyncio.timeout(60):
+            while "payments_intake_messages_total{" not in (await http.get(f"{intake}/metrics")).text:
+                await asyncio.sleep(0.2)
 
         exported: dict[str, set[str]] = {}
         for spec in PROCESSES:
@@ -109,6 +123,7 @@ async def test_every_charted_metric_is_exported(system: Settings) -> None:
     # Each process exports only its own payments_* metrics.
     assert exported["payments_outbox_backlog"] == {"relay"}
     assert exported["payments_projection_lag_seconds"] == {"projector"}
+    assert exported["payments_intake_messages_total"] == {"intake"}
 
 
 async def test_facade_commands_and_queries_over_temporal(system: Settings) -> None:

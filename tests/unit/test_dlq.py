@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from services.query.dlq import DeadLetter, latest, redrive_headers, select
-from services.query.projector import REDRIVE_HEADER, dlq_headers
+from shared.dlq import REDRIVE_HEADER, dlq_headers
 
 
 def record(offset: int, value: bytes, *, redrives: int = 0, key: bytes = b"p1", ts: int | None = None) -> DeadLetter:

@@ -22,7 +22,8 @@ from test_projector import _payments_from_mongo, _statistics_from_mongo, raw_eve
 from services.query import projection
 from services.query.bootstrap import build
 from services.query.cache import generation_key
-from services.query.projector import Projector, dlq_headers
+from services.query.projector import Projector
+from shared.dlq import dlq_headers
 from shared.net import free_port
 from shared.ops import ops_app
 

@@ -23,7 +23,7 @@ def raw_event(pid: str, org: str = "org-x", *, version: int = 1, amount: int = 4
     """An event written by hand, as any producer following the contract would."""
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     return {
-        "specversion": "1.0", "id": str(uuid.uuid4()), "source": "/billing/other-team", "type": type_,
+        "specversion": "1.0", "id": str(uuid.uuid4()), "source": "/payments/command", "type": type_,
         "subject": pid, "time": now, "organizationid": org, "paymentversion": version,
         "datacontenttype": "application/json",
         "data": {"payment": {"id": pid, "organization_id": org, "user_id": "u-1", "amount": amount,
@@ -84,6 +84,24 @@ async def test_foreign_events_are_projected_and_invalid_ones_dead_lettered(qsett
     metrics = await projector.metrics()
     assert 'payments_projection_events_total{result="invalid",type="unknown"} 2.0' in metrics
     assert 'payments_projection_events_total{result="applied",type="created"} 2.0' in metrics
+
+
+async def test_events_from_an_untrusted_source_are_dead_lettered_never_projected(qsettings, ctx, producer,
+                                                                                   projector):
+    # A producer that is not the command service writes straight to the events topic.
+    forged = raw_event("forged-1", org="org-t") | {"source": "/billing/legacy"}
+    trusted = raw_event("trusted-1", org="org-t")
+    await producer.send_and_wait(qsettings.events_topic, json.dumps(forged).encode(), key=b"forged-1")
+    await producer.send_and_wait(qsettings.events_topic, json.dumps(trusted).encode(), key=b"trusted-1")
+
+    async def trusted_projected() -> bool:
+        return await ctx.read_model.get("org-t", "trusted-1") is not None
+
+    await eventually(trusted_projected, what="the trusted event, sent after the forged one")
+    assert await ctx.read_model.get("org-t", "forged-1") is None
+    dead = await read_topic(qsettings.kafka_bootstrap, qsettings.dlq_topic, 1)
+    assert [r.value for r in dead] == [json.dumps(forged).encode()]
+    assert dict(dead[0].headers)["dlq-reason"] == b"untrusted source"
 
 
 async def _statistics_from_mongo(ctx) -> dict:  # noqa: ANN001

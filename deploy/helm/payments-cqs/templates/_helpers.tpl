@@ -75,7 +75,7 @@ so that "<prefix>-command-worker" stays a valid 63-character Service name. */}}
 {{- end }}
 
 {{/*
-The six long-running processes. name = the `payments` sub-command and the component
+The seven long-running processes. name = the `payments` sub-command and the component
 label; side/key = where its settings live in values (.Values.<side>.<key>); portEnv = the
 setting that tells the process its port; secrets = the secret settings it receives.
 */}}
@@ -94,6 +94,11 @@ setting that tells the process its port; secrets = the secret settings it receiv
   side: command
   key: relay
   portEnv: PAYMENTS_RELAY_METRICS_PORT
+  secrets: [PAYMENTS_DATABASE_URL]
+- name: intake
+  side: command
+  key: intake
+  portEnv: PAYMENTS_INTAKE_METRICS_PORT
   secrets: [PAYMENTS_DATABASE_URL]
 - name: query-api
   side: query
