@@ -151,18 +151,25 @@ def describe_validation_error(error: ValidationError) -> str:
     return _describe(error)
 
 
-def parse_event(raw: bytes | str | None) -> PaymentEvent:
-    """Bytes from Kafka -> a valid PaymentEvent, or :class:`InvalidEvent` saying why."""
+def structured_cloudevent(raw: bytes | str | None, error: type[ValueError]) -> dict[str, Any]:
+    """The JSON object of a structured-mode CloudEvents 1.0 message (events and commands
+    alike), or ``error(reason)`` saying why it is not one."""
     if raw is None or raw in (b"", ""):
-        raise InvalidEvent("empty message value")
+        raise error("empty message value")
     try:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidEvent(f"malformed JSON: {exc}") from None
+        raise error(f"malformed JSON: {exc}") from None
     if not isinstance(payload, dict):
-        raise InvalidEvent("event must be a JSON object (CloudEvents structured mode)")
+        raise error("a CloudEvent must be a JSON object (structured mode)")
     if payload.get("specversion") != "1.0":
-        raise InvalidEvent(f"unsupported specversion {payload.get('specversion')!r}; expected '1.0'")
+        raise error(f"unsupported specversion {payload.get('specversion')!r}; expected '1.0'")
+    return payload
+
+
+def parse_event(raw: bytes | str | None) -> PaymentEvent:
+    """Bytes from Kafka -> a valid PaymentEvent, or :class:`InvalidEvent` saying why."""
+    payload = structured_cloudevent(raw, InvalidEvent)
     if isinstance(payload.get("type"), str) and payload["type"] not in set(EventType):
         raise InvalidEvent(f"unknown event type {payload['type']!r}")
     try:

@@ -33,7 +33,7 @@ from services.command.models import (
     Problem,
     UpdatePaymentRequest,
 )
-from shared.events import describe_validation_error
+from shared.events import describe_validation_error, structured_cloudevent
 from shared.http import PROBLEM_BASE
 from shared.payment import MAX_ID_LENGTH, PaymentCommand, PaymentSnapshot
 
@@ -143,16 +143,7 @@ def derived_payment_id(org: str, command_id: str) -> str:
 
 
 def _addressable(raw: bytes | None) -> dict[str, Any]:
-    if not raw:
-        raise MalformedCommand("empty message value")
-    try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedCommand(f"malformed JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise MalformedCommand("a command must be a JSON object (CloudEvents structured mode)")
-    if payload.get("specversion") != "1.0":
-        raise MalformedCommand(f"unsupported specversion {payload.get('specversion')!r}; expected '1.0'")
+    payload = structured_cloudevent(raw, MalformedCommand)
     cid, org, kind = payload.get("id"), payload.get("organizationid"), payload.get("type")
     if not isinstance(cid, str) or not 0 < len(cid) <= MAX_COMMAND_ID_LENGTH:
         raise MalformedCommand(f"id: the command id must be a string of 1 to {MAX_COMMAND_ID_LENGTH} characters")

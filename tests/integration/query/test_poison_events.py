@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from conftest import eventually, settings_env
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from conftest import eventually, settings_env
 from prometheus_client import REGISTRY
 from test_projection_strategies import recount
 from test_projector import _payments_from_mongo, _statistics_from_mongo, raw_event, read_topic
