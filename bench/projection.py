@@ -40,7 +40,7 @@ async def main(n: int, batch: int) -> None:
     now = datetime.now(UTC)
     t = time.perf_counter()
     for b in batches:
-        await raw.bulk_write([ReplaceOne({"_id": e.subject}, projection.payment_document(e, now), upsert=True)
+        await raw.bulk_write([ReplaceOne({"_id": projection.document_id(e.organizationid, e.subject)}, projection.payment_document(e, now), upsert=True)
                               for e in b], ordered=False)
     raw_s = time.perf_counter() - t
     cols = await ctx.read_model.active(fresh=True)
@@ -49,7 +49,7 @@ async def main(n: int, batch: int) -> None:
     await raw.delete_many({})
     t = time.perf_counter()
     for b in batches:
-        await raw.bulk_write([ReplaceOne({"_id": e.subject}, projection.payment_document(e, now), upsert=True)
+        await raw.bulk_write([ReplaceOne({"_id": projection.document_id(e.organizationid, e.subject)}, projection.payment_document(e, now), upsert=True)
                               for e in b], ordered=False)
     raw_idx_s = time.perf_counter() - t
     t = time.perf_counter()

@@ -72,14 +72,14 @@ async def modify(store: PaymentStore, cmd: ModifyPayment, *, source: str, clock:
         if done := await _already_done(uow, cmd):
             return done
         for _ in range(MAX_RACE_RETRIES):
-            current = await uow.get_payment(cmd.payment_id)
+            current = await uow.get_payment(cmd.organization_id, cmd.payment_id)
             decision = rules.decide_modify(current, cmd, clock())
             assert current is not None  # decide_modify rejects a missing payment
             if await uow.update_payment(decision.snapshot, current.version):
                 return await _finish(uow, cmd, decision, source)
             if cmd.expected_version is not None:
                 # Another command won the race on this version: the caller must re-read.
-                fresh = await uow.get_payment(cmd.payment_id)
+                fresh = await uow.get_payment(cmd.organization_id, cmd.payment_id)
                 raise Rejected(
                     RejectionKind.VERSION_MISMATCH,
                     f"payment {cmd.payment_id!r} changed concurrently; it is no longer at version "

@@ -105,7 +105,7 @@ class PaymentView(BaseModel):
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> PaymentView:
         return cls(
-            id=doc["_id"], organization_id=doc["organization_id"], user_id=doc.get("user_id"),
+            id=doc["id"], organization_id=doc["organization_id"], user_id=doc.get("user_id"),
             amount=doc["amount"], currency=doc["currency"],
             formatted_amount=format_money(doc["amount"], doc["currency"]), status=doc["status"],
             description=doc.get("description", ""), metadata=doc.get("metadata") or {},

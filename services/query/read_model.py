@@ -3,7 +3,8 @@
 Collections (one set per *generation*, so ``payments replay`` can build a fresh set and
 switch to it atomically by updating one pointer document):
 
-* ``payments_<gen>``: live payments (``_id`` = payment id), one document per payment;
+* ``payments_<gen>``: live payments (``_id`` = organization + payment id, as payment ids
+  are per organization), one document per payment;
 * ``tombstones_<gen>``: deleted payments (``_id``, ``version``): keep an older replayed
   event from resurrecting them;
 * ``statistics_<gen>``: one document per organization × UTC day × currency × status with
@@ -38,6 +39,7 @@ from services.query.models import (
     StatisticsQuery,
     StatusFigures,
 )
+from services.query.projection import document_id
 
 META = "read_model_meta"
 DEFAULT_GENERATION = "g0"
@@ -287,13 +289,13 @@ class ReadModel:
 
     async def get(self, org: str, payment_id: str) -> PaymentView | None:
         cols = await self.active()
-        doc = await cols.payments.find_one({"_id": payment_id, "organization_id": org})
+        doc = await cols.payments.find_one({"_id": document_id(org, payment_id)})
         return PaymentView.from_document(doc) if doc else None
 
     async def version(self, org: str, payment_id: str) -> int | None:
         """Version the read model holds (live or tombstone), ``None`` if unknown."""
         cols = await self.active()
-        flt = {"_id": payment_id, "organization_id": org}
+        flt = {"_id": document_id(org, payment_id)}
         doc = await cols.payments.find_one(flt, {"version": 1}) or await cols.tombstones.find_one(flt, {"version": 1})
         return doc["version"] if doc else None
 
