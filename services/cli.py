@@ -15,7 +15,8 @@ from services import devstack_cli, tools_cli, up_cli
 from services.command import cli as command_cli
 from services.query import cli as query_cli
 from shared.dependencies import PROCESS_NEEDS, DependencyUnavailable, wait_for
-from shared.settings import DEV_JWT_SECRET, get_settings
+from shared.auth import uses_dev_secret
+from shared.settings import get_settings
 from shared.telemetry import PROCESS_METRICS, configure_logging, export_only
 
 app = typer.Typer(
@@ -25,6 +26,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+# The processes that verify tokens (and sign cursors) with the configured keys.
+TOKEN_VERIFIERS = ("command-api", "query-api")
+
+
+def _loopback(host: str) -> bool:
+    return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
 @app.callback()
@@ -36,10 +43,16 @@ def _main(ctx: typer.Context) -> None:
     if process in PROCESS_NEEDS and "--help" not in sys.argv:
         settings = get_settings()
         configure_logging(settings.log_level, settings.log_json)
-        if settings.jwt_secret == DEV_JWT_SECRET and not settings.host.startswith("127."):
+        if process in TOKEN_VERIFIERS and uses_dev_secret(settings) and not _loopback(settings.host):
+            if not settings.allow_dev_jwt_secret:
+                typer.secho(f"error: {process}: listening on {settings.host} with the built-in development JWT "
+                            "secret (anyone can mint tokens): set PAYMENTS_JWT_JWKS_URL (your identity provider) "
+                            "or PAYMENTS_JWT_SECRET, or PAYMENTS_ALLOW_DEV_JWT_SECRET=true to run so anyway",
+                            fg="red", err=True)
+                raise typer.Exit(1)
             logging.getLogger("payments.startup").warning(
-                "PAYMENTS_JWT_SECRET is the built-in development secret while listening on %s: "
-                "anyone can mint tokens; set a secret of your own", settings.host)
+                "the built-in development JWT secret is in use while listening on %s "
+                "(PAYMENTS_ALLOW_DEV_JWT_SECRET=true): anyone can mint tokens", settings.host)
         try:
             asyncio.run(wait_for(settings, PROCESS_NEEDS[process], settings.startup_timeout_seconds))
         except DependencyUnavailable as exc:

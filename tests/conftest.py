@@ -131,6 +131,35 @@ def settings(stack: Endpoints, tmp_path_factory: pytest.TempPathFactory):
     return settings_module.Settings(**stack.as_settings(), data_dir=tmp_path_factory.mktemp("data"))
 
 
+@pytest.fixture
+def serve():  # noqa: ANN201
+    """``async with serve(app) as base_url``: the ASGI app behind a real uvicorn server on
+    127.0.0.1 (real HTTP parsing: chunked bodies, raw paths), stopped on exit."""
+    import asyncio
+    import contextlib
+
+    import uvicorn
+
+    from shared.net import free_port
+
+    @contextlib.asynccontextmanager
+    async def run(app):  # noqa: ANN001, ANN202
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            await task
+
+    return run
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _state["exitstatus"] = int(exitstatus)
     _stop_stack()

@@ -19,13 +19,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.command.bootstrap import CommandRuntime, command_runtime, ops_checks
 from services.command.client import CommandFailed, CommandPending, workflow_id
 from services.command.config import CommandSettings
 from services.command.handlers import problem_of
 from services.command.models import (
+    COMMAND_ID_PATTERN,
     PAYMENT_ID_PATTERN,
     BatchCreateRequest,
     BatchResult,
@@ -40,7 +41,7 @@ from services.command.models import (
     UpdatePaymentRequest,
 )
 from services.command.rules import Rejected
-from shared.auth import SCOPE_WRITE, Principal, require_scope
+from shared.auth import SCOPE_WRITE, Authenticate, Principal, require_scope
 from shared.http import (
     PROBLEM_BASE,
     PROBLEM_CONTENT_TYPE,
@@ -342,9 +343,13 @@ async def delete_payment(
 @router.get(
     "/commands/{command_id}", response_model=CommandStatus, summary="Status of a command",
     responses={401: COMMON_PROBLEMS[401], 403: COMMON_PROBLEMS[403],
-               404: _problem_doc(404, "No such command in your organization")},
+               404: _problem_doc(404, "No such command in your organization"),
+               422: COMMON_PROBLEMS[422]},
 )
-async def command_status(command_id: str, request: Request, principal: Writer) -> JSONResponse:
+async def command_status(
+    command_id: Annotated[str, Path(pattern=COMMAND_ID_PATTERN, description="Command id")],
+    request: Request, principal: Writer,
+) -> JSONResponse:
     """`running`, `completed` with the `result` (the payment, or the batch results), or
     `failed` with the `problem` the synchronous call would have answered."""
     found = await _runtime(request).service.status(principal.org, command_id)
@@ -367,23 +372,52 @@ async def command_status(command_id: str, request: Request, principal: Writer) -
 
 
 class BodyLimit:
-    """Refuse bodies announced larger than ``limit`` with a 413 (plain ASGI: no per-request
-    task group like ``@app.middleware``)."""
+    """Answer 413 once a body crosses ``limit`` bytes: at once when Content-Length says
+    so, otherwise as soon as the streamed (chunked) body does, without reading the rest.
+    Plain ASGI: no per-request task group like ``@app.middleware``."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
 
+    def _too_large(self, scope: Scope) -> Response:
+        return problem_response(413, "Content Too Large", f"request bodies are limited to {self.limit} bytes",
+                                type_=PROBLEM_BASE + "body-too-large", instance=scope["path"])
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > self.limit:
-                response = problem_response(413, "Content Too Large",
-                                            f"request bodies are limited to {self.limit} bytes",
-                                            instance=scope["path"])
-                await response(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            await self._too_large(scope)(scope, receive, send)
+            return
+        received = 0
+        refused = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit and not started:
+                    # Answer now; the app sees a disconnect and its own answer is dropped.
+                    refused = True
+                    await self._too_large(scope)(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refused:
                 return
-        await self.app(scope, receive, send)
+            started = True
+            await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
 
 
 def create_app(settings: CommandSettings | None = None, runtime: CommandRuntime | None = None) -> FastAPI:
@@ -414,6 +448,7 @@ def create_app(settings: CommandSettings | None = None, runtime: CommandRuntime 
     install_problem_handlers(app)
 
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(Authenticate)  # outermost: no token, no body read
 
     async def check(name: str) -> None:
         await ops_checks(app.state.runtime)[name]()

@@ -21,6 +21,8 @@ from shared.payment import (
 )
 
 PAYMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+# Command ids are built from payment ids and digests (services/command/api.py).
+COMMAND_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
 
 _AMOUNT_DOC = "Amount in minor units of the currency (cents; JPY has none), a positive integer"
 

@@ -27,7 +27,7 @@ from services.query.models import (
     StatisticsQuery,
 )
 from services.query.read_model import InvalidCursor
-from shared.auth import SCOPE_READ, Principal, require_scope
+from shared.auth import SCOPE_READ, Authenticate, Principal, require_scope
 from shared.http import PROBLEM_CONTENT_TYPE, ProblemError, install_health_routes, install_problem_handlers
 from shared.money import MAX_AMOUNT
 from shared.payment import PaymentStatus
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None, ctx: QueryContext | None = None
     )
     app.state.settings = settings
     install_problem_handlers(app)
+    app.add_middleware(Authenticate)
     install_health_routes(app, {
         "mongodb": lambda: app.state.ctx.check_mongo(),
         "redis": lambda: app.state.ctx.check_redis(),

@@ -1,0 +1,85 @@
+"""Issue 11: the command API against a hostile client, through a real HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import jwt
+import pytest
+
+from services.command.api import MAX_BODY_BYTES, create_app
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+async def http(runtime, serve) -> AsyncIterator[httpx.AsyncClient]:  # noqa: ANN001
+    async with serve(create_app(runtime=runtime)) as base_url, httpx.AsyncClient(base_url=base_url, timeout=30) as c:
+        yield c
+
+
+def _signed(api, **claims) -> dict[str, str]:  # noqa: ANN001, ANN003
+    body = {"org": "org-a", "scope": "payments:write", "exp": int(time.time()) + 60} | claims
+    return {"Authorization": "Bearer " + jwt.encode(body, api.settings.jwt_secret, algorithm="HS256")}
+
+
+async def test_a_streamed_body_is_413_as_soon_as_it_crosses_the_limit(http, api, nothing_written):  # noqa: ANN001
+    """A chunked body announces no length: the server must answer once it has read past
+    the limit, while the client is still sending (this client never finishes its body)."""
+    url = httpx.URL(str(http.base_url))
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        head = (f"POST /v1/payments HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: application/json\r\n"
+                f"Authorization: {api.auth('org-a')['Authorization']}\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(head.encode())
+        chunk = b" " * (1 << 16)
+        for _ in range(2 * MAX_BODY_BYTES // len(chunk)):  # twice the limit, then silence
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout=10)
+        headers = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)).decode().lower()
+    finally:
+        writer.close()
+    assert status_line.startswith(b"HTTP/1.1 413"), status_line
+    assert "content-type: application/problem+json" in headers
+
+
+async def test_a_streamed_body_under_the_limit_still_works(http, api) -> None:  # noqa: ANN001
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"amount": 100, '
+        yield b'"currency": "EUR"}'
+
+    response = await http.post("/v1/payments", content=chunks(), headers={
+        **api.auth("org-a"), "Content-Type": "application/json"})
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("path", ["/v1/payments", "/v1/payments/batch", "/v1/payments/p1"])
+async def test_no_token_is_401_before_the_body_is_parsed(http, nothing_written, path) -> None:  # noqa: ANN001
+    method = "PATCH" if path.endswith("p1") else "POST"
+    response = await http.request(method, path, content=b"{not json", headers={"Content-Type": "application/json"})
+    assert response.status_code == 401 and response.headers["content-type"].startswith(PROBLEM), response.text
+    big = await http.request(method, path, content=b" " * (2 * MAX_BODY_BYTES))
+    assert big.status_code == 401
+
+
+@pytest.mark.parametrize("scope", [5, {"payments:write": 1}, ["payments:write", 7], None, True])
+async def test_a_scope_claim_that_is_not_a_string_or_list_of_strings_is_401(http, api, nothing_written, scope):  # noqa: ANN001
+    response = await http.post("/v1/payments", json={"amount": 100, "currency": "EUR"}, headers=_signed(api, scope=scope))
+    assert response.status_code == 401 and response.headers["content-type"].startswith(PROBLEM), response.text
+    assert "scope" in response.json()["detail"]
+
+
+async def test_a_list_of_string_scopes_is_accepted(http, api) -> None:  # noqa: ANN001
+    response = await http.post("/v1/payments", json={"amount": 100, "currency": "EUR"},
+                               headers=_signed(api, scope=["payments:read", "payments:write"]))
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("command_id", ["%00", "a%00b", "x" * 300])
+async def test_hostile_command_ids_are_4xx(http, api, command_id) -> None:  # noqa: ANN001
+    response = await http.get(f"/v1/commands/{command_id}", headers=api.auth("org-a"))
+    assert 400 <= response.status_code < 500 and response.headers["content-type"].startswith(PROBLEM), response.text
