@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 from services.query.cache import QueryCache
 from services.query.handlers import QueryHandlers
 from services.query.read_model import ReadModel
+from shared.auth import cursor_key
 from shared.settings import Settings
 
 
@@ -40,7 +41,7 @@ class QueryContext:
 
 def build(settings: Settings, *, use_cache: bool = True) -> QueryContext:
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_url, tz_aware=True, serverSelectionTimeoutMS=5000)
-    read_model = ReadModel(mongo[settings.mongo_db])
+    read_model = ReadModel(mongo[settings.mongo_db], cursor_key(settings))
     cache = QueryCache.from_url(settings.redis_url, cache_prefix(settings))
     handlers = QueryHandlers(read_model, cache if use_cache else None)
     return QueryContext(settings, mongo, read_model, cache, handlers)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -67,6 +67,11 @@ class SearchQuery(BaseModel):
     def _aware(cls, v: datetime | None) -> datetime | None:
         if v is not None and v.tzinfo is None:
             raise ValueError("timestamps must carry a time zone (RFC 3339)")
+        if v is not None:
+            try:
+                v.astimezone(UTC)  # the filter is in UTC: the instant must exist there
+            except OverflowError:
+                raise ValueError("timestamps must lie between years 0001 and 9999 in UTC") from None
         return v
 
     @model_validator(mode="after")

@@ -51,23 +51,39 @@ def test_invalid_search_queries_are_rejected(bad):  # noqa: ANN001
         SearchQuery(**bad)
 
 
+KEY = b"unit-test-cursor-key"
+
+
 @given(st.sampled_from(["created_at", "-created_at", "amount", "-amount", "status", "-status"]),
        st.text(min_size=1, max_size=20), st.integers(0, 10**15), st.datetimes(timezones=st.just(UTC)))
 def test_cursors_round_trip(sort, pid, amount, created):  # noqa: ANN001
     q = SearchQuery(sort=sort)
     doc = {"_id": pid, "amount": amount, "created_at": created, "status": "failed"}
-    assert decode_cursor(q, encode_cursor(q, doc)) == (doc[q.sort_field], pid)
+    assert decode_cursor(KEY, "o", q, encode_cursor(KEY, "o", q, doc)) == (doc[q.sort_field], pid)
 
 
-def test_a_cursor_is_bound_to_its_sort_and_garbage_is_refused():
+def test_a_cursor_is_bound_to_its_search_and_garbage_is_refused():
     doc = {"_id": "p1", "amount": 5, "created_at": T0, "status": "failed"}
-    cursor = encode_cursor(SearchQuery(sort="amount"), doc)
+    q = SearchQuery(sort="amount", currency="EUR", min_amount=1)
+    cursor = encode_cursor(KEY, "o", q, doc)
+    assert decode_cursor(KEY, "o", q.model_copy(update={"limit": 5}), cursor) == (5, "p1")  # page size may change
+    for other in (q.model_copy(update={"sort": "-amount"}), q.model_copy(update={"currency": "USD"}),
+                  q.model_copy(update={"min_amount": None}), q.model_copy(update={"status": "failed"})):
+        with pytest.raises(InvalidCursor, match="another search"):
+            decode_cursor(KEY, "o", other, cursor)
+    with pytest.raises(InvalidCursor, match="another search"):
+        decode_cursor(KEY, "another-org", q, cursor)
+    for garbage in ("p1", "c2.!!!", "c2.", cursor + "x", cursor.replace("c2.", "c2.e", 1)):
+        with pytest.raises(InvalidCursor):
+            decode_cursor(KEY, "o", q, garbage)
     with pytest.raises(InvalidCursor):
-        decode_cursor(SearchQuery(sort="-amount"), cursor)
+        decode_cursor(b"another key", "o", q, cursor)
+
+
+@given(st.text(max_size=200))
+def test_no_cursor_but_a_signed_one_is_accepted(forged):  # noqa: ANN001
     with pytest.raises(InvalidCursor):
-        decode_cursor(SearchQuery(), "p1")
-    with pytest.raises(InvalidCursor):
-        decode_cursor(SearchQuery(), "c1.!!!")
+        decode_cursor(KEY, "o", SearchQuery(), "c2." + forged)
 
 
 def test_keyset_filter_breaks_ties_on_id():
