@@ -83,7 +83,7 @@ def uses_dev_secret(settings: Settings) -> bool:
     """True if the built-in (public) secret signs tokens or cursors."""
     if settings.jwt_secret != DEV_JWT_SECRET:
         return False
-    return settings.jwt_jwks_url is None or settings.cursor_secret is None
+    return not settings.jwt_jwks_url or not settings.cursor_secret
 
 
 def cursor_key(settings: Settings) -> bytes:
@@ -180,7 +180,7 @@ class Authenticator:
         try:
             claims = jwt.decode(
                 token, key, algorithms=algorithms,
-                issuer=self.settings.jwt_issuer, audience=self.settings.jwt_audience,
+                issuer=self.settings.jwt_issuer or None, audience=self.settings.jwt_audience or None,
                 options={"require": ["exp", "org"]},
             )
         except jwt.ExpiredSignatureError:
