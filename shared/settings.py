@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # Signs search cursors; by default a key derived from PAYMENTS_JWT_SECRET.
     cursor_secret: str | None = Field(default=None, repr=False)
 
+    # Query API: how long GET /v1/payments/{id}?min_version=N waits for the read model.
+    min_version_wait_seconds: float = Field(default=5.0, gt=0, le=30)
+
     # Ports of the processes (HTTP API, or the metrics/health endpoint of a worker).
     host: str = "127.0.0.1"
     command_api_port: int = 8001

@@ -160,6 +160,29 @@ def serve():  # noqa: ANN201
     return run
 
 
+@pytest.fixture
+def schemathesis_run(tmp_path: Path):  # noqa: ANN201
+    """``await schemathesis_run(base_url, token)`` -> (exit code, output): the schemathesis
+    CLI over the server's own /openapi.json, every check and phase (stateful links
+    included), a bounded number of examples per operation, a fixed seed."""
+    import asyncio
+
+    async def run(base_url: str, token: str, max_examples: int = 30) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(Path(__file__).parent / "schemathesis.toml"),
+            "run", f"{base_url}/openapi.json",
+            "--checks", "all", "--max-examples", str(max_examples), "--seed", "11",
+            "--workers", "1", "--generation-database", "none", "--no-color", "--max-failures", "20",
+            "--report-dir", str(tmp_path / "schemathesis"), "--request-timeout", "30",
+            "-H", f"Authorization: Bearer {token}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
+        )
+        output, _ = await process.communicate()
+        return process.returncode or 0, output.decode(errors="replace")
+
+    return run
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _state["exitstatus"] = int(exitstatus)
     _stop_stack()

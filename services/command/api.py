@@ -56,7 +56,9 @@ from shared.telemetry import bind_log_context, log_context
 log = logging.getLogger("payments.command.api")
 MAX_BODY_BYTES = 1 << 20
 _ID_NAMESPACE = uuid.UUID("3f8a4f8e-5d1c-4c3e-9a43-6f1f2b8c9d01")
-_ETAG_RE = re.compile(r'^\s*(?:W/)?(?:"(\d{1,9})"|(\d{1,9}))\s*$')
+# If-Match: `*`, a version `3`, or its ETag `"3"` / `W/"3"`; the OpenAPI pattern is this one.
+IF_MATCH_PATTERN = r'^\s*(?:\*|(?:W/)?(?:"([1-9]\d{0,8})"|([1-9]\d{0,8})))\s*$'
+_ETAG_RE = re.compile(IF_MATCH_PATTERN)
 
 router = APIRouter(prefix="/v1", tags=["commands"])
 Writer = Annotated[Principal, Depends(require_scope(SCOPE_WRITE))]
@@ -68,7 +70,8 @@ IdempotencyKey = Annotated[
 Prefer = Annotated[str | None, Header(description="`respond-async`: answer 202 with a command status URL")]
 IfMatch = Annotated[
     str | None,
-    Header(alias="If-Match", description="Expected payment version: `3` or the ETag form `\"3\"`; 412 if stale"),
+    Header(alias="If-Match", description="Expected payment version: `3` or the ETag form `\"3\"`; 412 if stale",
+           json_schema_extra={"pattern": IF_MATCH_PATTERN}),
 ]
 PaymentId = Annotated[str, Path(pattern=PAYMENT_ID_PATTERN, description="Payment id")]
 
@@ -109,14 +112,13 @@ def _wants_async(prefer: str | None) -> bool:
 
 
 def parse_if_match(value: str | None) -> int | None:
-    if value is None or value.strip() == "*":
-        return None
-    match = _ETAG_RE.match(value)
-    version = int(match.group(1) or match.group(2)) if match else 0
-    if version < 1:
+    match = _ETAG_RE.match(value) if value is not None else None
+    if value is None or (match and not (match.group(1) or match.group(2))):
+        return None  # absent, or `*`
+    if match is None:
         raise ProblemError(400, "Bad Request", f"If-Match must be a payment version such as 3 or \"3\", got {value!r}",
                            type_="invalid-if-match")
-    return version
+    return int(match.group(1) or match.group(2))
 
 
 def _status_url(command_id: str) -> str:
@@ -455,7 +457,18 @@ def create_app(settings: CommandSettings | None = None, runtime: CommandRuntime 
 
     install_health_routes(app, {"postgres": lambda: check("postgres"), "temporal": lambda: check("temporal")})
     app.include_router(router)
+    app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI, settings: CommandSettings) -> dict[str, Any]:
+    """FastAPI's document, with the limits that come from settings (not the models)."""
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)
+        batch = schema["components"]["schemas"]["BatchCreateRequest"]["properties"]["items"]
+        batch["maxItems"] = min(batch["maxItems"], settings.command_max_batch_items)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def app_factory() -> FastAPI:

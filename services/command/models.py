@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.money import MAX_AMOUNT, validate_currency
+from shared.money import CURRENCY_SCHEMA, MAX_AMOUNT, validate_currency
 from shared.payment import (
     MAX_DESCRIPTION_LENGTH,
     MAX_ID_LENGTH,
@@ -61,7 +61,7 @@ class CreatePaymentRequest(BaseModel):
         "derived from the Idempotency-Key when one is sent.",
     )
     amount: int = _amount_field()
-    currency: str = Field(description="ISO 4217 upper-case code", examples=["EUR"])
+    currency: str = Field(description="ISO 4217 upper-case code", examples=["EUR"], json_schema_extra=CURRENCY_SCHEMA)
     description: str = Field(default="", max_length=MAX_DESCRIPTION_LENGTH)
     metadata: dict[str, Any] = Field(default_factory=dict, description="Flat map of scalars, bounded")
     user_id: str | None = Field(
@@ -75,14 +75,16 @@ class CreatePaymentRequest(BaseModel):
 class UpdatePaymentRequest(BaseModel):
     """Body of ``PATCH /v1/payments/{id}``: the fields to change (at least one)."""
 
+    # Fields may be omitted but not null (None only means "not sent"); at least one is sent.
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"amount": 1500, "description": "Invoice 2024-117, corrected"}]},
+        json_schema_extra={"examples": [{"amount": 1500, "description": "Invoice 2024-117, corrected"}],
+                           "minProperties": 1},
     )
 
-    amount: int | None = _amount_field(None)
-    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_LENGTH)
-    metadata: dict[str, Any] | None = Field(default=None, description="Replaces the whole metadata map")
+    amount: int = _amount_field(None)
+    description: str = Field(default=None, max_length=MAX_DESCRIPTION_LENGTH)  # type: ignore[assignment]
+    metadata: dict[str, Any] = Field(default=None, description="Replaces the whole metadata map")  # type: ignore[assignment]
 
     _metadata = field_validator("metadata")(_check_metadata)
 

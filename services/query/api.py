@@ -8,18 +8,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import date, datetime
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from pydantic import ValidationError
 
 from services.query.bootstrap import QueryContext, build
-from services.query.handlers import MAX_WAIT_SECONDS, NotCaughtUp, PaymentNotFound, QueryHandlers
+from services.query.handlers import NotCaughtUp, PaymentNotFound, QueryHandlers
 from services.query.models import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     MAX_PAGE,
+    RFC3339_DATE,
+    RFC3339_DATETIME,
+    SORTS,
     PaymentView,
     SearchQuery,
     SearchResult,
@@ -29,10 +31,14 @@ from services.query.models import (
 from services.query.read_model import InvalidCursor
 from shared.auth import SCOPE_READ, Authenticate, Principal, require_scope
 from shared.http import PROBLEM_CONTENT_TYPE, ProblemError, install_health_routes, install_problem_handlers
-from shared.money import MAX_AMOUNT
+from shared.money import CURRENCY_SCHEMA, MAX_AMOUNT
 from shared.payment import PaymentStatus
 from shared.settings import Settings, get_settings
 
+# Typed as text and parsed by the query models, which accept RFC 3339 only (FastAPI's own
+# parsing would also take a number of seconds, which the document does not allow).
+DATETIME_SCHEMA = {"format": "date-time", "pattern": RFC3339_DATETIME}
+DATE_SCHEMA = {"format": "date", "pattern": RFC3339_DATE}
 PROBLEM = {"content": {PROBLEM_CONTENT_TYPE: {"schema": {"type": "object"}}}}
 COMMON_ERRORS = {
     401: {"description": "Missing or invalid bearer token", **PROBLEM},
@@ -99,18 +105,23 @@ def create_app(settings: Settings | None = None, ctx: QueryContext | None = None
         principal: Reader,
         h: Handlers,
         status: Annotated[PaymentStatus | None, Query(description="Exact status")] = None,
-        currency: Annotated[str | None, Query(description="ISO 4217 code", examples=["EUR"])] = None,
+        currency: Annotated[str | None, Query(description="ISO 4217 code", examples=["EUR"],
+                                              json_schema_extra=CURRENCY_SCHEMA)] = None,
         min_amount: Annotated[int | None, Query(ge=0, le=MAX_AMOUNT, description="Minor units, inclusive")] = None,
         max_amount: Annotated[int | None, Query(ge=0, le=MAX_AMOUNT, description="Minor units, inclusive")] = None,
-        created_from: Annotated[datetime | None, Query(description="Inclusive, RFC 3339",
-                                                       examples=["2026-03-01T00:00:00Z"])] = None,
-        created_to: Annotated[datetime | None, Query(description="Exclusive, RFC 3339")] = None,
+        created_from: Annotated[str | None, Query(description="Inclusive, RFC 3339", examples=["2026-03-01T00:00:00Z"],
+                                                  json_schema_extra=DATETIME_SCHEMA)] = None,
+        created_to: Annotated[str | None, Query(description="Exclusive, RFC 3339",
+                                                json_schema_extra=DATETIME_SCHEMA)] = None,
         user_id: Annotated[str | None, Query(description="Payments of this user")] = None,
         sort: Annotated[str, Query(description="created_at | amount | status, '-' prefix for descending",
-                                   examples=["-created_at", "amount"])] = "-created_at",
+                                   examples=["-created_at", "amount"], json_schema_extra={"enum": list(SORTS)})]
+        = "-created_at",
         limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Page size")] = None,
         size: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Seed alias of limit")] = None,
-        starting_after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+        starting_after: Annotated[str | None, Query(description=(
+            "next_cursor of the previous page, unchanged, with the same sort and filters (opaque and "
+            "signed: any other value is a 400 invalid-cursor)"))] = None,
         page: Annotated[int | None, Query(ge=1, le=MAX_PAGE, description="Page number (offset pagination)")] = None,
     ) -> SearchResult:
         """Filter, sort and paginate the organization's payments. Prefer cursor pagination
@@ -138,12 +149,13 @@ def create_app(settings: Settings | None = None, ctx: QueryContext | None = None
         h: Handlers,
         payment_id: Annotated[str, Path(min_length=1, max_length=128)],
         min_version: Annotated[int | None, Query(ge=1, description=(
-            f"Read-your-writes: wait (at most {MAX_WAIT_SECONDS:g} s) until the read model holds at least "
+            "Read-your-writes: wait (at most PAYMENTS_MIN_VERSION_WAIT_SECONDS, 5 s by default) until the read "
+            "model holds at least "
             "this version (the `version` a command returned)"))] = None,
     ) -> PaymentView:
         """One payment of the token's organization; another organization's payment is a 404."""
         try:
-            return await h.get(principal.org, payment_id, min_version)
+            return await h.get(principal.org, payment_id, min_version, max_wait=settings.min_version_wait_seconds)
         except PaymentNotFound:
             raise ProblemError(404, "Not Found", f"payment {payment_id!r} not found", type_="payment-not-found") \
                 from None
@@ -157,10 +169,12 @@ def create_app(settings: Settings | None = None, ctx: QueryContext | None = None
     async def statistics(
         principal: Reader,
         h: Handlers,
-        created_from: Annotated[date | None, Query(description="First UTC day, inclusive",
-                                                   examples=["2026-03-01"])] = None,
-        created_to: Annotated[date | None, Query(description="Last UTC day, inclusive")] = None,
-        currency: Annotated[str | None, Query(description="Only this currency")] = None,
+        created_from: Annotated[str | None, Query(description="First UTC day, inclusive", examples=["2026-03-01"],
+                                                  json_schema_extra=DATE_SCHEMA)] = None,
+        created_to: Annotated[str | None, Query(description="Last UTC day, inclusive",
+                                                json_schema_extra=DATE_SCHEMA)] = None,
+        currency: Annotated[str | None, Query(description="Only this currency (ISO 4217 code)",
+                                              json_schema_extra=CURRENCY_SCHEMA)] = None,
     ) -> Statistics:
         """count, sum, avg, min, max per currency, by status and by UTC day of creation, read
         from incrementally maintained aggregates (cost grows with days × currencies × statuses,

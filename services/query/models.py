@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.money import MAX_AMOUNT, format_money, validate_currency
 from shared.payment import PaymentStatus
 
 SORT_FIELDS = ("created_at", "amount", "status")
+SORTS = tuple(p + f for f in SORT_FIELDS for p in ("", "-"))
+# Timestamps and days as query strings: RFC 3339 text only (never a number of seconds).
+RFC3339_DATETIME = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+RFC3339_DATE = r"^\d{4}-\d{2}-\d{2}$"
+
+
+def _rfc3339(pattern: str, value: Any) -> Any:
+    if (isinstance(value, str) and not re.match(pattern, value)) or isinstance(value, int | float):
+        raise ValueError("expected an RFC 3339 " + ("date" if pattern == RFC3339_DATE else "timestamp")
+                         + ", e.g. 2026-03-01" + ("" if pattern == RFC3339_DATE else "T00:00:00Z"))
+    return value
 MAX_LIMIT = 100
 # Offset pagination stops at 10 000 pages (1 M rows skipped at most): deeper, use cursors.
 MAX_PAGE = 10_000
@@ -33,7 +45,8 @@ EXAMPLE_PAYMENT = {
 
 
 class SearchQuery(BaseModel):
-    """Filters, sort and pagination of a payment search (organization comes from the caller)."""
+    """Filters, sort and pagination of a payment search (organization comes from the caller).
+    An empty range (min above max, from after to) is a valid search that matches nothing."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -53,7 +66,7 @@ class SearchQuery(BaseModel):
     @field_validator("currency")
     @classmethod
     def _currency(cls, v: str | None) -> str | None:
-        return None if v is None else validate_currency(v.upper())
+        return None if v is None else validate_currency(v)
 
     @field_validator("sort")
     @classmethod
@@ -61,6 +74,11 @@ class SearchQuery(BaseModel):
         if v.removeprefix("-") not in SORT_FIELDS:
             raise ValueError(f"sort must be one of {', '.join(SORT_FIELDS)}, optionally prefixed with '-'")
         return v
+
+    @field_validator("created_from", "created_to", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        return _rfc3339(RFC3339_DATETIME, v)
 
     @field_validator("created_from", "created_to")
     @classmethod
@@ -73,14 +91,6 @@ class SearchQuery(BaseModel):
             except OverflowError:
                 raise ValueError("timestamps must lie between years 0001 and 9999 in UTC") from None
         return v
-
-    @model_validator(mode="after")
-    def _ranges(self) -> SearchQuery:
-        if self.min_amount is not None and self.max_amount is not None and self.min_amount > self.max_amount:
-            raise ValueError("min_amount must not exceed max_amount")
-        if self.created_from and self.created_to and self.created_from >= self.created_to:
-            raise ValueError("created_from must be before created_to")
-        return self
 
     @property
     def sort_field(self) -> str:
@@ -143,16 +153,15 @@ class StatisticsQuery(BaseModel):
     created_to: date | None = None
     currency: str | None = None
 
+    @field_validator("created_from", "created_to", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        return _rfc3339(RFC3339_DATE, v)
+
     @field_validator("currency")
     @classmethod
     def _currency(cls, v: str | None) -> str | None:
-        return None if v is None else validate_currency(v.upper())
-
-    @model_validator(mode="after")
-    def _range(self) -> StatisticsQuery:
-        if self.created_from and self.created_to and self.created_from > self.created_to:
-            raise ValueError("created_from must not be after created_to")
-        return self
+        return None if v is None else validate_currency(v)
 
 
 class Figures(BaseModel):

@@ -29,7 +29,7 @@ T1 = datetime(2026, 3, 2, tzinfo=UTC)
 
 
 def test_search_filter_is_scoped_to_the_organization_and_maps_every_filter():
-    q = SearchQuery(status="completed", currency="eur", min_amount=10, max_amount=20, created_from=T0,
+    q = SearchQuery(status="completed", currency="EUR", min_amount=10, max_amount=20, created_from=T0,
                     created_to=T1, user_id="u1")
     assert search_filter("org-a", q) == {
         "organization_id": "org-a", "status": "completed", "currency": "EUR", "user_id": "u1",
@@ -43,8 +43,8 @@ def test_sort_is_keyed_on_the_field_then_id_in_the_same_direction():
     assert sort_spec(SearchQuery(sort="status")) == [("status", 1), ("_id", 1)]
 
 
-@pytest.mark.parametrize("bad", [{"sort": "description"}, {"currency": "XXX"}, {"min_amount": 5, "max_amount": 1},
-                                 {"created_from": T1, "created_to": T0}, {"limit": 0}, {"limit": 101},
+@pytest.mark.parametrize("bad", [{"sort": "description"}, {"currency": "XXX"}, {"currency": "eur"}, {"currency": ""},
+                                 {"limit": 0}, {"limit": 101},
                                  {"created_from": datetime(2026, 3, 1)}])
 def test_invalid_search_queries_are_rejected(bad):  # noqa: ANN001
     with pytest.raises(ValidationError):
@@ -125,7 +125,7 @@ def test_summarize_folds_buckets_per_currency_status_and_day():
 
 
 def test_statistics_filter_uses_inclusive_utc_days():
-    q = StatisticsQuery(created_from=date(2026, 3, 1), created_to=date(2026, 3, 31), currency="usd")
+    q = StatisticsQuery(created_from=date(2026, 3, 1), created_to=date(2026, 3, 31), currency="USD")
     assert statistics_filter("o", q) == {"organization_id": "o", "day": {"$gte": "2026-03-01", "$lte": "2026-03-31"},
                                          "currency": "USD"}
 
@@ -135,3 +135,9 @@ def test_cache_keys_change_with_the_generations_and_the_query():
     assert a == digest(SearchQuery(status="failed")) != digest(SearchQuery(status="completed"))
     assert answer_key("p", "search", "o", "g0", 1, a) != answer_key("p", "search", "o", "g0", 2, a)
     assert answer_key("p", "search", "o", "g0", 1, a) != answer_key("p", "search", "o", "r1", 1, a)
+
+
+def test_an_empty_range_is_a_valid_search_that_matches_nothing():
+    q = SearchQuery(min_amount=5, max_amount=1, created_from=T1, created_to=T0)
+    assert search_filter("o", q)["amount"] == {"$gte": 5, "$lte": 1}
+    assert StatisticsQuery(created_from=date(2026, 3, 2), created_to=date(2026, 3, 1)).created_to == date(2026, 3, 1)
