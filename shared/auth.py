@@ -105,10 +105,10 @@ def scopes_of(claims: dict[str, Any]) -> frozenset[str]:
 
 def principal_of(claims: dict[str, Any]) -> Principal:
     org = claims.get("org")
-    if not isinstance(org, str) or not org:
+    if not isinstance(org, str) or not org or "\x00" in org:
         raise AuthError("the token has no 'org' claim")
     subject = claims.get("sub")
-    if subject is not None and not isinstance(subject, str):
+    if subject is not None and (not isinstance(subject, str) or "\x00" in subject):
         raise AuthError("the 'sub' claim must be a string")
     return Principal(org=org, scopes=scopes_of(claims), subject=subject)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://gyroscops.com/problems/"
@@ -87,9 +88,11 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "HTTP error")
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         return problem_response(
-            exc.status_code, title, str(exc.detail), instance=request.url.path,
-            headers=getattr(exc, "headers", None),
+            exc.status_code, title, str(exc.detail), instance=request.url.path, headers=headers,
         )
 
     @app.exception_handler(Exception)
@@ -99,6 +102,24 @@ def install_problem_handlers(app: FastAPI) -> None:
             500, "Internal Server Error", "an unexpected error occurred; it has been logged",
             instance=request.url.path,
         )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (FastAPI has one route per method, so
+    Starlette's own Allow header names only the first route's)."""
+    methods: set[str] = set()
+    for route in _flat(request.app.router.routes):
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+def _flat(routes: list[Any]) -> Iterator[Any]:
+    """Routes, with those of included routers (which carry their full paths) inlined."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        yield from _flat(included.routes) if included is not None else (route,)
 
 
 ReadinessCheck = Callable[[], Awaitable[None]]

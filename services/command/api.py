@@ -71,7 +71,7 @@ Prefer = Annotated[str | None, Header(description="`respond-async`: answer 202 w
 IfMatch = Annotated[
     str | None,
     Header(alias="If-Match", description="Expected payment version: `3` or the ETag form `\"3\"`; 412 if stale",
-           json_schema_extra={"pattern": IF_MATCH_PATTERN}),
+           json_schema_extra={"type": "string", "pattern": IF_MATCH_PATTERN}),
 ]
 PaymentId = Annotated[str, Path(pattern=PAYMENT_ID_PATTERN, description="Payment id")]
 

@@ -15,6 +15,9 @@ from shared.money import CURRENCY_SCHEMA, MAX_AMOUNT, validate_currency
 from shared.payment import (
     MAX_DESCRIPTION_LENGTH,
     MAX_ID_LENGTH,
+    MAX_METADATA_KEY_LENGTH,
+    MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE_LENGTH,
     PaymentCommand,
     PaymentSnapshot,
     validate_metadata,
@@ -31,12 +34,36 @@ def _amount_field(default: Any = ...) -> Any:
     return Field(default, gt=0, le=MAX_AMOUNT, strict=True, description=_AMOUNT_DOC, examples=[1250])
 
 
+def _whole_number(value: Any) -> Any:
+    """JSON (and OpenAPI's ``integer``) does not tell 1250.0 from 1250: take a whole number
+    written with a fraction as that integer; 12.5 still fails the strict integer check."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# PostgreSQL text and jsonb cannot hold U+0000: refused at the edge (a 422), not left to
+# fail the command's transaction on every retry.
+NO_NUL = r"^[^\x00]*$"
+
+
+# What an OpenAPI document says of metadata: the rules of shared.payment.validate_metadata.
+METADATA_SCHEMA: dict[str, Any] = {
+    "maxProperties": MAX_METADATA_KEYS,
+    "propertyNames": {"minLength": 1, "maxLength": MAX_METADATA_KEY_LENGTH, "pattern": r"^[^$.\x00][^.\x00]*$"},
+    "additionalProperties": {"anyOf": [{"type": "string", "maxLength": MAX_METADATA_VALUE_LENGTH, "pattern": NO_NUL},
+                                       {"type": "number"}, {"type": "boolean"}, {"type": "null"}]},
+}
+
+
 def _check_currency(value: str) -> str:
     return validate_currency(value)
 
 
 def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if value is None else validate_metadata(value)
+    if value is None:
+        return None
+    if any("\x00" in k or (isinstance(v, str) and "\x00" in v) for k, v in value.items()):
+        raise ValueError("metadata keys and values must not contain U+0000")
+    return validate_metadata(value)
 
 
 # --------------------------------------------------------------------------- HTTP bodies
@@ -62,12 +89,14 @@ class CreatePaymentRequest(BaseModel):
     )
     amount: int = _amount_field()
     currency: str = Field(description="ISO 4217 upper-case code", examples=["EUR"], json_schema_extra=CURRENCY_SCHEMA)
-    description: str = Field(default="", max_length=MAX_DESCRIPTION_LENGTH)
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Flat map of scalars, bounded")
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_LENGTH, pattern=NO_NUL)
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Flat map of scalars, bounded",
+                                     json_schema_extra=METADATA_SCHEMA)
     user_id: str | None = Field(
-        default=None, max_length=MAX_ID_LENGTH, description="Paying user; defaults to the token's subject"
+        default=None, max_length=MAX_ID_LENGTH, pattern=NO_NUL, description="Paying user; defaults to the token's subject"
     )
 
+    _amount = field_validator("amount", mode="before")(_whole_number)
     _currency = field_validator("currency")(_check_currency)
     _metadata = field_validator("metadata")(_check_metadata)
 
@@ -83,9 +112,11 @@ class UpdatePaymentRequest(BaseModel):
     )
 
     amount: int = _amount_field(None)
-    description: str = Field(default=None, max_length=MAX_DESCRIPTION_LENGTH)  # type: ignore[assignment]
-    metadata: dict[str, Any] = Field(default=None, description="Replaces the whole metadata map")  # type: ignore[assignment]
+    description: str = Field(default=None, max_length=MAX_DESCRIPTION_LENGTH, pattern=NO_NUL)  # type: ignore[assignment]
+    metadata: dict[str, Any] = Field(default=None, description="Replaces the whole metadata map",  # type: ignore[assignment]
+                                     json_schema_extra=METADATA_SCHEMA)
 
+    _amount = field_validator("amount", mode="before")(_whole_number)
     _metadata = field_validator("metadata")(_check_metadata)
 
     @model_validator(mode="after")

