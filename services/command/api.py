@@ -51,6 +51,7 @@ from shared.http import (
     problem_response,
 )
 from shared.payment import PaymentCommand, PaymentSnapshot
+from shared.payment_view import Payment
 from shared.telemetry import bind_log_context, log_context
 
 log = logging.getLogger("payments.command.api")
@@ -127,7 +128,7 @@ def _status_url(command_id: str) -> str:
 
 def _payment_response(payment: PaymentSnapshot, status: int, command_id: str) -> JSONResponse:
     return JSONResponse(
-        payment.model_dump(mode="json"), status_code=status,
+        Payment.of(payment).model_dump(mode="json"), status_code=status,
         headers={"ETag": f'"{payment.version}"', "Location": f"/v1/payments/{payment.id}",
                  "Command-Id": command_id},
     )
@@ -218,7 +219,7 @@ def _fingerprint(request: Request, body: Any, *headers: str) -> str:
 
 
 @router.post(
-    "/payments", status_code=201, response_model=PaymentSnapshot, summary="Create a payment",
+    "/payments", status_code=201, response_model=Payment, summary="Create a payment",
     responses={**COMMON_PROBLEMS, **ACCEPTED_DOC},
 )
 async def create_payment(
@@ -296,7 +297,7 @@ async def _modify(
 
 
 @router.patch(
-    "/payments/{payment_id}", response_model=PaymentSnapshot, summary="Update a processing payment",
+    "/payments/{payment_id}", response_model=Payment, summary="Update a processing payment",
     responses={**MODIFY_PROBLEMS, **ACCEPTED_DOC},
 )
 async def update_payment(
@@ -318,7 +319,7 @@ def _transition_route(action: PaymentCommand, summary: str) -> None:
 
     transition.__doc__ = f"{summary}. Illegal in the payment's current status: 409."
     router.add_api_route(
-        f"/payments/{{payment_id}}/{action}", transition, methods=["POST"], response_model=PaymentSnapshot,
+        f"/payments/{{payment_id}}/{action}", transition, methods=["POST"], response_model=Payment,
         summary=summary, name=f"{action}_payment", responses={**MODIFY_PROBLEMS, **ACCEPTED_DOC},
     )
 
@@ -330,7 +331,7 @@ _transition_route(PaymentCommand.REFUND, "Refund a completed payment")
 
 
 @router.delete(
-    "/payments/{payment_id}", response_model=PaymentSnapshot, summary="Delete a payment (soft)",
+    "/payments/{payment_id}", response_model=Payment, summary="Delete a payment (soft)",
     responses={**MODIFY_PROBLEMS, **ACCEPTED_DOC},
 )
 async def delete_payment(
@@ -366,7 +367,7 @@ async def command_status(
     elif isinstance(value, BatchResult):
         status.result = value
     elif value is not None:
-        status.result = value.payment
+        status.result = Payment.of(value.payment)
     return JSONResponse(status.model_dump(mode="json", exclude_none=True))
 
 

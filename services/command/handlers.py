@@ -28,6 +28,7 @@ from services.command.models import (
 from services.command.rules import Rejected
 from services.command.store import PaymentStore, UnitOfWork
 from shared.http import PROBLEM_BASE
+from shared.payment_view import Payment
 
 log = logging.getLogger("payments.command")
 Clock = Callable[[], datetime]
@@ -108,7 +109,7 @@ async def bulk_create(
     for index, item in enumerate(cmd.items):
         try:
             done = await create(store, item, source=source, clock=clock)
-            results.append(BatchItemResult(index=index, status=201, payment=done.payment))
+            results.append(BatchItemResult(index=index, status=201, payment=Payment.of(done.payment)))
         except Rejected as rejection:
             problem = problem_of(rejection)
             results.append(BatchItemResult(index=index, status=problem.status, problem=problem))

@@ -22,6 +22,7 @@ from shared.payment import (
     PaymentSnapshot,
     validate_metadata,
 )
+from shared.payment_view import Payment
 
 PAYMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 # Command ids are built from payment ids and digests (services/command/api.py).
@@ -234,7 +235,7 @@ class CommandResult(BaseModel):
 class BatchItemResult(BaseModel):
     index: int
     status: int = Field(description="HTTP status this item alone would have had (201, 409, 422, ...)")
-    payment: PaymentSnapshot | None = None
+    payment: Payment | None = None
     problem: Problem | None = None
 
 
@@ -264,5 +265,5 @@ class CommandStatus(BaseModel):
     command_id: str
     status: CommandState
     status_url: str
-    result: PaymentSnapshot | BatchResult | None = None
+    result: Payment | BatchResult | None = None
     problem: Problem | None = None

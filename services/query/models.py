@@ -8,8 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.money import MAX_AMOUNT, format_money, validate_currency
+from shared.money import MAX_AMOUNT, validate_currency
 from shared.payment import PaymentStatus
+from shared.payment_view import EXAMPLE_PAYMENT, Payment
 
 SORT_FIELDS = ("created_at", "amount", "status")
 SORTS = tuple(p + f for f in SORT_FIELDS for p in ("", "-"))
@@ -28,20 +29,6 @@ MAX_LIMIT = 100
 MAX_PAGE = 10_000
 DEFAULT_LIMIT = 20
 
-EXAMPLE_PAYMENT = {
-    "id": "pay_01J9Z3",
-    "organization_id": "org_acme",
-    "user_id": "user_42",
-    "amount": 1250,
-    "currency": "EUR",
-    "formatted_amount": "12.50 EUR",
-    "status": "completed",
-    "description": "Cloud resources, March",
-    "metadata": {"invoice": "INV-2026-03"},
-    "version": 2,
-    "created_at": "2026-03-01T10:00:00Z",
-    "updated_at": "2026-03-01T10:00:05Z",
-}
 
 
 class SearchQuery(BaseModel):
@@ -101,31 +88,8 @@ class SearchQuery(BaseModel):
         return self.sort.startswith("-")
 
 
-class PaymentView(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_PAYMENT]})
-
-    id: str
-    organization_id: str
-    user_id: str | None = None
-    amount: int = Field(description="Minor units of the currency")
-    currency: str
-    formatted_amount: str = Field(description="Amount in major units with the currency code, e.g. '12.50 EUR'")
-    status: PaymentStatus
-    description: str = ""
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    version: int
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def from_document(cls, doc: dict[str, Any]) -> PaymentView:
-        return cls(
-            id=doc["id"], organization_id=doc["organization_id"], user_id=doc.get("user_id"),
-            amount=doc["amount"], currency=doc["currency"],
-            formatted_amount=format_money(doc["amount"], doc["currency"]), status=doc["status"],
-            description=doc.get("description", ""), metadata=doc.get("metadata") or {},
-            version=doc["version"], created_at=doc["created_at"], updated_at=doc["updated_at"],
-        )
+# One representation of a payment for both APIs and the facade (shared/payment_view.py).
+PaymentView = Payment
 
 
 class SearchResult(BaseModel):

@@ -131,12 +131,22 @@ def keyset_filter(q: SearchQuery, after: tuple[Any, str]) -> dict[str, Any]:
     return {"$or": [{q.sort_field: {op: value}}, {q.sort_field: value, "_id": {op: pid}}]}
 
 
+def payment_of(doc: Mapping[str, Any]) -> PaymentView:
+    """The representation of a live payment's read-model document."""
+    return PaymentView(
+        id=doc["id"], organization_id=doc["organization_id"], user_id=doc.get("user_id"),
+        amount=doc["amount"], currency=doc["currency"], status=doc["status"],
+        description=doc.get("description", ""), metadata=doc.get("metadata") or {},
+        version=doc["version"], created_at=doc["created_at"], updated_at=doc["updated_at"],
+    )
+
+
 def page_result(key: bytes, org: str, q: SearchQuery, docs: list[dict[str, Any]], total: int) -> SearchResult:
     """``docs`` were fetched with ``limit + 1`` to learn whether more follow."""
     has_more = len(docs) > q.limit
     docs = docs[: q.limit]
     return SearchResult(
-        data=[PaymentView.from_document(d) for d in docs],
+        data=[payment_of(d) for d in docs],
         total=total,
         has_more=has_more,
         next_cursor=encode_cursor(key, org, q, docs[-1]) if has_more and docs else None,
@@ -315,7 +325,7 @@ class ReadModel:
     async def get(self, org: str, payment_id: str) -> PaymentView | None:
         cols = await self.active()
         doc = await cols.payments.find_one({"_id": document_id(org, payment_id)})
-        return PaymentView.from_document(doc) if doc else None
+        return payment_of(doc) if doc else None
 
     async def version(self, org: str, payment_id: str) -> int | None:
         """Version the read model holds (live or tombstone), ``None`` if unknown."""

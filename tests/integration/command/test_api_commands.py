@@ -42,7 +42,8 @@ async def test_create_returns_the_payment_with_version_etag_and_location(api, db
     assert [(r["payment_version"], r["event_type"]) for r in rows] == [(1, "created")]
     event = json.loads(rows[0]["payload"])
     assert event["type"] == EventType.CREATED
-    assert event["data"]["payment"] == {k: v for k, v in payment.items() if v is not None}
+    assert payment["formatted_amount"] == "1999 JPY"  # the one payment representation (shared/payment_view.py)
+    assert event["data"]["payment"] == {k: v for k, v in payment.items() if v is not None and k != "formatted_amount"}
     assert event["source"] == api.settings.event_source and event["paymentversion"] == 1
 
 

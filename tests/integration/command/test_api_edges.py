@@ -116,3 +116,15 @@ async def test_the_documented_batch_limit_is_the_servers(http, api) -> None:  # 
     assert limit == api.settings.command_max_batch_items
     items = [{"amount": 1, "currency": "EUR"}] * (limit + 1)
     assert (await http.post("/v1/payments/batch", json={"items": items}, headers=api.auth("org-a"))).status_code == 422
+
+
+async def test_one_payment_representation_in_both_apis(http, api) -> None:  # noqa: ANN001
+    from services.query.api import create_app as query_app
+
+    command_doc = (await http.get("/openapi.json")).json()
+    query_doc = query_app(api.settings).openapi()
+    assert command_doc["components"]["schemas"]["Payment"] == query_doc["components"]["schemas"]["Payment"]
+    response = await http.post("/v1/payments", json={"amount": 441633, "currency": "BHD"}, headers=api.auth("org-a"))
+    body = response.json()
+    assert set(body) == set(command_doc["components"]["schemas"]["Payment"]["properties"])
+    assert body["formatted_amount"] == "441.633 BHD" and body["deleted_at"] is None
