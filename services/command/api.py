@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.command.bootstrap import CommandRuntime, command_runtime, ops_checks
@@ -437,7 +438,7 @@ def create_app(settings: CommandSettings | None = None, runtime: CommandRuntime 
             app.state.runtime = opened
             yield
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc assets served locally, not from a CDN
         title="Payments command API",
         version="1.0.0",
         description="Commands on payments (create, update, transitions, delete, batch), run as Temporal "
