@@ -10,6 +10,7 @@ import logging
 import sys
 
 import typer
+import typer.core
 
 from services import devstack_cli, tools_cli, up_cli
 from services.command import cli as command_cli
@@ -18,6 +19,11 @@ from shared.dependencies import PROCESS_NEEDS, DependencyUnavailable, wait_for
 from shared.auth import uses_dev_secret
 from shared.settings import get_settings
 from shared.telemetry import PROCESS_METRICS, configure_logging, export_only
+
+# typer >= 0.29 shows a flag's type ("<bool>") in --help as if it took a value: show none.
+_display_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = (  # type: ignore[method-assign]
+    lambda self, ctx: None if self.is_flag else _display_type(self, ctx))
 
 app = typer.Typer(
     name="payments",
