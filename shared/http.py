@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://gyroscops.com/problems/"
@@ -95,13 +96,36 @@ def install_problem_handlers(app: FastAPI) -> None:
             exc.status_code, title, str(exc.detail), instance=request.url.path, headers=headers,
         )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(
-            500, "Internal Server Error", "an unexpected error occurred; it has been logged",
-            instance=request.url.path,
-        )
+    app.add_middleware(Unexpected)
+
+
+class Unexpected:
+    """Any other error: logged once (through the process's log handler, so as JSON in
+    production) and answered with a 500 problem. Unlike ``exception_handler(Exception)``,
+    which re-raises to the server, nothing is logged a second time by uvicorn."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if not started:
+                response = problem_response(500, "Internal Server Error",
+                                            "an unexpected error occurred; it has been logged", instance=scope["path"])
+                await response(scope, receive, send)
 
 
 def _allowed_methods(request: Request) -> list[str]:
