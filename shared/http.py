@@ -129,14 +129,14 @@ class Unexpected:
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves at this path (FastAPI has one route per method, so
-    Starlette's own Allow header names only the first route's)."""
-    methods: set[str] = set()
-    for route in _flat(request.app.router.routes):
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    """Every method served at this path's template (FastAPI has one route per method, so
+    Starlette's own Allow header names only the first route's). The template is the first
+    that matches, as in routing: `/v1/payments/batch` is not `/v1/payments/{payment_id}`."""
+    routes = [r for r in _flat(request.app.router.routes) if r.matches(request.scope)[0] is not Match.NONE]
+    if not routes:
+        return []
+    template = getattr(routes[0], "path", None)
+    return sorted({m for r in routes if getattr(r, "path", None) == template for m in getattr(r, "methods", None) or ()})
 
 
 def _flat(routes: list[Any]) -> Iterator[Any]:

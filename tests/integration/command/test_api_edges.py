@@ -128,3 +128,8 @@ async def test_one_payment_representation_in_both_apis(http, api) -> None:  # no
     body = response.json()
     assert set(body) == set(command_doc["components"]["schemas"]["Payment"]["properties"])
     assert body["formatted_amount"] == "441.633 BHD" and body["deleted_at"] is None
+
+
+async def test_405_on_a_fixed_path_names_its_own_methods(http, api) -> None:  # noqa: ANN001
+    response = await http.request("OPTIONS", "/v1/payments/batch", headers=api.auth("org-a"))
+    assert response.status_code == 405 and response.headers["allow"] == "POST", response.headers
