@@ -1,9 +1,9 @@
-"""Memory a streamed (chunked) oversized body costs a server, with and without BodyLimit.
+"""Peak memory a streamed (chunked) oversized body costs a server, with and without BodyLimit.
 
 Two uvicorn servers on 127.0.0.1, each in its own process, serve the same FastAPI route
 that takes a JSON body (as every command route does); one is wrapped in the command API's
 ``BodyLimit``. Each receives the same chunked bodies, none announcing its length, and the
-script reports the growth of each server's resident memory and its answers. The server
+script reports the growth of each server's peak resident memory and its answers. The server
 without the limit is the baseline of the same run.
 
     python -m bench.body_limit --mib 50 --requests 3
@@ -36,12 +36,13 @@ uvicorn.run(served, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning"
 """
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process (Linux /proc), MiB."""
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident memory of a process so far (Linux /proc VmHWM), MiB: a body buffered
+    then freed shows in the peak, not in the current RSS."""
     for line in open(f"/proc/{pid}/status"):  # noqa: SIM115
-        if line.startswith("VmRSS:"):
+        if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    raise RuntimeError(f"no VmHWM for process {pid}")
 
 
 async def chunks(total: int):  # noqa: ANN201
@@ -64,7 +65,7 @@ async def measure(kind: str, mib: int, requests: int) -> tuple[float, list[str]]
                     break
                 except httpx.TransportError:
                     await asyncio.sleep(0.1)
-            before = rss_mib(proc.pid)
+            before = peak_rss_mib(proc.pid)
             answers = []
             for _ in range(requests):
                 try:
@@ -74,7 +75,7 @@ async def measure(kind: str, mib: int, requests: int) -> tuple[float, list[str]]
                 except httpx.TransportError as exc:  # the limited server may close mid-upload
                     answers.append(type(exc).__name__)
             time.sleep(0.2)
-            grown = rss_mib(proc.pid) - before
+            grown = peak_rss_mib(proc.pid) - before
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -90,9 +91,9 @@ async def main() -> None:
     results = {}
     for kind in ("baseline", "limited"):
         results[kind] = await measure(kind, args.mib, args.requests)
-        print(f"{kind:>9}: RSS grew {results[kind][0]:7.1f} MiB; answers {', '.join(results[kind][1])}", flush=True)
+        print(f"{kind:>9}: peak RSS grew {results[kind][0]:7.1f} MiB; answers {', '.join(results[kind][1])}", flush=True)
     base, limited = results["baseline"][0], results["limited"][0]
-    print(f"limited / baseline memory growth: {limited / base:.3f}" if base > 0 else "baseline did not grow")
+    print(f"limited / baseline peak memory growth: {limited / base:.3f}" if base > 0 else "baseline did not grow")
 
 
 if __name__ == "__main__":
