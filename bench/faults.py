@@ -330,8 +330,8 @@ async def _read_model_state(mongo: AsyncMongoClient, settings: Settings) -> tupl
         dict[tuple[str, str], dict[str, Any]], set[tuple[str, str]], dict[str, dict[str, int]]]:
     """(live payments, tombstones, statistics buckets) of the active generation."""
     cols = await ReadModel(mongo[settings.mongo_db]).active(fresh=True)
-    docs = {(d["organization_id"], d["_id"]): d async for d in cols.payments.find({})}
-    tombs = {(d["organization_id"], d["_id"]) async for d in cols.tombstones.find({})}
+    docs = {(d["organization_id"], d["id"]): d async for d in cols.payments.find({})}
+    tombs = {(d["organization_id"], d["id"]) async for d in cols.tombstones.find({})}
     stats = {d["_id"]: {k: d[k] for k in ("count", "sum", "min", "max")} async for d in cols.statistics.find({})}
     return docs, tombs, stats
 

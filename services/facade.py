@@ -14,7 +14,7 @@ by the HTTP APIs (lower latency, see docs/benchmarks.md).
 
 Read-your-writes: every read takes ``consistent_with=`` a command result (or its
 ``consistency_token``, or several of either) and answers only once the read model
-reflects those writes, waiting at most 5 s (``services.query.handlers.MAX_WAIT_SECONDS``)
+reflects those writes, waiting at most ``PAYMENTS_READ_WAIT_SECONDS`` (5 s by default)
 before raising ``NotCaughtUp``:
 
     result = await cqs.process_command(CreatePayment(...))

@@ -28,7 +28,14 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from services.query.projection import BucketKey, bucket_fields, contribution_of, payment_document, tombstone_document
+from services.query.projection import (
+    BucketKey,
+    bucket_fields,
+    contribution_of,
+    document_id,
+    payment_document,
+    tombstone_document,
+)
 from shared.events import EventType, new_event
 from shared.payment import PaymentSnapshot
 
@@ -180,7 +187,7 @@ class Reconciler:
 
     async def _read_side(self, org: str) -> tuple[dict[str, dict[str, Any]], dict[BucketKey, Figures]]:
         cols = await self.read_model.active(fresh=True)
-        docs = {d["_id"]: d async for d in cols.payments.find({"organization_id": org})}
+        docs = {d["id"]: d async for d in cols.payments.find({"organization_id": org})}
         buckets = {BucketKey(b["organization_id"], b["day"], b["currency"], b["status"]):
                    {k: int(b[k]) for k in ("count", "sum", "min", "max")}
                    async for b in cols.statistics.find({"organization_id": org})}
@@ -207,19 +214,20 @@ class Reconciler:
             payment, seen = truth.get(pid), docs.get(pid)
             if (bucket := _doc_bucket(seen)) is not None:
                 touched.add(bucket)
-            guard = {"_id": pid, "version": seen["version"]} if seen is not None else None
+            key = {"_id": document_id(org, pid)}
+            guard = {**key, "version": seen["version"]} if seen is not None else None
             if payment is None or payment.deleted_at is not None:
                 if guard is not None and (await cols.payments.delete_one(guard)).deleted_count:
                     applied += 1
                 if payment is not None:  # deleted in PostgreSQL: keep its tombstone
                     event = new_event(EventType.DELETED, payment, source=self.source)
-                    await cols.tombstones.replace_one({"_id": pid}, tombstone_document(event, now), upsert=True)
+                    await cols.tombstones.replace_one(key, tombstone_document(event, now), upsert=True)
                 continue
             kind = EventType.CREATED if payment.version == 1 else EventType.UPDATED
             document = payment_document(new_event(kind, payment, source=self.source), now)
             if (contribution := contribution_of(payment)) is not None:
                 touched.add(contribution.bucket)
-            await cols.tombstones.delete_one({"_id": pid})  # live in PostgreSQL: no tombstone
+            await cols.tombstones.delete_one(key)  # live in PostgreSQL: no tombstone
             if guard is None:
                 try:
                     await cols.payments.insert_one(document)

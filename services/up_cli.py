@@ -39,13 +39,21 @@ def _print_urls(settings: Settings, token: str, log_dir: Path, seconds: float) -
         table.add_row(f"metrics: {spec.name}", f"{spec.base_url(settings)}/metrics")
     console.print(table)
     console.print(f"ready in {seconds:.1f}s; logs in {log_dir}/")
-    console.print("token for organization 'demo-org' (payments:read payments:write):")
-    console.print(token, soft_wrap=True)
-    console.print(
-        f"try:  curl -s -H 'Authorization: Bearer $TOKEN' -H 'content-type: application/json' "
-        f"-d '{{\"amount\": 1250, \"currency\": \"EUR\"}}' {command}/v1/payments"
-    )
-    console.print("or:   payments demo        (Ctrl-C here stops everything)")
+    console.print("token for organization 'demo-org' (payments:read payments:write), and a first payment:")
+    for line in try_lines(command, token):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+def try_lines(command_url: str, token: str) -> list[str]:
+    """Lines to paste into a shell: set TOKEN, create a payment, run the demo (with this
+    venv's ``payments``, which need not be on PATH)."""
+    payments = Path(sys.executable).parent / "payments"
+    return [
+        f"export TOKEN='{token}'",
+        'curl -s -H "Authorization: Bearer $TOKEN" -H "content-type: application/json" '
+        f"-d '{{\"amount\": 1250, \"currency\": \"EUR\"}}' {command_url}/v1/payments",
+        f"or: {payments} demo        (Ctrl-C here stops everything)",
+    ]
 
 
 def up(
@@ -163,15 +171,18 @@ def demo(
                 payment_id, version = last[org]
                 http.get(f"{query}/v1/payments/{payment_id}", params={"min_version": version},
                          headers=auth).raise_for_status()
-                found = http.get(f"{query}/v1/payments", params={"sort": "-amount", "limit": 5},
-                                 headers=auth).json()
-                table = Table(title=f"{org}: top payments by amount ({found['total']} in all)", title_justify="left")
-                for col in ("id", "amount", "status", "description"):
-                    table.add_column(col)
-                for p in found["data"]:
-                    table.add_row(p["id"][:8], p["formatted_amount"], p["status"], p["description"])
-                console.print(table)
                 stats = http.get(f"{query}/v1/statistics", headers=auth).json()
+                # Amounts are comparable only within a currency: the top 3 of each.
+                table = Table(title=f"{org}: top payments by amount, per currency ({stats['count']} in all)",
+                              title_justify="left")
+                for col in ("currency", "id", "amount", "status", "description"):
+                    table.add_column(col)
+                for c in stats["currencies"]:
+                    found = http.get(f"{query}/v1/payments", params={"sort": "-amount", "limit": 3,
+                                     "currency": c["currency"]}, headers=auth).json()
+                    for p in found["data"]:
+                        table.add_row(c["currency"], p["id"][:8], p["formatted_amount"], p["status"], p["description"])
+                console.print(table)
                 st = Table(title=f"{org}: statistics by currency", title_justify="left")
                 for col in ("currency", "count", "sum", "avg", "min", "max"):
                     st.add_column(col)

@@ -1,25 +1,43 @@
 """Bearer-JWT authentication shared by both HTTP APIs.
 
 Tokens carry ``org`` (the organization every request is scoped to) and ``scope``
-(space-separated, or a list: ``payments:write``, ``payments:read``). The organization
-always comes from the token, never from a request body.
+(RFC 8693 / RFC 9068: a space-separated string, or a list of strings:
+``payments:write``, ``payments:read``). The organization always comes from the token,
+never from a request body.
+
+Two ways to verify a token:
+
+* production: ``PAYMENTS_JWT_JWKS_URL``, the identity provider's key set (RS256, ES256,
+  EdDSA), cached and refreshed when a token names an unknown ``kid`` (at most once per
+  ``PAYMENTS_JWT_JWKS_MIN_REFRESH_SECONDS``, so random ``kid`` values cannot flood the IdP);
+* local use: a shared HS256 secret (``PAYMENTS_JWT_SECRET``), which ``mint_token`` uses.
+
+:class:`Authenticate` checks the token before anything reads the body: without a valid
+token a request is a 401 whatever it carries.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
+import httpx
 import jwt
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.http import ProblemError
-from shared.settings import Settings, get_settings
+from shared.http import ProblemError, problem_response
+from shared.settings import DEV_JWT_SECRET, Settings, get_settings
 
 SCOPE_READ = "payments:read"
 SCOPE_WRITE = "payments:write"
 KNOWN_SCOPES = (SCOPE_READ, SCOPE_WRITE)
+PRINCIPAL_SCOPE_KEY = "payments.principal"
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,7 @@ def mint_token(
     subject: str | None = None,
     ttl_seconds: int = 24 * 3600,
 ) -> str:
+    """A token signed with the shared secret (local use, tests, ``payments token``)."""
     settings = settings or get_settings()
     now = int(time.time())
     claims: dict[str, object] = {"org": org, "scope": " ".join(scopes), "iat": now, "exp": now + ttl_seconds}
@@ -60,37 +79,163 @@ def mint_token(
     return jwt.encode(claims, settings.jwt_secret, algorithm=settings.jwt_algorithm)
 
 
-def decode_token(token: str, settings: Settings) -> Principal:
-    try:
-        claims = jwt.decode(
-            token,
-            settings.jwt_secret,
-            algorithms=[settings.jwt_algorithm],
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-            options={"require": ["exp", "org"]},
-        )
-    except jwt.ExpiredSignatureError:
-        raise AuthError("the token has expired") from None
-    except jwt.InvalidTokenError as exc:
-        raise AuthError(f"invalid token: {exc}") from None
-    org = claims.get("org")
-    if not isinstance(org, str) or not org:
-        raise AuthError("the token has no 'org' claim")
+def uses_dev_secret(settings: Settings) -> bool:
+    """True if the built-in (public) secret signs tokens or cursors."""
+    if settings.jwt_secret != DEV_JWT_SECRET:
+        return False
+    return not settings.jwt_jwks_url or not settings.cursor_secret
+
+
+def cursor_key(settings: Settings) -> bytes:
+    """The key that signs search cursors: its own setting, or derived from the JWT secret."""
+    if settings.cursor_secret:
+        return settings.cursor_secret.encode()
+    return hmac.new(settings.jwt_secret.encode(), b"payments search cursors", hashlib.sha256).digest()
+
+
+def scopes_of(claims: dict[str, Any]) -> frozenset[str]:
+    """The ``scope`` claim: a space-separated string or a list of strings; absent is none."""
     raw = claims.get("scope", "")
-    scopes = raw.split() if isinstance(raw, str) else [str(s) for s in raw or []]
-    return Principal(org=org, scopes=frozenset(scopes), subject=claims.get("sub"))
+    if isinstance(raw, str):
+        return frozenset(raw.split())
+    if isinstance(raw, list) and all(isinstance(s, str) for s in raw):
+        return frozenset(raw)
+    raise AuthError("the 'scope' claim must be a space-separated string or a list of strings")
 
 
-def principal_from_request(request: Request) -> Principal:
-    header = request.headers.get("authorization")
-    if not header:
+def principal_of(claims: dict[str, Any]) -> Principal:
+    org = claims.get("org")
+    if not isinstance(org, str) or not org or "\x00" in org:
+        raise AuthError("the token has no 'org' claim")
+    subject = claims.get("sub")
+    if subject is not None and (not isinstance(subject, str) or "\x00" in subject):
+        raise AuthError("the 'sub' claim must be a string")
+    return Principal(org=org, scopes=scopes_of(claims), subject=subject)
+
+
+class JwksKeys:
+    """The identity provider's signing keys, fetched from its JWKS URL and cached."""
+
+    def __init__(self, url: str, *, cache_seconds: float, min_refresh_seconds: float, timeout_seconds: float) -> None:
+        self.url = url
+        self.cache_seconds = cache_seconds
+        self.min_refresh_seconds = min_refresh_seconds
+        self.timeout_seconds = timeout_seconds
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def key(self, kid: str) -> jwt.PyJWK:
+        now = time.monotonic()
+        stale = now - self._fetched_at > self.cache_seconds
+        unknown = kid not in self._keys and now - self._fetched_at >= self.min_refresh_seconds
+        if stale or unknown:  # a rotated key shows up as an unknown kid
+            await self._refresh()
+        try:
+            return self._keys[kid]
+        except KeyError:
+            raise AuthError(f"no key {kid!r} in the identity provider's key set") from None
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._fetched_at < min(1.0, self.min_refresh_seconds):
+                return  # another request fetched while this one waited for the lock
+            try:
+                async with httpx.AsyncClient(timeout=self.timeout_seconds) as http:
+                    response = await http.get(self.url)
+                    response.raise_for_status()
+                keys = jwt.PyJWKSet.from_dict(response.json()).keys
+            except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
+                if not self._keys:
+                    raise ProblemError(503, "Service Unavailable", "the identity provider's key set cannot be read",
+                                       type_="jwks-unavailable", headers={"Retry-After": "5"}) from exc
+                return  # keep the keys we have; retried after min_refresh_seconds
+            finally:
+                self._fetched_at = time.monotonic()
+            self._keys = {k.key_id: k for k in keys if k.key_id and k.public_key_use in (None, "sig")}
+
+
+class Authenticator:
+    """Verifies tokens with the JWKS (when configured) or the shared secret."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.jwks = (JwksKeys(settings.jwt_jwks_url, cache_seconds=settings.jwt_jwks_cache_seconds,
+                              min_refresh_seconds=settings.jwt_jwks_min_refresh_seconds,
+                              timeout_seconds=settings.jwt_jwks_timeout_seconds)
+                     if settings.jwt_jwks_url else None)
+
+    async def principal(self, token: str) -> Principal:
+        key: Any = self.settings.jwt_secret
+        algorithms = [self.settings.jwt_algorithm]
+        if self.jwks is not None:
+            try:
+                kid = jwt.get_unverified_header(token).get("kid")
+            except jwt.InvalidTokenError as exc:
+                raise AuthError(f"invalid token: {exc}") from None
+            if not isinstance(kid, str) or not kid:
+                raise AuthError("invalid token: its header names no 'kid'")
+            key = await self.jwks.key(kid)
+            algorithms = list(self.settings.jwt_jwks_algorithms)
+        try:
+            claims = jwt.decode(
+                token, key, algorithms=algorithms,
+                issuer=self.settings.jwt_issuer or None, audience=self.settings.jwt_audience or None,
+                options={"require": ["exp", "org"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("the token has expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthError(f"invalid token: {exc}") from None
+        return principal_of(claims)
+
+
+def authenticator(app: FastAPI) -> Authenticator:
+    """The app's authenticator (one per app: it holds the JWKS cache)."""
+    found = getattr(app.state, "authenticator", None)
+    if found is None:
+        found = app.state.authenticator = Authenticator(getattr(app.state, "settings", None) or get_settings())
+    return found
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
         raise AuthError("missing Authorization header: send 'Authorization: Bearer <JWT>'")
-    scheme, _, token = header.partition(" ")
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("the Authorization header must be 'Bearer <JWT>'")
-    settings = getattr(request.app.state, "settings", None) or get_settings()
-    return decode_token(token.strip(), settings)
+    return token.strip()
+
+
+class Authenticate:
+    """ASGI middleware: requests under ``prefix`` need a valid token before the app (and
+    so the body parser) runs; the principal is left in the scope for the routes."""
+
+    def __init__(self, app: ASGIApp, prefix: str = "/v1/") -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            headers = dict(scope["headers"])
+            raw = headers.get(b"authorization")
+            try:
+                token = bearer_token(raw.decode("latin-1") if raw is not None else None)
+                scope[PRINCIPAL_SCOPE_KEY] = await authenticator(scope["app"]).principal(token)
+            except ProblemError as exc:
+                response = problem_response(exc.status, exc.title, exc.detail, type_=exc.type,
+                                            instance=scope["path"], headers=exc.headers)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def principal_from_request(request: Request) -> Principal:
+    found = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    if found is not None:
+        return found
+    token = bearer_token(request.headers.get("authorization"))
+    return await authenticator(request.app).principal(token)
 
 
 def require_scope(scope: str) -> Callable[..., Principal]:
@@ -102,3 +247,4 @@ def require_scope(scope: str) -> Callable[..., Principal]:
         return principal
 
     return dependency
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://gyroscops.com/problems/"
@@ -125,16 +127,18 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "HTTP error")
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         return problem_response(
-            exc.status_code, title, str(exc.detail), instance=request.url.path,
-            headers=getattr(exc, "headers", None),
+            exc.status_code, title, str(exc.detail), instance=request.url.path, headers=headers,
         )
 
     async def _outage(request: Request, exc: Exception) -> JSONResponse:
         return outage_response(request, exc)
 
-    # Registered per class: Starlette's ExceptionMiddleware then answers without
-    # re-raising (the catch-all below runs in ServerErrorMiddleware, which re-raises).
+    # Registered per class: Starlette's ExceptionMiddleware answers them as 503s; anything
+    # else reaches the Unexpected middleware below (one log line, a 500 problem).
     for cls in outage_classes():
         app.add_exception_handler(cls, _outage)
 
@@ -144,15 +148,56 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _temporal(request: Request, exc: RPCError) -> JSONResponse:
         if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
             return outage_response(request, exc)
-        return await _unexpected(request, exc)
+        raise exc  # a bug, not an outage: the Unexpected middleware logs it once and answers 500
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(
-            500, "Internal Server Error", "an unexpected error occurred; it has been logged",
-            instance=request.url.path,
-        )
+    app.add_middleware(Unexpected)
+
+
+class Unexpected:
+    """Any other error: logged once (through the process's log handler, so as JSON in
+    production) and answered with a 500 problem. Unlike ``exception_handler(Exception)``,
+    which re-raises to the server, nothing is logged a second time by uvicorn."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if not started:
+                response = problem_response(500, "Internal Server Error",
+                                            "an unexpected error occurred; it has been logged", instance=scope["path"])
+                await response(scope, receive, send)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method served at this path's template (FastAPI has one route per method, so
+    Starlette's own Allow header names only the first route's). The template is the first
+    that matches, as in routing: `/v1/payments/batch` is not `/v1/payments/{payment_id}`."""
+    routes = [r for r in _flat(request.app.router.routes) if r.matches(request.scope)[0] is not Match.NONE]
+    if not routes:
+        return []
+    template = getattr(routes[0], "path", None)
+    return sorted({m for r in routes if getattr(r, "path", None) == template for m in getattr(r, "methods", None) or ()})
+
+
+def _flat(routes: list[Any]) -> Iterator[Any]:
+    """Routes, with those of included routers (which carry their full paths) inlined."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        yield from _flat(included.routes) if included is not None else (route,)
 
 
 ReadinessCheck = Callable[[], Awaitable[None]]

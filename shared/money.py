@@ -38,6 +38,9 @@ ISO_4217: dict[str, int] = {
 # with headroom for sums in statistics.
 MAX_AMOUNT = 10**15
 
+# What an OpenAPI document says of a currency field: exactly the codes the server accepts.
+CURRENCY_SCHEMA: dict[str, object] = {"enum": sorted(ISO_4217)}
+
 _MONEY_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s+([A-Za-z]{3})\s*$")
 
 

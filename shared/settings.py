@@ -83,7 +83,8 @@ class Settings(BaseSettings):
     command_task_queue: str = "payments-commands"
     query_task_queue: str = "payments-queries"
 
-    # Auth: HS256 shared secret by default; set an RS256 public key in production.
+    # Auth: tokens of your identity provider, verified with its key set (JWKS URL), or
+    # for local use tokens signed with a shared HS256 secret.
     jwt_secret: str = Field(default=DEV_JWT_SECRET, repr=False)
     jwt_algorithm: str = "HS256"
     jwt_issuer: str | None = None
@@ -91,6 +92,20 @@ class Settings(BaseSettings):
     # Signs the Consistency-Token of command results (shared/consistency.py): the command
     # API, the query API, the query worker and facade callers must all share it.
     consistency_token_secret: str = Field(default=DEV_CONSISTENCY_TOKEN_SECRET, min_length=16, repr=False)
+
+    jwt_jwks_url: str | None = None
+    jwt_jwks_algorithms: list[str] = ["RS256", "ES256", "EdDSA"]
+    jwt_jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    jwt_jwks_min_refresh_seconds: float = Field(default=30.0, ge=0)
+    jwt_jwks_timeout_seconds: float = Field(default=5.0, gt=0)
+    # A process listening beyond loopback refuses the built-in secret unless this is set.
+    allow_dev_jwt_secret: bool = False
+    # Signs search cursors; by default a key derived from PAYMENTS_JWT_SECRET.
+    cursor_secret: str | None = Field(default=None, repr=False)
+
+    # Query side: how long a read that must reflect given writes (min_version,
+    # consistent_with) waits for the read model before answering 409 read-model-behind.
+    read_wait_seconds: float = Field(default=5.0, gt=0, le=30)
 
     # Ports of the processes (HTTP API, or the metrics/health endpoint of a worker).
     host: str = "127.0.0.1"

@@ -131,6 +131,58 @@ def settings(stack: Endpoints, tmp_path_factory: pytest.TempPathFactory):
     return settings_module.Settings(**stack.as_settings(), data_dir=tmp_path_factory.mktemp("data"))
 
 
+@pytest.fixture
+def serve():  # noqa: ANN201
+    """``async with serve(app) as base_url``: the ASGI app behind a real uvicorn server on
+    127.0.0.1 (real HTTP parsing: chunked bodies, raw paths), stopped on exit."""
+    import asyncio
+    import contextlib
+
+    import uvicorn
+
+    from shared.net import free_port
+
+    @contextlib.asynccontextmanager
+    async def run(app):  # noqa: ANN001, ANN202
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            await task
+
+    return run
+
+
+@pytest.fixture
+def schemathesis_run(tmp_path: Path):  # noqa: ANN201
+    """``await schemathesis_run(base_url, token)`` -> (exit code, output): the schemathesis
+    CLI over the server's own /openapi.json, every check and phase (stateful links
+    included), a bounded number of examples per operation, a fixed seed."""
+    import asyncio
+
+    async def run(base_url: str, token: str, max_examples: int = 30) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(Path(__file__).parent / "schemathesis.toml"),
+            "run", f"{base_url}/openapi.json",
+            "--checks", "all", "--max-examples", str(max_examples), "--seed", "11",
+            "--workers", "1", "--generation-database", "none", "--no-color", "--max-failures", "20",
+            "--report-dir", str(tmp_path / "schemathesis"), "--request-timeout", "30",
+            "-H", f"Authorization: Bearer {token}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
+        )
+        output, _ = await process.communicate()
+        return process.returncode or 0, output.decode(errors="replace")
+
+    return run
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _state["exitstatus"] = int(exitstatus)
     _stop_stack()

@@ -19,13 +19,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi_offline import FastAPIOffline
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.command.bootstrap import CommandRuntime, command_runtime, ops_checks
 from services.command.client import CommandFailed, CommandPending, workflow_id
 from services.command.config import CommandSettings
 from services.command.handlers import problem_of
 from services.command.models import (
+    COMMAND_ID_PATTERN,
     PAYMENT_ID_PATTERN,
     BatchCreateRequest,
     BatchResult,
@@ -41,7 +43,7 @@ from services.command.models import (
     UpdatePaymentRequest,
 )
 from services.command.rules import Rejected
-from shared.auth import SCOPE_WRITE, Principal, require_scope
+from shared.auth import SCOPE_WRITE, Authenticate, Principal, require_scope
 from shared.http import (
     PROBLEM_BASE,
     PROBLEM_CONTENT_TYPE,
@@ -50,13 +52,16 @@ from shared.http import (
     install_problem_handlers,
     problem_response,
 )
-from shared.payment import PaymentCommand, PaymentSnapshot
+from shared.payment import PaymentCommand
+from shared.payment_view import Payment
 from shared.telemetry import bind_log_context, log_context
 
 log = logging.getLogger("payments.command.api")
 MAX_BODY_BYTES = 1 << 20
 _ID_NAMESPACE = uuid.UUID("3f8a4f8e-5d1c-4c3e-9a43-6f1f2b8c9d01")
-_ETAG_RE = re.compile(r'^\s*(?:W/)?(?:"(\d{1,9})"|(\d{1,9}))\s*$')
+# If-Match: `*`, a version `3`, or its ETag `"3"` / `W/"3"`; the OpenAPI pattern is this one.
+IF_MATCH_PATTERN = r'^\s*(?:\*|(?:W/)?(?:"([1-9]\d{0,8})"|([1-9]\d{0,8})))\s*$'
+_ETAG_RE = re.compile(IF_MATCH_PATTERN)
 
 router = APIRouter(prefix="/v1", tags=["commands"])
 Writer = Annotated[Principal, Depends(require_scope(SCOPE_WRITE))]
@@ -68,7 +73,8 @@ IdempotencyKey = Annotated[
 Prefer = Annotated[str | None, Header(description="`respond-async`: answer 202 with a command status URL")]
 IfMatch = Annotated[
     str | None,
-    Header(alias="If-Match", description="Expected payment version: `3` or the ETag form `\"3\"`; 412 if stale"),
+    Header(alias="If-Match", description="Expected payment version: `3` or the ETag form `\"3\"`; 412 if stale",
+           json_schema_extra={"type": "string", "pattern": IF_MATCH_PATTERN}),
 ]
 PaymentId = Annotated[str, Path(pattern=PAYMENT_ID_PATTERN, description="Payment id")]
 
@@ -119,14 +125,13 @@ def _wants_async(prefer: str | None) -> bool:
 
 
 def parse_if_match(value: str | None) -> int | None:
-    if value is None or value.strip() == "*":
-        return None
-    match = _ETAG_RE.match(value)
-    version = int(match.group(1) or match.group(2)) if match else 0
-    if version < 1:
+    match = _ETAG_RE.match(value) if value is not None else None
+    if value is None or (match and not (match.group(1) or match.group(2))):
+        return None  # absent, or `*`
+    if match is None:
         raise ProblemError(400, "Bad Request", f"If-Match must be a payment version such as 3 or \"3\", got {value!r}",
                            type_="invalid-if-match")
-    return version
+    return int(match.group(1) or match.group(2))
 
 
 def _status_url(command_id: str) -> str:
@@ -144,7 +149,7 @@ def _token_header(token: str | None) -> dict[str, str]:
 def _payment_response(result: CommandResult, status: int, command_id: str) -> JSONResponse:
     payment = result.payment
     return JSONResponse(
-        payment.model_dump(mode="json"), status_code=status,
+        Payment.of(payment).model_dump(mode="json"), status_code=status,
         headers={"ETag": f'"{payment.version}"', "Location": f"/v1/payments/{payment.id}",
                  "Command-Id": command_id, **_token_header(result.consistency_token)},
     )
@@ -239,7 +244,7 @@ def _fingerprint(request: Request, body: Any, *headers: str) -> str:
 
 
 @router.post(
-    "/payments", status_code=201, response_model=PaymentSnapshot, summary="Create a payment",
+    "/payments", status_code=201, response_model=Payment, summary="Create a payment",
     responses={**_written_doc(201, "Created"), **COMMON_PROBLEMS, **ACCEPTED_DOC},
 )
 async def create_payment(
@@ -317,7 +322,7 @@ async def _modify(
 
 
 @router.patch(
-    "/payments/{payment_id}", response_model=PaymentSnapshot, summary="Update a processing payment",
+    "/payments/{payment_id}", response_model=Payment, summary="Update a processing payment",
     responses={**_written_doc(200, "Updated"), **MODIFY_PROBLEMS, **ACCEPTED_DOC},
 )
 async def update_payment(
@@ -339,7 +344,7 @@ def _transition_route(action: PaymentCommand, summary: str) -> None:
 
     transition.__doc__ = f"{summary}. Illegal in the payment's current status: 409."
     router.add_api_route(
-        f"/payments/{{payment_id}}/{action}", transition, methods=["POST"], response_model=PaymentSnapshot,
+        f"/payments/{{payment_id}}/{action}", transition, methods=["POST"], response_model=Payment,
         summary=summary, name=f"{action}_payment",
         responses={**_written_doc(200, "Done"), **MODIFY_PROBLEMS, **ACCEPTED_DOC},
     )
@@ -352,7 +357,7 @@ _transition_route(PaymentCommand.REFUND, "Refund a completed payment")
 
 
 @router.delete(
-    "/payments/{payment_id}", response_model=PaymentSnapshot, summary="Delete a payment (soft)",
+    "/payments/{payment_id}", response_model=Payment, summary="Delete a payment (soft)",
     responses={**_written_doc(200, "Deleted"), **MODIFY_PROBLEMS, **ACCEPTED_DOC},
 )
 async def delete_payment(
@@ -368,9 +373,13 @@ async def delete_payment(
     "/commands/{command_id}", response_model=CommandStatus, summary="Status of a command",
     responses={**_written_doc(200, "The command's state (Consistency-Token once completed)"),
                401: COMMON_PROBLEMS[401], 403: COMMON_PROBLEMS[403],
-               404: _problem_doc(404, "No such command in your organization")},
+               404: _problem_doc(404, "No such command in your organization"),
+               422: COMMON_PROBLEMS[422]},
 )
-async def command_status(command_id: str, request: Request, principal: Writer) -> JSONResponse:
+async def command_status(
+    command_id: Annotated[str, Path(pattern=COMMAND_ID_PATTERN, description="Command id")],
+    request: Request, principal: Writer,
+) -> JSONResponse:
     """`running`, `completed` with the `result` (the payment, or the batch results) and the
     `Consistency-Token` header, or `failed` with the `problem` the synchronous call would have answered."""
     found = await _runtime(request).service.status(principal.org, command_id)
@@ -385,7 +394,7 @@ async def command_status(command_id: str, request: Request, principal: Writer) -
     elif isinstance(value, BatchResult):
         status.result = value
     elif value is not None:
-        status.result = value.payment
+        status.result = Payment.of(value.payment)
     token = value.consistency_token if isinstance(value, CommandResult | BatchResult) else None
     return JSONResponse(status.model_dump(mode="json", exclude_none=True), headers=_token_header(token))
 
@@ -394,23 +403,52 @@ async def command_status(command_id: str, request: Request, principal: Writer) -
 
 
 class BodyLimit:
-    """Refuse bodies announced larger than ``limit`` with a 413 (plain ASGI: no per-request
-    task group like ``@app.middleware``)."""
+    """Answer 413 once a body crosses ``limit`` bytes: at once when Content-Length says
+    so, otherwise as soon as the streamed (chunked) body does, without reading the rest.
+    Plain ASGI: no per-request task group like ``@app.middleware``."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
 
+    def _too_large(self, scope: Scope) -> Response:
+        return problem_response(413, "Content Too Large", f"request bodies are limited to {self.limit} bytes",
+                                type_=PROBLEM_BASE + "body-too-large", instance=scope["path"])
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > self.limit:
-                response = problem_response(413, "Content Too Large",
-                                            f"request bodies are limited to {self.limit} bytes",
-                                            instance=scope["path"])
-                await response(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            await self._too_large(scope)(scope, receive, send)
+            return
+        received = 0
+        refused = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit and not started:
+                    # Answer now; the app sees a disconnect and its own answer is dropped.
+                    refused = True
+                    await self._too_large(scope)(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refused:
                 return
-        await self.app(scope, receive, send)
+            started = True
+            await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
 
 
 def create_app(settings: CommandSettings | None = None, runtime: CommandRuntime | None = None) -> FastAPI:
@@ -427,7 +465,7 @@ def create_app(settings: CommandSettings | None = None, runtime: CommandRuntime 
             app.state.runtime = opened
             yield
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc assets served locally, not from a CDN
         title="Payments command API",
         version="1.0.0",
         description="Commands on payments (create, update, transitions, delete, batch), run as Temporal "
@@ -441,13 +479,25 @@ def create_app(settings: CommandSettings | None = None, runtime: CommandRuntime 
     install_problem_handlers(app)
 
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(Authenticate)  # outermost: no token, no body read
 
     async def check(name: str) -> None:
         await ops_checks(app.state.runtime)[name]()
 
     install_health_routes(app, {"postgres": lambda: check("postgres"), "temporal": lambda: check("temporal")})
     app.include_router(router)
+    app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI, settings: CommandSettings) -> dict[str, Any]:
+    """FastAPI's document, with the limits that come from settings (not the models)."""
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)
+        batch = schema["components"]["schemas"]["BatchCreateRequest"]["properties"]["items"]
+        batch["maxItems"] = min(batch["maxItems"], settings.command_max_batch_items)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def app_factory() -> FastAPI:

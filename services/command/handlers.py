@@ -28,6 +28,7 @@ from services.command.models import (
 from services.command.rules import Rejected
 from services.command.store import PaymentStore, UnitOfWork
 from shared.http import PROBLEM_BASE
+from shared.payment_view import Payment
 
 log = logging.getLogger("payments.command")
 Clock = Callable[[], datetime]
@@ -72,14 +73,14 @@ async def modify(store: PaymentStore, cmd: ModifyPayment, *, source: str, clock:
         if done := await _already_done(uow, cmd):
             return done
         for _ in range(MAX_RACE_RETRIES):
-            current = await uow.get_payment(cmd.payment_id)
+            current = await uow.get_payment(cmd.organization_id, cmd.payment_id)
             decision = rules.decide_modify(current, cmd, clock())
             assert current is not None  # decide_modify rejects a missing payment
             if await uow.update_payment(decision.snapshot, current.version):
                 return await _finish(uow, cmd, decision, source)
             if cmd.expected_version is not None:
                 # Another command won the race on this version: the caller must re-read.
-                fresh = await uow.get_payment(cmd.payment_id)
+                fresh = await uow.get_payment(cmd.organization_id, cmd.payment_id)
                 raise Rejected(
                     RejectionKind.VERSION_MISMATCH,
                     f"payment {cmd.payment_id!r} changed concurrently; it is no longer at version "
@@ -108,7 +109,7 @@ async def bulk_create(
     for index, item in enumerate(cmd.items):
         try:
             done = await create(store, item, source=source, clock=clock)
-            results.append(BatchItemResult(index=index, status=201, payment=done.payment))
+            results.append(BatchItemResult(index=index, status=201, payment=Payment.of(done.payment)))
         except Rejected as rejection:
             problem = problem_of(rejection)
             results.append(BatchItemResult(index=index, status=problem.status, problem=problem))

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.money import MAX_AMOUNT, validate_currency
+from shared.money import CURRENCY_SCHEMA, MAX_AMOUNT, validate_currency
 from shared.payment import (
     MAX_ID_LENGTH,
     Description,
@@ -20,14 +20,23 @@ from shared.payment import (
     PaymentSnapshot,
     UserId,
 )
+from shared.payment_view import Payment
 
 PAYMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+# Command ids are built from payment ids and digests (services/command/api.py).
+COMMAND_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
 
 _AMOUNT_DOC = "Amount in minor units of the currency (cents; JPY has none), a positive integer"
 
 
 def _amount_field(default: Any = ...) -> Any:
     return Field(default, gt=0, le=MAX_AMOUNT, strict=True, description=_AMOUNT_DOC, examples=[1250])
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON (and OpenAPI's ``integer``) does not tell 1250.0 from 1250: take a whole number
+    written with a fraction as that integer; 12.5 still fails the strict integer check."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _check_currency(value: str) -> str:
@@ -56,25 +65,30 @@ class CreatePaymentRequest(BaseModel):
         "derived from the Idempotency-Key when one is sent.",
     )
     amount: int = _amount_field()
-    currency: str = Field(description="ISO 4217 upper-case code", examples=["EUR"])
+    currency: str = Field(description="ISO 4217 upper-case code", examples=["EUR"], json_schema_extra=CURRENCY_SCHEMA)
     description: Description = ""
     metadata: Metadata = Field(default_factory=dict)
     user_id: UserId | None = Field(default=None, description="Paying user; defaults to the token's subject")
 
+    _amount = field_validator("amount", mode="before")(_whole_number)
     _currency = field_validator("currency")(_check_currency)
 
 
 class UpdatePaymentRequest(BaseModel):
     """Body of ``PATCH /v1/payments/{id}``: the fields to change (at least one)."""
 
+    # Fields may be omitted but not null (None only means "not sent"); at least one is sent.
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"amount": 1500, "description": "Invoice 2024-117, corrected"}]},
+        json_schema_extra={"examples": [{"amount": 1500, "description": "Invoice 2024-117, corrected"}],
+                           "minProperties": 1},
     )
 
-    amount: int | None = _amount_field(None)
-    description: Description | None = None
-    metadata: Metadata | None = Field(default=None, description="Replaces the whole metadata map")
+    amount: int = _amount_field(None)
+    description: Description = Field(default=None)  # type: ignore[assignment]
+    metadata: Metadata = Field(default=None, description="Replaces the whole metadata map")  # type: ignore[assignment]
+
+    _amount = field_validator("amount", mode="before")(_whole_number)
 
     @model_validator(mode="after")
     def _not_empty(self) -> UpdatePaymentRequest:
@@ -200,7 +214,7 @@ class CommandResult(BaseModel):
 class BatchItemResult(BaseModel):
     index: int
     status: int = Field(description="HTTP status this item alone would have had (201, 409, 422, ...)")
-    payment: PaymentSnapshot | None = None
+    payment: Payment | None = None
     problem: Problem | None = None
 
 
@@ -235,5 +249,5 @@ class CommandStatus(BaseModel):
     command_id: str
     status: CommandState
     status_url: str
-    result: PaymentSnapshot | BatchResult | None = None
+    result: Payment | BatchResult | None = None
     problem: Problem | None = None

@@ -106,15 +106,17 @@ class UnitOfWork:
             org, command_id, result,
         )
 
-    async def get_payment(self, payment_id: str) -> PaymentSnapshot | None:
-        row = await self.conn.fetchrow(f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1", payment_id)
+    async def get_payment(self, org: str, payment_id: str) -> PaymentSnapshot | None:
+        row = await self.conn.fetchrow(
+            f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE organization_id = $1 AND id = $2", org, payment_id
+        )
         return snapshot_from_row(row) if row else None
 
     async def insert_payment(self, p: PaymentSnapshot) -> bool:
-        """False if the id is taken."""
+        """False if the id is taken in the payment's organization (ids are per organization)."""
         status = await self.conn.execute(
             f"INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
-            " ON CONFLICT (id) DO NOTHING",
+            " ON CONFLICT (organization_id, id) DO NOTHING",
             p.id, p.organization_id, p.user_id, p.amount, p.currency, str(p.status), p.description,
             p.metadata, p.version, p.created_at, p.updated_at, p.deleted_at,
         )
@@ -133,10 +135,10 @@ class UnitOfWork:
 
     async def add_event(self, event: PaymentEvent) -> None:
         await self.conn.execute(
-            "INSERT INTO outbox (event_id, payment_id, payment_version, event_type, payload, created_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            event.id, event.subject, event.paymentversion, event.type.short, event.to_json_bytes(),
-            event.time,
+            "INSERT INTO outbox (event_id, organization_id, payment_id, payment_version, event_type, payload,"
+            " created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            event.id, event.organizationid, event.subject, event.paymentversion, event.type.short,
+            event.to_json_bytes(), event.time,
         )
         # Delivered at commit; identical notifications of one transaction are folded.
         await self.conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
@@ -151,9 +153,9 @@ class PaymentStore:
         async with self.pool.acquire() as conn, conn.transaction():
             yield UnitOfWork(conn)
 
-    async def get_payment(self, payment_id: str) -> PaymentSnapshot | None:
+    async def get_payment(self, org: str, payment_id: str) -> PaymentSnapshot | None:
         async with self.pool.acquire() as conn:
-            return await UnitOfWork(conn).get_payment(payment_id)
+            return await UnitOfWork(conn).get_payment(org, payment_id)
 
     async def command_result(self, org: str, command_id: str) -> Any:
         async with self.pool.acquire() as conn:

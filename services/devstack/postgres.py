@@ -4,7 +4,6 @@ what happens as root: see the package docstring."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -27,7 +26,18 @@ def prepare_postgres(
     run_as: dict[str, Any] = {}
     if os.geteuid() == 0:
         uid, gid = _ensure_system_user(PG_SYSTEM_USER)
-        _ensure_traversable(pgdata)
+        # We change no directory's mode behind the user's back: if that user cannot reach
+        # the data directory or the binaries, say so and what to do.
+        for needed in (pgdata, initdb, postgres):
+            blocker = blocking_directory(needed, uid, gid)
+            if blocker is not None:
+                raise StackError(
+                    f"the embedded PostgreSQL runs as user {PG_SYSTEM_USER} (PostgreSQL refuses root), who "
+                    f"cannot enter {blocker} (mode {blocker.stat().st_mode & 0o777:o}) on the way to {needed}: "
+                    f"run as a normal user, or `chmod o+x {blocker}`, or keep the data directory "
+                    f"(PAYMENTS_DATA_DIR) and the virtual environment where {PG_SYSTEM_USER} can reach them, "
+                    "or set PAYMENTS_DATABASE_URL to a PostgreSQL of your own"
+                )
         for root, dirs, files in os.walk(pgdata):
             for n in [
                 root,
@@ -104,11 +114,17 @@ def _ensure_system_user(name: str) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def _ensure_traversable(path: Path) -> None:
-    """Give 'others' the x (traverse) bit on every parent of ``path`` that lacks it,
-    so that the unprivileged PostgreSQL user can reach its data directory."""
-    for parent in path.absolute().parents:
-        with contextlib.suppress(OSError):
-            mode = parent.stat().st_mode
-            if not mode & 0o001:
-                parent.chmod((mode & 0o7777) | 0o001)
+def blocking_directory(path: Path, uid: int, gid: int) -> Path | None:
+    """The first directory above ``path`` that user ``uid`` (group ``gid``) may not enter
+    (traverse), or None. Pure on the file modes: the caller may be root."""
+    for parent in reversed(path.absolute().parents):
+        info = parent.stat()
+        if info.st_uid == uid:
+            bit = 0o100
+        elif info.st_gid == gid:
+            bit = 0o010
+        else:
+            bit = 0o001
+        if not info.st_mode & bit:
+            return parent
+    return None

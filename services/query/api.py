@@ -9,19 +9,22 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from datetime import date, datetime
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 
 from services.query.bootstrap import QueryContext, build
-from services.query.handlers import MAX_WAIT_SECONDS, NotCaughtUp, PaymentNotFound, QueryHandlers
+from services.query.handlers import NotCaughtUp, PaymentNotFound, QueryHandlers
 from services.query.models import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     MAX_PAGE,
+    RFC3339_DATE,
+    RFC3339_DATETIME,
+    SORTS,
     PaymentView,
     SearchQuery,
     SearchResult,
@@ -29,14 +32,18 @@ from services.query.models import (
     StatisticsQuery,
 )
 from services.query.read_model import InvalidCursor
-from shared.auth import SCOPE_READ, Principal, require_scope
+from shared.auth import SCOPE_READ, Authenticate, Principal, require_scope
 from shared.consistency import ForeignConsistencyToken, InvalidConsistencyToken
 from shared.http import PROBLEM_CONTENT_TYPE, ProblemError, install_health_routes, install_problem_handlers
-from shared.money import MAX_AMOUNT
+from shared.money import CURRENCY_SCHEMA, MAX_AMOUNT
 from shared.payment import PaymentStatus
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger("payments.query.api")
+# Typed as text and parsed by the query models, which accept RFC 3339 only (FastAPI's own
+# parsing would also take a number of seconds, which the document does not allow).
+DATETIME_SCHEMA = {"format": "date-time", "pattern": RFC3339_DATETIME}
+DATE_SCHEMA = {"format": "date", "pattern": RFC3339_DATE}
 PROBLEM = {"content": {PROBLEM_CONTENT_TYPE: {"schema": {"type": "object"}}}}
 COMMON_ERRORS = {
     401: {"description": "Missing or invalid bearer token", **PROBLEM},
@@ -47,7 +54,7 @@ COMMON_ERRORS = {
 Reader = Annotated[Principal, Depends(require_scope(SCOPE_READ))]
 ConsistentWith = Annotated[list[str] | None, Query(description=(
     "Read-your-writes: the `Consistency-Token` of one or more command results (repeat the parameter for "
-    f"several). The answer waits (at most {MAX_WAIT_SECONDS:g} s) until the read model reflects every write "
+    "several). The answer waits (at most PAYMENTS_READ_WAIT_SECONDS, 5 s by default) until the read model reflects every write "
     "they name, else 409 `read-model-behind` with `Retry-After`. A malformed or altered token is a 400; a "
     "token issued to another organization is a 404 that reveals nothing about it."))]
 CONSISTENCY_ERRORS = {
@@ -111,7 +118,7 @@ def create_app(settings: Settings | None = None, ctx: QueryContext | None = None
             if owned:
                 await app.state.ctx.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc assets served locally, not from a CDN
         title="Payments query API",
         version="1.0.0",
         description=(
@@ -124,6 +131,7 @@ def create_app(settings: Settings | None = None, ctx: QueryContext | None = None
     )
     app.state.settings = settings
     install_problem_handlers(app)
+    app.add_middleware(Authenticate)
     install_health_routes(app, {
         "mongodb": lambda: app.state.ctx.check_mongo(),
         "redis": lambda: app.state.ctx.check_redis(),
@@ -137,18 +145,23 @@ def create_app(settings: Settings | None = None, ctx: QueryContext | None = None
         principal: Reader,
         h: Handlers,
         status: Annotated[PaymentStatus | None, Query(description="Exact status")] = None,
-        currency: Annotated[str | None, Query(description="ISO 4217 code", examples=["EUR"])] = None,
+        currency: Annotated[str | None, Query(description="ISO 4217 code", examples=["EUR"],
+                                              json_schema_extra=CURRENCY_SCHEMA)] = None,
         min_amount: Annotated[int | None, Query(ge=0, le=MAX_AMOUNT, description="Minor units, inclusive")] = None,
         max_amount: Annotated[int | None, Query(ge=0, le=MAX_AMOUNT, description="Minor units, inclusive")] = None,
-        created_from: Annotated[datetime | None, Query(description="Inclusive, RFC 3339",
-                                                       examples=["2026-03-01T00:00:00Z"])] = None,
-        created_to: Annotated[datetime | None, Query(description="Exclusive, RFC 3339")] = None,
+        created_from: Annotated[str | None, Query(description="Inclusive, RFC 3339", examples=["2026-03-01T00:00:00Z"],
+                                                  json_schema_extra=DATETIME_SCHEMA)] = None,
+        created_to: Annotated[str | None, Query(description="Exclusive, RFC 3339",
+                                                json_schema_extra=DATETIME_SCHEMA)] = None,
         user_id: Annotated[str | None, Query(description="Payments of this user")] = None,
         sort: Annotated[str, Query(description="created_at | amount | status, '-' prefix for descending",
-                                   examples=["-created_at", "amount"])] = "-created_at",
+                                   examples=["-created_at", "amount"], json_schema_extra={"enum": list(SORTS)})]
+        = "-created_at",
         limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Page size")] = None,
         size: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Seed alias of limit")] = None,
-        starting_after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+        starting_after: Annotated[str | None, Query(description=(
+            "next_cursor of the previous page, unchanged, with the same sort and filters (opaque and "
+            "signed: any other value is a 400 invalid-cursor)"))] = None,
         page: Annotated[int | None, Query(ge=1, le=MAX_PAGE, description="Page number (offset pagination)")] = None,
         consistent_with: ConsistentWith = None,
     ) -> SearchResult:
@@ -181,7 +194,8 @@ def create_app(settings: Settings | None = None, ctx: QueryContext | None = None
         h: Handlers,
         payment_id: Annotated[str, Path(min_length=1, max_length=128)],
         min_version: Annotated[int | None, Query(ge=1, description=(
-            f"Read-your-writes: wait (at most {MAX_WAIT_SECONDS:g} s) until the read model holds at least "
+            "Read-your-writes: wait (at most PAYMENTS_READ_WAIT_SECONDS, 5 s by default) until the read "
+            "model holds at least "
             "this version (the `version` a command returned)"))] = None,
         consistent_with: ConsistentWith = None,
     ) -> PaymentView:
@@ -198,10 +212,12 @@ def create_app(settings: Settings | None = None, ctx: QueryContext | None = None
     async def statistics(
         principal: Reader,
         h: Handlers,
-        created_from: Annotated[date | None, Query(description="First UTC day, inclusive",
-                                                   examples=["2026-03-01"])] = None,
-        created_to: Annotated[date | None, Query(description="Last UTC day, inclusive")] = None,
-        currency: Annotated[str | None, Query(description="Only this currency")] = None,
+        created_from: Annotated[str | None, Query(description="First UTC day, inclusive", examples=["2026-03-01"],
+                                                  json_schema_extra=DATE_SCHEMA)] = None,
+        created_to: Annotated[str | None, Query(description="Last UTC day, inclusive",
+                                                json_schema_extra=DATE_SCHEMA)] = None,
+        currency: Annotated[str | None, Query(description="Only this currency (ISO 4217 code)",
+                                              json_schema_extra=CURRENCY_SCHEMA)] = None,
         consistent_with: ConsistentWith = None,
     ) -> Statistics:
         """count, sum, avg, min, max per currency, by status and by UTC day of creation, read

@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 from services.query.cache import QueryCache
 from services.query.handlers import QueryHandlers
 from services.query.read_model import ReadModel
+from shared.auth import cursor_key
 from shared.consistency import ConsistencyTokens
 from shared.settings import Settings
 
@@ -41,8 +42,8 @@ class QueryContext:
 
 def build(settings: Settings, *, use_cache: bool = True) -> QueryContext:
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_url, tz_aware=True, serverSelectionTimeoutMS=5000)
-    read_model = ReadModel(mongo[settings.mongo_db])
+    read_model = ReadModel(mongo[settings.mongo_db], cursor_key(settings))
     cache = QueryCache.from_url(settings.redis_url, cache_prefix(settings))
     handlers = QueryHandlers(read_model, cache if use_cache else None,
-                             ConsistencyTokens(settings.consistency_token_secret))
+                             ConsistencyTokens(settings.consistency_token_secret), max_wait=settings.read_wait_seconds)
     return QueryContext(settings, mongo, read_model, cache, handlers)

@@ -38,7 +38,7 @@ def query_api(
     uvicorn.run(
         "services.query.api:create_app", factory=True,
         host=host or settings.host, port=port or settings.query_api_port, workers=workers,
-        log_level="warning", access_log=False, timeout_graceful_shutdown=10,
+        log_config=None, access_log=False, timeout_graceful_shutdown=10,  # logs: our handler (JSON)
     )
 
 

@@ -18,7 +18,8 @@ from services.query.read_model import ReadModel
 from shared.consistency import ConsistencyTokens, Writes
 from shared.telemetry import QUERIES, QUERY_DURATION
 
-# Bound of a read-your-writes wait: GET /v1/payments/{id}?min_version=N and consistent_with.
+# Default bound of a read-your-writes wait (min_version, consistent_with):
+# PAYMENTS_READ_WAIT_SECONDS.
 MAX_WAIT_SECONDS = 5.0
 
 
@@ -48,10 +49,11 @@ class NotCaughtUp(TimeoutError):
 
 class QueryHandlers:
     def __init__(self, read_model: ReadModel, cache: QueryCache | None,
-                 tokens: ConsistencyTokens | None = None) -> None:
+                 tokens: ConsistencyTokens | None = None, *, max_wait: float = MAX_WAIT_SECONDS) -> None:
         self.read_model = read_model
         self.cache = cache
         self.tokens = tokens
+        self.max_wait = max_wait  # bound of every read-your-writes wait
 
     def _writes(self, org: str, consistent_with: Sequence[str]) -> Writes | None:
         """The writes the answer must reflect. Raises InvalidConsistencyToken (400) or
@@ -91,7 +93,7 @@ class QueryHandlers:
                                   lambda: self.read_model.statistics(org, query), self._writes(org, consistent_with))
 
     async def get(self, org: str, payment_id: str, min_version: int | None = None,
-                  max_wait: float = MAX_WAIT_SECONDS, consistent_with: Sequence[str] = ()) -> PaymentView:
+                  max_wait: float | None = None, consistent_with: Sequence[str] = ()) -> PaymentView:
         """The payment, once the read model holds at least ``min_version`` of it and
         reflects the writes of ``consistent_with``.
 
@@ -116,14 +118,15 @@ class QueryHandlers:
             raise PaymentNotFound(payment_id)
         return view
 
-    async def _wait_for(self, org: str, payment_id: str, min_version: int, max_wait: float) -> PaymentView:
+    async def _wait_for(self, org: str, payment_id: str, min_version: int, max_wait: float | None) -> PaymentView:
         await self.wait_for(org, {payment_id: min_version}, max_wait)
         return await self._get_or_missing(org, payment_id)
 
-    async def wait_for(self, org: str, wanted: Mapping[str, int], max_wait: float = MAX_WAIT_SECONDS) -> None:
+    async def wait_for(self, org: str, wanted: Mapping[str, int], max_wait: float | None = None) -> None:
         """Poll MongoDB (bypassing the cache) with backoff 10 ms -> 200 ms until it holds
         every payment of ``wanted`` at that version or newer (a tombstone counts), or
-        raise :class:`NotCaughtUp` when ``max_wait`` ends."""
+        raise :class:`NotCaughtUp` when ``max_wait`` (default: this handler's bound) ends."""
+        max_wait = self.max_wait if max_wait is None else max_wait
         started = time.monotonic()
         delay = 0.01
         ids = list(wanted)

@@ -2,38 +2,38 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+import re
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.money import MAX_AMOUNT, format_money, validate_currency
+from shared.money import MAX_AMOUNT, validate_currency
 from shared.payment import PaymentStatus
+from shared.payment_view import EXAMPLE_PAYMENT, Payment
 
 SORT_FIELDS = ("created_at", "amount", "status")
+SORTS = tuple(p + f for f in SORT_FIELDS for p in ("", "-"))
+# Timestamps and days as query strings: RFC 3339 text only (never a number of seconds).
+RFC3339_DATETIME = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+RFC3339_DATE = r"^\d{4}-\d{2}-\d{2}$"
+
+
+def _rfc3339(pattern: str, value: Any) -> Any:
+    if (isinstance(value, str) and not re.match(pattern, value)) or isinstance(value, int | float):
+        raise ValueError("expected an RFC 3339 " + ("date" if pattern == RFC3339_DATE else "timestamp")
+                         + ", e.g. 2026-03-01" + ("" if pattern == RFC3339_DATE else "T00:00:00Z"))
+    return value
 MAX_LIMIT = 100
 # Offset pagination stops at 10 000 pages (1 M rows skipped at most): deeper, use cursors.
 MAX_PAGE = 10_000
 DEFAULT_LIMIT = 20
 
-EXAMPLE_PAYMENT = {
-    "id": "pay_01J9Z3",
-    "organization_id": "org_acme",
-    "user_id": "user_42",
-    "amount": 1250,
-    "currency": "EUR",
-    "formatted_amount": "12.50 EUR",
-    "status": "completed",
-    "description": "Cloud resources, March",
-    "metadata": {"invoice": "INV-2026-03"},
-    "version": 2,
-    "created_at": "2026-03-01T10:00:00Z",
-    "updated_at": "2026-03-01T10:00:05Z",
-}
 
 
 class SearchQuery(BaseModel):
-    """Filters, sort and pagination of a payment search (organization comes from the caller)."""
+    """Filters, sort and pagination of a payment search (organization comes from the caller).
+    An empty range (min above max, from after to) is a valid search that matches nothing."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -53,7 +53,7 @@ class SearchQuery(BaseModel):
     @field_validator("currency")
     @classmethod
     def _currency(cls, v: str | None) -> str | None:
-        return None if v is None else validate_currency(v.upper())
+        return None if v is None else validate_currency(v)
 
     @field_validator("sort")
     @classmethod
@@ -62,20 +62,22 @@ class SearchQuery(BaseModel):
             raise ValueError(f"sort must be one of {', '.join(SORT_FIELDS)}, optionally prefixed with '-'")
         return v
 
+    @field_validator("created_from", "created_to", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        return _rfc3339(RFC3339_DATETIME, v)
+
     @field_validator("created_from", "created_to")
     @classmethod
     def _aware(cls, v: datetime | None) -> datetime | None:
         if v is not None and v.tzinfo is None:
             raise ValueError("timestamps must carry a time zone (RFC 3339)")
+        if v is not None:
+            try:
+                v.astimezone(UTC)  # the filter is in UTC: the instant must exist there
+            except OverflowError:
+                raise ValueError("timestamps must lie between years 0001 and 9999 in UTC") from None
         return v
-
-    @model_validator(mode="after")
-    def _ranges(self) -> SearchQuery:
-        if self.min_amount is not None and self.max_amount is not None and self.min_amount > self.max_amount:
-            raise ValueError("min_amount must not exceed max_amount")
-        if self.created_from and self.created_to and self.created_from >= self.created_to:
-            raise ValueError("created_from must be before created_to")
-        return self
 
     @property
     def sort_field(self) -> str:
@@ -86,31 +88,8 @@ class SearchQuery(BaseModel):
         return self.sort.startswith("-")
 
 
-class PaymentView(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_PAYMENT]})
-
-    id: str
-    organization_id: str
-    user_id: str | None = None
-    amount: int = Field(description="Minor units of the currency")
-    currency: str
-    formatted_amount: str = Field(description="Amount in major units with the currency code, e.g. '12.50 EUR'")
-    status: PaymentStatus
-    description: str = ""
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    version: int
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def from_document(cls, doc: dict[str, Any]) -> PaymentView:
-        return cls(
-            id=doc["_id"], organization_id=doc["organization_id"], user_id=doc.get("user_id"),
-            amount=doc["amount"], currency=doc["currency"],
-            formatted_amount=format_money(doc["amount"], doc["currency"]), status=doc["status"],
-            description=doc.get("description", ""), metadata=doc.get("metadata") or {},
-            version=doc["version"], created_at=doc["created_at"], updated_at=doc["updated_at"],
-        )
+# One representation of a payment for both APIs and the facade (shared/payment_view.py).
+PaymentView = Payment
 
 
 class SearchResult(BaseModel):
@@ -138,16 +117,15 @@ class StatisticsQuery(BaseModel):
     created_to: date | None = None
     currency: str | None = None
 
+    @field_validator("created_from", "created_to", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        return _rfc3339(RFC3339_DATE, v)
+
     @field_validator("currency")
     @classmethod
     def _currency(cls, v: str | None) -> str | None:
-        return None if v is None else validate_currency(v.upper())
-
-    @model_validator(mode="after")
-    def _range(self) -> StatisticsQuery:
-        if self.created_from and self.created_to and self.created_from > self.created_to:
-            raise ValueError("created_from must not be after created_to")
-        return self
+        return None if v is None else validate_currency(v)
 
 
 class Figures(BaseModel):

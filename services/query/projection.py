@@ -26,6 +26,7 @@ Rules:
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -104,8 +105,8 @@ class BucketDelta:
 @dataclass(slots=True)
 class BatchPlan:
     outcomes: list[str] = field(default_factory=list)  # one per input event, same order
-    upserts: dict[str, PaymentEvent] = field(default_factory=dict)  # payment id -> newest event
-    tombstones: dict[str, PaymentEvent] = field(default_factory=dict)  # payment id -> deleted event
+    upserts: dict[str, PaymentEvent] = field(default_factory=dict)  # document id -> newest event
+    tombstones: dict[str, PaymentEvent] = field(default_factory=dict)  # document id -> deleted event
     deltas: dict[BucketKey, BucketDelta] = field(default_factory=dict)
 
     @property
@@ -132,7 +133,7 @@ def plan_batch(stored: Mapping[str, Stored], events: Sequence[PaymentEvent]) -> 
     plan = BatchPlan()
     current: dict[str, Stored] = dict(stored)
     for event in events:
-        pid = event.subject
+        pid = document_id(event.organizationid, event.subject)
         before = current.get(pid)
         if before is not None and event.paymentversion <= before.version:
             plan.outcomes.append(DUPLICATE)
@@ -162,11 +163,18 @@ def stored_from_doc(doc: Mapping[str, Any], *, tombstone: bool) -> Stored:
     return Stored(int(doc["version"]), Contribution(bucket, int(doc["amount"])))
 
 
+def document_id(organization_id: str, payment_id: str) -> str:
+    """``_id`` of a payment's read-model documents: payment ids are per organization, so
+    the key holds both (a JSON pair: unambiguous whatever the characters)."""
+    return json.dumps([organization_id, payment_id], separators=(",", ":"))
+
+
 def payment_document(event: PaymentEvent, projected_at: datetime) -> dict[str, Any]:
-    """The read-model document of a live payment (``_id`` = payment id)."""
+    """The read-model document of a live payment (``_id`` = :func:`document_id`)."""
     p = event.payment
     return {
-        "_id": p.id,
+        "_id": document_id(p.organization_id, p.id),
+        "id": p.id,
         "organization_id": p.organization_id,
         "user_id": p.user_id,
         "amount": p.amount,
@@ -187,7 +195,8 @@ def payment_document(event: PaymentEvent, projected_at: datetime) -> dict[str, A
 def tombstone_document(event: PaymentEvent, projected_at: datetime) -> dict[str, Any]:
     p = event.payment
     return {
-        "_id": p.id,
+        "_id": document_id(p.organization_id, p.id),
+        "id": p.id,
         "organization_id": p.organization_id,
         "version": p.version,
         "deleted_at": p.deleted_at,
@@ -270,7 +279,7 @@ async def apply_batch(client: Any, collections: Any, events: Sequence[PaymentEve
     """
     if not events:
         return BatchResult([], set(), None)
-    ids = list({e.subject for e in events})
+    ids = list({document_id(e.organizationid, e.subject) for e in events})
     async with client.start_session() as session:
         if on_session is not None:
             await on_session(session)

@@ -3,7 +3,8 @@
 Collections (one set per *generation*, so ``payments replay`` can build a fresh set and
 switch to it atomically by updating one pointer document):
 
-* ``payments_<gen>``: live payments (``_id`` = payment id), one document per payment;
+* ``payments_<gen>``: live payments (``_id`` = organization + payment id, as payment ids
+  are per organization), one document per payment;
 * ``tombstones_<gen>``: deleted payments (``_id``, ``version``): keep an older replayed
   event from resurrecting them;
 * ``statistics_<gen>``: one document per organization × UTC day × currency × status with
@@ -17,6 +18,8 @@ them.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 from collections import defaultdict
@@ -38,10 +41,11 @@ from services.query.models import (
     StatisticsQuery,
     StatusFigures,
 )
+from services.query.projection import document_id
 
 META = "read_model_meta"
 DEFAULT_GENERATION = "g0"
-CURSOR_PREFIX = "c1."
+CURSOR_PREFIX = "c2."
 
 
 class InvalidCursor(ValueError):
@@ -74,27 +78,49 @@ def sort_spec(q: SearchQuery) -> list[tuple[str, int]]:
     return [(q.sort_field, direction), ("_id", direction)]
 
 
-def encode_cursor(q: SearchQuery, doc: Mapping[str, Any]) -> str:
+def _binding(org: str, q: SearchQuery) -> str:
+    """What a cursor is bound to: the organization, the sort and every filter (not the
+    page size, which may change between pages)."""
+    search = q.model_dump(mode="json", exclude={"starting_after", "page", "limit"})
+    return hashlib.sha256(json.dumps([org, search], sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _signature(key: bytes, body: bytes) -> str:
+    return base64.urlsafe_b64encode(hmac.new(key, body, hashlib.sha256).digest()[:24]).decode()
+
+
+def encode_cursor(key: bytes, org: str, q: SearchQuery, doc: Mapping[str, Any]) -> str:
+    """An opaque cursor: the last item's (sort value, ``_id``) and the search it belongs
+    to, signed with ``key`` so a client can neither forge nor alter one."""
     value = doc[q.sort_field]
     if isinstance(value, datetime):
-        value = {"$dt": value.astimezone(UTC).isoformat()}
-    raw = json.dumps([q.sort, value, doc["_id"]], separators=(",", ":")).encode()
-    return CURSOR_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        value = value.astimezone(UTC).isoformat()
+    raw = json.dumps([_binding(org, q), value, doc["_id"]], separators=(",", ":")).encode()
+    body = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return f"{CURSOR_PREFIX}{body}.{_signature(key, body.encode())}"
 
 
-def decode_cursor(q: SearchQuery, cursor: str) -> tuple[Any, str]:
-    """``(sort value, id)`` of the last item of the previous page."""
-    if not cursor.startswith(CURSOR_PREFIX):
-        raise InvalidCursor("starting_after must be the next_cursor of a previous page")
-    body = cursor.removeprefix(CURSOR_PREFIX)
+# The type each sort field's value has in a cursor (a datetime travels as ISO text).
+_CURSOR_VALUE_TYPES: dict[str, type] = {"created_at": str, "amount": int, "status": str}
+
+
+def decode_cursor(key: bytes, org: str, q: SearchQuery, cursor: str) -> tuple[Any, str]:
+    """``(sort value, _id)`` of the last item of the previous page of this same search."""
+    body, _, signature = cursor.removeprefix(CURSOR_PREFIX).partition(".")
+    if not cursor.startswith(CURSOR_PREFIX) or not hmac.compare_digest(
+            signature.encode(), _signature(key, body.encode()).encode()):
+        raise InvalidCursor("starting_after must be the next_cursor of a previous page, unchanged")
     try:
-        sort, value, pid = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        binding, value, pid = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     except (ValueError, TypeError):
         raise InvalidCursor("starting_after is not a valid cursor") from None
-    if sort != q.sort:
-        raise InvalidCursor(f"the cursor was made for sort={sort!r}, not {q.sort!r}")
-    if isinstance(value, dict) and "$dt" in value:
-        value = datetime.fromisoformat(value["$dt"])
+    if binding != _binding(org, q):
+        raise InvalidCursor("the cursor belongs to another search: keep the sort and filters of the "
+                            "request that returned it")
+    if not isinstance(value, _CURSOR_VALUE_TYPES[q.sort_field]) or isinstance(value, bool) or not isinstance(pid, str):
+        raise InvalidCursor("starting_after is not a valid cursor")  # only a leaked key could get here
+    if q.sort_field == "created_at":
+        value = datetime.fromisoformat(value)
     return value, pid
 
 
@@ -105,15 +131,25 @@ def keyset_filter(q: SearchQuery, after: tuple[Any, str]) -> dict[str, Any]:
     return {"$or": [{q.sort_field: {op: value}}, {q.sort_field: value, "_id": {op: pid}}]}
 
 
-def page_result(q: SearchQuery, docs: list[dict[str, Any]], total: int) -> SearchResult:
+def payment_of(doc: Mapping[str, Any]) -> PaymentView:
+    """The representation of a live payment's read-model document."""
+    return PaymentView(
+        id=doc["id"], organization_id=doc["organization_id"], user_id=doc.get("user_id"),
+        amount=doc["amount"], currency=doc["currency"], status=doc["status"],
+        description=doc.get("description", ""), metadata=doc.get("metadata") or {},
+        version=doc["version"], created_at=doc["created_at"], updated_at=doc["updated_at"],
+    )
+
+
+def page_result(key: bytes, org: str, q: SearchQuery, docs: list[dict[str, Any]], total: int) -> SearchResult:
     """``docs`` were fetched with ``limit + 1`` to learn whether more follow."""
     has_more = len(docs) > q.limit
     docs = docs[: q.limit]
     return SearchResult(
-        data=[PaymentView.from_document(d) for d in docs],
+        data=[payment_of(d) for d in docs],
         total=total,
         has_more=has_more,
-        next_cursor=encode_cursor(q, docs[-1]) if has_more and docs else None,
+        next_cursor=encode_cursor(key, org, q, docs[-1]) if has_more and docs else None,
         limit=q.limit,
         page=q.page if q.starting_after is None else None,
     )
@@ -227,8 +263,9 @@ class ReadModel:
 
     POINTER_TTL = 1.0  # seconds a reader trusts its copy of the active-generation pointer
 
-    def __init__(self, db: Any) -> None:
+    def __init__(self, db: Any, cursor_key: bytes) -> None:
         self.db = db
+        self.cursor_key = cursor_key  # signs search cursors (shared.auth.cursor_key)
         self._active: tuple[float, Collections] | None = None
 
     def collections(self, generation: str) -> Collections:
@@ -276,19 +313,19 @@ class ReadModel:
         page_flt = flt
         skip = 0
         if q.starting_after is not None:
-            page_flt = {"$and": [flt, keyset_filter(q, decode_cursor(q, q.starting_after))]}
+            page_flt = {"$and": [flt, keyset_filter(q, decode_cursor(self.cursor_key, org, q, q.starting_after))]}
         elif q.page is not None:
             skip = (q.page - 1) * q.limit
         cursor = cols.payments.find(page_flt, sort=sort_spec(q), skip=skip, limit=q.limit + 1,
                                     hint=choose_index(flt, q.sort_field))
         docs = await cursor.to_list()
         total = await cols.payments.count_documents(flt)
-        return page_result(q, docs, total)
+        return page_result(self.cursor_key, org, q, docs, total)
 
     async def get(self, org: str, payment_id: str) -> PaymentView | None:
         cols = await self.active()
-        doc = await cols.payments.find_one({"_id": payment_id, "organization_id": org})
-        return PaymentView.from_document(doc) if doc else None
+        doc = await cols.payments.find_one({"_id": document_id(org, payment_id)})
+        return payment_of(doc) if doc else None
 
     async def version(self, org: str, payment_id: str) -> int | None:
         """Version the read model holds (live or tombstone), ``None`` if unknown."""
@@ -298,12 +335,13 @@ class ReadModel:
         """Versions the read model holds of these payments of ``org`` (live or tombstone);
         unknown ones are absent. Tombstones are read only for ids not live."""
         cols = await self.active()
-        flt = {"_id": {"$in": payment_ids}, "organization_id": org}
-        found = {d["_id"]: d["version"] async for d in cols.payments.find(flt, {"version": 1})}
-        missing = [pid for pid in payment_ids if pid not in found]
+        keys = {document_id(org, pid): pid for pid in payment_ids}
+        found = {keys[d["_id"]]: d["version"]
+                 async for d in cols.payments.find({"_id": {"$in": list(keys)}}, {"version": 1})}
+        missing = [key for key, pid in keys.items() if pid not in found]
         if missing:
-            flt["_id"] = {"$in": missing}
-            found |= {d["_id"]: d["version"] async for d in cols.tombstones.find(flt, {"version": 1})}
+            found |= {keys[d["_id"]]: d["version"]
+                      async for d in cols.tombstones.find({"_id": {"$in": missing}}, {"version": 1})}
         return found
 
     async def statistics(self, org: str, q: StatisticsQuery) -> Statistics:

@@ -237,7 +237,7 @@ async def test_reconcile_finds_and_repairs_read_side_drift(system: IntakeSystem)
     mongo: AsyncMongoClient = AsyncMongoClient(system.settings.mongo_url, tz_aware=True)
     try:
         cols = await ReadModel(mongo[system.settings.mongo_db]).active(fresh=True)
-        assert (await cols.payments.delete_one({"_id": "rec-0"})).deleted_count == 1
+        assert (await cols.payments.delete_one({"organization_id": org, "id": "rec-0"})).deleted_count == 1
         altered = await cols.statistics.find_one_and_update(
             {"organization_id": org, "status": "completed"}, {"$inc": {"sum": 1}})
         assert altered is not None
@@ -252,6 +252,6 @@ async def test_reconcile_finds_and_repairs_read_side_drift(system: IntakeSystem)
         assert code == 1 and repaired["repaired_writes"] >= 2
         code, after = await asyncio.to_thread(reconcile, system, "--org", org)
         assert (code, after["drift"]) == (0, 0), after
-        assert (await cols.payments.find_one({"_id": "rec-0"}))["amount"] == 100
+        assert (await cols.payments.find_one({"organization_id": org, "id": "rec-0"}))["amount"] == 100
     finally:
         await mongo.close()

@@ -37,3 +37,18 @@ def test_unreachable_server_is_one_clear_line(process: str, env: dict[str, str],
 def test_help_does_not_wait_for_servers() -> None:
     result = _run(["command-api", "--help"], PAYMENTS_DATABASE_URL="postgresql://u@127.0.0.1:1/db")
     assert result.returncode == 0 and "Usage" in result.stdout
+
+
+@pytest.mark.parametrize("process", ["command-api", "query-api"])
+def test_an_api_beyond_loopback_refuses_the_development_secret(process: str) -> None:
+    result = _run([process], PAYMENTS_HOST="0.0.0.0")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "PAYMENTS_JWT_SECRET" in errors[0] and "PAYMENTS_JWT_JWKS_URL" in errors[0], errors
+
+
+def test_the_development_secret_beyond_loopback_only_when_told() -> None:
+    # Allowed: the process goes on to wait for its servers (none here: it stops there).
+    result = _run(["query-api"], PAYMENTS_HOST="0.0.0.0", PAYMENTS_ALLOW_DEV_JWT_SECRET="true",
+                  PAYMENTS_MONGO_URL="mongodb://127.0.0.1:1/?directConnection=true")
+    assert result.returncode == 1 and "PAYMENTS_MONGO_URL" in result.stderr and "JWT" in result.stderr, result.stderr

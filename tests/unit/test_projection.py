@@ -12,7 +12,7 @@ from test_projection_strategies import (
     snapshot,
 )
 
-from services.query.projection import APPLIED, DUPLICATE, BucketKey, plan_batch, utc_day
+from services.query.projection import APPLIED, DUPLICATE, BucketKey, document_id, plan_batch, utc_day
 from shared.events import EventType, new_event
 from shared.payment import PaymentStatus
 
@@ -51,7 +51,7 @@ def test_outcomes_follow_versions_within_one_batch():
     v1, v2, v3 = life
     plan = plan_batch({}, [v1, v3, v2, v1])
     assert plan.outcomes == [APPLIED, APPLIED, DUPLICATE, DUPLICATE]
-    assert plan.upserts["p1"].paymentversion == 3
+    assert plan.upserts[document_id("org-a", "p1")].paymentversion == 3
     [(key, delta)] = plan.deltas.items()
     assert (delta.count, delta.sum) == (1, 200)  # v1 added then replaced by v3
     assert delta.lost_member  # v1 left the bucket: min/max are recomputed by the adapter
@@ -61,7 +61,7 @@ def test_a_deleted_payment_is_not_resurrected_by_an_older_event():
     life = history("p1", "org-a", snapshot("x").created_at, "EUR", [("update", 100)], delete=True)
     model = MemoryReadModel()
     model.apply([life[-1]])
-    assert model.payments == {} and model.tombstones == {"p1": life[-1].paymentversion}
+    assert model.payments == {} and model.tombstones == {document_id("org-a", "p1"): life[-1].paymentversion}
     plan = model.apply(life[:-1])
     assert plan.outcomes == [DUPLICATE] * (len(life) - 1)
     assert model.payments == {} and model.stats == {}

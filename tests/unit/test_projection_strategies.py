@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from hypothesis import strategies as st
 
-from services.query.projection import BatchPlan, BucketKey, Stored, contribution_of, plan_batch
+from services.query.projection import BatchPlan, BucketKey, Stored, contribution_of, document_id, plan_batch
 from shared.events import EventType, PaymentEvent, new_event
 from shared.payment import (
     MAX_METADATA_KEY_LENGTH,
@@ -92,8 +92,9 @@ def histories(draw: st.DrawFn, max_payments: int = 6) -> list[list[PaymentEvent]
     for i in range(count):
         steps = draw(st.lists(st.tuples(st.sampled_from(["update", "status"]), st.integers(1, 5000)),
                               min_size=1, max_size=5))
+        # Payment ids are per organization: p0 exists in both, with independent lives.
         result.append(history(
-            f"p{i}", draw(st.sampled_from(["org-a", "org-b"])),
+            f"p{i // 2}", ("org-a", "org-b")[i % 2],
             BASE + timedelta(hours=draw(st.integers(0, 3))), draw(st.sampled_from(["EUR", "JPY"])),
             steps, delete=draw(st.booleans()),
         ))
@@ -156,7 +157,7 @@ class MemoryReadModel:
 
 
 def newest_versions(lives: list[list[PaymentEvent]]) -> dict[str, PaymentEvent]:
-    return {life[-1].subject: life[-1] for life in lives}
+    return {document_id(life[-1].organizationid, life[-1].subject): life[-1] for life in lives}
 
 
 def recount(payments: list[PaymentSnapshot]) -> dict[BucketKey, dict[str, int]]:

@@ -29,7 +29,7 @@ T1 = datetime(2026, 3, 2, tzinfo=UTC)
 
 
 def test_search_filter_is_scoped_to_the_organization_and_maps_every_filter():
-    q = SearchQuery(status="completed", currency="eur", min_amount=10, max_amount=20, created_from=T0,
+    q = SearchQuery(status="completed", currency="EUR", min_amount=10, max_amount=20, created_from=T0,
                     created_to=T1, user_id="u1")
     assert search_filter("org-a", q) == {
         "organization_id": "org-a", "status": "completed", "currency": "EUR", "user_id": "u1",
@@ -43,12 +43,15 @@ def test_sort_is_keyed_on_the_field_then_id_in_the_same_direction():
     assert sort_spec(SearchQuery(sort="status")) == [("status", 1), ("_id", 1)]
 
 
-@pytest.mark.parametrize("bad", [{"sort": "description"}, {"currency": "XXX"}, {"min_amount": 5, "max_amount": 1},
-                                 {"created_from": T1, "created_to": T0}, {"limit": 0}, {"limit": 101},
+@pytest.mark.parametrize("bad", [{"sort": "description"}, {"currency": "XXX"}, {"currency": "eur"}, {"currency": ""},
+                                 {"limit": 0}, {"limit": 101},
                                  {"created_from": datetime(2026, 3, 1)}])
 def test_invalid_search_queries_are_rejected(bad):  # noqa: ANN001
     with pytest.raises(ValidationError):
         SearchQuery(**bad)
+
+
+KEY = b"unit-test-cursor-key"
 
 
 @given(st.sampled_from(["created_at", "-created_at", "amount", "-amount", "status", "-status"]),
@@ -56,18 +59,31 @@ def test_invalid_search_queries_are_rejected(bad):  # noqa: ANN001
 def test_cursors_round_trip(sort, pid, amount, created):  # noqa: ANN001
     q = SearchQuery(sort=sort)
     doc = {"_id": pid, "amount": amount, "created_at": created, "status": "failed"}
-    assert decode_cursor(q, encode_cursor(q, doc)) == (doc[q.sort_field], pid)
+    assert decode_cursor(KEY, "o", q, encode_cursor(KEY, "o", q, doc)) == (doc[q.sort_field], pid)
 
 
-def test_a_cursor_is_bound_to_its_sort_and_garbage_is_refused():
+def test_a_cursor_is_bound_to_its_search_and_garbage_is_refused():
     doc = {"_id": "p1", "amount": 5, "created_at": T0, "status": "failed"}
-    cursor = encode_cursor(SearchQuery(sort="amount"), doc)
+    q = SearchQuery(sort="amount", currency="EUR", min_amount=1)
+    cursor = encode_cursor(KEY, "o", q, doc)
+    assert decode_cursor(KEY, "o", q.model_copy(update={"limit": 5}), cursor) == (5, "p1")  # page size may change
+    for other in (q.model_copy(update={"sort": "-amount"}), q.model_copy(update={"currency": "USD"}),
+                  q.model_copy(update={"min_amount": None}), q.model_copy(update={"status": "failed"})):
+        with pytest.raises(InvalidCursor, match="another search"):
+            decode_cursor(KEY, "o", other, cursor)
+    with pytest.raises(InvalidCursor, match="another search"):
+        decode_cursor(KEY, "another-org", q, cursor)
+    for garbage in ("p1", "c2.!!!", "c2.", cursor + "x", cursor.replace("c2.", "c2.e", 1)):
+        with pytest.raises(InvalidCursor):
+            decode_cursor(KEY, "o", q, garbage)
     with pytest.raises(InvalidCursor):
-        decode_cursor(SearchQuery(sort="-amount"), cursor)
+        decode_cursor(b"another key", "o", q, cursor)
+
+
+@given(st.text(max_size=200))
+def test_no_cursor_but_a_signed_one_is_accepted(forged):  # noqa: ANN001
     with pytest.raises(InvalidCursor):
-        decode_cursor(SearchQuery(), "p1")
-    with pytest.raises(InvalidCursor):
-        decode_cursor(SearchQuery(), "c1.!!!")
+        decode_cursor(KEY, "o", SearchQuery(), "c2." + forged)
 
 
 def test_keyset_filter_breaks_ties_on_id():
@@ -109,7 +125,7 @@ def test_summarize_folds_buckets_per_currency_status_and_day():
 
 
 def test_statistics_filter_uses_inclusive_utc_days():
-    q = StatisticsQuery(created_from=date(2026, 3, 1), created_to=date(2026, 3, 31), currency="usd")
+    q = StatisticsQuery(created_from=date(2026, 3, 1), created_to=date(2026, 3, 31), currency="USD")
     assert statistics_filter("o", q) == {"organization_id": "o", "day": {"$gte": "2026-03-01", "$lte": "2026-03-31"},
                                          "currency": "USD"}
 
@@ -119,3 +135,9 @@ def test_cache_keys_change_with_the_generations_and_the_query():
     assert a == digest(SearchQuery(status="failed")) != digest(SearchQuery(status="completed"))
     assert answer_key("p", "search", "o", "g0", 1, a) != answer_key("p", "search", "o", "g0", 2, a)
     assert answer_key("p", "search", "o", "g0", 1, a) != answer_key("p", "search", "o", "r1", 1, a)
+
+
+def test_an_empty_range_is_a_valid_search_that_matches_nothing():
+    q = SearchQuery(min_amount=5, max_amount=1, created_from=T1, created_to=T0)
+    assert search_filter("o", q)["amount"] == {"$gte": 5, "$lte": 1}
+    assert StatisticsQuery(created_from=date(2026, 3, 2), created_to=date(2026, 3, 1)).created_to == date(2026, 3, 1)

@@ -123,6 +123,13 @@ def db(runtime: CommandRuntime) -> Db:
     return Db(runtime.pool)
 
 
+@pytest.fixture
+async def nothing_written(db: Db) -> AsyncIterator[None]:
+    before = await db.counts()
+    yield
+    assert await db.counts() == before, "a rejected request wrote something"
+
+
 async def consume_events(
     bootstrap: str, topic: str, wanted: set[str], *, timeout: float = 30.0
 ) -> list[tuple[bytes, PaymentEvent, dict[str, bytes]]]:

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from services.command.api import _ID_NAMESPACE
 from shared.auth import SCOPE_READ
 from shared.consistency import ConsistencyTokens, Writes
 from shared.events import EventType
@@ -42,7 +43,8 @@ async def test_create_returns_the_payment_with_version_etag_and_location(api, db
     assert [(r["payment_version"], r["event_type"]) for r in rows] == [(1, "created")]
     event = json.loads(rows[0]["payload"])
     assert event["type"] == EventType.CREATED
-    assert event["data"]["payment"] == {k: v for k, v in payment.items() if v is not None}
+    assert payment["formatted_amount"] == "1999 JPY"  # the one payment representation (shared/payment_view.py)
+    assert event["data"]["payment"] == {k: v for k, v in payment.items() if v is not None and k != "formatted_amount"}
     assert event["source"] == api.settings.event_source and event["paymentversion"] == 1
 
 
@@ -60,9 +62,26 @@ async def test_client_chosen_id_and_duplicate_id_conflict(api, db):
     before = await db.counts()
     other = await api.create(id="inv-2024-117-a", amount=11)  # another command on a taken id
     assert_problem(other, 409, type_suffix="conflict", detail_has="already exists")
-    other_org = await api.create(org="org-b", id="inv-2024-117-a", amount=10)
-    assert_problem(other_org, 409, type_suffix="conflict")
     assert (await db.counts())[:2] == before[:2]
+
+
+async def test_payment_ids_belong_to_their_organization(api, db):
+    """Issue 11.1: an id taken in org-a is free in org-b (nothing to observe), and org-b
+    cannot squat the id org-a's next idempotent create derives."""
+    mine = await api.created(id="inv-shared-1", amount=10)
+    theirs = await api.create(org="org-b", id="inv-shared-1", amount=99)
+    assert theirs.status_code == 201, theirs.text
+    assert (theirs.json()["organization_id"], theirs.json()["amount"]) == ("org-b", 99)
+    key = f"key-{uuid.uuid4()}"
+    derived = str(uuid.uuid5(_ID_NAMESPACE, f"org-a\n{key}"))
+    assert (await api.create(org="org-b", id=derived)).status_code == 201
+    created = await api.create(org="org-a", headers={"Idempotency-Key": key})
+    assert created.status_code == 201 and created.json()["id"] == derived, created.text
+    # Each organization changes only its own payment of that id.
+    deleted = await api.request("DELETE", "/v1/payments/inv-shared-1", org="org-b")
+    assert deleted.status_code == 200 and deleted.json()["amount"] == 99
+    completed = await api.request("POST", "/v1/payments/inv-shared-1/complete")
+    assert completed.status_code == 200 and completed.json()["version"] == mine["version"] + 1
 
 
 async def test_update_with_if_match(api, db):
@@ -243,6 +262,10 @@ async def test_command_status_is_scoped_to_the_organization(api):
     url = response.headers["location"]
     assert_problem(await api.request("GET", url, org="org-b"), 404)
     assert_problem(await api.request("GET", "/v1/commands/nope"), 404)
+    for _ in range(200):  # let the async command finish: later tests count rows
+        if (await api.request("GET", url)).json()["status"] != "running":
+            break
+        await asyncio.sleep(0.05)
 
 
 async def test_read_scope_cannot_write(api, db):

@@ -102,7 +102,8 @@ async def test_events_reach_kafka_keyed_typed_and_in_order(api, db, runtime, con
         for (key, event, headers), snapshot in zip(firsts, snapshots, strict=True):
             assert key == payment_id.encode()
             assert headers["content-type"] == CONTENT_TYPE.encode()
-            assert event.payment == PaymentSnapshot.model_validate(snapshot)
+            assert event.payment == PaymentSnapshot.model_validate(
+                {k: v for k, v in snapshot.items() if k != "formatted_amount"})  # HTTP representation only
             assert event.source == settings.event_source and event.organizationid == "org-a"
     types_a = [e.type for k, e, _ in ours if e.subject == a["id"]]
     assert types_a == [EventType.CREATED, EventType.UPDATED, EventType.STATUS_CHANGED, EventType.STATUS_CHANGED]

@@ -112,7 +112,7 @@ async def _statistics_from_mongo(ctx) -> dict:  # noqa: ANN001
 
 async def _payments_from_mongo(ctx) -> list:  # noqa: ANN001
     cols = await ctx.read_model.active(fresh=True)
-    return [snapshot(d["_id"], d["organization_id"], amount=d["amount"], currency=d["currency"],
+    return [snapshot(d["id"], d["organization_id"], amount=d["amount"], currency=d["currency"],
                      status=d["status"], version=d["version"], created_at=d["created_at"])
             async for d in cols.payments.find()]
 
