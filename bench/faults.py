@@ -50,7 +50,7 @@ from pymongo import AsyncMongoClient
 from services.devstack import LocalStack
 from services.query.read_model import ReadModel
 from services.system import PROCESSES, RunningSystem, isolated
-from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
+from shared.auth import SCOPE_READ, SCOPE_WRITE, cursor_key, mint_token
 from shared.net import free_port
 from shared.settings import Settings
 
@@ -329,7 +329,7 @@ async def _postgres_state(url: str) -> tuple[dict[tuple[str, str], asyncpg.Recor
 async def _read_model_state(mongo: AsyncMongoClient, settings: Settings) -> tuple[
         dict[tuple[str, str], dict[str, Any]], set[tuple[str, str]], dict[str, dict[str, int]]]:
     """(live payments, tombstones, statistics buckets) of the active generation."""
-    cols = await ReadModel(mongo[settings.mongo_db]).active(fresh=True)
+    cols = await ReadModel(mongo[settings.mongo_db], cursor_key(settings)).active(fresh=True)
     docs = {(d["organization_id"], d["id"]): d async for d in cols.payments.find({})}
     tombs = {(d["organization_id"], d["id"]) async for d in cols.tombstones.find({})}
     stats = {d["_id"]: {k: d[k] for k in ("count", "sum", "min", "max")} async for d in cols.statistics.find({})}
@@ -465,7 +465,9 @@ def report(problems: list[str], log: ClientLog, camp: Campaign) -> str:
 
 
 async def run(faults: list[str], rate: float, settle: float, root: Path | None = None) -> tuple[list[str], ClientLog, str]:
-    root = root or Path(tempfile.mkdtemp(prefix="payments-faults-"))
+    if root is None:
+        root = Path(tempfile.mkdtemp(prefix="payments-faults-"))
+        root.chmod(0o711)  # as root, the embedded PostgreSQL runs as another user and must enter it
     camp = Campaign(root)
     print(f"starting a persistent stack and the six processes in {root}…", flush=True)
     await asyncio.to_thread(camp.start)

@@ -112,10 +112,16 @@ def check_text(value: str) -> str:
 
 
 def check_number(value: int | float) -> int | float:
-    """Finite, and within a signed 64-bit integer (exact for integers)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("must be a finite number (NaN and Infinity are not JSON)")
-    if not MIN_NUMBER <= value <= MAX_NUMBER:
+    """Finite, and within a signed 64-bit integer: exactly for integers (BSON int64),
+    as a double for floats (JSON Schema's bounds are compared as doubles: 2**63 - 1 is
+    2**63 there, so a float at that bound is what the event schema allows)."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number (NaN and Infinity are not JSON)")
+        low, high = float(MIN_NUMBER), float(MAX_NUMBER)
+    else:
+        low, high = MIN_NUMBER, MAX_NUMBER
+    if not low <= value <= high:
         raise ValueError(f"must be between {MIN_NUMBER} and {MAX_NUMBER} (signed 64 bits)")
     return value
 

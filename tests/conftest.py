@@ -44,6 +44,9 @@ def _stop_stack() -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     tmp = tempfile.mkdtemp(prefix="payments-tests-")
+    # Our own scratch directory: traversable, because as root an embedded PostgreSQL runs
+    # as another user (services/devstack/postgres.py) and must reach its data below it.
+    os.chmod(tmp, 0o711)
     _state["tmp"] = tmp
     os.environ["PAYMENTS_DATA_DIR"] = tmp
 
@@ -74,6 +77,16 @@ def _clear_settings_cache() -> None:
     module = sys.modules.get("shared.settings")
     if module is not None:
         module.get_settings.cache_clear()
+
+
+@pytest.fixture
+def scratch_dir() -> Iterator[Path]:
+    """A fresh directory an embedded server of the test may keep its data in (unlike
+    ``tmp_path``, whose parents are private to root: see pytest_configure)."""
+    path = Path(tempfile.mkdtemp(dir=str(_state["tmp"])))
+    os.chmod(path, 0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi_offline import FastAPIOffline
-from pydantic import ValidationError
+from pydantic import StringConstraints, ValidationError
 from pymongo.errors import PyMongoError
 
 from services.query.bootstrap import QueryContext, build
@@ -52,11 +52,19 @@ COMMON_ERRORS = {
 }
 
 Reader = Annotated[Principal, Depends(require_scope(SCOPE_READ))]
-ConsistentWith = Annotated[list[str] | None, Query(description=(
+# The shape of a token (shared/consistency.py); whether it is genuine only the server can tell (400).
+# In a URL: at most 3 tokens of 4 KiB (about 130 payments each), so the request line stays
+# inside what HTTP servers read (uvicorn: 16 KiB).
+MAX_URL_TOKEN_CHARS = 4096
+MAX_URL_TOKENS = 3
+ConsistencyToken = Annotated[str, StringConstraints(pattern=r"^ct1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
+                                                     max_length=MAX_URL_TOKEN_CHARS)]
+ConsistentWith = Annotated[list[ConsistencyToken] | None, Query(max_length=MAX_URL_TOKENS, description=(
     "Read-your-writes: the `Consistency-Token` of one or more command results (repeat the parameter for "
-    "several). The answer waits (at most PAYMENTS_READ_WAIT_SECONDS, 5 s by default) until the read model reflects every write "
-    "they name, else 409 `read-model-behind` with `Retry-After`. A malformed or altered token is a 400; a "
-    "token issued to another organization is a 404 that reveals nothing about it."))]
+    f"several, at most {MAX_URL_TOKENS} of {MAX_URL_TOKEN_CHARS} characters). The answer waits (at most "
+    "PAYMENTS_READ_WAIT_SECONDS, 5 s by default) until the read model reflects every write they name, "
+    "else 409 `read-model-behind` with `Retry-After`. A malformed or altered token is a 400; a token "
+    "issued to another organization is a 404 that reveals nothing about it."))]
 CONSISTENCY_ERRORS = {
     400: {"description": "consistent_with is not a consistency token of this deployment", **PROBLEM},
     404: {"description": "A consistency token issued to another organization", **PROBLEM},

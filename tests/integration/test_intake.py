@@ -24,7 +24,7 @@ from pymongo import AsyncMongoClient
 
 from services.query.read_model import ReadModel
 from services.system import RunningSystem, isolated
-from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
+from shared.auth import SCOPE_READ, SCOPE_WRITE, cursor_key, mint_token
 from shared.settings import Settings
 
 PROCESSES = ["intake", "relay", "projector", "query-api", "command-api"]
@@ -236,7 +236,7 @@ async def test_reconcile_finds_and_repairs_read_side_drift(system: IntakeSystem)
 
     mongo: AsyncMongoClient = AsyncMongoClient(system.settings.mongo_url, tz_aware=True)
     try:
-        cols = await ReadModel(mongo[system.settings.mongo_db]).active(fresh=True)
+        cols = await ReadModel(mongo[system.settings.mongo_db], cursor_key(system.settings)).active(fresh=True)
         assert (await cols.payments.delete_one({"organization_id": org, "id": "rec-0"})).deleted_count == 1
         altered = await cols.statistics.find_one_and_update(
             {"organization_id": org, "status": "completed"}, {"$inc": {"sum": 1}})

@@ -54,8 +54,8 @@ class PrivatePostgres:
 
 
 @pytest.fixture
-def private_postgres(stack: Endpoints, tmp_path: Path) -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres(stack, tmp_path / "pg")
+def private_postgres(stack: Endpoints, scratch_dir: Path) -> Iterator[PrivatePostgres]:
+    server = PrivatePostgres(stack, scratch_dir / "pg")
     server.start()
     yield server
     server.stop()

@@ -20,8 +20,8 @@ SHORT_CAMPAIGN = [
 
 
 @pytest.mark.timeout(420)
-async def test_short_fault_campaign_loses_nothing(tmp_path) -> None:  # noqa: ANN001
-    problems, log, text = await run(SHORT_CAMPAIGN, rate=8.0, settle=2.0, root=tmp_path)
+async def test_short_fault_campaign_loses_nothing(scratch_dir) -> None:  # noqa: ANN001
+    problems, log, text = await run(SHORT_CAMPAIGN, rate=8.0, settle=2.0, root=scratch_dir)
     print(text)
     assert not problems, text
     assert log.acked, "the load acknowledged nothing: the campaign proved nothing"

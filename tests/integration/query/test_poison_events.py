@@ -63,7 +63,7 @@ async def test_a_foreign_poison_event_is_dead_lettered_and_every_other_event_pro
 
     async def ordinary_projected() -> bool:
         cols = await ctx.read_model.active(fresh=True)
-        return await cols.payments.count_documents({"_id": {"$regex": "^o"}}) == 30
+        return await cols.payments.count_documents({"organization_id": "org-p", "id": {"$regex": "^o"}}) == 30
 
     await eventually(ordinary_projected, 60, "every ordinary event")
     [dead] = await read_topic(qsettings.kafka_bootstrap, qsettings.dlq_topic, 1)

@@ -198,7 +198,7 @@ async def test_property_on_real_mongodb(ctx, case):  # noqa: ANN001
         await projection.apply_batch(ctx.mongo, cols, batch)
     newest = newest_versions(lives)
     live = {pid: e.paymentversion for pid, e in newest.items() if e.type is not EventType.DELETED}
-    assert {d["id"]: d["version"] async for d in cols.payments.find()} == live
+    assert {d["_id"]: d["version"] async for d in cols.payments.find()} == live
     assert await _statistics_from_mongo(ctx) == recount(await _payments_from_mongo(ctx))
     await rm.drop(generation)
 
