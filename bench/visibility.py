@@ -43,8 +43,7 @@ async def kafka_round_trips(settings: Settings, n: int) -> list[float]:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=settings.kafka_bootstrap, group_id=f"bench-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest", session_timeout_ms=2000, heartbeat_interval_ms=500,
-        fetch_max_wait_ms=10,
+        auto_offset_reset="earliest", fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
     await producer.start()
     await producer.send_and_wait(topic, b"warmup")  # creates the topic

@@ -97,6 +97,8 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Endpoints]:
         headless=True,
         persist=False,
         temporal_namespace=env.get("PAYMENTS_TEMPORAL_NAMESPACE") or "default",
+        # CI runs a smoke job with PAYMENTS_STACK_KAFKA=tansu (the other embedded broker).
+        kafka_broker=env.get("PAYMENTS_STACK_KAFKA") or "noida",
         **external,
     )
     _state["stack"] = local

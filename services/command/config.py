@@ -43,7 +43,6 @@ class CommandSettings(Settings):
     # An Idempotency-Key replays its first response for this long (then it may be reused).
     idempotency_key_retention_seconds: float = Field(default=24 * 3600, ge=0)
     outbox_purge_interval_seconds: float = Field(default=300.0, gt=0)
-    events_topic_partitions: int = Field(default=3, ge=1)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> CommandSettings:

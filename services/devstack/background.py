@@ -53,14 +53,16 @@ def stop_background(
     pids: dict[str, int] = {n: int(p) for n, p in (data.get("pids") or {}).items()}
     # Only signal pids that still run the program we started (pids get reused).
     expected = {
-        "temporal": "temporal",
-        "kafka": "tansu",
-        "mongo": "secantus",
-        "postgres": "postgres",
-        "redis": "valkey",
+        "temporal": ("temporal",),
+        "kafka": ("noida-db", "tansu"),
+        "mongo": ("secantus",),
+        "postgres": ("postgres",),
+        "redis": ("valkey",),
     }
     pids = {
-        n: p for n, p in pids.items() if pid_alive(p) and expected.get(n, n) in pid_cmdline(p)
+        n: p
+        for n, p in pids.items()
+        if pid_alive(p) and any(word in pid_cmdline(p) for word in expected.get(n, (n,)))
     }
     running = sorted(pids)
     owner = data.get("owner_pid")

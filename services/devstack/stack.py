@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from .binaries import check_binaries
+from .binaries import KAFKA_BROKERS, check_binaries
 from .endpoints import (
     DEFAULT_DATA_DIR,
     HOST,
@@ -45,6 +45,7 @@ class LocalStack(ServerLaunch, ReadinessChecks):
     *_url / temporal_address / kafka_bootstrap
                use this existing server instead of starting one (checked for reachability)
     binaries   override the location of a server binary by service name
+    kafka_broker  the embedded Kafka: "noida" (noida-db, default) or "tansu"
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class LocalStack(ServerLaunch, ReadinessChecks):
         external_timeout: float = 5.0,
         stop_timeout: float = 10.0,
         write_stack_file: bool = True,
+        kafka_broker: str = KAFKA_BROKERS[0],
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.persist = persist
@@ -96,11 +98,13 @@ class LocalStack(ServerLaunch, ReadinessChecks):
         self.external_timeout = external_timeout
         self.stop_timeout = stop_timeout
         self.write_stack_file = write_stack_file
+        self.kafka_broker = kafka_broker
 
         self.endpoints: Endpoints | None = None
         self.ports: dict[str, int] = {}
         self.startup_seconds: float | None = None
         self._children: dict[str, Child] = {}
+        self._binaries: dict[str, Path] = {}
         self._ephemeral_dirs: list[Path] = []
         self._lock = threading.Lock()
         self._atexit_registered = False
@@ -132,7 +136,8 @@ class LocalStack(ServerLaunch, ReadinessChecks):
         if self.endpoints is not None:
             return self.endpoints
         t0 = time.monotonic()
-        binaries = check_binaries(self.binary_overrides, self.external)
+        binaries = check_binaries(self.binary_overrides, self.external, self.kafka_broker)
+        self._binaries = binaries
         self._check_not_running()
         self._pick_ports()
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -142,6 +147,7 @@ class LocalStack(ServerLaunch, ReadinessChecks):
             self._atexit_registered = True
         try:
             endpoints = self._launch(binaries)
+            endpoints.client_settings = self.client_settings()
             run_async(lambda: self._wait_ready(endpoints))
             endpoints.pids = self.pids
             self.endpoints = endpoints
@@ -181,6 +187,62 @@ class LocalStack(ServerLaunch, ReadinessChecks):
                 with contextlib.suppress(OSError):
                     d.parent.rmdir()  # data_dir/run, when empty
             self._ephemeral_dirs = []
+
+    # ------------------------------------------------------------------ one server
+
+    def _own(self, name: str) -> Child:
+        child = self._children.get(name)
+        if self.endpoints is None or child is None:
+            started = ", ".join(sorted(self._children)) or "none"
+            raise StackError(f"{name} is not a server this stack started (started: {started})")
+        return child
+
+    def stop_server(self, name: str) -> None:
+        """Stop one server, leaving the others running (its record stays, so that
+        ``start_server`` reuses its port and, for Kafka and MongoDB, its data)."""
+        child = self._own(name)
+        if child.popen.poll() is None:
+            terminate_pids({name: child.popen.pid}, {name: child.stop_signal}, self.stop_timeout)
+            with contextlib.suppress(Exception):
+                child.popen.wait(timeout=1)
+
+    def start_server(self, name: str) -> None:
+        """(Re)start one stopped or exited server on its port and wait until it answers;
+        a running one is left alone."""
+        child = self._own(name)
+        if child.popen.poll() is None:
+            return
+        assert self.endpoints is not None
+        self._launch_server(name, self._binaries[name])
+        endpoints = self.endpoints
+        run_async(lambda: self._wait_ready(endpoints, only=(name,)))
+        endpoints.pids = self.pids
+        if self.write_stack_file:
+            self._write_stack_file(endpoints)
+
+    def restart_server(self, name: str) -> None:
+        self.stop_server(name)
+        self.start_server(name)
+
+    def client_settings(self) -> dict[str, object]:
+        """Settings the processes need on this stack's embedded Kafka (written to
+        stack.json and to ``payments up``'s environment). Nothing for an external Kafka:
+        there the production defaults apply and its topics are the deployment's."""
+        if "kafka" in self.external:
+            return {}
+        values: dict[str, object] = {
+            # One broker: replication 1, and the processes may (re)create a topic.
+            "kafka_create_topics": True,
+            "kafka_topic_replication_factor": 1,
+            "kafka_topic_min_insync_replicas": 1,
+            "events_topic_partitions": self.events_partitions,
+        }
+        if self.kafka_broker == "tansu":
+            # Tansu's quirks (docs/design.md section 11): no idempotent producer, a waiting
+            # fetch is answered late, a group join takes session_timeout / 2.
+            values.update(kafka_producer_idempotence=False, kafka_fetch_max_wait_ms=25,
+                          kafka_session_timeout_seconds=2.0, kafka_heartbeat_interval_seconds=0.5)
+        return values
 
     def exited(self) -> dict[str, int]:
         """Children that have exited since start: name -> exit code."""
@@ -270,6 +332,7 @@ class LocalStack(ServerLaunch, ReadinessChecks):
             "external": sorted(self.external),
             "logs": {n: str(c.log_path) for n, c in self._children.items()},
             "persist": self.persist,
+            "kafka_broker": self.kafka_broker,
             "data_dir": str(self.data_dir),
             "started_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "startup_seconds": round(self.startup_seconds or 0.0, 2),

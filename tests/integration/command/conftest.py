@@ -129,8 +129,7 @@ async def consume_events(
     """Read ``topic`` from the beginning until every event id in ``wanted`` was seen."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=f"test-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest", session_timeout_ms=2000, heartbeat_interval_ms=500,
-        enable_auto_commit=False,
+        auto_offset_reset="earliest", enable_auto_commit=False,
     )
     await consumer.start()
     seen: list[tuple[bytes, PaymentEvent, dict[str, bytes]]] = []
