@@ -98,3 +98,12 @@ def producer_options(settings: Settings) -> dict[str, Any]:
         "enable_idempotence": settings.kafka_producer_idempotence,
         "linger_ms": settings.kafka_producer_linger_ms,
     }
+
+
+def consumer_options(settings: Settings) -> dict[str, Any]:
+    """aiokafka consumer options from the PAYMENTS_KAFKA_* settings (what faust gets too)."""
+    return {
+        "session_timeout_ms": int(settings.kafka_session_timeout_seconds * 1000),
+        "heartbeat_interval_ms": int(settings.kafka_heartbeat_interval_seconds * 1000),
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+    }

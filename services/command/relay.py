@@ -194,7 +194,7 @@ class OutboxRelay:
                     backoff = self.settings.relay_retry_backoff_seconds
                 except Exception as exc:  # noqa: BLE001 - broker/database outages are retried forever
                     self.kafka_ok = False
-        self.last_error = "not connected yet"  # why kafka_ok is False, for the readiness probe
+                    self.last_error = f"{type(exc).__name__}: {exc}"[:300]
                     log.warning("relay round failed, retrying in %.1fs: %s: %s", backoff, type(exc).__name__, exc)
                     with contextlib.suppress(Exception):
                         await self.refresh_metrics()

@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from temporalio import activity, workflow
 
+from shared.kafka import consumer_options
 from shared.net import free_port
 
 with workflow.unsafe.imports_passed_through():
@@ -88,13 +89,14 @@ async def test_kafka_round_trip_in_a_consumer_group(settings: Settings) -> None:
     finally:
         await producer.stop()
 
-    # aiokafka's default session (10 s) and heartbeat (3 s): what a real broker accepts.
+    # The stack's consumer settings (production defaults, or its broker's overrides).
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        **consumer_options(settings),
     )
     await consumer.start()
     try:

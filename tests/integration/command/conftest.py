@@ -22,6 +22,8 @@ from services.command.bootstrap import CommandRuntime, command_runtime
 from services.command.config import CommandSettings
 from shared.auth import SCOPE_WRITE, mint_token
 from shared.events import PaymentEvent, parse_event
+from shared.kafka import consumer_options
+from shared.settings import Settings
 
 
 def _with_database(url: str, name: str) -> str:
@@ -130,6 +132,7 @@ async def consume_events(
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=f"test-{uuid.uuid4().hex}",
         auto_offset_reset="earliest", enable_auto_commit=False,
+        **consumer_options(Settings()),  # the stack's, exported as PAYMENTS_*
     )
     await consumer.start()
     seen: list[tuple[bytes, PaymentEvent, dict[str, bytes]]] = []
