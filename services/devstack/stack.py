@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from .background import SERVER_ACTIONS, answer_server_action, pending_server_actions
 from .binaries import KAFKA_BROKERS, check_binaries
 from .endpoints import (
     DEFAULT_DATA_DIR,
@@ -223,6 +224,25 @@ class LocalStack(ServerLaunch, ReadinessChecks):
     def restart_server(self, name: str) -> None:
         self.stop_server(name)
         self.start_server(name)
+
+    def serve_server_actions(self) -> list[str]:
+        """Carry out the ``payments stack start|stop|restart NAME`` requests waiting in
+        data_dir/control (called by the process that owns the stack); returns one line
+        per request done."""
+        done = []
+        for name, action in pending_server_actions(self.data_dir):
+            try:
+                if action not in SERVER_ACTIONS:
+                    raise StackError(f"unknown action {action!r}; use {', '.join(SERVER_ACTIONS)}")
+                {"start": self.start_server, "stop": self.stop_server, "restart": self.restart_server}[action](name)
+                answer = "ok"
+                if action == "stop" and self.endpoints is not None and self.write_stack_file:
+                    self._write_stack_file(self.endpoints)
+            except StackError as exc:
+                answer = str(exc)
+            answer_server_action(self.data_dir, name, answer)
+            done.append(f"{action} {name}: {answer}")
+        return done
 
     def client_settings(self) -> dict[str, object]:
         """Settings the processes need on this stack's embedded Kafka (written to
