@@ -373,8 +373,11 @@ def test_cli_reports_stack_errors_in_one_red_line(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
+        # Without the session's PAYMENTS_KAFKA_BOOTSTRAP: that would be "bring your own Kafka".
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PAYMENTS_")}
         res = subprocess.run(
             _payments() + ["stack", "up", "--data-dir", str(tmp_path), "--kafka-port", str(port)],
+            env=env,
             capture_output=True,
             text=True,
             check=False,
