@@ -126,13 +126,13 @@ def db(runtime: CommandRuntime) -> Db:
 
 
 async def consume_events(
-    bootstrap: str, topic: str, wanted: set[str], *, timeout: float = 30.0
+    bootstrap: str, topic: str, wanted: set[str], *, timeout: float = 30.0, settings: Settings | None = None
 ) -> list[tuple[bytes, PaymentEvent, dict[str, bytes]]]:
     """Read ``topic`` from the beginning until every event id in ``wanted`` was seen."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=f"test-{uuid.uuid4().hex}",
         auto_offset_reset="earliest", enable_auto_commit=False,
-        **consumer_options(Settings()),  # the stack's, exported as PAYMENTS_*
+        **consumer_options(settings or Settings()),  # default: the stack's, exported as PAYMENTS_*
     )
     await consumer.start()
     seen: list[tuple[bytes, PaymentEvent, dict[str, bytes]]] = []

@@ -24,6 +24,7 @@ from shared.events import CONTENT_TYPE, EventType
 from shared.kafka import TopicError
 from shared.net import free_port
 from shared.payment import PaymentSnapshot
+from shared.settings import Settings
 from shared.telemetry import OUTBOX_BACKLOG, OUTBOX_PUBLISH_LAG
 
 
@@ -202,24 +203,31 @@ async def test_broker_outage_commands_succeed_and_every_event_arrives_later(api,
             await asyncio.to_thread(broker.start_server, "kafka")  # same port, same log
             await wait_until(lambda: _zero(unpublished(db, ids)), timeout=60, what="the backlog to drain")
             wanted = await event_ids(db, [before["id"], *ids])
-            records = await consume(endpoints.kafka_bootstrap, settings.events_topic, wanted)
+            records = await consume(endpoints.kafka_bootstrap, settings.events_topic, wanted,
+                                    settings=Settings.model_construct())  # Kafka-legal defaults
             assert wanted <= {event.id for _, event, _ in records}, "the event published before the restart survived it"
             assert relay.kafka_ok
 
 
-async def test_relay_creates_its_topic_only_when_told_and_reports_why_not(db, runtime):
+async def test_relay_creates_its_topic_only_when_told_and_reports_why_not(db, runtime, tmp_path):
+    with private_kafka(tmp_path, runtime.settings) as (_, endpoints):  # Kafka-strict about replicas
+        await _relay_topic_creation(db, runtime, endpoints.kafka_bootstrap)
+
+
+async def _relay_topic_creation(db, runtime, bootstrap: str) -> None:
     topic = f"created-{uuid.uuid4().hex[:8]}"
-    told_not = CommandSettings.from_settings(runtime.settings, events_topic=topic, kafka_create_topics=False)
+    base = CommandSettings.from_settings(runtime.settings, kafka_bootstrap=bootstrap)
+    told_not = CommandSettings.from_settings(base, events_topic=topic, kafka_create_topics=False)
     async with running_relay(runtime.pool, told_not) as relay:
         await wait_until(lambda: _true(lambda: "PAYMENTS_KAFKA_CREATE_TOPICS" in relay.last_error), timeout=20,
                          what="the relay to report the missing topic")
         assert not relay.kafka_ok and topic in relay.last_error
     # One broker cannot hold 3 replicas: the broker's error code becomes a clear error.
-    too_many = CommandSettings.from_settings(runtime.settings, events_topic=topic, kafka_create_topics=True,
+    too_many = CommandSettings.from_settings(base, events_topic=topic, kafka_create_topics=True,
                                              kafka_topic_replication_factor=3, kafka_topic_min_insync_replicas=2)
     with pytest.raises(TopicError, match=f"{topic}: error 38 InvalidReplicationFactorError"):
         await OutboxRelay(db.pool, too_many)._ensure_topic()
-    told = CommandSettings.from_settings(runtime.settings, events_topic=topic, kafka_create_topics=True)
+    told = CommandSettings.from_settings(base, events_topic=topic, kafka_create_topics=True)
     relay = OutboxRelay(db.pool, told)
     await relay._ensure_topic()  # created
     await relay._ensure_topic()  # exists: fine
