@@ -169,3 +169,4 @@ async def test_projector_with_the_deployed_kafka_settings_joins_projects_and_com
         await eventually(committed, 30, "the projector's committed offsets")
     finally:
         projector.stop()
+
