@@ -39,9 +39,6 @@ from services.command.config import CommandSettings
 from services.system import RunningSystem, isolated
 from shared.auth import SCOPE_WRITE, mint_token
 
-# Local-stack (Tansu) consumer settings, as `payments stack up` writes them.
-LOCAL_KAFKA = {"intake_session_timeout_ms": 2000, "intake_heartbeat_interval_ms": 500, "intake_fetch_max_wait_ms": 25}
-
 
 def create_command(org: str) -> tuple[str, bytes, bytes]:
     cid = uuid.uuid4().hex
@@ -129,8 +126,8 @@ async def main(args: argparse.Namespace) -> None:
     await admin.execute(f'CREATE DATABASE "{database}"')
     await admin.close()
     database_url = urlunsplit(urlsplit(base.database_url)._replace(path=f"/{database}"))
-    settings, env = isolated(base, "bench-intake", database_url=database_url, log_level="WARNING",
-                             **(LOCAL_KAFKA if args.local_kafka else {}))
+    # The Kafka client settings are the stack's (stack.json: Tansu's quirks on the embedded broker).
+    settings, env = isolated(base, "bench-intake", database_url=database_url, log_level="WARNING")
     system = RunningSystem(settings, Path(mkdtemp(prefix="bench-intake-")))
     token = mint_token("bench-org", [SCOPE_WRITE], settings=settings)
     rows: list[tuple[str, float, list[float] | None]] = []
@@ -194,8 +191,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--intake-concurrency", default="1,32",
                         help="comma-separated PAYMENTS_INTAKE_CONCURRENCY values for the burst rows")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the burst rows")
-    parser.add_argument("--no-local-kafka", dest="local_kafka", action="store_false",
-                        help="keep the real-cluster consumer defaults (default: the local stack's Tansu settings)")
     return parser.parse_args()
 
 

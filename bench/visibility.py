@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.system import RunningSystem, isolated
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
+from shared.kafka import consumer_options
 from shared.settings import Settings
 
 
@@ -43,8 +44,7 @@ async def kafka_round_trips(settings: Settings, n: int) -> list[float]:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=settings.kafka_bootstrap, group_id=f"bench-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest", session_timeout_ms=2000, heartbeat_interval_ms=500,
-        fetch_max_wait_ms=10,
+        auto_offset_reset="earliest", **consumer_options(settings),
     )
     await producer.start()
     await producer.send_and_wait(topic, b"warmup")  # creates the topic

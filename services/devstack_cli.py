@@ -18,12 +18,16 @@ import typer
 
 from services import devstack
 from services.devstack import DEFAULT_DATA_DIR, Endpoints, LocalStack, StackError
+from services.devstack.background import SERVER_ACTIONS, request_server_action
+from services.devstack.binaries import KAFKA_BROKERS
+from services.devstack.endpoints import SERVICES
 from services.foreground import ForegroundSignals, Interrupted
 
 stack_app = typer.Typer(
     name="stack",
     help=(
-        "The embedded local stack: Temporal dev server, Kafka (Tansu), MongoDB (SecantusDB), "
+        "The embedded local stack: Temporal dev server, Kafka (Tansu, or noida-db with --kafka noida), "
+        "MongoDB (SecantusDB), "
         "PostgreSQL and Redis (Valkey) on 127.0.0.1, all from the project's 'local' extra. "
         "Endpoints are written to <data-dir>/stack.json, where "
         "every other payments command finds them."
@@ -95,8 +99,29 @@ def up(
     persist: bool = typer.Option(
         False,
         "--persist",
-        help="Keep Temporal, MongoDB and PostgreSQL data in --data-dir across restarts "
-        "(Kafka/Tansu is memory-only either way).",
+        help="Keep Temporal, MongoDB, PostgreSQL and (with --kafka noida) Kafka data in --data-dir "
+        "across restarts (Tansu is memory-only either way).",
+    ),
+    kafka: str = typer.Option(
+        KAFKA_BROKERS[0],
+        "--kafka",
+        envvar="PAYMENTS_STACK_KAFKA",
+        help=f"The embedded Kafka broker: {' or '.join(KAFKA_BROKERS)} (docs/design.md section 11).",
+    ),
+    kafka_bootstrap: str = typer.Option(
+        None,
+        "--kafka-bootstrap",
+        envvar="PAYMENTS_KAFKA_BOOTSTRAP",
+        help="Use this Kafka instead of starting one (its topics are its deployment's).",
+    ),
+    mongo_url: str = typer.Option(
+        None, "--mongo-url", envvar="PAYMENTS_MONGO_URL", help="Use this MongoDB instead of starting SecantusDB."
+    ),
+    temporal_address: str = typer.Option(
+        None,
+        "--temporal-address",
+        envvar="PAYMENTS_TEMPORAL_ADDRESS",
+        help="Use this Temporal frontend instead of starting the dev server.",
     ),
     detach: bool = typer.Option(
         False, "--detach", "-d", help="Run in the background; return once every server answers."
@@ -152,8 +177,15 @@ def up(
         "redis": redis_port,
     }
     ports = {k: v for k, v in ports.items() if v}
+    servers = {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "kafka_bootstrap": kafka_bootstrap,
+        "mongo_url": mongo_url,
+        "temporal_address": temporal_address,
+    }
     if detach:
-        _up_detached(data_dir, persist, headless, database_url, redis_url, ports, timeout)
+        _up_detached(data_dir, persist, headless, kafka, servers, ports, timeout)
         return
 
     stack = LocalStack(
@@ -161,9 +193,9 @@ def up(
         persist=persist,
         headless=headless,
         ports=ports,
-        database_url=database_url,
-        redis_url=redis_url,
         ready_timeout=timeout,
+        kafka_broker=kafka,
+        **servers,
     )
 
     code = 0
@@ -171,21 +203,9 @@ def up(
         try:
             endpoints = start_or_fail(stack)
             _print_endpoints(endpoints, data_dir, stack.startup_seconds, stack.logs_dir)
-            typer.echo("press Ctrl-C to stop")
+            typer.echo("press Ctrl-C to stop; 'payments stack restart NAME' restarts one server")
             sys.stdout.flush()
-            while True:
-                time.sleep(0.5)
-                exited = stack.exited()
-                if exited:
-                    name, rc = next(iter(exited.items()))
-                    typer.secho(
-                        f"error: {name} exited with code {rc}: {devstack.log_tail(stack.log_path(name))} "
-                        f"(see {stack.log_path(name)}); stopping the stack",
-                        fg="red",
-                        err=True,
-                    )
-                    code = 1
-                    break
+            _supervise(stack)
         except Interrupted:
             if stack.endpoints is None:
                 code = 130  # interrupted before the stack was ready
@@ -199,12 +219,32 @@ def up(
         raise typer.Exit(code)
 
 
+def _supervise(stack: LocalStack) -> None:
+    """Until a signal: report a server that exited (the others keep running, so that
+    it can be restarted alone) and carry out start/stop/restart requests."""
+    reported: set[str] = set()
+    while True:
+        time.sleep(0.5)
+        for line in stack.serve_server_actions():
+            typer.echo(line, err=True)
+            reported.discard(line.split()[1])
+        for name, rc in stack.exited().items():
+            if name not in reported:
+                reported.add(name)
+                typer.secho(
+                    f"warning: {name} exited with code {rc}: {devstack.log_tail(stack.log_path(name))} "
+                    f"(see {stack.log_path(name)}); restart it with: payments stack start {name}",
+                    fg="yellow",
+                    err=True,
+                )
+
+
 def _up_detached(
     data_dir: Path,
     persist: bool,
     headless: bool,
-    database_url: str | None,
-    redis_url: str | None,
+    kafka: str,
+    servers: dict[str, str | None],
     ports: dict[str, int],
     timeout: float,
 ) -> None:
@@ -228,10 +268,10 @@ def _up_detached(
         args.append("--persist")
     if headless:
         args.append("--headless")
-    if database_url:
-        args += ["--database-url", database_url]
-    if redis_url:
-        args += ["--redis-url", redis_url]
+    args += ["--kafka", kafka]
+    for key, value in servers.items():
+        if value:
+            args += ["--" + key.replace("_", "-"), value]
     flags = {
         "temporal": "--temporal-port",
         "temporal_ui": "--ui-port",
@@ -345,8 +385,30 @@ def status_cmd(data_dir: Path = DataDirOption) -> None:
         raise typer.Exit(1)
 
 
+def _server_action(action: str):
+    def command(
+        name: str = typer.Argument(..., help=f"The server: {', '.join(SERVICES)}."),
+        data_dir: Path = DataDirOption,
+        timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for the server."),
+    ) -> None:
+        answer = request_server_action(data_dir.absolute(), name, action, timeout)
+        if answer != "ok":
+            raise fail(answer)
+        typer.echo(f"{name}: {action} done")
+
+    command.__doc__ = (
+        f"{action.capitalize()} one server of the running stack, leaving the others running "
+        "(its port and, for Kafka on noida-db, MongoDB and PostgreSQL, its data stay)."
+    )
+    return command
+
+
+for _action in SERVER_ACTIONS:
+    stack_app.command(_action)(_server_action(_action))
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``payments stack`` (up / down / status) to the ``payments`` app."""
+    """Add ``payments stack`` (up / down / status / start / stop / restart) to the ``payments`` app."""
     app.add_typer(stack_app, name="stack")
 
 

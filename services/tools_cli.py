@@ -1,4 +1,5 @@
-"""Small tools: mint a local JWT, export the event JSON Schema and the AsyncAPI document."""
+"""Small tools: mint a local JWT, export the event JSON Schema and the AsyncAPI document, create the
+Kafka topics."""
 
 from __future__ import annotations
 
@@ -105,8 +106,35 @@ def show_settings(
         typer.echo(f"PAYMENTS_{name.upper()}={value}")
 
 
+def topics() -> None:
+    """Create the events and dead-letter topics if missing (the deployment's job: Helm
+    hook Job, compose kafka-init), with PAYMENTS_EVENTS_TOPIC_PARTITIONS,
+    PAYMENTS_KAFKA_TOPIC_REPLICATION_FACTOR (3) and PAYMENTS_KAFKA_TOPIC_MIN_INSYNC_REPLICAS (2).
+    Existing topics are left as they are."""
+    import asyncio
+
+    from shared.kafka import TopicError, ensure_topics, topic_specs
+
+    settings = Settings()
+    specs = topic_specs(settings)
+    try:
+        created = asyncio.run(ensure_topics(settings.kafka_bootstrap, specs, create=True, request_timeout_ms=15000))
+    except TopicError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    except Exception as exc:  # noqa: BLE001 - unreachable broker: one line, not a traceback
+        typer.secho(f"error: cannot reach Kafka at {settings.kafka_bootstrap} (PAYMENTS_KAFKA_BOOTSTRAP): "
+                    f"{type(exc).__name__}: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    for spec in specs:
+        state = "created" if spec.name in created else "exists"
+        typer.echo(f"{spec.name}: {state} (partitions {spec.partitions}, replication {spec.replication_factor}, "
+                   f"min.insync.replicas {spec.min_insync_replicas} when created)")
+
+
 def register(app: typer.Typer) -> None:
     app.command("token")(token)
+    app.command("topics")(topics)
     app.command("schema")(schema)
     app.command("asyncapi")(asyncapi)
     app.command("settings")(show_settings)

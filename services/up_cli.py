@@ -12,6 +12,7 @@ import httpx
 import typer
 
 from services.devstack import DEFAULT_DATA_DIR, LocalStack, port_is_free
+from services.devstack.binaries import KAFKA_BROKERS
 from services.devstack_cli import fail, start_or_fail
 from services.foreground import ForegroundSignals, Interrupted
 from services.system import PROCESSES, ProcessStartError, RunningSystem
@@ -65,8 +66,11 @@ def up(
 ) -> None:
     """Start the local stack and all six processes; print URLs and a token; Ctrl-C stops all.
 
-    PostgreSQL and Redis come from PAYMENTS_DATABASE_URL / PAYMENTS_REDIS_URL when set,
-    embedded otherwise. API ports: PAYMENTS_COMMAND_API_PORT (8001), PAYMENTS_QUERY_API_PORT (8002).
+    PostgreSQL, Redis, Kafka, MongoDB and Temporal come from PAYMENTS_DATABASE_URL,
+    PAYMENTS_REDIS_URL, PAYMENTS_KAFKA_BOOTSTRAP, PAYMENTS_MONGO_URL and
+    PAYMENTS_TEMPORAL_ADDRESS when set (checked for reachability), embedded otherwise;
+    PAYMENTS_STACK_KAFKA picks the embedded Kafka (tansu or noida).
+    API ports: PAYMENTS_COMMAND_API_PORT (8001), PAYMENTS_QUERY_API_PORT (8002).
     """
     data_dir = data_dir.absolute()
     base = Settings()
@@ -74,9 +78,11 @@ def up(
     if taken:
         raise fail(f"{', '.join(taken)} already in use: stop what uses it or set PAYMENTS_<NAME>_PORT")
     started = time.monotonic()
+    servers = ("database_url", "redis_url", "kafka_bootstrap", "mongo_url", "temporal_address")
     stack = LocalStack(
         data_dir, persist=persist, headless=headless, ready_timeout=timeout,
-        database_url=os.environ.get("PAYMENTS_DATABASE_URL"), redis_url=os.environ.get("PAYMENTS_REDIS_URL"),
+        kafka_broker=os.environ.get("PAYMENTS_STACK_KAFKA") or KAFKA_BROKERS[0],
+        **{name: os.environ.get(f"PAYMENTS_{name.upper()}") for name in servers},
     )
     system: RunningSystem | None = None
 
@@ -109,7 +115,9 @@ def up(
 
 
 def _watch(stack: LocalStack, system: RunningSystem) -> int:
-    """Block until a server or a process exits (exit code 1); signals raise Interrupted."""
+    """Block until a process exits (exit code 1); signals raise Interrupted. A server
+    that exits is reported, and can be started again alone."""
+    reported: set[str] = set()
     while True:
         time.sleep(0.5)
         for name, child in system.children.items():
@@ -117,10 +125,14 @@ def _watch(stack: LocalStack, system: RunningSystem) -> int:
                 typer.secho(f"error: {name} exited with code {child.returncode}; see "
                             f"{system.log_dir / (name + '.log')}; stopping", fg="red", err=True)
                 return 1
-        crashed = stack.exited()
-        if crashed:
-            typer.secho(f"error: server(s) exited: {crashed}; stopping", fg="red", err=True)
-            return 1
+        for line in stack.serve_server_actions():  # payments stack start|stop|restart NAME
+            typer.echo(line, err=True)
+        crashed = {n: rc for n, rc in stack.exited().items() if n not in reported}
+        if crashed:  # the processes reconnect once it is back: payments stack start NAME
+            reported.update(crashed)
+            typer.secho(f"warning: server(s) exited: {crashed}; restart with: payments stack start NAME",
+                        fg="yellow", err=True)
+        reported &= set(stack.exited())
 
 
 DEMO_ORGS = ("acme", "globex", "initech")

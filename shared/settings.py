@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -83,6 +83,33 @@ class Settings(BaseSettings):
     command_task_queue: str = "payments-commands"
     query_task_queue: str = "payments-queries"
 
+    # Kafka clients (the projector's consumer, the relay's and the projector's producers).
+    # Defaults are right for a real cluster: a stock broker refuses a consumer session
+    # outside group.min/max.session.timeout.ms (6 s .. 30 min). The local stack may
+    # write faster values into stack.json; the processes also run with these defaults.
+    kafka_session_timeout_seconds: float = Field(default=10.0, gt=0)
+    kafka_heartbeat_interval_seconds: float = Field(default=3.0, gt=0)
+    # How often the projector commits the offsets of projected batches (a crash replays
+    # at most this much, harmlessly: projection is idempotent).
+    kafka_commit_interval_seconds: float = Field(default=1.0, gt=0)
+    # Longest a consumer fetch waits for records (Kafka's own default, 500 ms). A broker
+    # that answers a waiting fetch when records arrive makes it irrelevant for latency;
+    # Tansu does not, so the local stack on Tansu sets 25.
+    kafka_fetch_max_wait_ms: int = Field(default=500, ge=1, le=30000)
+    kafka_producer_acks: str = Field(default="all", pattern="^(all|-1|0|1)$")
+    # Needs acks=all; Tansu has no idempotent producer, so the local stack on Tansu sets false.
+    kafka_producer_idempotence: bool = True
+    kafka_producer_linger_ms: int = Field(default=2, ge=0)
+
+    # Kafka topics are created by the deployment (Helm hook Job, compose kafka-init, the
+    # local stack). A process creates a missing topic only with kafka_create_topics (the
+    # local stack sets it); otherwise it reports not-ready while the topic is missing.
+    kafka_create_topics: bool = False
+    events_topic_partitions: int = Field(default=3, ge=1)
+    commands_topic_partitions: int = Field(default=3, ge=1)  # and the command results topic
+    kafka_topic_replication_factor: int = Field(default=3, ge=1)
+    kafka_topic_min_insync_replicas: int = Field(default=2, ge=1)
+
     # Auth: tokens of your identity provider, verified with its key set (JWKS URL), or
     # for local use tokens signed with a shared HS256 secret.
     jwt_secret: str = Field(default=DEV_JWT_SECRET, repr=False)
@@ -137,6 +164,19 @@ class Settings(BaseSettings):
     def trusted_sources(self) -> frozenset[str]:
         """Event sources the projector accepts: our own plus the configured ones."""
         return frozenset({self.event_source, *self.trusted_event_sources})
+
+    @model_validator(mode="after")
+    def _kafka_limits(self) -> Settings:
+        # Kafka's rule: heartbeats well inside the session (at most a third of it).
+        if self.kafka_heartbeat_interval_seconds * 3 > self.kafka_session_timeout_seconds:
+            raise ValueError("PAYMENTS_KAFKA_HEARTBEAT_INTERVAL_SECONDS must be at most a third of "
+                             "PAYMENTS_KAFKA_SESSION_TIMEOUT_SECONDS")
+        if self.kafka_producer_idempotence and self.kafka_producer_acks not in ("all", "-1"):
+            raise ValueError("PAYMENTS_KAFKA_PRODUCER_IDEMPOTENCE needs PAYMENTS_KAFKA_PRODUCER_ACKS=all")
+        if self.kafka_topic_min_insync_replicas > self.kafka_topic_replication_factor:
+            raise ValueError("PAYMENTS_KAFKA_TOPIC_MIN_INSYNC_REPLICAS must not exceed "
+                             "PAYMENTS_KAFKA_TOPIC_REPLICATION_FACTOR")
+        return self
 
     @classmethod
     def settings_customise_sources(

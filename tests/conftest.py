@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from services.devstack import Endpoints, LocalStack
+from services.devstack.binaries import KAFKA_BROKERS
 
 _EXTERNAL_REQUIRED = ("PAYMENTS_TEMPORAL_ADDRESS", "PAYMENTS_KAFKA_BOOTSTRAP", "PAYMENTS_MONGO_URL")
 
@@ -110,6 +111,9 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Endpoints]:
         headless=True,
         persist=False,
         temporal_namespace=env.get("PAYMENTS_TEMPORAL_NAMESPACE") or "default",
+        # PAYMENTS_STACK_KAFKA=noida runs the suite on the other embedded broker;
+        # tests/integration/test_kafka_brokers.py always checks noida-db.
+        kafka_broker=env.get("PAYMENTS_STACK_KAFKA") or KAFKA_BROKERS[0],
         **external,
     )
     _state["stack"] = local

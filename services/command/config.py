@@ -43,19 +43,13 @@ class CommandSettings(Settings):
     # An Idempotency-Key replays its first response for this long (then it may be reused).
     idempotency_key_retention_seconds: float = Field(default=24 * 3600, ge=0)
     outbox_purge_interval_seconds: float = Field(default=300.0, gt=0)
-    events_topic_partitions: int = Field(default=3, ge=1)
 
     # Command intake (`payments intake`). Kafka consumer defaults are a real cluster's:
     # brokers refuse sessions under group.min.session.timeout.ms (6 s by default); the
     # local stack (Tansu, where a join takes session/2) sets 2000 in its stack file.
     intake_group: str = "payments-intake"
-    intake_session_timeout_ms: int = Field(default=10_000, ge=1)
-    intake_heartbeat_interval_ms: int = Field(default=3_000, ge=1)
     intake_max_poll_interval_ms: int = Field(default=300_000, ge=1)
     intake_max_poll_records: int = Field(default=200, ge=1)
-    # aiokafka's default; the local stack sets 25 (a waiting fetch on Tansu is not answered
-    # when records arrive, see docs/query-service.md).
-    intake_fetch_max_wait_ms: int = Field(default=500, ge=0)
     # Payments (message keys) run concurrently; one payment's commands stay in order.
     intake_concurrency: int = Field(default=32, ge=1)
     # A command whose workflow fails (not a business rejection) this many times is
@@ -69,7 +63,6 @@ class CommandSettings(Settings):
     intake_batch_creates: bool = True
     # Host a command worker (eager workflow start, results handed over in process).
     intake_embedded_worker: bool = True
-    commands_topic_partitions: int = Field(default=3, ge=1)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> CommandSettings:

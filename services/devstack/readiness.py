@@ -65,7 +65,7 @@ class ReadinessChecks:
     dlq_topic: str
     _children: dict[str, Child]
 
-    async def _wait_ready(self, ep: Endpoints, names: tuple[str, ...] = SERVICES) -> None:
+    async def _wait_ready(self, ep: Endpoints, only: tuple[str, ...] = SERVICES) -> None:
         checks: dict[str, Callable[[], Awaitable[None]]] = {
             "temporal": lambda: self._temporal_ready(ep.temporal_address),
             "kafka": lambda: self._kafka_ready(ep.kafka_bootstrap),
@@ -82,9 +82,9 @@ class ReadinessChecks:
         }
         tasks = [
             asyncio.ensure_future(self._wait_one(name, checks[name], urls[name]))
-            for name in names
+            for name in only
         ]
-        if not self.headless and "temporal" not in self.external and "temporal" in names:
+        if "temporal" in only and not self.headless and "temporal" not in self.external:
             tasks.append(asyncio.ensure_future(self._wait_ui()))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -174,23 +174,29 @@ class ReadinessChecks:
             raise
 
     async def _kafka_ready(self, bootstrap: str) -> None:
-        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+        """Our broker: create the topics (one broker, so replication 1) and wait until
+        they have partitions. An external Kafka: only reachable; its topics are its
+        deployment's (the processes report not-ready while one is missing)."""
+        from aiokafka.admin import AIOKafkaAdminClient
 
+        from shared.kafka import TopicError, TopicMissing, TopicSpec, ensure_topics
+
+        specs = [TopicSpec(self.events_topic, self.events_partitions, 1, 1), TopicSpec(self.dlq_topic, 1, 1, 1)]
+        external = "kafka" in self.external
+        if not external:
+            try:
+                await ensure_topics(bootstrap, specs, create=True, request_timeout_ms=3000)
+            except TopicError as exc:
+                if isinstance(exc, TopicMissing):
+                    raise
+                raise StackError(f"{exc} on {bootstrap}; check the broker's log") from exc
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
         await admin.start()
         try:
-            wanted = {self.events_topic: self.events_partitions, self.dlq_topic: 1}
-            existing = set(await admin.list_topics())
-            missing = [NewTopic(t, n, 1) for t, n in wanted.items() if t not in existing]
-            if missing:
-                resp = await admin.create_topics(missing)
-                for topic, code, message in (e[:3] for e in resp.topic_errors):
-                    if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS
-                        raise StackError(
-                            f"could not create Kafka topic {topic} on {bootstrap}: "
-                            f"error {code} {message}; check the broker's log"
-                        )
-            described = await admin.describe_topics(list(wanted))
+            if external:
+                await admin.list_topics()
+                return
+            described = await admin.describe_topics([s.name for s in specs])
             for d in described:
                 if d.get("error_code") or not d.get("partitions"):
                     raise RuntimeError(f"topic {d.get('topic')} not ready: {d}")

@@ -15,9 +15,9 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from .binaries import check_binaries
+from .background import SERVER_ACTIONS, answer_server_action, pending_server_actions
+from .binaries import KAFKA_BROKERS, check_binaries
 from .endpoints import (
     DEFAULT_DATA_DIR,
     HOST,
@@ -46,6 +46,7 @@ class LocalStack(ServerLaunch, ReadinessChecks):
     *_url / temporal_address / kafka_bootstrap
                use this existing server instead of starting one (checked for reachability)
     binaries   override the location of a server binary by service name
+    kafka_broker  the embedded Kafka: "noida" (noida-db, default) or "tansu"
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class LocalStack(ServerLaunch, ReadinessChecks):
         external_timeout: float = 5.0,
         stop_timeout: float = 10.0,
         write_stack_file: bool = True,
+        kafka_broker: str = KAFKA_BROKERS[0],
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.persist = persist
@@ -97,12 +99,13 @@ class LocalStack(ServerLaunch, ReadinessChecks):
         self.external_timeout = external_timeout
         self.stop_timeout = stop_timeout
         self.write_stack_file = write_stack_file
+        self.kafka_broker = kafka_broker
 
         self.endpoints: Endpoints | None = None
         self.ports: dict[str, int] = {}
         self.startup_seconds: float | None = None
         self._children: dict[str, Child] = {}
-        self._launches: dict[str, tuple[list[str], int, Path | None, dict[str, Any]]] = {}
+        self._binaries: dict[str, Path] = {}
         self._ephemeral_dirs: list[Path] = []
         self._lock = threading.Lock()
         self._atexit_registered = False
@@ -134,7 +137,8 @@ class LocalStack(ServerLaunch, ReadinessChecks):
         if self.endpoints is not None:
             return self.endpoints
         t0 = time.monotonic()
-        binaries = check_binaries(self.binary_overrides, self.external)
+        binaries = check_binaries(self.binary_overrides, self.external, self.kafka_broker)
+        self._binaries = binaries
         self._check_not_running()
         self._pick_ports()
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -144,6 +148,7 @@ class LocalStack(ServerLaunch, ReadinessChecks):
             self._atexit_registered = True
         try:
             endpoints = self._launch(binaries)
+            endpoints.client_settings = self.client_settings()
             run_async(lambda: self._wait_ready(endpoints))
             endpoints.pids = self.pids
             self.endpoints = endpoints
@@ -184,24 +189,80 @@ class LocalStack(ServerLaunch, ReadinessChecks):
                     d.parent.rmdir()  # data_dir/run, when empty
             self._ephemeral_dirs = []
 
+    # ------------------------------------------------------------------ one server
+
+    def _own(self, name: str) -> Child:
+        child = self._children.get(name)
+        if self.endpoints is None or child is None:
+            started = ", ".join(sorted(self._children)) or "none"
+            raise StackError(f"{name} is not a server this stack started (started: {started})")
+        return child
+
     def stop_server(self, name: str) -> None:
-        """Stop one server this stack started, leaving the others running (fault tests)."""
-        with self._lock:
-            child = self._children.pop(name)
+        """Stop one server, leaving the others running (its record stays, so that
+        ``start_server`` reuses its port and, for Kafka and MongoDB, its data)."""
+        child = self._own(name)
+        if child.popen.poll() is None:
             terminate_pids({name: child.popen.pid}, {name: child.stop_signal}, self.stop_timeout)
             with contextlib.suppress(Exception):
                 child.popen.wait(timeout=1)
 
     def start_server(self, name: str) -> None:
-        """Start a server stopped by :meth:`stop_server` again, with the same command line
-        (same port, same data), and wait until it answers."""
-        if name in self._children:
-            raise StackError(f"{name} is running")
-        cmd, stop_signal, cwd, kwargs = self._launches[name]
-        self._spawn(name, cmd, stop_signal=stop_signal, cwd=cwd, **kwargs)
+        """(Re)start one stopped or exited server on its port and wait until it answers;
+        a running one is left alone."""
+        child = self._own(name)
+        if child.popen.poll() is None:
+            return
         assert self.endpoints is not None
+        self._launch_server(name, self._binaries[name])
         endpoints = self.endpoints
-        run_async(lambda: self._wait_ready(endpoints, (name,)))
+        run_async(lambda: self._wait_ready(endpoints, only=(name,)))
+        endpoints.pids = self.pids
+        if self.write_stack_file:
+            self._write_stack_file(endpoints)
+
+    def restart_server(self, name: str) -> None:
+        self.stop_server(name)
+        self.start_server(name)
+
+    def serve_server_actions(self) -> list[str]:
+        """Carry out the ``payments stack start|stop|restart NAME`` requests waiting in
+        data_dir/control (called by the process that owns the stack); returns one line
+        per request done."""
+        done = []
+        for name, action in pending_server_actions(self.data_dir):
+            try:
+                if action not in SERVER_ACTIONS:
+                    raise StackError(f"unknown action {action!r}; use {', '.join(SERVER_ACTIONS)}")
+                {"start": self.start_server, "stop": self.stop_server, "restart": self.restart_server}[action](name)
+                answer = "ok"
+                if action == "stop" and self.endpoints is not None and self.write_stack_file:
+                    self._write_stack_file(self.endpoints)
+            except StackError as exc:
+                answer = str(exc)
+            answer_server_action(self.data_dir, name, answer)
+            done.append(f"{action} {name}: {answer}")
+        return done
+
+    def client_settings(self) -> dict[str, object]:
+        """Settings the processes need on this stack's embedded Kafka (written to
+        stack.json and to ``payments up``'s environment). Nothing for an external Kafka:
+        there the production defaults apply and its topics are the deployment's."""
+        if "kafka" in self.external:
+            return {}
+        values: dict[str, object] = {
+            # One broker: replication 1, and the processes may (re)create a topic.
+            "kafka_create_topics": True,
+            "kafka_topic_replication_factor": 1,
+            "kafka_topic_min_insync_replicas": 1,
+            "events_topic_partitions": self.events_partitions,
+        }
+        if self.kafka_broker == "tansu":
+            # Tansu's quirks (docs/design.md section 11): no idempotent producer, a waiting
+            # fetch is answered late, a group join takes session_timeout / 2.
+            values.update(kafka_producer_idempotence=False, kafka_fetch_max_wait_ms=25,
+                          kafka_session_timeout_seconds=2.0, kafka_heartbeat_interval_seconds=0.5)
+        return values
 
     def exited(self) -> dict[str, int]:
         """Children that have exited since start: name -> exit code."""
@@ -284,11 +345,6 @@ class LocalStack(ServerLaunch, ReadinessChecks):
                 **ep.as_settings(),
                 "events_topic": self.events_topic,
                 "dlq_topic": self.dlq_topic,
-                # Tansu answers a group join after session/2: a real cluster's 10 s default
-                # would delay every intake start by 5 s here.
-                "intake_session_timeout_ms": 2000,
-                "intake_heartbeat_interval_ms": 500,
-                "intake_fetch_max_wait_ms": 25,
             },
             "pids": ep.pids,
             "owner_pid": os.getpid(),
@@ -296,6 +352,7 @@ class LocalStack(ServerLaunch, ReadinessChecks):
             "external": sorted(self.external),
             "logs": {n: str(c.log_path) for n, c in self._children.items()},
             "persist": self.persist,
+            "kafka_broker": self.kafka_broker,
             "data_dir": str(self.data_dir),
             "started_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "startup_seconds": round(self.startup_seconds or 0.0, 2),

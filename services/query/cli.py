@@ -49,9 +49,9 @@ def projector(
     ),
     group: str = typer.Option("payments-projector", "--group", help="Kafka consumer group."),
     fetch_max_wait_ms: int = typer.Option(
-        25, "--fetch-max-wait-ms", min=1, max=1500,
-        help="Longest a Kafka fetch waits for records: bounds projection latency on brokers that do "
-        "not answer a waiting fetch early (Tansu).",
+        None, "--fetch-max-wait-ms", min=1, max=30000,
+        help="Longest a Kafka fetch waits for records (default: PAYMENTS_KAFKA_FETCH_MAX_WAIT_MS, 500); "
+        "bounds projection latency only on brokers that do not answer a waiting fetch early (Tansu).",
     ),
     log_level: str = LOG_LEVEL,
 ) -> None:

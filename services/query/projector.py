@@ -33,6 +33,7 @@ from services.query import poison, projection
 from services.query.bootstrap import QueryContext, build
 from shared.dlq import dlq_headers
 from shared.events import EventType, InvalidEvent, PaymentEvent, parse_event
+from shared.kafka import ensure_topics, topic_specs
 from shared.ops import serve_ops
 from shared.settings import Settings
 from shared.telemetry import (
@@ -292,11 +293,12 @@ def _event_id(raw: bytes | None) -> str | None:
     return value if isinstance(value, str) else None
 
 
-# faust hard-codes the consumer's fetch_max_wait_ms to 1500. On the Tansu broker a
-# fetch that is already waiting is not always answered when a record arrives (measured:
-# 700 ms from produce to agent, for plain aiokafka getmany() too), so the wait bounds
-# the projection latency. A short wait costs an idle fetch every few tens of ms.
-DEFAULT_FETCH_MAX_WAIT_MS = 25
+# faust hard-codes the consumer's fetch_max_wait_ms to 1500; we set it from
+# PAYMENTS_KAFKA_FETCH_MAX_WAIT_MS (Kafka's own default, 500 ms). On a broker that answers
+# a waiting fetch when records arrive (Kafka, noida-db) it does not bound latency; on
+# Tansu it does (measured: 700 ms from produce to agent), so the local stack on Tansu
+# sets 25 ms. docs/benchmarks.md has the same-run figures.
+DEFAULT_FETCH_MAX_WAIT_MS = Settings.model_fields["kafka_fetch_max_wait_ms"].default
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -328,8 +330,11 @@ class _App(faust.App):
 
 def create_app(settings: Settings, *, group: str = PROJECTOR_GROUP, batch_size: int = 500,
                batch_wait: float = 0.005, ops: bool = True,
-               fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS) -> faust.App:
-    """The faust app with the projection agent; run it with :func:`run`."""
+               fetch_max_wait_ms: int | None = None) -> faust.App:
+    """The faust app with the projection agent; run it with :func:`run`. Every Kafka
+    client option comes from the PAYMENTS_KAFKA_* settings (``fetch_max_wait_ms``
+    overrides one, for benchmarks); faust never declares topics (``run`` creates them
+    only with PAYMENTS_KAFKA_CREATE_TOPICS)."""
     datadir = settings.data_dir / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
     app = _App(
@@ -338,15 +343,16 @@ def create_app(settings: Settings, *, group: str = PROJECTOR_GROUP, batch_size: 
         web_enabled=False,
         store="memory://",
         datadir=str(datadir),
-        broker_session_timeout=2.0,
-        broker_heartbeat_interval=0.5,
-        broker_commit_interval=0.5,
+        broker_session_timeout=settings.kafka_session_timeout_seconds,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval_seconds,
+        broker_commit_interval=settings.kafka_commit_interval_seconds,
         consumer_auto_offset_reset="earliest",
         topic_disable_leader=True,
-        topic_allow_declare=True,
-        producer_acks=-1,
+        topic_allow_declare=False,
+        producer_acks=-1 if settings.kafka_producer_acks == "all" else int(settings.kafka_producer_acks),
+        producer_linger=settings.kafka_producer_linger_ms / 1000,
     )
-    app.fetch_max_wait_ms = fetch_max_wait_ms
+    app.fetch_max_wait_ms = fetch_max_wait_ms or settings.kafka_fetch_max_wait_ms
     events_topic = app.topic(settings.events_topic, key_type=bytes, value_type=bytes,
                              key_serializer="raw", value_serializer="raw")
     dlq_topic = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes,
@@ -367,13 +373,16 @@ def create_app(settings: Settings, *, group: str = PROJECTOR_GROUP, batch_size: 
             for event in events:
                 await stream.ack(event)
 
+    async def check_topics() -> None:  # not ready while the deployment has not created them
+        await ensure_topics(settings.kafka_bootstrap, topic_specs(settings), create=False)
+
     @app.task
     async def startup() -> None:
         await ctx.read_model.ensure_indexes()
         if ops:
             await serve_ops("payments projector", settings.host, settings.projector_metrics_port,
                             {"mongodb": ctx.check_mongo, "redis": ctx.check_redis,
-                             "projection": projector.check_progress})
+                             "projection": projector.check_progress, "kafka_topics": check_topics})
         log.info("projector started", extra={"fields": {"group": group, "topic": settings.events_topic}})
 
     @app.timer(1.0)
@@ -387,6 +396,8 @@ def run(settings: Settings, **kwargs: Any) -> None:
     """Run the projector until SIGTERM/SIGINT (faust's worker stops it gracefully)."""
     from faust.worker import Worker
 
+    if settings.kafka_create_topics:  # before faust subscribes, so that it sees them
+        asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_specs(settings), create=True))
     app = create_app(settings, **kwargs)
     worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False,
                     redirect_stdouts=False)

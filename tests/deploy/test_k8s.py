@@ -645,3 +645,21 @@ def test_operations_guide_covers_deploy_scale_watch_rebuild() -> None:
         assert needle in text, f"docs/operations.md does not mention {needle!r}"
     for process in PROCESSES:
         assert f"payments {process}" in text
+
+
+def test_helm_creates_durable_topics_before_the_processes_and_only_when_asked() -> None:
+    docs = render_helm()
+    jobs = [j for j in of_kind(docs, "Job") if j["spec"]["template"]["spec"]["containers"][0].get("args") == ["topics"]]
+    assert len(jobs) == 1, "one hook Job runs `payments topics`"
+    job = jobs[0]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    env = container_env(docs, job["spec"]["template"]["spec"]["containers"][0])
+    # A real cluster loses no event when one broker is lost: RF 3, min ISR 2.
+    assert env["PAYMENTS_KAFKA_TOPIC_REPLICATION_FACTOR"] == "3"
+    assert env["PAYMENTS_KAFKA_TOPIC_MIN_INSYNC_REPLICAS"] == "2"
+    assert int(env["PAYMENTS_EVENTS_TOPIC_PARTITIONS"]) >= 1
+    for d in of_kind(docs, "Deployment"):  # the processes never create topics there
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            assert container_env(docs, c).get("PAYMENTS_KAFKA_CREATE_TOPICS", "false") == "false"
+    assert not [j for j in of_kind(render_helm({"kafkaTopics": {"create": False}}), "Job")
+                if j["spec"]["template"]["spec"]["containers"][0].get("args") == ["topics"]]

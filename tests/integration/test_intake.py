@@ -108,9 +108,7 @@ async def system(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
     await admin.execute(f'CREATE DATABASE "{database}"')
     await admin.close()
     database_url = urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{database}"))
-    run_settings, env = isolated(settings, "intake", log_json=True, database_url=database_url,
-                                 intake_session_timeout_ms=2000, intake_heartbeat_interval_ms=500,
-                                 intake_fetch_max_wait_ms=25)
+    run_settings, env = isolated(settings, "intake", log_json=True, database_url=database_url)
     running = RunningSystem(run_settings, tmp_path_factory.mktemp("intake-logs"))
     await asyncio.to_thread(running.start, env, timeout=90, names=PROCESSES)
     try:

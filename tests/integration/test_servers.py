@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from temporalio import activity, workflow
 
+from shared.kafka import consumer_options
 from shared.net import free_port
 
 with workflow.unsafe.imports_passed_through():
@@ -88,17 +89,14 @@ async def test_kafka_round_trip_in_a_consumer_group(settings: Settings) -> None:
     finally:
         await producer.stop()
 
-    # Tansu: a group join takes session_timeout/2, and new groups must start from
-    # "earliest" (see DESIGN section 9).
+    # The stack's consumer settings (production defaults, or its broker's overrides).
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=500,
-        rebalance_timeout_ms=2000,
+        **consumer_options(settings),
     )
     await consumer.start()
     try:
@@ -375,8 +373,11 @@ def test_cli_reports_stack_errors_in_one_red_line(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
+        # Without the session's PAYMENTS_KAFKA_BOOTSTRAP: that would be "bring your own Kafka".
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PAYMENTS_")}
         res = subprocess.run(
             _payments() + ["stack", "up", "--data-dir", str(tmp_path), "--kafka-port", str(port)],
+            env=env,
             capture_output=True,
             text=True,
             check=False,
@@ -386,3 +387,62 @@ def test_cli_reports_stack_errors_in_one_red_line(tmp_path: Path) -> None:
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: port"), res.stderr
     assert "Traceback" not in res.stderr + res.stdout
+
+
+async def _produce_and_count(bootstrap: str, topic: str, send: int) -> int:
+    """Send ``send`` records to ``topic``, then return how many it holds."""
+    if send:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+        await producer.start()
+        try:
+            for i in range(send):
+                await producer.send_and_wait(topic, f"r{i}".encode(), partition=0)
+        finally:
+            await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        from aiokafka import TopicPartition
+
+        return (await consumer.end_offsets([TopicPartition(topic, 0)]))[TopicPartition(topic, 0)]
+    finally:
+        await consumer.stop()
+
+
+def test_cli_brings_your_own_servers_restarts_kafka_alone_and_persists_it(settings: Settings, tmp_path: Path) -> None:
+    data_dir = tmp_path / "byo-stack"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYMENTS_")}
+    # Every server but Kafka is the session's: the CLI must not start them.
+    env.update(PAYMENTS_DATABASE_URL=settings.database_url, PAYMENTS_REDIS_URL=settings.redis_url,
+               PAYMENTS_MONGO_URL=settings.mongo_url, PAYMENTS_TEMPORAL_ADDRESS=settings.temporal_address)
+    cmd = _payments() + ["stack"]
+    common = ["--data-dir", str(data_dir)]
+    up = [*cmd, "up", "--detach", "--persist", "--kafka", "noida", "--kafka-port", str(free_port()), *common]
+
+    def run(args: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(args, env=env, capture_output=True, text=True, check=False, timeout=120)
+
+    started = run(up)
+    try:
+        assert started.returncode == 0, started.stderr + started.stdout
+        data = json.loads((data_dir / "stack.json").read_text())
+        assert set(data["pids"]) == {"kafka"}, "only Kafka is started; the configured servers are used"
+        assert data["settings"]["mongo_url"] == settings.mongo_url
+        bootstrap = data["settings"]["kafka_bootstrap"]
+        assert asyncio.run(_produce_and_count(bootstrap, "payments.events", 3)) == 3
+
+        restarted = run([*cmd, "restart", "kafka", *common])
+        assert restarted.returncode == 0, restarted.stderr + restarted.stdout
+        after = json.loads((data_dir / "stack.json").read_text())
+        assert after["pids"]["kafka"] != data["pids"]["kafka"] and after["owner_pid"] == data["owner_pid"]
+        assert asyncio.run(_produce_and_count(bootstrap, "payments.events", 2)) == 5, "records survive a restart"
+
+        assert run([*cmd, "down", *common]).returncode == 0
+        again = run(up)
+        assert again.returncode == 0, again.stderr + again.stdout
+        assert asyncio.run(_produce_and_count(bootstrap, "payments.events", 0)) == 5, "--persist keeps Kafka's log"
+
+        unknown = run([*cmd, "restart", "mongo", *common])
+        assert unknown.returncode == 1 and "not a server this stack started" in unknown.stderr
+    finally:
+        run([*cmd, "down", *common])

@@ -39,8 +39,6 @@ async def system(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
     await admin.close()
     run_settings, env = isolated(
         settings, "system", log_json=True,
-        # The local broker (Tansu) answers a group join after session/2 (docs/command-service.md).
-        intake_session_timeout_ms=2000, intake_heartbeat_interval_ms=500, intake_fetch_max_wait_ms=25,
         database_url=urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{database}")),
     )
     running = RunningSystem(run_settings, tmp_path_factory.mktemp("system-logs"))

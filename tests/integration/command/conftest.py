@@ -22,6 +22,8 @@ from services.command.bootstrap import CommandRuntime, command_runtime
 from services.command.config import CommandSettings
 from shared.auth import SCOPE_WRITE, mint_token
 from shared.events import PaymentEvent, parse_event
+from shared.kafka import consumer_options
+from shared.settings import Settings
 
 
 def _with_database(url: str, name: str) -> str:
@@ -131,13 +133,13 @@ async def nothing_written(db: Db) -> AsyncIterator[None]:
 
 
 async def consume_events(
-    bootstrap: str, topic: str, wanted: set[str], *, timeout: float = 30.0
+    bootstrap: str, topic: str, wanted: set[str], *, timeout: float = 30.0, settings: Settings | None = None
 ) -> list[tuple[bytes, PaymentEvent, dict[str, bytes]]]:
     """Read ``topic`` from the beginning until every event id in ``wanted`` was seen."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=f"test-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest", session_timeout_ms=2000, heartbeat_interval_ms=500,
-        enable_auto_commit=False,
+        auto_offset_reset="earliest", enable_auto_commit=False,
+        **consumer_options(settings or Settings()),  # default: the stack's, exported as PAYMENTS_*
     )
     await consumer.start()
     seen: list[tuple[bytes, PaymentEvent, dict[str, bytes]]] = []

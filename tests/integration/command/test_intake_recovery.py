@@ -39,7 +39,6 @@ def _intake_settings(base: CommandSettings, **overrides: object) -> CommandSetti
     return base.model_copy(update={
         "commands_topic": f"cmd.{suffix}", "command_results_topic": f"res.{suffix}",
         "commands_dlq_topic": f"dlq.{suffix}", "intake_group": f"intake-{suffix}",
-        "intake_session_timeout_ms": 2000, "intake_heartbeat_interval_ms": 500, "intake_fetch_max_wait_ms": 25,
         "intake_retry_backoff_seconds": 0.1, **overrides,
     })
 

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,10 +19,12 @@ from services.command import handlers
 from services.command.config import CommandSettings
 from services.command.models import CreatePayment
 from services.command.relay import OutboxRelay
-from services.devstack import find_binaries
+from services.devstack import LocalStack
 from shared.events import CONTENT_TYPE, EventType
+from shared.kafka import TopicError
 from shared.net import free_port
 from shared.payment import PaymentSnapshot
+from shared.settings import Settings
 from shared.telemetry import OUTBOX_BACKLOG, OUTBOX_PUBLISH_LAG
 
 
@@ -170,53 +171,28 @@ async def _more_than(awaitable, n: int, *, invert: bool = False, total: int = 0)
     return (total - value) > n if invert else value > n
 
 
-class PrivateBroker:
-    """A Tansu broker of this test only (memory storage: a restart loses its topics)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        url = f"tcp://{self.bootstrap}"
-        self.process = subprocess.Popen(
-            [str(find_binaries()["kafka"]), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 15
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError("private Tansu broker did not start")
-            await asyncio.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
-async def test_broker_outage_commands_succeed_and_every_event_arrives_later(api, db, runtime, consume):
-    broker = PrivateBroker()
-    await broker.start()
-    settings = CommandSettings.from_settings(runtime.settings, kafka_bootstrap=broker.bootstrap,
-                                             events_topic=f"outage-{uuid.uuid4().hex[:8]}")
+@contextlib.contextmanager
+def private_kafka(tmp_path, settings: CommandSettings):
+    """A LocalStack of this test that starts only a Kafka broker, noida-db (it keeps its
+    log across a restart, as Kafka does); every other server is the session's."""
+    stack = LocalStack(tmp_path / "private-kafka", headless=True, write_stack_file=False, kafka_broker="noida", external_timeout=30,
+                       database_url=settings.database_url, redis_url=settings.redis_url,
+                       temporal_address=settings.temporal_address, mongo_url=settings.mongo_url)
     try:
+        yield stack, stack.start()
+    finally:
+        stack.stop()
+
+
+async def test_broker_outage_commands_succeed_and_every_event_arrives_later(api, db, runtime, consume, tmp_path):
+    with private_kafka(tmp_path, runtime.settings) as (broker, endpoints):
+        settings = CommandSettings.from_settings(runtime.settings, kafka_bootstrap=endpoints.kafka_bootstrap,
+                                                 events_topic=f"outage-{uuid.uuid4().hex[:8]}")
         async with running_relay(runtime.pool, settings) as relay:
             before = await api.created(description="before the outage")
             await wait_until(lambda: _zero(unpublished(db, [before["id"]])), what="the first event")
 
-            broker.stop()
+            await asyncio.to_thread(broker.stop_server, "kafka")
             during = [await api.created(description=f"during the outage {i}") for i in range(5)]
             patched = await api.request("PATCH", f"/v1/payments/{during[0]['id']}", json={"amount": 7})
             assert patched.status_code == 200
@@ -225,14 +201,53 @@ async def test_broker_outage_commands_succeed_and_every_event_arrives_later(api,
             assert await unpublished(db, ids) == 6, "nothing can be published while the broker is down"
             assert OUTBOX_BACKLOG._value.get() >= 6 and OUTBOX_PUBLISH_LAG._value.get() > 0.5
 
-            await broker.start()  # empty again: the relay must recreate the topic
+            await asyncio.to_thread(broker.start_server, "kafka")  # same port, same log
             await wait_until(lambda: _zero(unpublished(db, ids)), timeout=60, what="the backlog to drain")
-            wanted = await event_ids(db, ids)
-            records = await consume(broker.bootstrap, settings.events_topic, wanted)
-            assert wanted <= {event.id for _, event, _ in records}
+            wanted = await event_ids(db, [before["id"], *ids])
+            records = await consume(endpoints.kafka_bootstrap, settings.events_topic, wanted,
+                                    settings=Settings.model_construct())  # Kafka-legal defaults
+            assert wanted <= {event.id for _, event, _ in records}, "the event published before the restart survived it"
             assert relay.kafka_ok
+
+
+async def test_relay_creates_its_topic_only_when_told_and_reports_why_not(db, runtime, tmp_path):
+    with private_kafka(tmp_path, runtime.settings) as (_, endpoints):  # Kafka-strict about replicas
+        await _relay_topic_creation(db, runtime, endpoints.kafka_bootstrap)
+
+
+async def _relay_topic_creation(db, runtime, bootstrap: str) -> None:
+    topic = f"created-{uuid.uuid4().hex[:8]}"
+    base = CommandSettings.from_settings(runtime.settings, kafka_bootstrap=bootstrap)
+    told_not = CommandSettings.from_settings(base, events_topic=topic, kafka_create_topics=False)
+    async with running_relay(runtime.pool, told_not) as relay:
+        await wait_until(lambda: _true(lambda: "PAYMENTS_KAFKA_CREATE_TOPICS" in relay.last_error), timeout=20,
+                         what="the relay to report the missing topic")
+        assert not relay.kafka_ok and topic in relay.last_error
+    # One broker cannot hold 3 replicas: the broker's error code becomes a clear error.
+    too_many = CommandSettings.from_settings(base, events_topic=topic, kafka_create_topics=True,
+                                             kafka_topic_replication_factor=3, kafka_topic_min_insync_replicas=2)
+    with pytest.raises(TopicError, match=f"{topic}: error 38 InvalidReplicationFactorError"):
+        await OutboxRelay(db.pool, too_many)._ensure_topic()
+    told = CommandSettings.from_settings(base, events_topic=topic, kafka_create_topics=True)
+    relay = OutboxRelay(db.pool, told)
+    await relay._ensure_topic()  # created
+    await relay._ensure_topic()  # exists: fine
+    assert topic in await list_topics(told.kafka_bootstrap)
+
+
+async def list_topics(bootstrap: str) -> set[str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
     finally:
-        broker.stop()
+        await admin.close()
+
+
+async def _true(predicate) -> bool:
+    return predicate()
 
 
 async def test_published_rows_are_purged_after_the_retention(db, runtime):

@@ -15,7 +15,9 @@ from test_projection_strategies import recount, snapshot
 
 from services.query.projection import BucketKey
 from shared.events import EventType, new_event
+from shared.kafka import consumer_options
 from shared.payment import PaymentStatus
+from shared.settings import Settings
 
 
 def raw_event(pid: str, org: str = "org-x", *, version: int = 1, amount: int = 4200, currency: str = "EUR",
@@ -35,8 +37,8 @@ def raw_event(pid: str, org: str = "org-x", *, version: int = 1, amount: int = 4
 
 async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"t-{uuid.uuid4().hex[:8]}",
-                                auto_offset_reset="earliest", session_timeout_ms=2000,
-                                heartbeat_interval_ms=500, enable_auto_commit=False)
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                **consumer_options(Settings()))  # the stack's, exported as PAYMENTS_*
     await consumer.start()
     records: list = []
     try:

@@ -1,0 +1,124 @@
+"""Kafka topics and client options, written once for the relay, the projector, replay
+and the local stack.
+
+Topics belong to the deployment (Helm hook Job, compose ``kafka-init``, the local stack):
+``ensure_topics`` creates missing ones only when told to and otherwise raises
+``TopicMissing`` with a message saying who creates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import errors as kafka_errors
+
+from shared.settings import Settings
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+class TopicError(RuntimeError):
+    """A topic could not be created; the message names the topic and the broker's error."""
+
+
+class TopicMissing(TopicError):
+    """A topic does not exist and this process was not told to create it."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    min_insync_replicas: int
+
+    def configs(self) -> dict[str, str]:
+        return {"min.insync.replicas": str(self.min_insync_replicas)}
+
+
+def event_topics(settings: Settings) -> list[TopicSpec]:
+    """The events topic and its dead-letter topic (the relay's and the projector's)."""
+    rf, isr = settings.kafka_topic_replication_factor, settings.kafka_topic_min_insync_replicas
+    return [
+        TopicSpec(settings.events_topic, settings.events_topic_partitions, rf, isr),
+        # One partition: DLQ records are few and read by tools in order.
+        TopicSpec(settings.dlq_topic, 1, rf, isr),
+    ]
+
+
+def command_topics(settings: Settings) -> list[TopicSpec]:
+    """The intake's topics: commands, their results, their dead letters."""
+    rf, isr = settings.kafka_topic_replication_factor, settings.kafka_topic_min_insync_replicas
+    return [
+        TopicSpec(settings.commands_topic, settings.commands_topic_partitions, rf, isr),
+        TopicSpec(settings.command_results_topic, settings.commands_topic_partitions, rf, isr),
+        TopicSpec(settings.commands_dlq_topic, 1, rf, isr),
+    ]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic the deployment creates (``payments topics``, the Helm hook Job)."""
+    return event_topics(settings) + command_topics(settings)
+
+
+def created_topics(topic_errors: Iterable[Sequence[Any]]) -> list[str]:
+    """The topics a CreateTopics response created. aiokafka 0.14 returns per-topic error
+    codes instead of raising: "already exists" is fine (another process won the race),
+    any other code raises TopicError naming the topic and the error."""
+    created: list[str] = []
+    for entry in topic_errors:
+        topic, code, message = entry[0], entry[1], entry[2] if len(entry) > 2 else None
+        if code == 0:
+            created.append(topic)
+        elif code != TOPIC_ALREADY_EXISTS:
+            name = kafka_errors.for_code(code).__name__
+            raise TopicError(f"could not create Kafka topic {topic}: error {code} {name}"
+                             + (f": {message}" if message else ""))
+    return created
+
+
+async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], *, create: bool,
+                        request_timeout_ms: int = 5000) -> list[str]:
+    """Check that every topic of ``specs`` exists; create the missing ones if ``create``,
+    else raise TopicMissing. Returns the names of the topics created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=request_timeout_ms)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if not missing:
+            return []
+        if not create:
+            raise TopicMissing(
+                f"Kafka topic(s) {', '.join(s.name for s in missing)} missing on {bootstrap}: the deployment "
+                "creates them (Helm hook Job, compose kafka-init, payments stack up); "
+                "or set PAYMENTS_KAFKA_CREATE_TOPICS=true to let this process create them")
+        response = await admin.create_topics([
+            NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.configs()) for s in missing])
+        return created_topics(response.topic_errors)
+    finally:
+        await admin.close()
+
+
+def producer_options(settings: Settings) -> dict[str, Any]:
+    """aiokafka producer options from the PAYMENTS_KAFKA_PRODUCER_* settings."""
+    acks: Any = settings.kafka_producer_acks if settings.kafka_producer_acks == "all" else int(
+        settings.kafka_producer_acks)
+    return {
+        "acks": acks,
+        "enable_idempotence": settings.kafka_producer_idempotence,
+        "linger_ms": settings.kafka_producer_linger_ms,
+    }
+
+
+def consumer_options(settings: Settings) -> dict[str, Any]:
+    """aiokafka consumer options from the PAYMENTS_KAFKA_* settings (what faust gets too)."""
+    return {
+        "session_timeout_ms": int(settings.kafka_session_timeout_seconds * 1000),
+        "heartbeat_interval_ms": int(settings.kafka_heartbeat_interval_seconds * 1000),
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+    }

@@ -1,0 +1,41 @@
+"""Kafka client settings and topic creation outcomes (shared/kafka.py, shared/settings.py)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from shared.kafka import TopicError, consumer_options, created_topics, producer_options, topic_specs
+from shared.settings import Settings
+
+
+def test_already_existing_topics_are_fine_and_other_codes_are_clear_errors() -> None:
+    assert created_topics([("a", 0, None), ("b", 36, "Topic 'b' already exists.")]) == ["a"]
+    with pytest.raises(TopicError, match=r"topic c: error 38 InvalidReplicationFactorError: only 1 broker"):
+        created_topics([("a", 0, None), ("c", 38, "only 1 broker")])
+
+
+def test_defaults_are_inside_a_stock_brokers_limits() -> None:
+    s = Settings()
+    consumer = consumer_options(s)
+    # group.min.session.timeout.ms = 6000, group.max.session.timeout.ms = 1800000
+    assert 6000 <= consumer["session_timeout_ms"] <= 1_800_000
+    assert consumer["heartbeat_interval_ms"] * 3 <= consumer["session_timeout_ms"]
+    assert producer_options(s) == {"acks": "all", "enable_idempotence": True, "linger_ms": 2}
+    events, dlq = topic_specs(s)
+    assert (events.replication_factor, events.min_insync_replicas) == (3, 2) == (dlq.replication_factor,
+                                                                                 dlq.min_insync_replicas)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"kafka_session_timeout_seconds": 6, "kafka_heartbeat_interval_seconds": 3}, "a third"),
+    ({"kafka_producer_acks": "1"}, "ACKS=all"),
+    ({"kafka_topic_replication_factor": 1}, "must not exceed"),
+])
+def test_settings_kafka_would_refuse_are_rejected(values: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(**values)
+
+
+def test_acks_one_without_idempotence_is_allowed() -> None:
+    assert producer_options(Settings(kafka_producer_acks="1", kafka_producer_idempotence=False))["acks"] == 1
