@@ -4,8 +4,9 @@ Runs `payments projector` twice in the same run, each on its own topic and Mongo
 database: with faust's own waits (fetch_max_wait 1500 ms, 50 ms to fill a batch), with
 the project's default (PAYMENTS_KAFKA_FETCH_MAX_WAIT_MS 500 ms, 5 ms) and with the 25 ms
 the local stack writes for Tansu. Run it once per broker (``stack up --kafka tansu|noida``).
-Events are produced one at a time (a lone event is the worst case for batching); the time
-until the read model has the payment is polled every 2 ms. Baseline: a raw aiokafka produce -> consume round trip on the same broker.
+Events are produced one at a time (a lone event is the worst case for batching); the
+time until the read model has the payment is polled every 2 ms. Baseline: a raw aiokafka
+produce -> consume round trip on the same broker.
 
     payments stack up --detach
     python -m bench.projector_latency --events 40

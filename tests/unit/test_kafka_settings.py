@@ -22,9 +22,10 @@ def test_defaults_are_inside_a_stock_brokers_limits() -> None:
     assert 6000 <= consumer["session_timeout_ms"] <= 1_800_000
     assert consumer["heartbeat_interval_ms"] * 3 <= consumer["session_timeout_ms"]
     assert producer_options(s) == {"acks": "all", "enable_idempotence": True, "linger_ms": 2}
-    events, dlq = topic_specs(s)
-    assert (events.replication_factor, events.min_insync_replicas) == (3, 2) == (dlq.replication_factor,
-                                                                                 dlq.min_insync_replicas)
+    specs = topic_specs(s)
+    assert [t.name for t in specs] == [s.events_topic, s.dlq_topic, s.commands_topic, s.command_results_topic,
+                                       s.commands_dlq_topic]
+    assert {(t.replication_factor, t.min_insync_replicas) for t in specs} == {(3, 2)}
 
 
 @pytest.mark.parametrize("values, message", [
