@@ -46,7 +46,7 @@ class LocalStack(ServerLaunch, ReadinessChecks):
     *_url / temporal_address / kafka_bootstrap
                use this existing server instead of starting one (checked for reachability)
     binaries   override the location of a server binary by service name
-    kafka_broker  the embedded Kafka: "noida" (noida-db, default) or "tansu"
+    kafka_broker  the embedded Kafka: "tansu" (default) or "noida" (noida-db, Kafka-strict, persistent)
     """
 
     def __init__(
