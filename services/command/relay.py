@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaProducer
 from services.command.config import CommandSettings
 from services.command.store import OUTBOX_CHANNEL
 from shared.events import CONTENT_TYPE
-from shared.kafka import ensure_topics, producer_options, topic_specs
+from shared.kafka import ensure_topics, event_topics, producer_options
 from shared.telemetry import OUTBOX_BACKLOG, OUTBOX_PUBLISH_LAG, bind_log_context, log_context
 
 log = logging.getLogger("payments.command.relay")
@@ -97,7 +97,7 @@ class OutboxRelay:
             log.warning("LISTEN %s unavailable (%s); polling", OUTBOX_CHANNEL, exc)
 
     async def _ensure_topic(self) -> None:
-        spec = next(t for t in topic_specs(self.settings) if t.name == self.topic)
+        spec = next(t for t in event_topics(self.settings) if t.name == self.topic)
         for name in await ensure_topics(self.settings.kafka_bootstrap, [spec], create=self.settings.kafka_create_topics):
             log.info("created topic %s", name)
 

@@ -33,7 +33,7 @@ from services.query import poison, projection
 from services.query.bootstrap import QueryContext, build
 from shared.dlq import dlq_headers
 from shared.events import EventType, InvalidEvent, PaymentEvent, parse_event
-from shared.kafka import ensure_topics, topic_specs
+from shared.kafka import ensure_topics, event_topics
 from shared.ops import serve_ops
 from shared.settings import Settings
 from shared.telemetry import (
@@ -374,7 +374,7 @@ def create_app(settings: Settings, *, group: str = PROJECTOR_GROUP, batch_size: 
                 await stream.ack(event)
 
     async def check_topics() -> None:  # not ready while the deployment has not created them
-        await ensure_topics(settings.kafka_bootstrap, topic_specs(settings), create=False)
+        await ensure_topics(settings.kafka_bootstrap, event_topics(settings), create=False)
 
     @app.task
     async def startup() -> None:
@@ -397,7 +397,7 @@ def run(settings: Settings, **kwargs: Any) -> None:
     from faust.worker import Worker
 
     if settings.kafka_create_topics:  # before faust subscribes, so that it sees them
-        asyncio.run(ensure_topics(settings.kafka_bootstrap, topic_specs(settings), create=True))
+        asyncio.run(ensure_topics(settings.kafka_bootstrap, event_topics(settings), create=True))
     app = create_app(settings, **kwargs)
     worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False,
                     redirect_stdouts=False)
