@@ -26,3 +26,15 @@ async def test_short_fault_campaign_loses_nothing(scratch_dir) -> None:  # noqa:
     assert not problems, text
     assert log.acked, "the load acknowledged nothing: the campaign proved nothing"
     assert not [status for status in log.statuses if status.startswith("5") and status != "503"], text
+
+
+@pytest.mark.timeout(300)
+async def test_kafka_restarts_on_a_persistent_broker_lose_nothing(scratch_dir) -> None:  # noqa: ANN001
+    """Restarting Kafka needs a broker that keeps its records (Tansu is memory-only):
+    the Kafka-strict, persistent noida-db, restarted alone and while commands flow."""
+    problems, log, text = await run(["restart:kafka", "kafka-restart-under-load"], rate=8.0, settle=2.0,
+                                    root=scratch_dir, kafka="noida")
+    print(text)
+    assert not problems, text
+    assert log.acked, "the load acknowledged nothing: the campaign proved nothing"
+    assert not [status for status in log.statuses if status.startswith("5") and status != "503"], text
