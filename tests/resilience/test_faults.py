@@ -7,11 +7,22 @@ The long campaign is ``python -m bench.faults`` (docs/operations.md).
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from bench.faults import run
 
 pytestmark = pytest.mark.resilience
+
+
+@pytest.fixture(autouse=True)
+def _own_stack_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The campaign runs its own stack: none of the session's PAYMENTS_* (CI's servers, the
+    session stack's Kafka client settings for Tansu) may reach its processes."""
+    for key in [k for k in os.environ if k.startswith("PAYMENTS_") and k != "PAYMENTS_DATA_DIR"]:
+        monkeypatch.delenv(key)
+
 
 SHORT_CAMPAIGN = [
     "kill:projector", "kill:relay", "restart:postgres", "restart:mongo", "restart:redis",
