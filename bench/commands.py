@@ -28,11 +28,10 @@ import subprocess
 import sys
 import time
 import uuid
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 
+from bench.common import scratch_database
 from services.command.config import CommandSettings
 from shared.auth import SCOPE_WRITE, mint_token
 from shared.net import free_port
@@ -151,20 +150,11 @@ async def bench_variant(variant: str, args: argparse.Namespace, database_url: st
 async def main(args: argparse.Namespace) -> None:
     settings = CommandSettings()
     run_id = uuid.uuid4().hex[:8]
-    database = f"payments_bench_{run_id}"
-    admin = await asyncpg.connect(settings.database_url)
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    await admin.close()
-    database_url = urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{database}"))
     results = []
-    try:
+    async with scratch_database(settings.database_url, "payments_bench") as database_url:
         for variant in args.variants.split(","):
             print(f"# {variant} ...", file=sys.stderr, flush=True)
             results.append(await bench_variant(variant, args, database_url, run_id))
-    finally:
-        admin = await asyncpg.connect(settings.database_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
     base = next((r for r in results if r["variant"] == "naive"), None)
     print(f"latency: {args.latency_requests} requests at concurrency 1; throughput: "
           f"{args.throughput_requests} requests at concurrency {args.concurrency}\n")

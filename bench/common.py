@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
 
 from shared.settings import Settings
 
@@ -13,6 +17,25 @@ from shared.settings import Settings
 def scratch_settings(**overrides: object) -> Settings:
     """Settings from the environment, with a fresh MongoDB database (and Redis prefix)."""
     return Settings(**{"mongo_db": f"bench_{uuid.uuid4().hex[:8]}", **overrides})
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(url: str, prefix: str) -> AsyncIterator[str]:
+    """A fresh PostgreSQL database on the server of ``url`` (its URL), dropped afterwards."""
+    database = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await admin.close()
+    try:
+        yield urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+    finally:
+        admin = await asyncpg.connect(url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        finally:
+            await admin.close()
 
 
 async def latencies(fn: Callable[[], Awaitable[object]], n: int, warmup: int = 20) -> list[float]:

@@ -29,12 +29,11 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from tempfile import mkdtemp
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.commands import _pct, _run_load
+from bench.common import scratch_database
 from services.command.config import CommandSettings
 from services.system import RunningSystem, isolated
 from shared.auth import SCOPE_WRITE, mint_token
@@ -118,14 +117,8 @@ async def intake_burst(producer: AIOKafkaProducer, results: Results, topic: str,
     return time.perf_counter() - t0
 
 
-async def main(args: argparse.Namespace) -> None:
-    base = CommandSettings()
-    run_id = uuid.uuid4().hex[:8]
-    database = f"payments_bench_intake_{run_id}"
-    admin = await asyncpg.connect(base.database_url)
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    await admin.close()
-    database_url = urlunsplit(urlsplit(base.database_url)._replace(path=f"/{database}"))
+async def _measure(args: argparse.Namespace, base: CommandSettings,
+                   database_url: str) -> list[tuple[str, float, list[float] | None]]:
     # The Kafka client settings are the stack's (stack.json: Tansu's quirks on the embedded broker).
     settings, env = isolated(base, "bench-intake", database_url=database_url, log_level="WARNING")
     system = RunningSystem(settings, Path(mkdtemp(prefix="bench-intake-")))
@@ -171,9 +164,13 @@ async def main(args: argparse.Namespace) -> None:
         await results.stop()
         await producer.stop()
         await asyncio.to_thread(system.stop)
-        admin = await asyncpg.connect(base.database_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
+    return rows
+
+
+async def main(args: argparse.Namespace) -> None:
+    base = CommandSettings()
+    async with scratch_database(base.database_url, "payments_bench_intake") as database_url:
+        rows = await _measure(args, base, database_url)
     baseline = rows[0][1]
     print(f"{args.requests} creates per row; closed loops at concurrency {args.concurrency}\n")
     print("| variant | creates/s | vs http | p50 ms | p99 ms |")
