@@ -329,7 +329,8 @@ async def _postgres_state(url: str) -> tuple[dict[tuple[str, str], asyncpg.Recor
         gaps = await conn.fetch(
             "SELECT p.id, p.version, count(o.*) AS events, count(o.published_at) AS published,"
             " coalesce(max(o.payment_version), 0) AS newest"
-            " FROM payments p LEFT JOIN outbox o ON o.payment_id = p.id GROUP BY p.id, p.version"
+            " FROM payments p LEFT JOIN outbox o ON o.organization_id = p.organization_id AND o.payment_id = p.id"
+            " GROUP BY p.organization_id, p.id, p.version"
             " HAVING count(o.*) <> p.version OR count(o.published_at) <> p.version"
             " OR coalesce(max(o.payment_version), 0) <> p.version")
     finally:
@@ -484,8 +485,8 @@ async def run(faults: list[str], rate: float, settle: float, root: Path | None =
         root.chmod(0o711)  # as root, the embedded PostgreSQL runs as another user and must enter it
     camp = Campaign(root, kafka)
     print(f"starting a persistent stack and the six processes in {root}…", flush=True)
-    await asyncio.to_thread(camp.start)
     try:
+        await asyncio.to_thread(camp.start)  # inside: a process failing to start still stops the stack
         problems, log = await campaign(camp, faults, rate, settle)
         problems += [f"process {n} not ready at the end" for n in await _unready(camp)]
     finally:
