@@ -2,7 +2,7 @@
 then a check that nothing was lost, duplicated or left stale.
 
 A private, persistent local stack (all five servers embedded, so each can be restarted)
-and the six processes of ``payments up`` run in a scratch directory. Clients send
+and every process of ``payments up`` run in a scratch directory. Clients send
 creates and transitions through the command API, each with an ``Idempotency-Key`` and
 retrying on 5xx, 202 and transport errors as a careful client would. Meanwhile the
 faults run one after the other, each followed by a wait until every process is ready
@@ -484,7 +484,7 @@ async def run(faults: list[str], rate: float, settle: float, root: Path | None =
         root = Path(tempfile.mkdtemp(prefix="payments-faults-"))
         root.chmod(0o711)  # as root, the embedded PostgreSQL runs as another user and must enter it
     camp = Campaign(root, kafka)
-    print(f"starting a persistent stack and the six processes in {root}…", flush=True)
+    print(f"starting a persistent stack and every process in {root}…", flush=True)
     try:
         await asyncio.to_thread(camp.start)  # inside: a process failing to start still stops the stack
         problems, log = await campaign(camp, faults, rate, settle)

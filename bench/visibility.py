@@ -1,6 +1,6 @@
 """Write-to-read visibility lag under a steady command load, on the running system.
 
-Starts the six processes (services/system.py) on the stack of ``payments stack up``,
+Starts the processes of the system (services/system.py) on the stack of ``payments stack up``,
 then sends creates at a fixed rate through the command API. For each payment it
 measures:
 
@@ -109,7 +109,7 @@ def main() -> None:
 
     settings, env = isolated(Settings(), "bench-visibility", log_level="WARNING")
     system = RunningSystem(settings, Path(tempfile.mkdtemp(prefix="bench-visibility-")))
-    print(f"starting the six processes (logs in {system.log_dir})…", flush=True)
+    print(f"starting the processes (logs in {system.log_dir})…", flush=True)
     system.start(env, timeout=90)
     try:
         print(f"load: {args.rate:g} creates/s for {args.seconds:g} s", flush=True)

@@ -64,7 +64,7 @@ def up(
     headless: bool = typer.Option(False, "--headless", help="Do not start the Temporal web UI."),
     timeout: float = typer.Option(90.0, "--timeout", help="Seconds to wait for servers and processes."),
 ) -> None:
-    """Start the local stack and all six processes; print URLs and a token; Ctrl-C stops all.
+    """Start the local stack and every process of the system; print URLs and a token; Ctrl-C stops all.
 
     PostgreSQL, Redis, Kafka, MongoDB and Temporal come from PAYMENTS_DATABASE_URL,
     PAYMENTS_REDIS_URL, PAYMENTS_KAFKA_BOOTSTRAP, PAYMENTS_MONGO_URL and
@@ -90,7 +90,7 @@ def up(
     with ForegroundSignals() as signals:
         try:
             endpoints = start_or_fail(stack)
-            typer.echo(f"stack ready in {stack.startup_seconds or 0:.1f}s; starting the six processes…", err=True)
+            typer.echo(f"stack ready in {stack.startup_seconds or 0:.1f}s; starting the {len(PROCESSES)} processes…", err=True)
             env = {**os.environ, **endpoints.as_env(), "PAYMENTS_DATA_DIR": str(data_dir)}
             settings = Settings(**{k: v for k, v in endpoints.as_settings().items() if v is not None})
             system = RunningSystem(settings, data_dir / "logs")
