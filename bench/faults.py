@@ -213,14 +213,6 @@ class Campaign:
         self.extra.append(proc)
         return proc
 
-    # servers
-
-    def stop_server(self, name: str) -> None:
-        self.stack.stop_server(name)
-
-    def start_server(self, name: str) -> None:
-        self.stack.start_server(name)
-
     # faults
 
     async def apply(self, fault: str) -> None:
@@ -230,33 +222,33 @@ class Campaign:
             await asyncio.sleep(1.0)
             await asyncio.to_thread(self.start_process, target)
         elif kind == "restart":
-            await asyncio.to_thread(self.stop_server, target)
+            await asyncio.to_thread(self.stack.stop_server, target)
             await asyncio.sleep(2.0)
-            await asyncio.to_thread(self.start_server, target)
+            await asyncio.to_thread(self.stack.start_server, target)
         elif fault == "projector-killed-while-redis-down":
             await self.stale_cache_probe()
         elif fault == "relay-killed-while-postgres-restarts":
-            await asyncio.to_thread(self.stop_server, "postgres")
+            await asyncio.to_thread(self.stack.stop_server, "postgres")
             self.kill("relay")
             await asyncio.sleep(2.0)
             # The relay starts while PostgreSQL is still down: it waits for it at start-up.
             relay = asyncio.create_task(asyncio.to_thread(self.start_process, "relay"))
             await asyncio.sleep(1.0)
-            await asyncio.to_thread(self.start_server, "postgres")
+            await asyncio.to_thread(self.stack.start_server, "postgres")
             await relay
         elif fault == "two-projectors-while-mongo-restarts":
             second = self.second_projector()
             await asyncio.sleep(5.0)  # the group rebalances over two members
-            await asyncio.to_thread(self.stop_server, "mongo")
+            await asyncio.to_thread(self.stack.stop_server, "mongo")
             await asyncio.sleep(2.0)
-            await asyncio.to_thread(self.start_server, "mongo")
+            await asyncio.to_thread(self.stack.start_server, "mongo")
             await asyncio.sleep(5.0)
             os.killpg(second.pid, signal.SIGTERM)
             await asyncio.to_thread(second.wait, 30)
         elif fault == "kafka-restart-under-load":
-            await asyncio.to_thread(self.stop_server, "kafka")
+            await asyncio.to_thread(self.stack.stop_server, "kafka")
             await asyncio.sleep(3.0)
-            await asyncio.to_thread(self.start_server, "kafka")
+            await asyncio.to_thread(self.stack.start_server, "kafka")
         else:
             raise ValueError(f"unknown fault {fault!r}; known: {', '.join(ALL_FAULTS)}")
 

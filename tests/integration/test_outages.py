@@ -27,38 +27,16 @@ from shared.net import free_port
 from shared.settings import Settings
 
 
-class PrivatePostgres:
-    """An embedded PostgreSQL of its own, stopped and started on one port and data dir."""
-
-    def __init__(self, stack: Endpoints, data_dir: Path) -> None:
-        self.port = free_port()
-        self.data_dir = data_dir
-        # Every other server is the session's: only PostgreSQL is started here.
-        self.others = {"temporal_address": stack.temporal_address, "kafka_bootstrap": stack.kafka_bootstrap,
-                       "mongo_url": stack.mongo_url, "redis_url": stack.redis_url}
-        self.stack: LocalStack | None = None
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def start(self) -> None:
-        self.stack = LocalStack(self.data_dir, persist=True, headless=True, ports={"postgres": self.port},
-                                write_stack_file=False, **self.others)
-        self.stack.start()
-
-    def stop(self) -> None:
-        if self.stack is not None:
-            self.stack.stop()
-            self.stack = None
-
-
 @pytest.fixture
-def private_postgres(stack: Endpoints, scratch_dir: Path) -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres(stack, scratch_dir / "pg")
-    server.start()
-    yield server
-    server.stop()
+def private_postgres(stack: Endpoints, scratch_dir: Path) -> Iterator[LocalStack]:
+    """A local stack of one embedded PostgreSQL (every other server is the session's), which
+    the test stops and starts again with ``stop_server`` / ``start_server`` (same port, data)."""
+    own = LocalStack(scratch_dir / "pg", persist=True, headless=True, write_stack_file=False,
+                     temporal_address=stack.temporal_address, kafka_bootstrap=stack.kafka_bootstrap,
+                     mongo_url=stack.mongo_url, redis_url=stack.redis_url)
+    own.start()
+    yield own
+    own.stop()
 
 
 def _assert_outage(response: httpx.Response) -> None:
@@ -68,9 +46,9 @@ def _assert_outage(response: httpx.Response) -> None:
     assert int(response.headers["retry-after"]) >= 1
 
 
-async def test_postgres_restart_under_the_command_api(settings: Settings, private_postgres: PrivatePostgres) -> None:
+async def test_postgres_restart_under_the_command_api(settings: Settings, private_postgres: LocalStack) -> None:
     command_settings = CommandSettings.from_settings(
-        settings, database_url=private_postgres.url, command_task_queue=f"outage-{free_port()}",
+        settings, database_url=private_postgres.endpoints.database_url, command_task_queue=f"outage-{free_port()}",
         command_wait_timeout_seconds=2.0, log_json=False,
     )
     auth = {"Authorization": "Bearer " + mint_token("org-outage", [SCOPE_WRITE], settings=command_settings)}
@@ -81,7 +59,7 @@ async def test_postgres_restart_under_the_command_api(settings: Settings, privat
             first = await http.post("/v1/payments", json=body, headers=auth)
             assert first.status_code == 201, first.text
 
-            private_postgres.stop()
+            private_postgres.stop_server("postgres")
             keyed = await http.post("/v1/payments", json=body, headers={**auth, "Idempotency-Key": "k-outage"})
             _assert_outage(keyed)
             ready = await http.get("/readyz")
@@ -91,7 +69,7 @@ async def test_postgres_restart_under_the_command_api(settings: Settings, privat
             assert pending.status_code == 202, pending.text
             status_url = pending.headers["location"]
 
-            private_postgres.start()
+            private_postgres.start_server("postgres")
             retried = await http.post("/v1/payments", json=body, headers={**auth, "Idempotency-Key": "k-outage"})
             assert retried.status_code == 201, retried.text
             deadline = time.monotonic() + 60
