@@ -26,7 +26,7 @@ SERVER = """
 import sys, uvicorn
 from typing import Any
 from fastapi import FastAPI
-from services.command.api import MAX_BODY_BYTES, BodyLimit
+from services.command.http.app import MAX_BODY_BYTES, BodyLimit
 app = FastAPI()
 @app.post("/v1/payments")
 async def create(body: dict[str, Any]) -> dict[str, int]:

@@ -53,9 +53,9 @@ async def serve(variant: str, port: int) -> None:
     from temporalio.worker import Worker
 
     from bench.naive_workflow import NaiveActivities, NaiveCreatePaymentWorkflow
-    from services.command.api import create_app
     from services.command.bootstrap import command_runtime
-    from services.command.models import CommandResult, CreatePayment
+    from services.command.commands import CommandResult, CreatePayment
+    from services.command.http.app import create_app
 
     settings = CommandSettings()
     naive = variant == "naive"

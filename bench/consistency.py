@@ -30,11 +30,11 @@ import httpx
 
 from bench.common import scratch_settings
 from bench.projection import make_events
-from services.query import projection
-from services.query.api import create_app
+from services.query import domain
 from services.query.bootstrap import build
 from services.query.handlers import QueryHandlers
-from services.query.models import SearchQuery
+from services.query.http.app import create_app
+from services.query.queries import SearchQuery
 from shared.auth import SCOPE_READ, mint_token
 from shared.consistency import ConsistencyTokens
 
@@ -72,7 +72,7 @@ async def main(n: int) -> None:
     await ctx.read_model.ensure_indexes(cols)
     events = make_events(1000)
     for i in range(0, len(events), 500):
-        await projection.apply_batch(ctx.mongo, cols, events[i:i + 500])
+        await domain.apply_batch(ctx.mongo, cols, events[i:i + 500])
     org1 = [e.data.payment for e in events if e.organizationid == "org-1"]  # 100 payments
     repeated = tokens.issue([org1[0]])
     # Each first read needs a token never read before: pairs of other payments.

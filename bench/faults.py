@@ -53,9 +53,9 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo import AsyncMongoClient
 
-from services.devstack import LocalStack
-from services.query.read_model import ReadModel
-from services.system import PROCESSES, RunningSystem, isolated
+from devstack import LocalStack
+from devstack.system import PROCESSES, RunningSystem, isolated
+from services.query.adapters.read_model import ReadModel
 from shared.auth import SCOPE_READ, SCOPE_WRITE, cursor_key, mint_token
 from shared.net import free_port
 from shared.settings import Settings

@@ -34,8 +34,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.commands import _pct, _run_load
 from bench.common import scratch_database
+from devstack.system import RunningSystem, isolated
 from services.command.config import CommandSettings
-from services.system import RunningSystem, isolated
 from shared.auth import SCOPE_WRITE, mint_token
 
 

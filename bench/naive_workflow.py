@@ -12,9 +12,9 @@ from datetime import timedelta
 from temporalio import activity, workflow
 
 with workflow.unsafe.imports_passed_through():
-    from services.command import rules
-    from services.command.models import CommandResult, CreatePayment
-    from services.command.store import PaymentStore
+    from services.command import domain
+    from services.command.adapters.store import PaymentStore
+    from services.command.commands import CommandResult, CreatePayment
     from shared.events import EventType
 
 OPTIONS = {"start_to_close_timeout": timedelta(seconds=10)}
@@ -27,18 +27,18 @@ class NaiveActivities:
 
     @activity.defn(name="naive.validate")
     async def validate(self, cmd: CreatePayment) -> None:
-        rules.validate_create(cmd, activity.info().started_time)
+        domain.validate_create(cmd, activity.info().started_time)
 
     @activity.defn(name="naive.execute")
     async def execute(self, cmd: CreatePayment) -> CommandResult:
-        decision = rules.decide_create(cmd, activity.info().started_time)
+        decision = domain.decide_create(cmd, activity.info().started_time)
         async with self.store.unit_of_work() as uow:
             await uow.insert_payment(decision.snapshot)
         return CommandResult(command_id=cmd.command_id, payment=decision.snapshot)
 
     @activity.defn(name="naive.publish")
     async def publish(self, result: CommandResult) -> None:
-        decision = rules.Decision(result.payment, EventType.CREATED, {})
+        decision = domain.Decision(result.payment, EventType.CREATED, {})
         async with self.store.unit_of_work() as uow:
             await uow.add_event(decision.event(self.source))
 

@@ -1,6 +1,6 @@
 """Projection throughput vs a raw bulk upsert of the same documents into the same MongoDB.
 
-    PAYMENTS_MONGO_URL=... python bench/projection.py --events 5000 --batch 500
+    PAYMENTS_MONGO_URL=... python bench/domain.py --events 5000 --batch 500
 
 Both sides write the same payment documents in batches of the same size; the projection
 side additionally reads the stored versions, keeps tombstones and statistics, all in one
@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pymongo import ReplaceOne
 
 from bench.common import scratch_settings
-from services.query import projection
+from services.query import domain
 from services.query.bootstrap import build
 from shared.events import EventType, PaymentEvent, new_event
 from shared.payment import PaymentSnapshot
@@ -40,7 +40,7 @@ async def main(n: int, batch: int) -> None:
     now = datetime.now(UTC)
 
     def upsert(event: PaymentEvent) -> ReplaceOne:
-        doc = projection.payment_document(event, now)
+        doc = domain.payment_document(event, now)
         return ReplaceOne({"_id": doc["_id"]}, doc, upsert=True)
 
     t = time.perf_counter()
@@ -57,11 +57,11 @@ async def main(n: int, batch: int) -> None:
     raw_idx_s = time.perf_counter() - t
     t = time.perf_counter()
     for b in batches:
-        await projection.apply_batch(ctx.mongo, cols, b)
+        await domain.apply_batch(ctx.mongo, cols, b)
     proj_s = time.perf_counter() - t
     t = time.perf_counter()
     for b in batches:  # a full replay of the same stream: every event is a duplicate
-        await projection.apply_batch(ctx.mongo, cols, b)
+        await domain.apply_batch(ctx.mongo, cols, b)
     dup_s = time.perf_counter() - t
     print(f"events {n}, batch {batch}")
     print(f"raw bulk upsert, no secondary indexes : {n / raw_s:9.0f} docs/s")
@@ -74,7 +74,7 @@ async def main(n: int, batch: int) -> None:
 
 
 def projection_indexes() -> list:
-    from services.query.read_model import PAYMENT_INDEXES
+    from services.query.adapters.read_model import PAYMENT_INDEXES
 
     return PAYMENT_INDEXES
 

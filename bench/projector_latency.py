@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
 from bench.visibility import kafka_round_trips
-from services.query.read_model import ReadModel
+from services.query.adapters.read_model import ReadModel
 from shared.auth import cursor_key
 from shared.events import EventType, new_event
 from shared.net import free_port

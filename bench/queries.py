@@ -21,14 +21,14 @@ import httpx
 
 from bench.common import latencies, scratch_settings, summary
 from bench.projection import make_events
-from services.query import projection
-from services.query.api import create_app
+from services.query import domain
+from services.query.adapters.read_model import search_filter, sort_spec
 from services.query.bootstrap import build
-from services.query.client import PaymentQueryClient
 from services.query.handlers import QueryHandlers
-from services.query.models import SearchQuery, StatisticsQuery
-from services.query.read_model import search_filter, sort_spec
-from services.query.worker import create_worker
+from services.query.http.app import create_app
+from services.query.queries import SearchQuery, StatisticsQuery
+from services.query.temporal.client import PaymentQueryClient
+from services.query.temporal.worker import create_worker
 from shared.auth import SCOPE_READ, mint_token
 from shared.temporal import connect
 
@@ -58,7 +58,7 @@ async def main(n: int) -> None:
     await ctx.read_model.ensure_indexes(cols)
     events = make_events(1000)
     for i in range(0, len(events), 500):
-        await projection.apply_batch(ctx.mongo, cols, events[i:i + 500])
+        await domain.apply_batch(ctx.mongo, cols, events[i:i + 500])
     q = SearchQuery(limit=20, sort="-created_at")
     uncached = QueryHandlers(ctx.read_model, None)
     await ctx.cache.redis.set("bench:raw", (await ctx.handlers.search("org-1", q)).model_dump_json())

@@ -1,6 +1,6 @@
 """Write-to-read visibility lag under a steady command load, on the running system.
 
-Starts the processes of the system (services/system.py) on the stack of ``payments stack up``,
+Starts the processes of the system (devstack/system.py) on the stack of ``payments stack up``,
 then sends creates at a fixed rate through the command API. For each payment it
 measures:
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from services.system import RunningSystem, isolated
+from devstack.system import RunningSystem, isolated
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
 from shared.kafka import consumer_options
 from shared.settings import Settings

@@ -12,9 +12,12 @@ import sys
 import typer
 import typer.core
 
-from services import devstack_cli, reconcile_cli, tools_cli, up_cli
+from devstack import cli as devstack_cli
+from devstack import up as up_cli
 from services.command import cli as command_cli
 from services.query import cli as query_cli
+from services.tools import cli as tools_cli
+from services.tools import reconcile_cli
 from shared.auth import uses_dev_secret
 from shared.dependencies import PROCESS_NEEDS, DependencyUnavailable, wait_for
 from shared.settings import DEV_CONSISTENCY_TOKEN_SECRET, get_settings

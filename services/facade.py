@@ -1,8 +1,8 @@
 """``PaymentCqsService``: the seed's facade for other Python services, over Temporal.
 
 It joins the two sides without either importing the other: commands go through the
-command workflows (``services.command.client.PaymentCommandService``), reads through the
-query workflows (``services.query.client.PaymentQueryClient``). A caller needs only a
+command workflows (``services.command.temporal.client.PaymentCommandClient``), reads through the
+query workflows (``services.query.temporal.client.PaymentQueryClient``). A caller needs only a
 Temporal connection; no database, broker or cache. Interactive clients are better served
 by the HTTP APIs (lower latency, see docs/benchmarks.md).
 
@@ -29,10 +29,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from services.command.client import PaymentCommandService, workflow_id
-from services.command.models import BatchResult, Command, CommandResult
-from services.query.client import PaymentQueryClient
-from services.query.models import PaymentView, SearchQuery, SearchResult, Statistics, StatisticsQuery
+from services.command.commands import BatchResult, Command, CommandResult
+from services.command.temporal.client import PaymentCommandClient, workflow_id
+from services.query.queries import PaymentView, SearchQuery, SearchResult, Statistics, StatisticsQuery
+from services.query.temporal.client import PaymentQueryClient
 from shared.consistency import ConsistencyTokens
 from shared.settings import Settings
 from shared.temporal import connect
@@ -52,13 +52,13 @@ def tokens_of(consistent_with: ConsistentWith) -> list[str]:
         if isinstance(item, BatchResult) and token is None and not item.written():
             continue  # a batch that wrote nothing has nothing to wait for
         if token is None:
-            raise ValueError("this command result carries no consistency token (PaymentCommandService(tokens=...))")
+            raise ValueError("this command result carries no consistency token (PaymentCommandClient(tokens=...))")
         tokens.append(token)
     return tokens
 
 
 class PaymentCqsService:
-    def __init__(self, commands: PaymentCommandService, queries: PaymentQueryClient) -> None:
+    def __init__(self, commands: PaymentCommandClient, queries: PaymentQueryClient) -> None:
         self.commands = commands
         self.queries = queries
 
@@ -66,7 +66,7 @@ class PaymentCqsService:
     async def connect(cls, settings: Settings, *, command_timeout: timedelta = timedelta(minutes=5)) -> PaymentCqsService:
         client = await connect(settings, with_metrics=False)
         return cls(
-            PaymentCommandService(client, task_queue=settings.command_task_queue, workflow_timeout=command_timeout,
+            PaymentCommandClient(client, task_queue=settings.command_task_queue, workflow_timeout=command_timeout,
                                   tokens=ConsistencyTokens(settings.consistency_token_secret)),
             PaymentQueryClient(client, settings.query_task_queue),
         )

@@ -1,6 +1,6 @@
 """Session fixtures: the local stack (started lazily, once) and Settings pointing at it.
 
-* ``stack`` -> ``services.devstack.Endpoints``. When PAYMENTS_TEMPORAL_ADDRESS,
+* ``stack`` -> ``devstack.Endpoints``. When PAYMENTS_TEMPORAL_ADDRESS,
   PAYMENTS_KAFKA_BOOTSTRAP and PAYMENTS_MONGO_URL are all set, those servers are used
   (nothing started for them); otherwise a headless, non-persistent LocalStack runs in
   a temp dir. PostgreSQL / Redis come from PAYMENTS_DATABASE_URL / PAYMENTS_REDIS_URL
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from services.devstack import Endpoints, LocalStack
-from services.devstack.binaries import KAFKA_BROKERS
+from devstack import Endpoints, LocalStack
+from devstack.binaries import KAFKA_BROKERS
 
 _EXTERNAL_REQUIRED = ("PAYMENTS_TEMPORAL_ADDRESS", "PAYMENTS_KAFKA_BOOTSTRAP", "PAYMENTS_MONGO_URL")
 
@@ -46,7 +46,7 @@ def _stop_stack() -> None:
 def pytest_configure(config: pytest.Config) -> None:
     tmp = tempfile.mkdtemp(prefix="payments-tests-")
     # Our own scratch directory: traversable, because as root an embedded PostgreSQL runs
-    # as another user (services/devstack/postgres.py) and must reach its data below it.
+    # as another user (devstack/postgres.py) and must reach its data below it.
     os.chmod(tmp, 0o711)
     _state["tmp"] = tmp
     os.environ["PAYMENTS_DATA_DIR"] = tmp

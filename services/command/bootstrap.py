@@ -16,10 +16,10 @@ import asyncpg
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from services.command.client import PaymentCommandService
+from services.command.adapters.store import PaymentStore, create_pool, migrate
 from services.command.config import CommandSettings
-from services.command.store import PaymentStore, create_pool, migrate
-from services.command.worker import build_worker
+from services.command.temporal.client import PaymentCommandClient
+from services.command.temporal.worker import build_worker
 from shared.consistency import ConsistencyTokens
 from shared.http import ReadinessCheck
 from shared.temporal import connect
@@ -31,7 +31,7 @@ class CommandRuntime:
     pool: asyncpg.Pool
     store: PaymentStore
     client: Client
-    service: PaymentCommandService
+    service: PaymentCommandClient
     worker: Worker | None
 
 
@@ -47,7 +47,7 @@ async def command_runtime(
             await migrate(pool)
         client = await connect(settings)
         store = PaymentStore(pool)
-        service = PaymentCommandService(
+        service = PaymentCommandClient(
             client, task_queue=settings.command_task_queue,
             # Eager start hands the first workflow task to a worker of this same client,
             # whose local activity then hands the result straight to the waiting request.

@@ -11,8 +11,9 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from services.command import rules
-from services.command.models import (
+from services.command import domain
+from services.command.adapters.store import PaymentStore, UnitOfWork
+from services.command.commands import (
     HTTP_STATUS,
     TITLES,
     BatchItemResult,
@@ -25,8 +26,7 @@ from services.command.models import (
     RejectionKind,
     command_type,
 )
-from services.command.rules import Rejected
-from services.command.store import PaymentStore, UnitOfWork
+from services.command.domain import Rejected
 from shared.http import PROBLEM_BASE
 from shared.payment_view import Payment
 
@@ -47,7 +47,7 @@ async def _already_done(uow: UnitOfWork, cmd: CreatePayment | ModifyPayment) -> 
     return CommandResult.model_validate(stored) if stored is not None else None
 
 
-async def _finish(uow: UnitOfWork, cmd: CreatePayment | ModifyPayment, decision: rules.Decision,
+async def _finish(uow: UnitOfWork, cmd: CreatePayment | ModifyPayment, decision: domain.Decision,
                   source: str) -> CommandResult:
     event = decision.event(source)
     await uow.add_event(event)
@@ -62,7 +62,7 @@ async def create(store: PaymentStore, cmd: CreatePayment, *, source: str, clock:
     async with store.unit_of_work() as uow:
         if done := await _already_done(uow, cmd):
             return done
-        decision = rules.decide_create(cmd, clock())
+        decision = domain.decide_create(cmd, clock())
         if not await uow.insert_payment(decision.snapshot):
             raise Rejected(RejectionKind.CONFLICT, f"a payment with id {cmd.payment_id!r} already exists")
         return await _finish(uow, cmd, decision, source)
@@ -74,7 +74,7 @@ async def modify(store: PaymentStore, cmd: ModifyPayment, *, source: str, clock:
             return done
         for _ in range(MAX_RACE_RETRIES):
             current = await uow.get_payment(cmd.organization_id, cmd.payment_id)
-            decision = rules.decide_modify(current, cmd, clock())
+            decision = domain.decide_modify(current, cmd, clock())
             assert current is not None  # decide_modify rejects a missing payment
             if await uow.update_payment(decision.snapshot, current.version):
                 return await _finish(uow, cmd, decision, source)

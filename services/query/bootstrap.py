@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from pymongo import AsyncMongoClient
 
-from services.query.cache import QueryCache
+from services.query.adapters.cache import QueryCache
+from services.query.adapters.read_model import ReadModel
 from services.query.handlers import QueryHandlers
-from services.query.read_model import ReadModel
 from shared.auth import cursor_key
 from shared.consistency import ConsistencyTokens
 from shared.settings import Settings

@@ -36,7 +36,7 @@ def query_api(
 
     settings = _settings(log_level)
     uvicorn.run(
-        "services.query.api:create_app", factory=True,
+        "services.query.http.app:create_app", factory=True,
         host=host or settings.host, port=port or settings.query_api_port, workers=workers,
         log_config=None, access_log=False, timeout_graceful_shutdown=10,  # logs: our handler (JSON)
     )
@@ -60,7 +60,7 @@ def projector(
     Invalid events go to the dead-letter topic; offsets are committed only after the
     read model is written. Ops endpoints on PAYMENTS_PROJECTOR_METRICS_PORT (9103).
     """
-    from services.query.projector import run
+    from services.query.adapters.projector import run
 
     run(_settings(log_level), group=group, batch_size=batch_size, batch_wait=batch_wait,
         fetch_max_wait_ms=fetch_max_wait_ms)
@@ -74,7 +74,7 @@ def query_worker(
 
     Ops endpoints on PAYMENTS_QUERY_WORKER_METRICS_PORT (9104).
     """
-    from services.query.worker import main
+    from services.query.temporal.worker import main
 
     asyncio.run(main(_settings(log_level), max_concurrent=max_concurrent))
 
@@ -92,7 +92,7 @@ def replay(
     one, then switches the pointer atomically and catches up once more. Run it while
     the projector runs or not: both are idempotent.
     """
-    from services.query.replay import main
+    from services.query.adapters.replay import main
 
     summary = asyncio.run(main(_settings(log_level), idle=idle, batch_size=batch_size,
                                keep_old=keep_old, progress=progress))

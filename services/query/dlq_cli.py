@@ -1,5 +1,5 @@
 """``payments dlq``: inspect, redrive and purge a dead-letter topic (thin entrypoint over
-services/query/dlq.py; registered by services/query/cli.py)."""
+services/query/adapters/dlq.py; registered by services/query/cli.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import typer
 
-from services.query import dlq
+from services.query.adapters import dlq
 from shared.settings import get_settings
 
 app = typer.Typer(help="Dead-letter topic: list, show, redrive, purge. See docs/operations.md, runbook.",

@@ -12,9 +12,9 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 
-from services.query.cache import QueryCache, Reflect
-from services.query.models import PaymentView, SearchQuery, SearchResult, Statistics, StatisticsQuery
-from services.query.read_model import ReadModel
+from services.query.adapters.cache import QueryCache, Reflect
+from services.query.adapters.read_model import ReadModel
+from services.query.queries import PaymentView, SearchQuery, SearchResult, Statistics, StatisticsQuery
 from shared.consistency import ConsistencyTokens, Writes
 from shared.telemetry import QUERIES, QUERY_DURATION
 

@@ -130,10 +130,10 @@ def test_dashboard_shows_every_design_metric() -> None:
 def test_label_values_match_the_code() -> None:
     """Label values filtered on exist: the projector's and the intake's results and the query
     cache states."""
-    from services.command import intake
-    from services.query import projection
+    from services.command.adapters import intake
+    from services.query import domain
 
-    results = {projection.APPLIED, projection.DUPLICATE, intake.SUCCEEDED, intake.REJECTED, intake.DEAD_LETTERED}
+    results = {domain.APPLIED, domain.DUPLICATE, intake.SUCCEEDED, intake.REJECTED, intake.DEAD_LETTERED}
     text = DASHBOARD.read_text() + ALERTS.read_text()
     for value in re.findall(r'result=\\?"(\w+)\\?"', text):
         assert value in results | {"invalid"}, value

@@ -22,8 +22,8 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from pymongo import AsyncMongoClient
 
-from services.query.read_model import ReadModel
-from services.system import RunningSystem, isolated
+from devstack.system import RunningSystem, isolated
+from services.query.adapters.read_model import ReadModel
 from shared.auth import SCOPE_READ, SCOPE_WRITE, cursor_key, mint_token
 from shared.settings import Settings
 

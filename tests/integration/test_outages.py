@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.command.api import create_app as create_command_app
+from devstack import Endpoints, LocalStack
 from services.command.bootstrap import command_runtime
 from services.command.config import CommandSettings
-from services.devstack import Endpoints, LocalStack
-from services.query.api import create_app as create_query_app
+from services.command.http.app import create_app as create_command_app
+from services.query.http.app import create_app as create_query_app
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
 from shared.http import READINESS_CHECK_TIMEOUT
 from shared.net import free_port

@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.worker import Worker
 
-    from services.devstack import Endpoints, LocalStack, StackError
+    from devstack import Endpoints, LocalStack, StackError
     from shared.settings import Settings
 
 
@@ -186,7 +186,7 @@ async def shout(greeting: Greeting) -> Reply:
     )
 
 
-# Unsandboxed like the project's workflows (see services/query/workflows.py: the sandbox
+# Unsandboxed like the project's workflows (see services/query/temporal/workflows.py: the sandbox
 # importer flakes on Python 3.11, temporalio/sdk-python#585).
 @workflow.defn(sandboxed=False)
 class GreetWorkflow:

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.system import PROCESSES, RunningSystem, isolated
+from devstack.system import PROCESSES, RunningSystem, isolated
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
 from shared.settings import Settings
 
@@ -126,10 +126,10 @@ async def test_every_charted_metric_is_exported(system: Settings) -> None:
 
 async def test_facade_commands_and_queries_over_temporal(system: Settings) -> None:
     """The seed's PaymentCqsService: commands and reads through Temporal only."""
-    from services.command.models import CreatePayment, ModifyPayment
-    from services.command.rules import Rejected
+    from services.command.commands import CreatePayment, ModifyPayment
+    from services.command.domain import Rejected
     from services.facade import PaymentCqsService
-    from services.query.models import SearchQuery, StatisticsQuery
+    from services.query.queries import SearchQuery, StatisticsQuery
     from shared.payment import PaymentCommand
 
     cqs = await PaymentCqsService.connect(system)
@@ -196,9 +196,9 @@ async def test_http_command_then_search_sees_it_every_time(system: Settings) -> 
 
 
 async def test_facade_command_then_search_sees_it_every_time(system: Settings) -> None:
-    from services.command.models import CreatePayment
+    from services.command.commands import CreatePayment
     from services.facade import PaymentCqsService
-    from services.query.models import SearchQuery, StatisticsQuery
+    from services.query.queries import SearchQuery, StatisticsQuery
 
     cqs = await PaymentCqsService.connect(system)
     org = f"org-ryw-facade-{uuid.uuid4().hex[:8]}"

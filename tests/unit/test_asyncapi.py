@@ -12,9 +12,9 @@ import jsonschema
 import pytest
 import yaml
 
-from services.asyncapi import asyncapi_document, asyncapi_text
-from services.command.intake_contract import result_event
-from services.command.models import Problem
+from services.command.adapters.intake_contract import result_event
+from services.command.commands import Problem
+from services.tools.asyncapi import asyncapi_document, asyncapi_text
 from shared.events import EventType, new_event
 from shared.payment import PaymentSnapshot, PaymentStatus
 from shared.settings import Settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.command.api import _wants_async, parse_if_match
+from services.command.http.app import _wants_async, parse_if_match
 from shared.http import ProblemError
 
 

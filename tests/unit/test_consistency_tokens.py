@@ -140,7 +140,7 @@ def test_digest_names_the_writes() -> None:
 
 
 def test_the_facade_reads_accept_command_results_tokens_or_several() -> None:
-    from services.command.models import BatchItemResult, BatchResult, CommandResult
+    from services.command.commands import BatchItemResult, BatchResult, CommandResult
     from services.facade import tokens_of
 
     payment = snapshot("p-1", "org-a")

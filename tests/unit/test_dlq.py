@@ -1,10 +1,10 @@
-"""Pure decisions of the DLQ tooling (services/query/dlq.py): identity, selection, no redrive loop."""
+"""Pure decisions of the DLQ tooling (services/query/adapters/dlq.py): identity, selection, no redrive loop."""
 
 from __future__ import annotations
 
 import json
 
-from services.query.dlq import DeadLetter, latest, redrive_headers, select
+from services.query.adapters.dlq import DeadLetter, latest, redrive_headers, select
 from shared.dlq import REDRIVE_HEADER, dlq_headers
 
 

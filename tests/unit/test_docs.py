@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from services.tools_cli import settings_markdown
+from services.tools.cli import settings_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.command.intake_contract import (
+from services.command.adapters.intake_contract import (
     CommandResultEvent,
     InvalidCommand,
     MalformedCommand,
@@ -19,7 +19,7 @@ from services.command.intake_contract import (
     parse_command,
     result_event,
 )
-from services.command.models import CreatePayment, ModifyPayment, Problem
+from services.command.commands import CreatePayment, ModifyPayment, Problem
 from shared.payment import PaymentCommand
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.devstack.postgres import blocking_directory
+from devstack.postgres import blocking_directory
 
 NOBODY = 65534
 

@@ -12,7 +12,7 @@ from test_projection_strategies import (
     snapshot,
 )
 
-from services.query.projection import APPLIED, DUPLICATE, BucketKey, document_id, plan_batch, utc_day
+from services.query.domain import APPLIED, DUPLICATE, BucketKey, document_id, plan_batch, utc_day
 from shared.events import EventType, new_event
 from shared.payment import PaymentStatus
 

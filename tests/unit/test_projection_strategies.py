@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from hypothesis import strategies as st
 
-from services.query.projection import BatchPlan, BucketKey, Stored, contribution_of, document_id, plan_batch
+from services.query.domain import BatchPlan, BucketKey, Stored, contribution_of, document_id, plan_batch
 from shared.events import EventType, PaymentEvent, new_event
 from shared.payment import (
     MAX_METADATA_KEY_LENGTH,

@@ -9,9 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from services.query.cache import answer_key, digest
-from services.query.models import SearchQuery, StatisticsQuery
-from services.query.read_model import (
+from services.query.adapters.cache import answer_key, digest
+from services.query.adapters.read_model import (
     InvalidCursor,
     average,
     choose_index,
@@ -23,6 +22,7 @@ from services.query.read_model import (
     statistics_filter,
     summarize,
 )
+from services.query.queries import SearchQuery, StatisticsQuery
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 T1 = datetime(2026, 3, 2, tzinfo=UTC)

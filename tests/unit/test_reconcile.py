@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.query.projection import BucketKey, payment_document
-from services.reconcile import compare, recount
+from services.query.domain import BucketKey, payment_document
+from services.tools.reconcile import compare, recount
 from shared.events import EventType, new_event
 from shared.payment import PaymentSnapshot, PaymentStatus
 

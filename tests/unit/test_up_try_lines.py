@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services.up_cli import try_lines
+from devstack.up import try_lines
 
 
 def test_pasted_lines_send_the_token_and_name_this_venvs_payments() -> None:

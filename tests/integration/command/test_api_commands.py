@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from services.command.api import _ID_NAMESPACE
+from services.command.http.app import _ID_NAMESPACE
 from shared.auth import SCOPE_READ
 from shared.consistency import ConsistencyTokens, Writes
 from shared.events import EventType

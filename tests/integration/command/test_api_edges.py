@@ -10,7 +10,7 @@ import httpx
 import jwt
 import pytest
 
-from services.command.api import MAX_BODY_BYTES, create_app
+from services.command.http.app import MAX_BODY_BYTES, create_app
 
 PROBLEM = "application/problem+json"
 
@@ -119,7 +119,7 @@ async def test_the_documented_batch_limit_is_the_servers(http, api) -> None:  # 
 
 
 async def test_one_payment_representation_in_both_apis(http, api) -> None:  # noqa: ANN001
-    from services.query.api import create_app as query_app
+    from services.query.http.app import create_app as query_app
 
     command_doc = (await http.get("/openapi.json")).json()
     query_doc = query_app(api.settings).openapi()

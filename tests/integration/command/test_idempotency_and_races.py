@@ -6,8 +6,8 @@ import asyncio
 import json
 import uuid
 
-from services.command.client import workflow_id
-from services.command.models import CreatePayment, ModifyPayment
+from services.command.commands import CreatePayment, ModifyPayment
+from services.command.temporal.client import workflow_id
 from shared.payment import PaymentCommand
 
 

@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from devstack import LocalStack
 from services.command import handlers
+from services.command.adapters.relay import OutboxRelay
+from services.command.commands import CreatePayment
 from services.command.config import CommandSettings
-from services.command.models import CreatePayment
-from services.command.relay import OutboxRelay
-from services.devstack import LocalStack
 from shared.events import CONTENT_TYPE, EventType
 from shared.kafka import TopicError
 from shared.net import free_port

@@ -1,6 +1,6 @@
 """consistent_with: read-your-writes on search, get and statistics, against real MongoDB,
 Redis and Temporal. Writes are projected with the projector's own write path
-(``projection.apply_batch``), which does not bump the cache generation: exactly the state
+(``domain.apply_batch``), which does not bump the cache generation: exactly the state
 between the projector's MongoDB commit and its Redis bump."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import pytest
 from test_projection_strategies import snapshot
 from test_query_api import seed
 
-from services.query import projection
+from services.query import domain
 from services.query.bootstrap import build
-from services.query.client import PaymentQueryClient
 from services.query.handlers import NotCaughtUp
-from services.query.models import SearchQuery, StatisticsQuery
-from services.query.worker import create_worker
+from services.query.queries import SearchQuery, StatisticsQuery
+from services.query.temporal.client import PaymentQueryClient
+from services.query.temporal.worker import create_worker
 from shared.consistency import ConsistencyTokens, ForeignConsistencyToken, InvalidConsistencyToken
 from shared.events import EventType, new_event
 from shared.payment import PaymentStatus
@@ -31,7 +31,7 @@ def tokens(qsettings) -> ConsistencyTokens:  # noqa: ANN001
 
 async def project(ctx, *payments, event=EventType.CREATED) -> None:  # noqa: ANN001
     cols = await ctx.read_model.active(fresh=True)
-    await projection.apply_batch(ctx.mongo, cols, [new_event(event, p) for p in payments])
+    await domain.apply_batch(ctx.mongo, cols, [new_event(event, p) for p in payments])
 
 
 def hits(kind: str) -> float:

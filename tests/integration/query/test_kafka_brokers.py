@@ -21,7 +21,7 @@ from aiokafka.errors import InvalidSessionTimeoutError
 from conftest import ProjectorProcess, eventually
 from test_projection_strategies import new_event, snapshot
 
-from services.devstack import LocalStack
+from devstack import LocalStack
 from shared.events import EventType
 from shared.kafka import TopicSpec, consumer_options, ensure_topics, producer_options
 from shared.settings import Settings

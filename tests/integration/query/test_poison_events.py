@@ -19,10 +19,10 @@ from prometheus_client import REGISTRY
 from test_projection_strategies import recount
 from test_projector import _payments_from_mongo, _statistics_from_mongo, raw_event, read_topic
 
-from services.query import projection
+from services.query import domain
+from services.query.adapters.cache import generation_key
+from services.query.adapters.projector import Projector
 from services.query.bootstrap import build
-from services.query.cache import generation_key
-from services.query.projector import Projector
 from shared.dlq import dlq_headers
 from shared.net import free_port
 from shared.ops import ops_app
@@ -122,14 +122,14 @@ def _sample(name: str, **labels: str) -> float:
 
 async def test_a_bug_on_one_event_dead_letters_it_and_projection_continues(qsettings, ctx, dead_letters,
                                                                          monkeypatch):
-    real_document = projection.payment_document
+    real_document = domain.payment_document
 
     def buggy(event, projected_at):  # noqa: ANN001, ANN202 - a bug that only one input triggers
         if event.subject == "bug-1":
             raise KeyError("a bug in our code")
         return real_document(event, projected_at)
 
-    monkeypatch.setattr(projection, "payment_document", buggy)
+    monkeypatch.setattr(domain, "payment_document", buggy)
     events = [raw_event(f"b{i}", "org-b", amount=10 + i) for i in range(40)]
     events.insert(17, raw_event("bug-1", "org-b"))
     before = _sample("payments_projection_dead_letters_total", reason="error")

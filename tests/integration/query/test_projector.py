@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from conftest import eventually, settings_env
 from test_projection_strategies import recount, snapshot
 
-from services.query.projection import BucketKey
+from services.query.domain import BucketKey
 from shared.events import EventType, new_event
 from shared.kafka import consumer_options
 from shared.payment import PaymentStatus

@@ -13,12 +13,12 @@ from hypothesis import settings as hsettings
 from test_projection_strategies import deliveries, newest_versions, recount, snapshot
 from test_projector import _payments_from_mongo, _statistics_from_mongo
 
-from services.query import projection
+from services.query import domain
+from services.query.adapters.read_model import ReadModel
 from services.query.bootstrap import build
-from services.query.client import PaymentQueryClient
-from services.query.models import SearchQuery, StatisticsQuery
-from services.query.read_model import ReadModel
-from services.query.worker import create_worker
+from services.query.queries import SearchQuery, StatisticsQuery
+from services.query.temporal.client import PaymentQueryClient
+from services.query.temporal.worker import create_worker
 from shared.events import EventType, new_event
 from shared.payment import PaymentStatus
 from shared.telemetry import CACHE_ERRORS, QUERIES
@@ -28,7 +28,7 @@ from shared.temporal import connect
 async def seed(ctx, payments):  # noqa: ANN001, ANN201
     """Project creation events directly (the projector's own write path)."""
     cols = await ctx.read_model.active(fresh=True)
-    await projection.apply_batch(ctx.mongo, cols, [new_event(EventType.CREATED, p) for p in payments])
+    await domain.apply_batch(ctx.mongo, cols, [new_event(EventType.CREATED, p) for p in payments])
 
 
 def payments_of(org: str, n: int, **kw) -> list:  # noqa: ANN003
@@ -93,7 +93,7 @@ async def test_min_version_waits_for_the_projection(ctx, api, auth):
         await asyncio.sleep(0.3)
         cols = await ctx.read_model.active(fresh=True)
         done = p.model_copy(update={"version": 2, "status": PaymentStatus.COMPLETED})
-        await projection.apply_batch(ctx.mongo, cols, [new_event(EventType.STATUS_CHANGED, done)])
+        await domain.apply_batch(ctx.mongo, cols, [new_event(EventType.STATUS_CHANGED, done)])
 
     task = asyncio.create_task(project_later())
     got = await api.get("/v1/payments/mv-1", params={"min_version": 2}, headers=auth("org-a"))
@@ -175,13 +175,13 @@ async def test_a_crash_between_two_writes_leaves_nothing_half_written(ctx):
 
     broken = type(cols)(cols.generation, cols.payments, cols.tombstones, Exploding())
     try:
-        await projection.apply_batch(ctx.mongo, broken, [new_event(EventType.CREATED, snapshot("crash-1"))])
+        await domain.apply_batch(ctx.mongo, broken, [new_event(EventType.CREATED, snapshot("crash-1"))])
     except RuntimeError:
         pass
     else:
         raise AssertionError("the injected crash did not happen")
     assert await cols.payments.count_documents({}) == 0
-    await projection.apply_batch(ctx.mongo, cols, [new_event(EventType.CREATED, snapshot("crash-1"))])
+    await domain.apply_batch(ctx.mongo, cols, [new_event(EventType.CREATED, snapshot("crash-1"))])
     assert await _statistics_from_mongo(ctx) == recount(await _payments_from_mongo(ctx))
 
 
@@ -195,7 +195,7 @@ async def test_property_on_real_mongodb(ctx, case):  # noqa: ANN001
     await rm.ensure_indexes(cols)
     await rm.activate(generation)
     for batch in batches:
-        await projection.apply_batch(ctx.mongo, cols, batch)
+        await domain.apply_batch(ctx.mongo, cols, batch)
     newest = newest_versions(lives)
     live = {pid: e.paymentversion for pid, e in newest.items() if e.type is not EventType.DELETED}
     assert {d["_id"]: d["version"] async for d in cols.payments.find()} == live

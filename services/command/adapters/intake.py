@@ -1,0 +1,318 @@
+"""``payments intake``: Kafka producers' commands -> the same command service as the HTTP API.
+
+Consumer group ``payments-intake`` on ``payments.commands``. Per poll (up to
+``PAYMENTS_INTAKE_MAX_POLL_RECORDS`` records):
+
+1. each record is parsed (:mod:`services.command.adapters.intake_contract`); a malformed one goes
+   to ``payments.commands.dlq`` with the reason in headers;
+2. the commands run through ``PaymentCommandClient`` (same rules, limits, workflows and
+   deterministic workflow ids ``payments/<org>/<command id>`` as HTTP): a redelivered or
+   re-sent command attaches to, or returns the result of, the first run. One payment's
+   commands (one key) run in order; different keys run concurrently;
+3. one result per command goes to ``payments.command-results`` (key = payment id);
+4. only after every result and dead letter of the poll is acknowledged by Kafka are the
+   offsets committed: a crash re-delivers, and the re-run changes nothing.
+
+Infrastructure failures (Temporal unreachable) are retried until they pass; a command
+whose workflow keeps failing for another reason is dead-lettered after
+``PAYMENTS_INTAKE_MAX_ATTEMPTS``, so one command never stalls its partition forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from services.command.adapters.intake_contract import (
+    InvalidCommand,
+    MalformedCommand,
+    label_of,
+    parse_command,
+    result_event,
+)
+from services.command.commands import BatchResult, BulkCreatePayments, Command, CreatePayment, Problem, command_type
+from services.command.config import CommandSettings
+from services.command.domain import Rejected
+from services.command.handlers import problem_of
+from services.command.temporal.client import CommandFailed, PaymentCommandClient
+from shared.dlq import dlq_headers
+from shared.events import CONTENT_TYPE
+from shared.kafka import TopicMissing, command_topics, consumer_options, ensure_topics, producer_options
+from shared.payment import PaymentSnapshot
+from shared.telemetry import INTAKE_MESSAGES, bind_log_context, log_context
+
+log = logging.getLogger("payments.command.intake")
+Publish = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
+_HEADERS = [("content-type", CONTENT_TYPE.encode())]
+# Label values of payments_intake_messages_total{result}.
+SUCCEEDED, REJECTED, DEAD_LETTERED = "succeeded", "rejected", "dead_lettered"
+
+
+class CommandIntake:
+    """The per-poll logic, independent of the consumer (``publish`` awaits the broker's ack)."""
+
+    def __init__(self, service: PaymentCommandClient, publish: Publish, settings: CommandSettings) -> None:
+        self.service = service
+        self.publish = publish
+        self.settings = settings
+        self.stopping = False
+        self._slots = asyncio.Semaphore(settings.intake_concurrency)
+
+    async def handle(self, records: Sequence[ConsumerRecord]) -> None:
+        """Handle one poll's records: per key in order, keys concurrently."""
+        chains: dict[Any, list[ConsumerRecord]] = defaultdict(list)
+        for record in records:
+            chains[(record.topic, record.partition, record.key)].append(record)
+        if self.settings.intake_batch_creates:
+            await self._batch_leading_creates(chains)
+        # Every chain finishes (or fails) before the caller decides about the offsets.
+        outcomes = await asyncio.gather(*(self._chain(chain) for chain in chains.values() if chain),
+                                        return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _batch_leading_creates(self, chains: dict[Any, list[ConsumerRecord]]) -> None:
+        """Run the first command of each payment, when it is a create, together with the
+        poll's other such creates of its organization in one BulkCreatePayments workflow
+        (each item keeps its command id, its transaction and its result). The succeeded
+        ones leave their chain. Rejected items, and every item of a group that failed, are
+        left to the one-by-one path, whose workflow records the rejection for
+        ``GET /v1/commands/{id}`` (a batch stores only successes)."""
+        heads: dict[str, list[tuple[Any, ConsumerRecord, CreatePayment]]] = defaultdict(list)
+        for chain_key, chain in chains.items():
+            try:
+                command = parse_command(chain[0].value)
+            except (MalformedCommand, InvalidCommand):
+                continue
+            if isinstance(command, CreatePayment):
+                heads[command.organization_id].append((chain_key, chain[0], command))
+        size = self.settings.command_max_batch_items
+        groups = [g[i:i + size] for g in heads.values() for i in range(0, len(g), size)]
+        groups = [g for g in groups if len(g) > 1]
+        done = await asyncio.gather(*(self._bulk(group) for group in groups), return_exceptions=True)
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                log.warning("batched creates failed, running them one by one: %r", outcome)
+                continue
+            for chain_key in outcome:
+                chains[chain_key].pop(0)
+
+    async def _bulk(self, group: list[tuple[Any, ConsumerRecord, CreatePayment]]) -> list[Any]:
+        """Run one batch; answer its succeeded items and return their chain keys."""
+        items = [command for _, _, command in group]
+        # Deterministic: a redelivered poll attaches to the same workflow.
+        digest = hashlib.sha256("\n".join(c.command_id for c in items).encode()).hexdigest()[:32]
+        bulk = BulkCreatePayments(command_id=f"intake-batch-{digest}", organization_id=items[0].organization_id,
+                                  items=items)
+        result = await self.service.process(bulk)
+        assert isinstance(result, BatchResult)
+        answered = []
+        for (chain_key, record, command), item in zip(group, result.results, strict=True):
+            if item.payment is not None:
+                await self._answer(command.organization_id, command.command_id, command.payment_id, item.payment,
+                                   "create", record)
+                answered.append(chain_key)
+        return answered
+
+    async def _chain(self, chain: list[ConsumerRecord]) -> None:
+        async with self._slots:
+            for record in chain:
+                await self.handle_one(record)
+
+    async def handle_one(self, record: ConsumerRecord) -> None:
+        label = label_of(record.value)
+        try:
+            command = parse_command(record.value)
+        except MalformedCommand as exc:
+            await self._dead_letter(record, label, exc.reason)
+            return
+        except InvalidCommand as exc:
+            await self._answer(exc.organization_id, exc.command_id, exc.subject, exc.problem(), label, record)
+            return
+        token = bind_log_context(command_id=command.command_id, organization_id=command.organization_id)
+        try:
+            outcome = await self._run(command)
+            if isinstance(outcome, str):
+                await self._dead_letter(record, label, outcome)
+            else:
+                await self._answer(command.organization_id, command.command_id, command.payment_id, outcome,
+                                   label, record)
+        finally:
+            log_context.reset(token)
+
+    async def _run(self, command: Command) -> PaymentSnapshot | Problem | str:
+        """The payment, the rejection's problem, or (a string) why it is dead-lettered."""
+        delay = self.settings.intake_retry_backoff_seconds
+        failures = 0
+        while True:
+            try:
+                result = await self.service.process(command)
+                assert not isinstance(result, BatchResult)
+                return result.payment
+            except Rejected as rejection:
+                return problem_of(rejection)
+            except CommandFailed as exc:
+                failures += 1
+                if failures >= self.settings.intake_max_attempts:
+                    return f"command failed {failures} times: {exc}"
+                error: BaseException = exc
+            except Exception as exc:  # noqa: BLE001 - Temporal/PostgreSQL outages: retried, never skipped
+                error = exc
+            if self.stopping:
+                raise asyncio.CancelledError
+            log.warning("command %s could not run, retrying in %.1fs: %s", command_type(command), delay,
+                        repr(error)[:300])
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.settings.intake_max_backoff_seconds)
+
+    async def _answer(self, org: str, command_id: str, subject: str | None, outcome: PaymentSnapshot | Problem,
+                      label: str, record: ConsumerRecord) -> None:
+        event = result_event(org, command_id, subject, outcome, source=self.settings.event_source)
+        if isinstance(outcome, PaymentSnapshot) and self.service.tokens is not None:
+            # The same read-your-writes token an HTTP caller gets in Consistency-Token.
+            event.consistencytoken = self.service.tokens.issue([outcome])
+        key = subject.encode() if subject else record.key
+        await self.publish(self.settings.command_results_topic, key, event.to_json_bytes(), _HEADERS)
+        result = SUCCEEDED if isinstance(outcome, PaymentSnapshot) else REJECTED
+        INTAKE_MESSAGES.labels(label, result).inc()
+        log.info("command %s", result, extra={"fields": {
+            "command_id": command_id, "payment_id": subject, "type": label,
+            "status": None if isinstance(outcome, PaymentSnapshot) else outcome.status}})
+
+    async def _dead_letter(self, record: ConsumerRecord, label: str, reason: str) -> None:
+        headers = dlq_headers(reason, record.topic, record.partition, record.offset, self.settings.intake_group,
+                              list(record.headers or []))
+        await self.publish(self.settings.commands_dlq_topic, record.key, record.value or b"", headers)
+        INTAKE_MESSAGES.labels(label, DEAD_LETTERED).inc()
+        log.warning("command sent to the dead-letter topic", extra={"fields": {
+            "reason": reason[:500], "partition": record.partition, "offset": record.offset}})
+
+
+def _offsets(records: Sequence[ConsumerRecord], pick: Callable[[int, int], int], shift: int) -> dict[TopicPartition, int]:
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        offsets[tp] = pick(offsets.get(tp, record.offset + shift), record.offset + shift)
+    return offsets
+
+
+class IntakeConsumer:
+    """The Kafka side: consumer group, producer, poll -> handle -> commit."""
+
+    def __init__(self, service: PaymentCommandClient, settings: CommandSettings) -> None:
+        self.settings = settings
+        self.kafka_ok = False
+        self.handled = 0
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self.intake = CommandIntake(service, self._publish, settings)
+
+    async def _publish(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        assert self._producer is not None
+        delivery = await self._producer.send(topic, value=value, key=key, headers=headers)
+        await delivery  # acknowledged before the command's offset can be committed
+
+    async def start(self) -> None:
+        s = self.settings
+        while True:  # topics are the deployment's: wait for them (readiness says so meanwhile)
+            try:
+                await ensure_topics(s.kafka_bootstrap, command_topics(s), create=s.kafka_create_topics)
+                break
+            except TopicMissing as exc:
+                log.warning("%s; retrying in 5 s", exc)
+                await asyncio.sleep(5)
+        self._producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, **producer_options(s))
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            s.commands_topic, bootstrap_servers=s.kafka_bootstrap, group_id=s.intake_group,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            max_poll_interval_ms=s.intake_max_poll_interval_ms, **consumer_options(s),
+        )
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.stop(), 10)
+
+    async def poll_once(self, timeout_ms: int = 500) -> int:
+        """Poll, handle and commit one batch; returns how many records it handled."""
+        assert self._consumer is not None
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self.settings.intake_max_poll_records)
+        self.kafka_ok = True
+        records = [r for rs in batches.values() for r in rs]
+        if not records:
+            return 0
+        try:
+            await self.intake.handle(records)
+        except BaseException:
+            # Not all of them were answered: read them again (re-running the answered
+            # ones is harmless), rather than moving past them until the next restart.
+            for tp, first in _offsets(records, min, 0).items():
+                self._consumer.seek(tp, first)
+            raise
+        try:
+            await self._consumer.commit(_offsets(records, max, 1))
+        except CommitFailedError as exc:
+            # A rebalance took the partition: its new owner re-runs these commands (harmless).
+            log.warning("offset commit refused after a rebalance: %s", exc)
+        self.handled += len(records)
+        return len(records)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        token = bind_log_context(component="intake", topic=self.settings.commands_topic)
+        try:
+            while not stop.is_set():
+                try:
+                    await self.poll_once()
+                except Exception as exc:  # noqa: BLE001 - broker errors: the poll is read again after a pause
+                    self.kafka_ok = not isinstance(exc, KafkaError)
+                    log.warning("intake poll failed, reading it again: %r", exc)
+                    await asyncio.sleep(self.settings.intake_retry_backoff_seconds)
+        finally:
+            log_context.reset(token)
+
+
+async def run_intake(settings: CommandSettings) -> None:
+    """``payments intake``: run until SIGTERM/SIGINT, serving ops on its metrics port."""
+    from services.command.bootstrap import command_runtime, ops_checks, until_stopped
+    from shared.ops import serve_ops
+
+    async with command_runtime(settings, embedded_worker=settings.intake_embedded_worker) as runtime:
+        intake = IntakeConsumer(runtime.service, settings)
+        await intake.start()
+
+        async def kafka() -> None:
+            if not intake.kafka_ok:
+                raise RuntimeError("no successful poll of the commands topic yet (broker unreachable?)")
+
+        server, ops_task = await serve_ops("payments command intake", settings.host, settings.intake_metrics_port,
+                                           {**ops_checks(runtime), "kafka": kafka})
+        stop = asyncio.Event()
+        task = asyncio.create_task(intake.run(stop))
+        log.info("intake consuming %s (group %s) on %s", settings.commands_topic, settings.intake_group,
+                 settings.kafka_bootstrap)
+        stopper = asyncio.create_task(until_stopped())
+        try:
+            await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Finish the poll in hand (its offsets commit only once its results are sent).
+            stop.set()
+            intake.intake.stopping = True
+            stopper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await intake.stop()
+            server.should_exit = True
+            await ops_task
+            log.info("intake stopped", extra={"fields": {"handled": intake.handled}})

@@ -1,0 +1,217 @@
+"""PostgreSQL adapter (asyncpg): migrations, payments, outbox, command results and
+idempotency records.
+
+A command runs in ONE transaction (:meth:`PaymentStore.unit_of_work`): it claims its
+command id, reads the payment, writes the change with optimistic concurrency
+(``UPDATE ... WHERE version = $n``), appends the CloudEvent to the outbox and records the
+result, so that a payment change without its event (or the reverse) cannot exist.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from shared.events import PaymentEvent
+from shared.payment import PaymentSnapshot
+
+log = logging.getLogger("payments.command.store")
+
+OUTBOX_CHANNEL = "payments_outbox"
+_MIGRATION_LOCK = 724_311_001  # pg_advisory_lock key: one migrator at a time
+
+PAYMENT_COLUMNS = (
+    "id, organization_id, user_id, amount, currency, status, description, metadata, "
+    "version, created_at, updated_at, deleted_at"
+)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, size: int = 10) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn, min_size=min(2, size), max_size=size, init=_init_connection, command_timeout=30
+    )
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """``[(name, sql)]`` in order, from services/command/adapters/migrations/NNN_*.sql."""
+    folder = resources.files("services.command.adapters") / "migrations"
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(p.name.removesuffix(".sql"), p.read_text()) for p in files]
+
+
+async def migrate(pool: asyncpg.Pool) -> list[str]:
+    """Apply the migrations not yet applied; idempotent and safe to run concurrently."""
+    applied: list[str] = []
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        try:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            for name, sql in migration_files():
+                if name in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(sql)
+                    await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", name)
+                applied.append(name)
+                log.info("applied migration %s", name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+    return applied
+
+
+def snapshot_from_row(row: asyncpg.Record) -> PaymentSnapshot:
+    values = dict(row)
+    values["currency"] = values["currency"].strip()
+    return PaymentSnapshot.model_validate(values)
+
+
+@dataclass
+class UnitOfWork:
+    """The statements of one command, inside one transaction."""
+
+    conn: asyncpg.Connection
+
+    async def claim_command(self, org: str, command_id: str, command_type: str, payment_id: str | None) -> bool:
+        """Reserve the command id; False if it already ran (or runs: we wait for it)."""
+        status = await self.conn.execute(
+            "INSERT INTO commands (organization_id, command_id, command_type, payment_id)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            org, command_id, command_type, payment_id,
+        )
+        return status.endswith(" 1")
+
+    async def command_result(self, org: str, command_id: str) -> Any:
+        return await self.conn.fetchval(
+            "SELECT result FROM commands WHERE organization_id = $1 AND command_id = $2", org, command_id
+        )
+
+    async def save_result(self, org: str, command_id: str, result: Any) -> None:
+        await self.conn.execute(
+            "UPDATE commands SET result = $3 WHERE organization_id = $1 AND command_id = $2",
+            org, command_id, result,
+        )
+
+    async def get_payment(self, org: str, payment_id: str) -> PaymentSnapshot | None:
+        row = await self.conn.fetchrow(
+            f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE organization_id = $1 AND id = $2", org, payment_id
+        )
+        return snapshot_from_row(row) if row else None
+
+    async def insert_payment(self, p: PaymentSnapshot) -> bool:
+        """False if the id is taken in the payment's organization (ids are per organization)."""
+        status = await self.conn.execute(
+            f"INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
+            " ON CONFLICT (organization_id, id) DO NOTHING",
+            p.id, p.organization_id, p.user_id, p.amount, p.currency, str(p.status), p.description,
+            p.metadata, p.version, p.created_at, p.updated_at, p.deleted_at,
+        )
+        return status.endswith(" 1")
+
+    async def update_payment(self, p: PaymentSnapshot, expected_version: int) -> bool:
+        """Optimistic concurrency: False if the stored version is no longer ``expected_version``."""
+        status = await self.conn.execute(
+            "UPDATE payments SET amount = $3, status = $4, description = $5, metadata = $6,"
+            " version = $7, updated_at = $8, deleted_at = $9"
+            " WHERE id = $1 AND organization_id = $2 AND version = $10",
+            p.id, p.organization_id, p.amount, str(p.status), p.description, p.metadata,
+            p.version, p.updated_at, p.deleted_at, expected_version,
+        )
+        return status.endswith(" 1")
+
+    async def add_event(self, event: PaymentEvent) -> None:
+        await self.conn.execute(
+            "INSERT INTO outbox (event_id, organization_id, payment_id, payment_version, event_type, payload,"
+            " created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            event.id, event.organizationid, event.subject, event.paymentversion, event.type.short,
+            event.to_json_bytes(), event.time,
+        )
+        # Delivered at commit; identical notifications of one transaction are folded.
+        await self.conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+
+
+class PaymentStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield UnitOfWork(conn)
+
+    async def get_payment(self, org: str, payment_id: str) -> PaymentSnapshot | None:
+        async with self.pool.acquire() as conn:
+            return await UnitOfWork(conn).get_payment(org, payment_id)
+
+    async def command_result(self, org: str, command_id: str) -> Any:
+        async with self.pool.acquire() as conn:
+            return await UnitOfWork(conn).command_result(org, command_id)
+
+    async def ping(self) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
+    # ---------------------------------------------------------------- idempotency keys
+
+    async def claim_idempotency_key(self, org: str, key: str, request_hash: str) -> IdempotencyRecord | None:
+        """None if this request now owns the key; otherwise the existing record."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "INSERT INTO idempotency_keys (organization_id, key, request_hash) VALUES ($1, $2, $3)"
+                " ON CONFLICT DO NOTHING RETURNING key",
+                org, key, request_hash,
+            )
+            if row:
+                return None
+            row = await conn.fetchrow(
+                "SELECT request_hash, status_code, response_body, response_headers FROM idempotency_keys"
+                " WHERE organization_id = $1 AND key = $2",
+                org, key,
+            )
+        return IdempotencyRecord(row["request_hash"], row["status_code"], row["response_body"],
+                                 row["response_headers"] or {})
+
+    async def save_idempotent_response(
+        self, org: str, key: str, status: int, body: bytes, headers: dict[str, str]
+    ) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE idempotency_keys SET status_code = $3, response_body = $4, response_headers = $5"
+                " WHERE organization_id = $1 AND key = $2 AND status_code IS NULL",
+                org, key, status, body, headers,
+            )
+
+    async def release_idempotency_key(self, org: str, key: str) -> None:
+        """Forget a key whose request failed before any result (so a retry can run)."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "DELETE FROM idempotency_keys WHERE organization_id = $1 AND key = $2 AND status_code IS NULL",
+                org, key,
+            )
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    request_hash: str
+    status_code: int | None
+    body: bytes | None
+    headers: dict[str, str]
+
+    @property
+    def complete(self) -> bool:
+        return self.status_code is not None
+

@@ -1,0 +1,127 @@
+"""Pure command rules: validate a command against the current payment and decide the
+new snapshot and its event. No I/O, no clock (``now`` is passed in): the same function
+serves the workflow's validate step, the activity's execute step and property tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from services.command.commands import CreatePayment, ModifyPayment, RejectionKind
+from shared.events import EventType, PaymentEvent, describe_validation_error, new_event
+from shared.payment import (
+    COMMAND_TARGET,
+    INITIAL_STATUS,
+    PaymentCommand,
+    PaymentSnapshot,
+    is_allowed,
+    rejection_reason,
+)
+
+UPDATABLE_FIELDS = ("amount", "description", "metadata")
+CREATED_FIELDS = ("user_id", "amount", "currency", "status", "description", "metadata")
+
+
+class Rejected(Exception):
+    """A business rejection: the command is refused and nothing is written."""
+
+    def __init__(self, kind: RejectionKind, detail: str, *, current_version: int | None = None) -> None:
+        super().__init__(detail)
+        self.kind = RejectionKind(kind)
+        self.detail = detail
+        self.current_version = current_version
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    snapshot: PaymentSnapshot
+    event_type: EventType
+    changes: dict[str, tuple[Any, Any]]
+
+    def event(self, source: str, *, event_id: str | None = None) -> PaymentEvent:
+        return new_event(
+            self.event_type, self.snapshot, self.changes, source=source, event_id=event_id,
+            time=self.snapshot.updated_at,
+        )
+
+
+def _snapshot(values: dict[str, Any]) -> PaymentSnapshot:
+    try:
+        return PaymentSnapshot.model_validate(values)
+    except ValidationError as exc:
+        raise Rejected(RejectionKind.VALIDATION, describe_validation_error(exc)) from None
+
+
+def validate_create(cmd: CreatePayment, now: datetime) -> PaymentSnapshot:
+    """The snapshot a create would produce, or :class:`Rejected` (validation)."""
+    return _snapshot(
+        {
+            "id": cmd.payment_id, "organization_id": cmd.organization_id, "user_id": cmd.user_id,
+            "amount": cmd.amount, "currency": cmd.currency, "status": INITIAL_STATUS,
+            "description": cmd.description, "metadata": cmd.metadata, "version": 1,
+            "created_at": now, "updated_at": now,
+        }
+    )
+
+
+def decide_create(cmd: CreatePayment, now: datetime) -> Decision:
+    snapshot = validate_create(cmd, now)
+    changes = {name: (None, _plain(getattr(snapshot, name))) for name in CREATED_FIELDS}
+    return Decision(snapshot, EventType.CREATED, changes)
+
+
+def validate_update_fields(cmd: ModifyPayment) -> None:
+    """Field checks of an update that need no current state (run in the workflow)."""
+    if cmd.action is not PaymentCommand.UPDATE:
+        return
+    requested = {name: getattr(cmd, name) for name in UPDATABLE_FIELDS if getattr(cmd, name) is not None}
+    if not requested:
+        raise Rejected(RejectionKind.VALIDATION, "send at least one of amount, description, metadata")
+
+
+def decide_modify(current: PaymentSnapshot | None, cmd: ModifyPayment, now: datetime) -> Decision:
+    """Apply update / complete / fail / cancel / refund / delete to ``current``."""
+    if current is None or current.deleted_at is not None or current.organization_id != cmd.organization_id:
+        raise Rejected(RejectionKind.NOT_FOUND, f"payment {cmd.payment_id!r} does not exist")
+    if cmd.expected_version is not None and cmd.expected_version != current.version:
+        raise Rejected(
+            RejectionKind.VERSION_MISMATCH,
+            f"payment {current.id!r} is at version {current.version}, not {cmd.expected_version}",
+            current_version=current.version,
+        )
+    if not is_allowed(cmd.action, current.status):
+        raise Rejected(
+            RejectionKind.ILLEGAL_TRANSITION, rejection_reason(cmd.action, current.status),
+            current_version=current.version,
+        )
+    validate_update_fields(cmd)
+    values = current.model_dump()
+    values.update(version=current.version + 1, updated_at=now)
+    if cmd.action is PaymentCommand.UPDATE:
+        values.update({n: getattr(cmd, n) for n in UPDATABLE_FIELDS if getattr(cmd, n) is not None})
+        event_type = EventType.UPDATED
+    elif cmd.action is PaymentCommand.DELETE:
+        values["deleted_at"] = now
+        event_type = EventType.DELETED
+    else:
+        values["status"] = COMMAND_TARGET[cmd.action]
+        event_type = EventType.STATUS_CHANGED
+    snapshot = _snapshot(values)
+    changes = {
+        name: (_plain(getattr(current, name)), _plain(getattr(snapshot, name)))
+        for name in ("amount", "description", "metadata", "status", "deleted_at")
+        if getattr(current, name) != getattr(snapshot, name)
+    }
+    return Decision(snapshot, event_type, changes)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "value") and isinstance(value, str):  # StrEnum
+        return str(value)
+    return value

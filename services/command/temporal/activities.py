@@ -1,0 +1,89 @@
+"""Activities of the command workflows (run as local activities by default).
+
+``execute_*`` are validate + execute + publish in one database transaction: the payment
+change and its outbox row commit together. Business rejections become non-retryable
+``ApplicationError``s whose ``type`` is the rejection kind; anything else (database
+down, timeout) is retried by the workflow's retry policy.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from services.command import handlers
+from services.command.adapters.store import PaymentStore
+from services.command.commands import (
+    BatchResult,
+    BulkCreatePayments,
+    CommandResult,
+    CreatePayment,
+    ModifyPayment,
+)
+from services.command.domain import Rejected
+from shared.telemetry import bind_log_context, log_context
+
+log = logging.getLogger("payments.command.activities")
+T = TypeVar("T")
+
+
+def business_error(rejection: Rejected) -> ApplicationError:
+    return ApplicationError(
+        rejection.detail, {"current_version": rejection.current_version},
+        type=rejection.kind.value, non_retryable=True,
+    )
+
+
+def _as_activity(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Log context + rejection mapping around one activity method."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: CommandActivities, cmd: Any) -> T:
+        info = activity.info()
+        token = bind_log_context(command_id=cmd.command_id, workflow_id=info.workflow_id,
+                                 organization_id=cmd.organization_id)
+        try:
+            result = await fn(self, cmd)
+        except Rejected as rejection:
+            log.info("command rejected: %s", rejection.detail, extra={"fields": {"reason": rejection.kind.value}})
+            self.on_outcome(info.workflow_id, rejection)
+            raise business_error(rejection) from None
+        else:
+            self.on_outcome(info.workflow_id, result)
+            return result
+        finally:
+            log_context.reset(token)
+
+    return wrapper
+
+
+class CommandActivities:
+    def __init__(self, store: PaymentStore, *, source: str,
+                 on_outcome: Callable[[str, Any], None] | None = None) -> None:
+        self.store = store
+        self.source = source
+        # The facade of this process, if any, waiting for this workflow's outcome.
+        self.on_outcome = on_outcome or (lambda workflow_id, outcome: None)
+
+    @activity.defn(name="payments.execute_create")
+    @_as_activity
+    async def execute_create(self, cmd: CreatePayment) -> CommandResult:
+        return await handlers.create(self.store, cmd, source=self.source)
+
+    @activity.defn(name="payments.execute_modify")
+    @_as_activity
+    async def execute_modify(self, cmd: ModifyPayment) -> CommandResult:
+        return await handlers.modify(self.store, cmd, source=self.source)
+
+    @activity.defn(name="payments.execute_bulk_create")
+    @_as_activity
+    async def execute_bulk_create(self, cmd: BulkCreatePayments) -> BatchResult:
+        return await handlers.bulk_create(self.store, cmd, source=self.source)
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.execute_create, self.execute_modify, self.execute_bulk_create]

@@ -1,0 +1,237 @@
+"""``PaymentCommandClient``: the command half of the seed's ``PaymentCqsService`` (the whole
+facade, commands and queries, is ``services.facade.PaymentCqsService``).
+
+``process(command)`` runs a command and waits for its result; ``process_async(command)``
+starts it and returns the workflow id; ``status(org, command_id)`` looks a command up.
+Business rejections come back as :class:`~services.command.domain.Rejected`.
+
+Workflow ids are deterministic (``payments/<org>/<command id>``): starting a command
+that already runs attaches to it, one that completed returns its first result, and only
+a failed one may run again (``ALLOW_DUPLICATE_FAILED_ONLY``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from services.command.adapters.store import PaymentStore
+from services.command.commands import (
+    BatchResult,
+    BulkCreatePayments,
+    Command,
+    CommandResult,
+    CommandState,
+    CreatePayment,
+    ModifyPayment,
+    RejectionKind,
+    command_type,
+)
+from services.command.domain import Rejected
+from services.command.temporal.workflows import (
+    BulkCreatePaymentsWorkflow,
+    CreatePaymentWorkflow,
+    ModifyPaymentWorkflow,
+)
+from shared.consistency import ConsistencyTokens
+from shared.telemetry import COMMAND_DURATION, COMMANDS
+
+_ROUTES: dict[type, tuple[Any, type]] = {
+    CreatePayment: (CreatePaymentWorkflow.run, CommandResult),
+    ModifyPayment: (ModifyPaymentWorkflow.run, CommandResult),
+    BulkCreatePayments: (BulkCreatePaymentsWorkflow.run, BatchResult),
+}
+_RESULT_BY_WORKFLOW_TYPE = {"CreatePayment": CommandResult, "ModifyPayment": CommandResult,
+                            "BulkCreatePayments": BatchResult}
+_FAILED = {WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TIMED_OUT,
+           WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.CANCELED}
+
+
+def workflow_id(org: str, command_id: str) -> str:
+    return f"payments/{org}/{command_id}"
+
+
+class CommandFailed(Exception):
+    """The command did not complete for a reason other than a business rule."""
+
+
+class CommandPending(Exception):
+    """The command still runs after the wait timeout (answer 202, poll its status)."""
+
+    def __init__(self, command_id: str) -> None:
+        super().__init__(command_id)
+        self.command_id = command_id
+
+
+def rejection_from(error: BaseException) -> Rejected | None:
+    """The business rejection carried by a workflow failure, if it is one."""
+    cause = error.cause if isinstance(error, WorkflowFailureError) else error
+    while cause is not None and not isinstance(cause, ApplicationError):
+        cause = cause.__cause__
+    if not isinstance(cause, ApplicationError) or cause.type not in RejectionKind.__members__.values():
+        return None
+    details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
+    return Rejected(RejectionKind(cause.type), cause.message, current_version=details.get("current_version"))
+
+
+class PaymentCommandClient:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        task_queue: str,
+        eager_start: bool = False,
+        workflow_timeout: timedelta = timedelta(minutes=5),
+        store: PaymentStore | None = None,
+        local_results: bool = False,
+        local_result_wait: float = 0.5,
+        tokens: ConsistencyTokens | None = None,
+    ) -> None:
+        self.client = client
+        self.task_queue = task_queue
+        self.eager_start = eager_start
+        self.workflow_timeout = workflow_timeout
+        self.store = store
+        # With a worker in this process, results come straight from its activities.
+        self.local_results = local_results
+        self.local_result_wait = local_result_wait
+        self.tokens = tokens
+        self._waiting: dict[str, list[asyncio.Future[Any]]] = {}
+        # Command type -> (workflow run method, result type); the benchmark swaps in its
+        # naive workflow here.
+        self.routes: dict[type, tuple[Any, type]] = dict(_ROUTES)
+
+    async def start(self, command: Command) -> WorkflowHandle[Any, Any]:
+        run, _ = self.routes[type(command)]
+        wid = workflow_id(command.organization_id, command.command_id)
+        try:
+            return await self.client.start_workflow(
+                run, command, id=wid, task_queue=self.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                execution_timeout=self.workflow_timeout,
+                request_eager_start=self.eager_start,
+            )
+        except WorkflowAlreadyStartedError:
+            # Completed earlier: the retry gets the first result.
+            return self.client.get_workflow_handle_for(run, wid)
+
+    async def process(
+        self, command: Command, *, wait_timeout: float | None = None
+    ) -> CommandResult | BatchResult:
+        """Run ``command`` and return its result, or raise Rejected / CommandFailed / CommandPending."""
+        kind = command_type(command)
+        started = time.perf_counter()
+        outcome = "error"
+        wid = workflow_id(command.organization_id, command.command_id)
+        local = self._expect(wid) if self.local_results else None
+        try:
+            handle = await self.start(command)
+            result = self._stamped(await self._outcome(command, handle, local, wait_timeout))
+            outcome = "success"
+            return result
+        except Rejected:
+            outcome = "rejected"
+            raise
+        except CommandPending:
+            outcome = "pending"
+            raise
+        finally:
+            if local is not None:
+                self._forget(wid, local)
+            COMMANDS.labels(kind, outcome).inc()
+            COMMAND_DURATION.labels(kind).observe(time.perf_counter() - started)
+
+    async def _outcome(
+        self, command: Command, handle: WorkflowHandle[Any, Any], local: asyncio.Future[Any] | None,
+        wait_timeout: float | None,
+    ) -> Any:
+        if local is not None:
+            # The activity ran in this process (eager start + embedded worker) and its
+            # transaction has committed: its result is final, a retry of the workflow
+            # task returns the same stored result. Otherwise fall back to the history.
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(asyncio.shield(local), self.local_result_wait)
+        try:
+            return await asyncio.wait_for(handle.result(), wait_timeout)
+        except TimeoutError:
+            raise CommandPending(command.command_id) from None
+        except WorkflowFailureError as err:
+            rejection = rejection_from(err)
+            if rejection is None:
+                raise CommandFailed(f"command {command.command_id} failed: {err.cause or err}") from err
+            raise rejection from None
+
+    def _stamped(self, result: CommandResult | BatchResult) -> CommandResult | BatchResult:
+        """The result with its consistency token (what a read must wait for to see it)."""
+        if self.tokens is None:
+            return result
+        return result.model_copy(update={"consistency_token": self.tokens.issue(result.written())})
+
+    # In-process delivery of activity outcomes to the request waiting for them.
+
+    def _expect(self, wid: str) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(wid, []).append(future)
+        return future
+
+    def _forget(self, wid: str, future: asyncio.Future[Any]) -> None:
+        waiting = self._waiting.get(wid, [])
+        if future in waiting:
+            waiting.remove(future)
+        if not waiting:
+            self._waiting.pop(wid, None)
+        if not future.done():
+            future.cancel()
+
+    def deliver(self, wid: str, outcome: Any) -> None:
+        """Called by an activity of this process after its transaction committed
+        (``outcome`` is the result) or was refused (a :class:`Rejected`)."""
+        for future in self._waiting.get(wid, []):
+            if future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+    async def process_async(self, command: Command) -> str:
+        """Start ``command`` and return its workflow id without waiting."""
+        handle = await self.start(command)
+        COMMANDS.labels(command_type(command), "accepted").inc()
+        return handle.id
+
+    async def status(self, org: str, command_id: str) -> tuple[CommandState, Any] | None:
+        """``(state, result | Rejected | CommandFailed)``, or None if no such command."""
+        handle = self.client.get_workflow_handle(workflow_id(org, command_id))
+        try:
+            desc = await handle.describe()
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return await self._stored_status(org, command_id)
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            return CommandState.RUNNING, None
+        if desc.status in _FAILED:
+            try:
+                await handle.result()
+            except WorkflowFailureError as err:
+                return CommandState.FAILED, rejection_from(err) or CommandFailed(str(err.cause or err))
+            return CommandState.FAILED, CommandFailed(f"command ended as {desc.status.name.lower()}")
+        result_type = _RESULT_BY_WORKFLOW_TYPE.get(desc.workflow_type, CommandResult)
+        return CommandState.COMPLETED, self._stamped(result_type.model_validate(await handle.result()))
+
+    async def _stored_status(self, org: str, command_id: str) -> tuple[CommandState, Any] | None:
+        """Temporal forgot it (retention): the write store still has the result."""
+        if self.store is None:
+            return None
+        stored = await self.store.command_result(org, command_id)
+        return None if stored is None else (CommandState.COMPLETED, self._stamped(CommandResult.model_validate(stored)))

@@ -1,0 +1,151 @@
+"""``payments replay``: rebuild the read model and statistics from the events topic.
+
+1. Create a fresh *generation* of collections (``payments_<gen>``, ``statistics_<gen>``,
+   ``tombstones_<gen>``); queries keep reading the active generation meanwhile, so no
+   half-built statistics are ever served.
+2. Read every partition from offset 0 by manual assignment (no consumer group, so the
+   projector's committed offsets are untouched; no ``seek_to_end``/``latest``, which
+   Tansu gets wrong) and apply the events with the projector's own code, in batches.
+   ``end_offsets`` is used only to size the progress bar; the build stops once every
+   partition has been read up to it, or after ``idle`` seconds without new events.
+3. Switch the pointer document to the new generation (one atomic write; cache keys
+   contain the generation, so every cached answer is invalidated with it).
+4. Catch up once more: events the live projector applied to the old generation while
+   step 2 ran are in the topic, so reading on until idle puts them in the new one
+   (application is idempotent, overlap is harmless).
+5. Drop the old generation (unless ``keep_old``) after readers' pointer cache expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.query import domain
+from services.query.adapters import poison
+from services.query.adapters.read_model import Collections, ReadModel
+from services.query.bootstrap import build
+from shared.events import InvalidEvent, PaymentEvent, parse_event
+from shared.settings import Settings
+
+log = logging.getLogger("payments.query.replay")
+
+
+class _Progress:
+    """A rich progress bar, or nothing."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.bar: Any = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]} ev/s"), TimeElapsedColumn())
+            self.bar.start()
+            self.task = self.bar.add_task("replay", total=total or None, rate="-")
+        self.started = time.monotonic()
+        self.done = 0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            rate = f"{self.done / max(time.monotonic() - self.started, 1e-6):,.0f}"
+            self.bar.update(self.task, advance=n, rate=rate)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float = 10.0) -> list[TopicPartition]:
+    deadline = time.monotonic() + timeout
+    while True:
+        await consumer.topics()  # refresh metadata
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return [TopicPartition(topic, p) for p in sorted(parts)]
+        if time.monotonic() > deadline:
+            return []
+        await asyncio.sleep(0.2)
+
+
+async def _consume(consumer: AIOKafkaConsumer, mongo: Any, cols: Collections, ends: dict[TopicPartition, int],
+                   idle: float, batch_size: int, progress: _Progress, counts: dict[str, int]) -> None:
+    """Apply records until every partition reached ``ends`` (if given) or ``idle`` s pass empty."""
+    last_data = time.monotonic()
+    while True:
+        records = await consumer.getmany(timeout_ms=200, max_records=batch_size)
+        messages = [m for batch in records.values() for m in batch]
+        if messages:
+            last_data = time.monotonic()
+            events = []
+            for msg in messages:
+                try:
+                    events.append(parse_event(msg.value))
+                except InvalidEvent:
+                    counts[domain.INVALID] += 1
+
+            async def apply(items: list[PaymentEvent], dry_run: bool) -> domain.BatchResult:
+                return await domain.apply_batch(mongo, cols, items, dry_run=dry_run)
+
+            async def skip(event: PaymentEvent, error: BaseException) -> None:
+                # the live projector dead-lettered it; a rebuild must not stop on it either
+                counts[domain.DEAD_LETTERED] += 1
+                log.warning("event the read model refuses, skipped", extra={"fields": {
+                    "event_id": event.id, "reason": poison.describe(error)[:300]}})
+
+            _, result = await poison.apply_without_poison(events, apply, skip)
+            for outcome in result.outcomes if result is not None else ():
+                counts[outcome] += 1
+            progress.advance(len(messages))
+        reached = bool(ends) and all([await consumer.position(tp) >= end for tp, end in ends.items()])
+        if reached or time.monotonic() - last_data >= idle:
+            return
+
+
+async def main(settings: Settings, *, idle: float = 3.0, batch_size: int = 1000, keep_old: bool = False,
+               progress: bool = True) -> str:
+    ctx = build(settings)
+    rm: ReadModel = ctx.read_model
+    old = await rm.active_generation()
+    new = f"r{int(time.time())}{uuid.uuid4().hex[:6]}"
+    cols = rm.collections(new)
+    await rm.ensure_indexes(cols)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    counts = {domain.APPLIED: 0, domain.DUPLICATE: 0, domain.INVALID: 0, domain.DEAD_LETTERED: 0}
+    try:
+        tps = await _partitions(consumer, settings.events_topic)
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, 0)
+        ends = await consumer.end_offsets(tps) if tps else {}
+        bar = _Progress(progress, sum(ends.values()))
+        try:
+            started = time.monotonic()
+            if tps:
+                await _consume(consumer, ctx.mongo, cols, ends, idle, batch_size, bar, counts)
+            await rm.activate(new)
+            switched = time.monotonic()
+            log.info("read model switched", extra={"fields": {"from": old, "to": new}})
+            if tps:  # catch up with what the live projector wrote to the old generation meanwhile
+                await _consume(consumer, ctx.mongo, cols, {}, min(idle, 2.0), batch_size, bar, counts)
+        finally:
+            bar.stop()
+        if not keep_old and old != new:
+            await asyncio.sleep(max(0.0, 2 * ReadModel.POINTER_TTL - (time.monotonic() - switched)))
+            await rm.drop(old)
+    finally:
+        await consumer.stop()
+        await ctx.close()
+    elapsed = time.monotonic() - started
+    return (f"replayed {sum(counts.values())} events in {elapsed:.1f}s into generation {new} "
+            f"(applied {counts['applied']}, duplicate {counts['duplicate']}, invalid {counts['invalid']}, "
+            f"refused {counts['dead_lettered']}); "
+            f"previous generation {old} {'kept' if keep_old else 'dropped'}")
