@@ -1,12 +1,16 @@
-"""The operations endpoint of a worker process: ``/healthz``, ``/readyz``, ``/metrics``.
+"""What every worker process shares: the operations endpoint (``/healthz``, ``/readyz``,
+``/metrics``) and the one way a process waits for SIGTERM / SIGINT.
 
-APIs mount the same routes on their own app; workers (command worker, relay,
-projector, query worker) serve them on a separate port with this helper.
+APIs mount the same routes on their own app; workers (command worker, relay, intake,
+projector, query worker) serve them on a separate port with :func:`serving`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
 
 import uvicorn
 from fastapi import FastAPI
@@ -34,3 +38,27 @@ async def serve_ops(
     if task.done():
         task.result()  # re-raise a bind error (port taken) to the caller
     return server, task
+
+
+@contextlib.asynccontextmanager
+async def serving(title: str, host: str, port: int, checks: dict[str, ReadinessCheck]) -> AsyncIterator[None]:
+    """Serve the ops endpoint for the duration of the block, and stop it however the block ends."""
+    server, task = await serve_ops(title, host, port, checks)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def until_stopped() -> None:
+    """Wait for SIGTERM or SIGINT (a process's clean shutdown signal)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

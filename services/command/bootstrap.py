@@ -5,9 +5,7 @@ Every entry point (API, worker, tests, benchmark) builds the same object graph h
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -73,16 +71,3 @@ def ops_checks(runtime: CommandRuntime) -> dict[str, ReadinessCheck]:
         await runtime.client.service_client.check_health(timeout=timedelta(seconds=2))
 
     return {"postgres": runtime.store.ping, "temporal": temporal}
-
-
-async def until_stopped() -> None:
-    """Wait for SIGTERM or SIGINT (the process's clean shutdown signal)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)

@@ -285,8 +285,8 @@ class IntakeConsumer:
 
 async def run_intake(settings: CommandSettings) -> None:
     """``payments intake``: run until SIGTERM/SIGINT, serving ops on its metrics port."""
-    from services.command.bootstrap import command_runtime, ops_checks, until_stopped
-    from shared.ops import serve_ops
+    from services.command.bootstrap import command_runtime, ops_checks
+    from shared.ops import serve_ops, until_stopped
 
     async with command_runtime(settings, embedded_worker=settings.intake_embedded_worker) as runtime:
         intake = IntakeConsumer(runtime.service, settings)

@@ -223,8 +223,7 @@ async def _wait_any(stop: asyncio.Event, wake: asyncio.Event | None, timeout: fl
 async def run_relay(settings: CommandSettings) -> None:
     """``payments relay``: run until SIGTERM/SIGINT, serving ops on its metrics port."""
     from services.command.adapters.store import create_pool, migrate
-    from services.command.bootstrap import until_stopped
-    from shared.ops import serve_ops
+    from shared.ops import serve_ops, until_stopped
 
     pool = await create_pool(settings.database_url, size=2)
     try:

@@ -37,8 +37,8 @@ def build_worker(
 
 async def run_worker(settings: CommandSettings) -> None:
     """``payments command-worker``: run until SIGTERM/SIGINT, serving ops on its metrics port."""
-    from services.command.bootstrap import command_runtime, ops_checks, until_stopped
-    from shared.ops import serve_ops
+    from services.command.bootstrap import command_runtime, ops_checks
+    from shared.ops import serve_ops, until_stopped
 
     async with command_runtime(settings, embedded_worker=True) as runtime:
         server, task = await serve_ops(
