@@ -45,7 +45,7 @@ def _event(i: int) -> tuple[bytes, bytes]:
     event = new_event(EventType.CREATED, PaymentSnapshot(
         id=f"lat-{i}", organization_id="bench-org", amount=100 + i, currency="EUR",
         status=PaymentStatus.PROCESSING, version=1, created_at=now, updated_at=now))
-    return event.key(), event.to_json_bytes()
+    return event.subject.encode(), event.to_json_bytes()
 
 
 async def measure(settings: Settings, fetch_max_wait_ms: int, batch_wait: float, n: int) -> list[float]:

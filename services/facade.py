@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from services.command.commands import BatchResult, Command, CommandResult
+from services.command.commands import BulkCreateResult, Command, CommandResult
 from services.command.temporal.client import PaymentCommandClient, workflow_id
 from services.query.queries import PaymentView, SearchQuery, SearchResult, Statistics, StatisticsQuery
 from services.query.temporal.client import PaymentQueryClient
@@ -37,7 +37,7 @@ from shared.consistency import ConsistencyTokens
 from shared.settings import Settings
 from shared.temporal import connect
 
-Written = str | CommandResult | BatchResult
+Written = str | CommandResult | BulkCreateResult
 ConsistentWith = Written | Sequence[Written] | None
 
 
@@ -45,11 +45,11 @@ def tokens_of(consistent_with: ConsistentWith) -> list[str]:
     """The consistency tokens of command results (or tokens) to pass to a read."""
     if consistent_with is None:
         return []
-    items = [consistent_with] if isinstance(consistent_with, str | CommandResult | BatchResult) else consistent_with
+    items = [consistent_with] if isinstance(consistent_with, str | CommandResult | BulkCreateResult) else consistent_with
     tokens = []
     for item in items:
         token = item if isinstance(item, str) else item.consistency_token
-        if isinstance(item, BatchResult) and token is None and not item.written():
+        if isinstance(item, BulkCreateResult) and token is None and not item.written():
             continue  # a batch that wrote nothing has nothing to wait for
         if token is None:
             raise ValueError("this command result carries no consistency token (PaymentCommandClient(tokens=...))")
@@ -71,7 +71,7 @@ class PaymentCqsService:
             PaymentQueryClient(client, settings.query_task_queue),
         )
 
-    async def process_command(self, command: Command) -> CommandResult | BatchResult:
+    async def process_command(self, command: Command) -> CommandResult | BulkCreateResult:
         """Run a command and wait: its result (with its ``consistency_token``: pass the
         result as ``consistent_with`` to read it back), or ``Rejected`` for a business rule."""
         return await self.commands.process(command)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.payment import NO_NUL_PATTERN, PaymentSnapshot, check_text
+from shared.payment import NO_NUL_PATTERN, AwareDatetime, PaymentSnapshot, check_text
 
 CONTENT_TYPE = "application/cloudevents+json"
 SCHEMA_ID = "https://gyroscops.com/schemas/payments/cloudevent.schema.json"
@@ -68,7 +68,7 @@ class PaymentEvent(BaseModel):
         json_schema_extra={"pattern": NO_NUL_PATTERN})
     type: EventType
     subject: str = Field(min_length=1, description="The payment id")
-    time: datetime = Field(description="RFC 3339 UTC")
+    time: AwareDatetime = Field(description="RFC 3339 UTC")
     datacontenttype: Literal["application/json"] | None = "application/json"
     organizationid: str = Field(min_length=1, description="Extension: owning organization")
     paymentversion: int = Field(ge=1, strict=True, description="Extension: payment version after this event")
@@ -85,8 +85,6 @@ class PaymentEvent(BaseModel):
             raise ValueError(
                 f"paymentversion {self.paymentversion} does not match data.payment.version {payment.version}"
             )
-        if self.time.tzinfo is None:
-            raise ValueError("time must be RFC 3339 with a time zone")
         if (self.type is EventType.DELETED) != (payment.deleted_at is not None):
             raise ValueError("deleted events, and only they, carry data.payment.deleted_at")
         if self.type is EventType.CREATED and payment.version != 1:
@@ -99,10 +97,6 @@ class PaymentEvent(BaseModel):
 
     def to_json_bytes(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
-
-    def key(self) -> bytes:
-        """Kafka message key: the payment id keeps per-payment order."""
-        return self.subject.encode()
 
 
 class InvalidEvent(ValueError):
@@ -137,18 +131,14 @@ def new_event(
     )
 
 
-def _describe(error: ValidationError) -> str:
+def describe_validation_error(error: ValidationError) -> str:
+    """``"field: message; ..."`` for the first errors of a pydantic ValidationError (DLQ
+    reasons of events and commands; the detail of a command's validation rejection)."""
     parts = []
     for item in error.errors()[:5]:
         where = ".".join(str(p) for p in item.get("loc", ())) or "event"
         parts.append(f"{where}: {item.get('msg')}")
     return "; ".join(parts)
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """``"field: message; ..."`` for the first errors of a pydantic ValidationError
-    (DLQ reasons here; problem details of the command service)."""
-    return _describe(error)
 
 
 def structured_cloudevent(raw: bytes | str | None, error: type[ValueError]) -> dict[str, Any]:
@@ -175,7 +165,7 @@ def parse_event(raw: bytes | str | None) -> PaymentEvent:
     try:
         return PaymentEvent.model_validate(payload)
     except ValidationError as exc:
-        raise InvalidEvent(_describe(exc)) from None
+        raise InvalidEvent(describe_validation_error(exc)) from None
 
 
 def event_json_schema() -> dict[str, Any]:

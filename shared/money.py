@@ -2,6 +2,12 @@
 
 ``Money(1234, "EUR")`` is 12.34 EUR. The ISO 4217 table below knows each currency's
 exponent (number of minor-unit digits): JPY has 0, EUR 2, BHD 3.
+
+The rules of money fields are written once here, as annotated types every model uses
+(command bodies and commands, the payment snapshot, the query filters): :data:`Amount`,
+:data:`Currency` (with the codes listed in its JSON Schema) and :data:`CurrencyCode` (the
+same check, schema without the list: the event schema as published). Each use site adds
+only its own description.
 """
 
 from __future__ import annotations
@@ -9,6 +15,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
 
 # ISO 4217 active codes -> minor unit exponent (ISO 4217 amendment 176+).
 ISO_4217: dict[str, int] = {
@@ -65,6 +74,15 @@ def validate_currency(code: str) -> str:
     if not isinstance(code, str) or code != code.upper() or code not in ISO_4217:
         raise MoneyError(f"unknown currency {code!r}: expected an upper-case ISO 4217 code such as EUR")
     return code
+
+
+# A payment amount: a positive whole number of minor units, at most MAX_AMOUNT; strict, so
+# neither "12" nor True nor 12.0 passes (an HTTP body may send 12.0: see http/schemas.py).
+Amount = Annotated[int, Field(gt=0, le=MAX_AMOUNT, strict=True)]
+# An upper-case ISO 4217 code: CurrencyCode checks it, Currency also lists the codes in its
+# JSON Schema (what the OpenAPI documents show).
+CurrencyCode = Annotated[str, AfterValidator(validate_currency)]
+Currency = Annotated[CurrencyCode, Field(json_schema_extra=CURRENCY_SCHEMA)]
 
 
 @dataclass(frozen=True, slots=True)

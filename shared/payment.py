@@ -16,9 +16,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
-from shared.money import MAX_AMOUNT, validate_currency
+from shared.money import Amount, CurrencyCode
 
 MAX_DESCRIPTION_LENGTH = 1000
 MAX_METADATA_KEYS = 50
@@ -201,7 +201,14 @@ Description = _text(MAX_DESCRIPTION_LENGTH)
 UserId = _text(MAX_ID_LENGTH)
 
 
-Amount = Field(gt=0, le=MAX_AMOUNT, strict=True, description="Minor units of the currency (cents), > 0")
+def check_aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("timestamps must carry a time zone (RFC 3339)")
+    return value
+
+
+# A timestamp of the contracts (snapshots, events, query filters): RFC 3339 with an offset.
+AwareDatetime = Annotated[datetime, AfterValidator(check_aware)]
 
 
 class PaymentSnapshot(BaseModel):
@@ -212,24 +219,12 @@ class PaymentSnapshot(BaseModel):
     id: Id
     organization_id: Id
     user_id: UserId | None = None
-    amount: int = Amount
-    currency: str = Field(description="ISO 4217 upper-case code", examples=["EUR"])
+    amount: Amount = Field(description="Minor units of the currency (cents), > 0")
+    currency: CurrencyCode = Field(description="ISO 4217 upper-case code", examples=["EUR"])
     status: PaymentStatus
     description: Description = ""
     metadata: Metadata = Field(default_factory=dict)
     version: int = Field(ge=1, strict=True)
-    created_at: datetime
-    updated_at: datetime
-    deleted_at: datetime | None = None
-
-    @field_validator("currency")
-    @classmethod
-    def _currency(cls, v: str) -> str:
-        return validate_currency(v)
-
-    @field_validator("created_at", "updated_at", "deleted_at")
-    @classmethod
-    def _aware(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            raise ValueError("timestamps must carry a time zone (RFC 3339)")
-        return v
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    deleted_at: AwareDatetime | None = None

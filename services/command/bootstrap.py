@@ -1,6 +1,8 @@
 """Wiring from settings: pool + migrations + Temporal client + facade (+ worker).
 
-Every entry point (API, worker, tests, benchmark) builds the same object graph here.
+Every entry point (API, worker, intake, tests, benchmark) builds the same object graph
+here, as async context managers that close what they opened. How each process then runs
+(ops endpoint, SIGTERM) is services/command/processes.py.
 """
 
 from __future__ import annotations
@@ -34,17 +36,27 @@ class CommandRuntime:
 
 
 @contextlib.asynccontextmanager
+async def open_store(
+    settings: CommandSettings, *, pool_size: int | None = None, run_migrations: bool = True
+) -> AsyncIterator[PaymentStore]:
+    """The PostgreSQL pool (migrated) behind a store; the relay needs nothing more."""
+    pool = await create_pool(settings.database_url, size=pool_size or settings.database_pool_size)
+    try:
+        if run_migrations:
+            await migrate(pool)
+        yield PaymentStore(pool)
+    finally:
+        await pool.close()
+
+
+@contextlib.asynccontextmanager
 async def command_runtime(
     settings: CommandSettings, *, embedded_worker: bool | None = None, run_migrations: bool = True
 ) -> AsyncIterator[CommandRuntime]:
     """Open everything a command process needs; close it all on exit."""
     embedded = settings.command_api_embedded_worker if embedded_worker is None else embedded_worker
-    pool = await create_pool(settings.database_url, size=settings.database_pool_size)
-    try:
-        if run_migrations:
-            await migrate(pool)
+    async with open_store(settings, run_migrations=run_migrations) as store:
         client = await connect(settings)
-        store = PaymentStore(pool)
         service = PaymentCommandClient(
             client, task_queue=settings.command_task_queue,
             # Eager start hands the first workflow task to a worker of this same client,
@@ -55,15 +67,14 @@ async def command_runtime(
             store=store,
             tokens=ConsistencyTokens(settings.consistency_token_secret),
         )
-        worker = build_worker(client, store, settings, on_outcome=service.deliver) if embedded else None
-        runtime = CommandRuntime(settings, pool, store, client, service, worker)
+        hand_over = service.local_results.deliver if service.local_results else None
+        worker = build_worker(client, store, settings, hand_over=hand_over) if embedded else None
+        runtime = CommandRuntime(settings, store.pool, store, client, service, worker)
         if worker is None:
             yield runtime
         else:
             async with worker:
                 yield runtime
-    finally:
-        await pool.close()
 
 
 def ops_checks(runtime: CommandRuntime) -> dict[str, ReadinessCheck]:

@@ -1,7 +1,8 @@
-"""Typed inputs and results of the command service.
+"""The typed commands the workflows run and their results (the service layer's language).
 
-HTTP request bodies (``*Request``), the commands the workflows run (``CreatePayment``,
-``UpdatePayment``, ...) and their results. Pure pydantic, safe to import in workflows.
+Pure pydantic, safe to import in workflows; nothing here knows HTTP (the HTTP bodies and
+views are services/command/http/schemas.py). A result is stored in Temporal's history:
+change a field only in a way old histories still read (see :class:`BulkCreateResult`).
 """
 
 from __future__ import annotations
@@ -9,104 +10,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.money import CURRENCY_SCHEMA, MAX_AMOUNT, validate_currency
-from shared.payment import (
-    MAX_ID_LENGTH,
-    Description,
-    Metadata,
-    PaymentCommand,
-    PaymentSnapshot,
-    UserId,
-)
-from shared.payment_view import Payment
-
-PAYMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
-# Command ids are built from payment ids and digests (services/command/http/app.py).
-COMMAND_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
-
-_AMOUNT_DOC = "Amount in minor units of the currency (cents; JPY has none), a positive integer"
-
-
-def _amount_field(default: Any = ...) -> Any:
-    return Field(default, gt=0, le=MAX_AMOUNT, strict=True, description=_AMOUNT_DOC, examples=[1250])
-
-
-def _whole_number(value: Any) -> Any:
-    """JSON (and OpenAPI's ``integer``) does not tell 1250.0 from 1250: take a whole number
-    written with a fraction as that integer; 12.5 still fails the strict integer check."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def _check_currency(value: str) -> str:
-    return validate_currency(value)
-
-
-# --------------------------------------------------------------------------- HTTP bodies
-
-CREATE_EXAMPLE = {
-    "amount": 1250,
-    "currency": "EUR",
-    "description": "Invoice 2024-117, cloud resources",
-    "metadata": {"invoice": "2024-117"},
-    "user_id": "user-42",
-}
-
-
-class CreatePaymentRequest(BaseModel):
-    """Body of ``POST /v1/payments`` (and of each item of a batch)."""
-
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [CREATE_EXAMPLE]})
-
-    id: str | None = Field(
-        default=None, pattern=PAYMENT_ID_PATTERN,
-        description="Optional client-chosen payment id (globally unique). Generated when absent; "
-        "derived from the Idempotency-Key when one is sent.",
-    )
-    amount: int = _amount_field()
-    currency: str = Field(description="ISO 4217 upper-case code", examples=["EUR"], json_schema_extra=CURRENCY_SCHEMA)
-    description: Description = ""
-    metadata: Metadata = Field(default_factory=dict)
-    user_id: UserId | None = Field(default=None, description="Paying user; defaults to the token's subject")
-
-    _amount = field_validator("amount", mode="before")(_whole_number)
-    _currency = field_validator("currency")(_check_currency)
-
-
-class UpdatePaymentRequest(BaseModel):
-    """Body of ``PATCH /v1/payments/{id}``: the fields to change (at least one)."""
-
-    # Fields may be omitted but not null (None only means "not sent"); at least one is sent.
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"amount": 1500, "description": "Invoice 2024-117, corrected"}],
-                           "minProperties": 1},
-    )
-
-    amount: int = _amount_field(None)
-    description: Description = Field(default=None)  # type: ignore[assignment]
-    metadata: Metadata = Field(default=None, description="Replaces the whole metadata map")  # type: ignore[assignment]
-
-    _amount = field_validator("amount", mode="before")(_whole_number)
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> UpdatePaymentRequest:
-        if self.amount is None and self.description is None and self.metadata is None:
-            raise ValueError("send at least one of amount, description, metadata")
-        return self
-
-
-class BatchCreateRequest(BaseModel):
-    """Body of ``POST /v1/payments/batch``."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"items": [CREATE_EXAMPLE, {"amount": 900, "currency": "JPY"}]}]},
-    )
-
-    items: list[CreatePaymentRequest] = Field(min_length=1, max_length=1000)
-
+from services.command.domain import Rejected, RejectionKind
+from shared.payment import MAX_ID_LENGTH, PaymentCommand, PaymentSnapshot
 
 # --------------------------------------------------------------------------- commands
 
@@ -161,93 +68,66 @@ def command_type(command: Command) -> str:
 # --------------------------------------------------------------------------- results
 
 
-class RejectionKind(StrEnum):
-    VALIDATION = "validation"
-    NOT_FOUND = "not_found"
-    ILLEGAL_TRANSITION = "illegal_transition"
-    VERSION_MISMATCH = "version_mismatch"
-    CONFLICT = "conflict"
-
-
-HTTP_STATUS: dict[RejectionKind, int] = {
-    RejectionKind.VALIDATION: 422,
-    RejectionKind.NOT_FOUND: 404,
-    RejectionKind.ILLEGAL_TRANSITION: 409,
-    RejectionKind.VERSION_MISMATCH: 412,
-    RejectionKind.CONFLICT: 409,
-}
-
-TITLES: dict[RejectionKind, str] = {
-    RejectionKind.VALIDATION: "Invalid command",
-    RejectionKind.NOT_FOUND: "Payment not found",
-    RejectionKind.ILLEGAL_TRANSITION: "Command not allowed in this status",
-    RejectionKind.VERSION_MISMATCH: "Version mismatch",
-    RejectionKind.CONFLICT: "Conflict",
-}
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details (as in every error response)."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
-    current_version: int | None = None
-
-
-CONSISTENCY_TOKEN_DOC = ("Pass to the query side as `consistent_with` to read your write: the answer waits "
-                         "until the read model reflects it (see docs/query-service.md)")
-
-
 class CommandResult(BaseModel):
     command_id: str
     payment: PaymentSnapshot
-    # Stamped by PaymentCommandClient, not by the workflow (the secret stays out of history).
-    consistency_token: str | None = Field(default=None, description=CONSISTENCY_TOKEN_DOC)
+    # Stamped by PaymentCommandClient, not by the workflow (the secret stays out of history);
+    # pass it to the query side as `consistent_with` to read this write.
+    consistency_token: str | None = None
 
     def written(self) -> list[PaymentSnapshot]:
         return [self.payment]
 
 
-class BatchItemResult(BaseModel):
+class Rejection(BaseModel):
+    """A :class:`Rejected` as data, for a result that holds several outcomes."""
+
+    kind: RejectionKind
+    detail: str
+    current_version: int | None = None
+
+    @classmethod
+    def of(cls, rejected: Rejected) -> Rejection:
+        return cls(kind=rejected.kind, detail=rejected.detail, current_version=rejected.current_version)
+
+
+class BulkItemResult(BaseModel):
+    """One item of a bulk create: the payment it created, or why it was refused."""
+
     index: int
-    status: int = Field(description="HTTP status this item alone would have had (201, 409, 422, ...)")
-    payment: Payment | None = None
-    problem: Problem | None = None
+    payment: PaymentSnapshot | None = None
+    rejection: Rejection | None = None
 
 
-class BatchResult(BaseModel):
+class BulkCreateResult(BaseModel):
     command_id: str
-    results: list[BatchItemResult]
-    consistency_token: str | None = Field(default=None, description=CONSISTENCY_TOKEN_DOC + "; names every "
-                                          "payment the batch created")
+    items: list[BulkItemResult]
+    consistency_token: str | None = None  # as CommandResult's; names every payment created
 
     def written(self) -> list[PaymentSnapshot]:
-        return [r.payment for r in self.results if r.payment is not None and r.status < 300]
+        return [item.payment for item in self.items if item.payment is not None]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recorded_before_issue_8(cls, data: Any) -> Any:
+        """Histories written before the HTTP view left the service layer hold
+        ``results: [{index, status, payment (the HTTP view), problem}]``: read them as items."""
+        if not isinstance(data, dict) or "results" not in data or "items" in data:
+            return data
+        items = []
+        for old in data["results"]:
+            payment, problem = old.get("payment"), old.get("problem")
+            item: dict[str, Any] = {"index": old["index"]}
+            if payment is not None and old.get("status", 201) < 300:
+                item["payment"] = {k: v for k, v in payment.items() if k != "formatted_amount"}
+            elif problem is not None:  # its type ends with the kind: .../version-mismatch
+                item["rejection"] = {"kind": problem["type"].rsplit("/", 1)[-1].replace("-", "_"),
+                                     "detail": problem["detail"], "current_version": problem.get("current_version")}
+            items.append(item)
+        return {**{k: v for k, v in data.items() if k != "results"}, "items": items}
 
 
 class CommandState(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
-
-
-class CommandStatus(BaseModel):
-    """Body of ``GET /v1/commands/{command_id}`` and of a 202 answer."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {"command_id": "create-7b0c9d2e", "status": "running",
-                 "status_url": "/v1/commands/create-7b0c9d2e"},
-            ]
-        }
-    )
-
-    command_id: str
-    status: CommandState
-    status_url: str
-    result: Payment | BatchResult | None = None
-    problem: Problem | None = None

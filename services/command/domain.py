@@ -1,17 +1,19 @@
 """Pure command rules: validate a command against the current payment and decide the
-new snapshot and its event. No I/O, no clock (``now`` is passed in): the same function
-serves the workflow's validate step, the activity's execute step and property tests.
+new snapshot and its event, or refuse it with a typed :class:`Rejected`. No I/O, no
+clock (``now`` is passed in): the same function serves the workflow's validate step, the
+activity's execute step and property tests. What a rejection becomes on the wire (an HTTP
+status, a problem) is the edges' business (services/command/http/errors.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from services.command.commands import CreatePayment, ModifyPayment, RejectionKind
 from shared.events import EventType, PaymentEvent, describe_validation_error, new_event
 from shared.payment import (
     COMMAND_TARGET,
@@ -24,6 +26,18 @@ from shared.payment import (
 
 UPDATABLE_FIELDS = ("amount", "description", "metadata")
 CREATED_FIELDS = ("user_id", "amount", "currency", "status", "description", "metadata")
+
+
+if TYPE_CHECKING:  # the rules read commands; commands.py imports RejectionKind from here
+    from services.command.commands import CreatePayment, ModifyPayment
+
+
+class RejectionKind(StrEnum):
+    VALIDATION = "validation"
+    NOT_FOUND = "not_found"
+    ILLEGAL_TRANSITION = "illegal_transition"
+    VERSION_MISMATCH = "version_mismatch"
+    CONFLICT = "conflict"
 
 
 class Rejected(Exception):

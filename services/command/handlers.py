@@ -2,37 +2,68 @@
 
 validate (rules) -> execute (payment row) -> publish (outbox row), all in the same
 transaction; the command id is claimed first, so a retried activity returns the first
-result instead of applying the command twice.
+result instead of applying the command twice. Refusals are typed (:class:`Rejected`);
+what they become on the wire is the edges' business.
+
+The handlers own their port: :class:`UnitOfWork` and :class:`CommandStore` below say what
+they need; services/command/adapters/store.py implements them on PostgreSQL and
+tests/unit/fakes.py in memory.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from services.command import domain
-from services.command.adapters.store import PaymentStore, UnitOfWork
 from services.command.commands import (
-    HTTP_STATUS,
-    TITLES,
-    BatchItemResult,
-    BatchResult,
     BulkCreatePayments,
+    BulkCreateResult,
+    BulkItemResult,
     CommandResult,
     CreatePayment,
     ModifyPayment,
-    Problem,
-    RejectionKind,
+    Rejection,
     command_type,
 )
-from services.command.domain import Rejected
-from shared.http import PROBLEM_BASE
-from shared.payment_view import Payment
+from services.command.domain import Rejected, RejectionKind
+from shared.events import PaymentEvent
+from shared.payment import PaymentSnapshot
 
 log = logging.getLogger("payments.command")
 Clock = Callable[[], datetime]
 MAX_RACE_RETRIES = 5
+
+
+class UnitOfWork(Protocol):
+    """The statements of one command, inside one transaction (all or nothing)."""
+
+    async def claim_command(self, org: str, command_id: str, command_type: str, payment_id: str | None) -> bool:
+        """Reserve the command id; False if it already ran."""
+
+    async def command_result(self, org: str, command_id: str) -> Any:
+        """The stored result (JSON) of a command, or None."""
+
+    async def save_result(self, org: str, command_id: str, result: Any) -> None: ...
+
+    async def get_payment(self, org: str, payment_id: str) -> PaymentSnapshot | None: ...
+
+    async def insert_payment(self, p: PaymentSnapshot) -> bool:
+        """False if the id is taken in the payment's organization."""
+
+    async def update_payment(self, p: PaymentSnapshot, expected_version: int) -> bool:
+        """Optimistic concurrency: False if the stored version is no longer ``expected_version``."""
+
+    async def add_event(self, event: PaymentEvent) -> None:
+        """Append the event to the outbox (published once the transaction commits)."""
+
+
+class CommandStore(Protocol):
+    def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A transaction: committed when the block exits normally, rolled back otherwise."""
 
 
 def utc_now() -> datetime:
@@ -58,7 +89,7 @@ async def _finish(uow: UnitOfWork, cmd: CreatePayment | ModifyPayment, decision:
     return result
 
 
-async def create(store: PaymentStore, cmd: CreatePayment, *, source: str, clock: Clock = utc_now) -> CommandResult:
+async def create(store: CommandStore, cmd: CreatePayment, *, source: str, clock: Clock = utc_now) -> CommandResult:
     async with store.unit_of_work() as uow:
         if done := await _already_done(uow, cmd):
             return done
@@ -68,7 +99,7 @@ async def create(store: PaymentStore, cmd: CreatePayment, *, source: str, clock:
         return await _finish(uow, cmd, decision, source)
 
 
-async def modify(store: PaymentStore, cmd: ModifyPayment, *, source: str, clock: Clock = utc_now) -> CommandResult:
+async def modify(store: CommandStore, cmd: ModifyPayment, *, source: str, clock: Clock = utc_now) -> CommandResult:
     async with store.unit_of_work() as uow:
         if done := await _already_done(uow, cmd):
             return done
@@ -90,27 +121,15 @@ async def modify(store: PaymentStore, cmd: ModifyPayment, *, source: str, clock:
         raise Rejected(RejectionKind.CONFLICT, f"payment {cmd.payment_id!r} is changing too often; retry")
 
 
-def problem_of(rejection: Rejected, instance: str | None = None) -> Problem:
-    return Problem(
-        type=PROBLEM_BASE + rejection.kind.value.replace("_", "-"),
-        title=TITLES[rejection.kind],
-        status=HTTP_STATUS[rejection.kind],
-        detail=rejection.detail,
-        instance=instance,
-        current_version=rejection.current_version,
-    )
-
-
 async def bulk_create(
-    store: PaymentStore, cmd: BulkCreatePayments, *, source: str, clock: Clock = utc_now
-) -> BatchResult:
+    store: CommandStore, cmd: BulkCreatePayments, *, source: str, clock: Clock = utc_now
+) -> BulkCreateResult:
     """Each item is its own command (and transaction): one result per item."""
-    results = []
+    items = []
     for index, item in enumerate(cmd.items):
         try:
             done = await create(store, item, source=source, clock=clock)
-            results.append(BatchItemResult(index=index, status=201, payment=Payment.of(done.payment)))
-        except Rejected as rejection:
-            problem = problem_of(rejection)
-            results.append(BatchItemResult(index=index, status=problem.status, problem=problem))
-    return BatchResult(command_id=cmd.command_id, results=results)
+            items.append(BulkItemResult(index=index, payment=done.payment))
+        except Rejected as rejected:
+            items.append(BulkItemResult(index=index, rejection=Rejection.of(rejected)))
+    return BulkCreateResult(command_id=cmd.command_id, items=items)

@@ -20,7 +20,7 @@ from services.command.adapters.intake_contract import (
     TransitionCommandData,
     UpdateCommandData,
 )
-from services.command.commands import CreatePaymentRequest
+from services.command.http.schemas import CreatePaymentRequest
 from shared.events import CONTENT_TYPE, PaymentEvent
 from shared.settings import Settings
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from services.command.adapters.intake_contract import result_event
-from services.command.commands import Problem
+from services.command.http.errors import Problem
 from services.tools.asyncapi import asyncapi_document, asyncapi_text
 from shared.events import EventType, new_event
 from shared.payment import PaymentSnapshot, PaymentStatus

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.command.http.app import _wants_async, parse_if_match
+from services.command.http.headers import parse_if_match, wants_async
 from shared.http import ProblemError
 
 
@@ -25,4 +25,4 @@ def test_if_match_rejects_anything_else(header):
                                                 ("wait=5; respond-async", True), ("return=minimal", False),
                                                 (None, False), ("", False)])
 def test_prefer_respond_async(prefer, wanted):
-    assert _wants_async(prefer) is wanted
+    assert wants_async(prefer) is wanted

@@ -140,13 +140,14 @@ def test_digest_names_the_writes() -> None:
 
 
 def test_the_facade_reads_accept_command_results_tokens_or_several() -> None:
-    from services.command.commands import BatchItemResult, BatchResult, CommandResult
+    from services.command.commands import BulkCreateResult, BulkItemResult, CommandResult, Rejection
     from services.facade import tokens_of
 
     payment = snapshot("p-1", "org-a")
     token = TOKENS.issue([payment])
     result = CommandResult(command_id="c-1", payment=payment, consistency_token=token)
-    empty_batch = BatchResult(command_id="b-1", results=[BatchItemResult(index=0, status=409)])
+    empty_batch = BulkCreateResult(command_id="b-1", items=[
+        BulkItemResult(index=0, rejection=Rejection(kind="conflict", detail="id taken"))])
     assert tokens_of(None) == [] and tokens_of(token) == [token] and tokens_of(result) == [token]
     assert tokens_of([result, token, empty_batch]) == [token, token]
     with pytest.raises(ValueError, match="no consistency token"):

@@ -19,7 +19,8 @@ from services.command.adapters.intake_contract import (
     parse_command,
     result_event,
 )
-from services.command.commands import CreatePayment, ModifyPayment, Problem
+from services.command.commands import CreatePayment, ModifyPayment
+from services.command.http.errors import Problem
 from shared.payment import PaymentCommand
 
 

@@ -38,10 +38,10 @@ from services.command.adapters.intake_contract import (
     parse_command,
     result_event,
 )
-from services.command.commands import BatchResult, BulkCreatePayments, Command, CreatePayment, Problem, command_type
+from services.command.commands import BulkCreatePayments, BulkCreateResult, Command, CreatePayment, command_type
 from services.command.config import CommandSettings
 from services.command.domain import Rejected
-from services.command.handlers import problem_of
+from services.command.http.errors import Problem, problem_of
 from services.command.temporal.client import CommandFailed, PaymentCommandClient
 from shared.dlq import dlq_headers
 from shared.events import CONTENT_TYPE
@@ -114,9 +114,9 @@ class CommandIntake:
         bulk = BulkCreatePayments(command_id=f"intake-batch-{digest}", organization_id=items[0].organization_id,
                                   items=items)
         result = await self.service.process(bulk)
-        assert isinstance(result, BatchResult)
+        assert isinstance(result, BulkCreateResult)
         answered = []
-        for (chain_key, record, command), item in zip(group, result.results, strict=True):
+        for (chain_key, record, command), item in zip(group, result.items, strict=True):
             if item.payment is not None:
                 await self._answer(command.organization_id, command.command_id, command.payment_id, item.payment,
                                    "create", record)
@@ -156,7 +156,7 @@ class CommandIntake:
         while True:
             try:
                 result = await self.service.process(command)
-                assert not isinstance(result, BatchResult)
+                assert not isinstance(result, BulkCreateResult)
                 return result.payment
             except Rejected as rejection:
                 return problem_of(rejection)
@@ -282,37 +282,3 @@ class IntakeConsumer:
         finally:
             log_context.reset(token)
 
-
-async def run_intake(settings: CommandSettings) -> None:
-    """``payments intake``: run until SIGTERM/SIGINT, serving ops on its metrics port."""
-    from services.command.bootstrap import command_runtime, ops_checks
-    from shared.ops import serve_ops, until_stopped
-
-    async with command_runtime(settings, embedded_worker=settings.intake_embedded_worker) as runtime:
-        intake = IntakeConsumer(runtime.service, settings)
-        await intake.start()
-
-        async def kafka() -> None:
-            if not intake.kafka_ok:
-                raise RuntimeError("no successful poll of the commands topic yet (broker unreachable?)")
-
-        server, ops_task = await serve_ops("payments command intake", settings.host, settings.intake_metrics_port,
-                                           {**ops_checks(runtime), "kafka": kafka})
-        stop = asyncio.Event()
-        task = asyncio.create_task(intake.run(stop))
-        log.info("intake consuming %s (group %s) on %s", settings.commands_topic, settings.intake_group,
-                 settings.kafka_bootstrap)
-        stopper = asyncio.create_task(until_stopped())
-        try:
-            await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            # Finish the poll in hand (its offsets commit only once its results are sent).
-            stop.set()
-            intake.intake.stopping = True
-            stopper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await intake.stop()
-            server.should_exit = True
-            await ops_task
-            log.info("intake stopped", extra={"fields": {"handled": intake.handled}})

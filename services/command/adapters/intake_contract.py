@@ -24,15 +24,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.command.commands import (
-    PAYMENT_ID_PATTERN,
-    Command,
-    CreatePayment,
-    CreatePaymentRequest,
-    ModifyPayment,
-    Problem,
-    UpdatePaymentRequest,
-)
+from services.command.commands import Command, CreatePayment, ModifyPayment
+from services.command.http.errors import Problem
+from services.command.http.schemas import PAYMENT_ID_PATTERN, CreatePaymentRequest, UpdatePaymentRequest
 from shared.events import describe_validation_error, structured_cloudevent
 from shared.http import PROBLEM_BASE
 from shared.payment import MAX_ID_LENGTH, PaymentCommand, PaymentSnapshot

@@ -219,37 +219,3 @@ async def _wait_any(stop: asyncio.Event, wake: asyncio.Event | None, timeout: fl
         for waiter in waiters:
             waiter.cancel()
 
-
-async def run_relay(settings: CommandSettings) -> None:
-    """``payments relay``: run until SIGTERM/SIGINT, serving ops on its metrics port."""
-    from services.command.adapters.store import create_pool, migrate
-    from shared.ops import serve_ops, until_stopped
-
-    pool = await create_pool(settings.database_url, size=2)
-    try:
-        await migrate(pool)
-        relay = OutboxRelay(pool, settings)
-
-        async def postgres() -> None:
-            async with pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
-
-        async def kafka() -> None:
-            if not relay.kafka_ok:
-                raise RuntimeError(f"the last publish round failed: {relay.last_error}")
-
-        server, ops_task = await serve_ops("payments outbox relay", settings.host, settings.relay_metrics_port,
-                                           {"postgres": postgres, "kafka": kafka})
-        stop = asyncio.Event()
-        relay_task = asyncio.create_task(relay.run(stop))
-        log.info("relay publishing to %s on %s", settings.events_topic, settings.kafka_bootstrap)
-        stopper = asyncio.create_task(until_stopped())
-        await asyncio.wait([relay_task, stopper], return_when=asyncio.FIRST_COMPLETED)
-        stop.set()
-        stopper.cancel()
-        await relay_task
-        server.should_exit = True
-        await ops_task
-        log.info("relay stopped", extra={"fields": {"published": relay.published}})
-    finally:
-        await pool.close()

@@ -4,7 +4,8 @@ idempotency records.
 A command runs in ONE transaction (:meth:`PaymentStore.unit_of_work`): it claims its
 command id, reads the payment, writes the change with optimistic concurrency
 (``UPDATE ... WHERE version = $n``), appends the CloudEvent to the outbox and records the
-result, so that a payment change without its event (or the reverse) cannot exist.
+result, so that a payment change without its event (or the reverse) cannot exist. It
+implements the port the handlers declare (services/command/handlers.py).
 """
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ def snapshot_from_row(row: asyncpg.Record) -> PaymentSnapshot:
 
 
 @dataclass
-class UnitOfWork:
-    """The statements of one command, inside one transaction."""
+class PostgresUnitOfWork:
+    """The statements of one command, inside one transaction (handlers.UnitOfWork)."""
 
     conn: asyncpg.Connection
 
@@ -145,21 +146,24 @@ class UnitOfWork:
 
 
 class PaymentStore:
+    """The write store: units of work for the handlers (handlers.CommandStore), and the
+    idempotency records of the HTTP API."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
     @asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+    async def unit_of_work(self) -> AsyncIterator[PostgresUnitOfWork]:
         async with self.pool.acquire() as conn, conn.transaction():
-            yield UnitOfWork(conn)
+            yield PostgresUnitOfWork(conn)
 
     async def get_payment(self, org: str, payment_id: str) -> PaymentSnapshot | None:
         async with self.pool.acquire() as conn:
-            return await UnitOfWork(conn).get_payment(org, payment_id)
+            return await PostgresUnitOfWork(conn).get_payment(org, payment_id)
 
     async def command_result(self, org: str, command_id: str) -> Any:
         async with self.pool.acquire() as conn:
-            return await UnitOfWork(conn).command_result(org, command_id)
+            return await PostgresUnitOfWork(conn).command_result(org, command_id)
 
     async def ping(self) -> None:
         async with self.pool.acquire() as conn:

@@ -17,15 +17,15 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from services.command import handlers
-from services.command.adapters.store import PaymentStore
 from services.command.commands import (
-    BatchResult,
     BulkCreatePayments,
+    BulkCreateResult,
     CommandResult,
     CreatePayment,
     ModifyPayment,
 )
 from services.command.domain import Rejected
+from services.command.handlers import CommandStore
 from shared.telemetry import bind_log_context, log_context
 
 log = logging.getLogger("payments.command.activities")
@@ -51,10 +51,10 @@ def _as_activity(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
             result = await fn(self, cmd)
         except Rejected as rejection:
             log.info("command rejected: %s", rejection.detail, extra={"fields": {"reason": rejection.kind.value}})
-            self.on_outcome(info.workflow_id, rejection)
+            self.hand_over(info.workflow_id, rejection)
             raise business_error(rejection) from None
         else:
-            self.on_outcome(info.workflow_id, result)
+            self.hand_over(info.workflow_id, result)
             return result
         finally:
             log_context.reset(token)
@@ -63,12 +63,13 @@ def _as_activity(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
 
 
 class CommandActivities:
-    def __init__(self, store: PaymentStore, *, source: str,
-                 on_outcome: Callable[[str, Any], None] | None = None) -> None:
+    def __init__(self, store: CommandStore, *, source: str,
+                 hand_over: Callable[[str, Any], None] | None = None) -> None:
         self.store = store
         self.source = source
-        # The facade of this process, if any, waiting for this workflow's outcome.
-        self.on_outcome = on_outcome or (lambda workflow_id, outcome: None)
+        # LocalResults.deliver of this process's PaymentCommandClient, if it has one: the
+        # request waiting for this workflow gets the committed outcome at once.
+        self.hand_over = hand_over or (lambda workflow_id, outcome: None)
 
     @activity.defn(name="payments.execute_create")
     @_as_activity
@@ -82,7 +83,7 @@ class CommandActivities:
 
     @activity.defn(name="payments.execute_bulk_create")
     @_as_activity
-    async def execute_bulk_create(self, cmd: BulkCreatePayments) -> BatchResult:
+    async def execute_bulk_create(self, cmd: BulkCreatePayments) -> BulkCreateResult:
         return await handlers.bulk_create(self.store, cmd, source=self.source)
 
     def all(self) -> list[Callable[..., Any]]:

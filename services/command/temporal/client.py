@@ -5,6 +5,10 @@ facade, commands and queries, is ``services.facade.PaymentCqsService``).
 starts it and returns the workflow id; ``status(org, command_id)`` looks a command up.
 Business rejections come back as :class:`~services.command.domain.Rejected`.
 
+With a worker in this process, :class:`LocalResults` hands the activity's committed
+outcome straight to the request waiting for it (a measured latency shortcut next to the
+workflow history, which stays the fallback and the record: docs/benchmarks.md).
+
 Workflow ids are deterministic (``payments/<org>/<command id>``): starting a command
 that already runs attaches to it, one that completed returns its first result, and only
 a failed one may run again (``ALLOW_DUPLICATE_FAILED_ONLY``).
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -25,17 +30,16 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from services.command.adapters.store import PaymentStore
 from services.command.commands import (
-    BatchResult,
     BulkCreatePayments,
+    BulkCreateResult,
     Command,
     CommandResult,
     CommandState,
     CreatePayment,
     ModifyPayment,
-    RejectionKind,
     command_type,
 )
-from services.command.domain import Rejected
+from services.command.domain import Rejected, RejectionKind
 from services.command.temporal.workflows import (
     BulkCreatePaymentsWorkflow,
     CreatePaymentWorkflow,
@@ -47,10 +51,10 @@ from shared.telemetry import COMMAND_DURATION, COMMANDS
 _ROUTES: dict[type, tuple[Any, type]] = {
     CreatePayment: (CreatePaymentWorkflow.run, CommandResult),
     ModifyPayment: (ModifyPaymentWorkflow.run, CommandResult),
-    BulkCreatePayments: (BulkCreatePaymentsWorkflow.run, BatchResult),
+    BulkCreatePayments: (BulkCreatePaymentsWorkflow.run, BulkCreateResult),
 }
 _RESULT_BY_WORKFLOW_TYPE = {"CreatePayment": CommandResult, "ModifyPayment": CommandResult,
-                            "BulkCreatePayments": BatchResult}
+                            "BulkCreatePayments": BulkCreateResult}
 _FAILED = {WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TIMED_OUT,
            WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.CANCELED}
 
@@ -82,6 +86,51 @@ def rejection_from(error: BaseException) -> Rejected | None:
     return Rejected(RejectionKind(cause.type), cause.message, current_version=details.get("current_version"))
 
 
+class LocalResults:
+    """The in-process hand-over: an activity of this process's worker delivers its outcome
+    (the result once its transaction committed, or the :class:`Rejected`) to the request
+    waiting for that workflow. The committed result is final (a retried workflow task
+    returns the same stored result), so the request may answer with it at once."""
+
+    def __init__(self, wait: float = 0.5) -> None:
+        self.wait = wait  # then the request reads the history after all
+        self._waiting: dict[str, list[asyncio.Future[Any]]] = {}
+
+    @contextlib.contextmanager
+    def expect(self, wid: str) -> Iterator[asyncio.Future[Any]]:
+        """A future the outcome of workflow ``wid`` is delivered to while the block runs."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(wid, []).append(future)
+        try:
+            yield future
+        finally:
+            waiting = self._waiting.get(wid, [])
+            if future in waiting:
+                waiting.remove(future)
+            if not waiting:
+                self._waiting.pop(wid, None)
+            if not future.done():
+                future.cancel()
+
+    async def first(self, future: asyncio.Future[Any]) -> tuple[bool, Any]:
+        """``(True, result)`` if delivered within :attr:`wait` (a Rejected is raised), else ``(False, None)``."""
+        try:
+            return True, await asyncio.wait_for(asyncio.shield(future), self.wait)
+        except TimeoutError:
+            return False, None
+
+    def deliver(self, wid: str, outcome: Any) -> None:
+        """Called by an activity of this process after its transaction committed
+        (``outcome`` is the result) or was refused (a :class:`Rejected`)."""
+        for future in self._waiting.get(wid, []):
+            if future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+
 class PaymentCommandClient:
     def __init__(
         self,
@@ -101,10 +150,8 @@ class PaymentCommandClient:
         self.workflow_timeout = workflow_timeout
         self.store = store
         # With a worker in this process, results come straight from its activities.
-        self.local_results = local_results
-        self.local_result_wait = local_result_wait
+        self.local_results = LocalResults(local_result_wait) if local_results else None
         self.tokens = tokens
-        self._waiting: dict[str, list[asyncio.Future[Any]]] = {}
         # Command type -> (workflow run method, result type); the benchmark swaps in its
         # naive workflow here.
         self.routes: dict[type, tuple[Any, type]] = dict(_ROUTES)
@@ -126,16 +173,16 @@ class PaymentCommandClient:
 
     async def process(
         self, command: Command, *, wait_timeout: float | None = None
-    ) -> CommandResult | BatchResult:
+    ) -> CommandResult | BulkCreateResult:
         """Run ``command`` and return its result, or raise Rejected / CommandFailed / CommandPending."""
         kind = command_type(command)
         started = time.perf_counter()
         outcome = "error"
         wid = workflow_id(command.organization_id, command.command_id)
-        local = self._expect(wid) if self.local_results else None
         try:
-            handle = await self.start(command)
-            result = self._stamped(await self._outcome(command, handle, local, wait_timeout))
+            with self.local_results.expect(wid) if self.local_results else contextlib.nullcontext() as local:
+                handle = await self.start(command)
+                result = self._stamped(await self._outcome(command, handle, local, wait_timeout))
             outcome = "success"
             return result
         except Rejected:
@@ -145,8 +192,6 @@ class PaymentCommandClient:
             outcome = "pending"
             raise
         finally:
-            if local is not None:
-                self._forget(wid, local)
             COMMANDS.labels(kind, outcome).inc()
             COMMAND_DURATION.labels(kind).observe(time.perf_counter() - started)
 
@@ -154,12 +199,10 @@ class PaymentCommandClient:
         self, command: Command, handle: WorkflowHandle[Any, Any], local: asyncio.Future[Any] | None,
         wait_timeout: float | None,
     ) -> Any:
-        if local is not None:
-            # The activity ran in this process (eager start + embedded worker) and its
-            # transaction has committed: its result is final, a retry of the workflow
-            # task returns the same stored result. Otherwise fall back to the history.
-            with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(asyncio.shield(local), self.local_result_wait)
+        if local is not None and self.local_results is not None:
+            delivered, result = await self.local_results.first(local)
+            if delivered:
+                return result
         try:
             return await asyncio.wait_for(handle.result(), wait_timeout)
         except TimeoutError:
@@ -170,38 +213,11 @@ class PaymentCommandClient:
                 raise CommandFailed(f"command {command.command_id} failed: {err.cause or err}") from err
             raise rejection from None
 
-    def _stamped(self, result: CommandResult | BatchResult) -> CommandResult | BatchResult:
+    def _stamped(self, result: CommandResult | BulkCreateResult) -> CommandResult | BulkCreateResult:
         """The result with its consistency token (what a read must wait for to see it)."""
         if self.tokens is None:
             return result
         return result.model_copy(update={"consistency_token": self.tokens.issue(result.written())})
-
-    # In-process delivery of activity outcomes to the request waiting for them.
-
-    def _expect(self, wid: str) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(wid, []).append(future)
-        return future
-
-    def _forget(self, wid: str, future: asyncio.Future[Any]) -> None:
-        waiting = self._waiting.get(wid, [])
-        if future in waiting:
-            waiting.remove(future)
-        if not waiting:
-            self._waiting.pop(wid, None)
-        if not future.done():
-            future.cancel()
-
-    def deliver(self, wid: str, outcome: Any) -> None:
-        """Called by an activity of this process after its transaction committed
-        (``outcome`` is the result) or was refused (a :class:`Rejected`)."""
-        for future in self._waiting.get(wid, []):
-            if future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
 
     async def process_async(self, command: Command) -> str:
         """Start ``command`` and return its workflow id without waiting."""

@@ -27,13 +27,13 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from services.command import domain
     from services.command.commands import (
-        BatchResult,
         BulkCreatePayments,
+        BulkCreateResult,
         CommandResult,
         CreatePayment,
         ModifyPayment,
-        RejectionKind,
     )
+    from services.command.domain import RejectionKind
     from services.command.temporal.activities import CommandActivities, business_error
 
 EXECUTE_RETRY = RetryPolicy(
@@ -93,7 +93,7 @@ class ModifyPaymentWorkflow:
 @workflow.defn(name="BulkCreatePayments", sandboxed=False)
 class BulkCreatePaymentsWorkflow:
     @workflow.run
-    async def run(self, cmd: BulkCreatePayments) -> BatchResult:
+    async def run(self, cmd: BulkCreatePayments) -> BulkCreateResult:
         return await _execute(CommandActivities.execute_bulk_create, cmd)
 
 

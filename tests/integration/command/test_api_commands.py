@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from services.command.http.app import _ID_NAMESPACE
+from services.command.http.idempotency import ID_NAMESPACE
 from shared.auth import SCOPE_READ
 from shared.consistency import ConsistencyTokens, Writes
 from shared.events import EventType
@@ -73,7 +73,7 @@ async def test_payment_ids_belong_to_their_organization(api, db):
     assert theirs.status_code == 201, theirs.text
     assert (theirs.json()["organization_id"], theirs.json()["amount"]) == ("org-b", 99)
     key = f"key-{uuid.uuid4()}"
-    derived = str(uuid.uuid5(_ID_NAMESPACE, f"org-a\n{key}"))
+    derived = str(uuid.uuid5(ID_NAMESPACE, f"org-a\n{key}"))
     assert (await api.create(org="org-b", id=derived)).status_code == 201
     created = await api.create(org="org-a", headers={"Idempotency-Key": key})
     assert created.status_code == 201 and created.json()["id"] == derived, created.text

@@ -10,7 +10,8 @@ import httpx
 import jwt
 import pytest
 
-from services.command.http.app import MAX_BODY_BYTES, create_app
+from services.command.http.app import create_app
+from services.command.http.body_limit import MAX_BODY_BYTES
 
 PROBLEM = "application/problem+json"
 

@@ -148,7 +148,7 @@ async def test_projector_with_the_deployed_kafka_settings_joins_projects_and_com
         try:
             for i in range(6):
                 event = new_event(EventType.CREATED, snapshot(f"n{i}", "org-noida", amount=10 + i))
-                await producer.send_and_wait(s.events_topic, event.to_json_bytes(), key=event.key())
+                await producer.send_and_wait(s.events_topic, event.to_json_bytes(), key=event.subject.encode())
         finally:
             await producer.stop()
 

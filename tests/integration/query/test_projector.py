@@ -127,7 +127,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(qsettin
         created = new_event(EventType.CREATED, p)
         done = new_event(EventType.STATUS_CHANGED, p.model_copy(update={"status": PaymentStatus.COMPLETED, "version": 2}))
         for event in (created, done, created):
-            await producer.send(qsettings.events_topic, event.to_json_bytes(), key=event.key())
+            await producer.send(qsettings.events_topic, event.to_json_bytes(), key=event.subject.encode())
     await producer.flush()
 
     first = projector_factory("--batch-size", "10")
@@ -166,7 +166,7 @@ async def test_replay_rebuilds_the_same_read_model_in_a_new_generation(qsettings
         if i % 4 == 0:
             events.append(new_event(EventType.DELETED, p.model_copy(update={"version": 2, "deleted_at": p.created_at})))
         for e in events:
-            await producer.send(qsettings.events_topic, e.to_json_bytes(), key=e.key())
+            await producer.send(qsettings.events_topic, e.to_json_bytes(), key=e.subject.encode())
     await producer.flush()
 
     async def projected() -> bool:
