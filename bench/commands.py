@@ -93,7 +93,7 @@ async def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 60) 
     raise RuntimeError("the server did not become ready")
 
 
-async def _run_load(url: str, token: str, requests: int, concurrency: int) -> tuple[list[float], float, int]:
+async def run_load(url: str, token: str, requests: int, concurrency: int) -> tuple[list[float], float, int]:
     latencies: list[float] = []
     errors = 0
     counter = iter(range(requests))
@@ -117,7 +117,7 @@ async def _run_load(url: str, token: str, requests: int, concurrency: int) -> tu
     return latencies, elapsed, errors
 
 
-def _pct(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
@@ -133,16 +133,16 @@ async def bench_variant(variant: str, args: argparse.Namespace, database_url: st
     try:
         await _wait_ready(url, process)
         token = mint_token("bench-org", [SCOPE_WRITE], settings=CommandSettings())
-        await _run_load(url, token, args.warmup, min(4, args.concurrency))
-        lat, _, lat_errors = await _run_load(url, token, args.latency_requests, 1)
-        thr, elapsed, thr_errors = await _run_load(url, token, args.throughput_requests, args.concurrency)
+        await run_load(url, token, args.warmup, min(4, args.concurrency))
+        lat, _, lat_errors = await run_load(url, token, args.latency_requests, 1)
+        thr, elapsed, thr_errors = await run_load(url, token, args.throughput_requests, args.concurrency)
     finally:
         process.terminate()
         process.wait(30)
     return {
         "variant": variant,
-        "p50": _pct(lat, 0.50), "p99": _pct(lat, 0.99), "mean": statistics.fmean(lat) * 1000,
-        "tput": len(thr) / elapsed, "tp50": _pct(thr, 0.50), "tp99": _pct(thr, 0.99),
+        "p50": percentile(lat, 0.50), "p99": percentile(lat, 0.99), "mean": statistics.fmean(lat) * 1000,
+        "tput": len(thr) / elapsed, "tp50": percentile(thr, 0.50), "tp99": percentile(thr, 0.99),
         "errors": lat_errors + thr_errors,
     }
 

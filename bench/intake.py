@@ -32,7 +32,7 @@ from tempfile import mkdtemp
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.commands import _pct, _run_load
+from bench.commands import percentile, run_load
 from bench.common import scratch_database
 from devstack.system import RunningSystem, isolated
 from services.command.config import CommandSettings
@@ -134,11 +134,11 @@ async def _measure(args: argparse.Namespace, base: CommandSettings,
         results.start()
         url = f"http://127.0.0.1:{settings.command_api_port}"
         log("warm-up")
-        await _run_load(url, token, args.warmup, min(4, args.concurrency))
+        await run_load(url, token, args.warmup, min(4, args.concurrency))
         await intake_closed_loop(producer, results, settings.commands_topic, "bench-org", args.warmup,
                                  min(4, args.concurrency))
         log(f"http: {args.requests} creates at concurrency {args.concurrency}")
-        lat, elapsed, errors = await _run_load(url, token, args.requests, args.concurrency)
+        lat, elapsed, errors = await run_load(url, token, args.requests, args.concurrency)
         rows.append(("http (baseline)", len(lat) / elapsed, lat))
         if errors:
             log(f"http errors: {errors}")
@@ -176,7 +176,7 @@ async def main(args: argparse.Namespace) -> None:
     print("| variant | creates/s | vs http | p50 ms | p99 ms |")
     print("|---|---|---|---|---|")
     for name, rate, lat in rows:
-        p50, p99 = (f"{_pct(lat, 0.5):.1f}", f"{_pct(lat, 0.99):.1f}") if lat else ("-", "-")
+        p50, p99 = (f"{percentile(lat, 0.5):.1f}", f"{percentile(lat, 0.99):.1f}") if lat else ("-", "-")
         print(f"| {name} | {rate:.0f} | {rate / baseline:.2f}x | {p50} | {p99} |")
 
 

@@ -57,10 +57,6 @@ class MoneyError(ValueError):
     """A malformed amount or an unknown currency."""
 
 
-def is_known_currency(code: str) -> bool:
-    return code in ISO_4217
-
-
 def exponent(currency: str) -> int:
     """Minor-unit digits of ``currency`` (an upper-case ISO 4217 code)."""
     try:
@@ -128,7 +124,3 @@ def to_decimal(amount: int, currency: str) -> Decimal:
 
 def format_money(amount: int, currency: str) -> str:
     return Money(amount, currency).format()
-
-
-def parse_money(text: str) -> Money:
-    return Money.parse(text)

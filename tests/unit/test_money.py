@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.money import ISO_4217, MAX_AMOUNT, Money, MoneyError, exponent, format_money, parse_money
+from shared.money import ISO_4217, MAX_AMOUNT, Money, MoneyError, exponent, format_money
 
 currencies = st.sampled_from(sorted(ISO_4217))
 amounts = st.integers(min_value=-MAX_AMOUNT, max_value=MAX_AMOUNT)
@@ -16,7 +16,7 @@ amounts = st.integers(min_value=-MAX_AMOUNT, max_value=MAX_AMOUNT)
      ("0.01 usd", 1, "USD"), ("12.3 EUR", 1230, "EUR"), ("-5.00 GBP", -500, "GBP")],
 )
 def test_parse_examples(text: str, amount: int, currency: str) -> None:
-    assert parse_money(text) == Money(amount, currency)
+    assert Money.parse(text) == Money(amount, currency)
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,7 @@ def test_format_examples(amount: int, currency: str, text: str) -> None:
 )
 def test_parse_rejects(text: str) -> None:
     with pytest.raises(MoneyError):
-        parse_money(text)
+        Money.parse(text)
 
 
 @pytest.mark.parametrize("amount", [12.5, 12.0, "12", True, None])
@@ -57,7 +57,7 @@ def test_exponents_from_the_table() -> None:
 @given(amounts, currencies)
 def test_format_parse_round_trip(amount: int, currency: str) -> None:
     money = Money(amount, currency)
-    assert parse_money(money.format()) == money
+    assert Money.parse(money.format()) == money
 
 
 @given(amounts, currencies)

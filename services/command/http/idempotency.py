@@ -5,20 +5,17 @@ request's fingerprint: the same key with the same request replays the stored ans
 and 4xx), with another request it is a 409; while the first is still running, the retry
 attaches to the same workflow (the ids below are deterministic) and gets its answer.
 
-The id schemes, all of them (one org, one key, one request):
+The id schemes, all of them (``fp`` = the request fingerprint, ``key`` = the
+Idempotency-Key; uuid5 ids are in :data:`ID_NAMESPACE`):
 
-=====================  ===============================================  ==========================
-what                   with Idempotency-Key                             without
-=====================  ===============================================  ==========================
-create: payment id     body ``id``, else uuid5(ID_NAMESPACE, org\\nkey)  body ``id``, else uuid4
-create: command id     ``create-<payment id>-<fingerprint[:12]>``       (same)
-batch: command id      ``batch-<sha256(org, key)[:24]>``                 ``batch-<uuid4 hex>``
-batch item: payment    item ``id``, else uuid5(ID_NAMESPACE, batch\\ni)   item ``id``, else uuid4
-batch item: command    ``<batch command id>.<index>``                   (same)
-update/transition      ``<action>-<payment id>-k<sha256(key)[:16]>``     with If-Match:
-                                                                        ``<action>-<payment id>-v<n>-<fingerprint[:12]>``;
-                                                                        else ``<action>-<payment id>-<uuid4 hex>``
-=====================  ===============================================  ==========================
+- create, payment id: the body's ``id``; else uuid5(``<org>\\n<key>``) with a key; else uuid4.
+- create, command id: ``create-<payment id>-<fp[:12]>``.
+- batch, command id: ``batch-<sha256(org, key)[:24]>`` with a key; else ``batch-<uuid4 hex>``.
+- batch item, payment id: the item's ``id``; else uuid5(``<batch id>\\n<index>``) with a key;
+  else uuid4. Its command id: ``<batch id>.<index>``.
+- update / transition / delete, command id: ``<action>-<payment id>-k<sha256(key)[:16]>``
+  with a key; else ``<action>-<payment id>-v<If-Match>-<fp[:12]>`` with If-Match; else
+  ``<action>-<payment id>-<uuid4 hex>`` (nothing identifies a retry).
 
 Workflow ids are ``payments/<org>/<command id>`` (services/command/temporal/client.py);
 Kafka commands bring their own command id (services/command/adapters/intake_contract.py).
