@@ -73,7 +73,9 @@ PROCESSES: tuple[Process, ...] = (
     Process("query-worker", QUERY, "services.query.cli:query_worker", ("mongo", "temporal"),
             "query_worker_metrics_port", 9104, metrics=_QUERIES),
     Process("replay", QUERY, "services.query.cli:replay", ("kafka", "mongo")),
-    Process("reconcile", TOOLS, "services.tools.reconcile_cli:reconcile", ("postgres", "mongo")),
+    # Pushes its gauges to a Pushgateway (it serves no port).
+    Process("reconcile", TOOLS, "services.tools.reconcile_cli:reconcile", ("postgres", "mongo"),
+            metrics=("payments_reconcile_drift", "payments_reconcile_last_run_timestamp_seconds")),
 )
 BY_NAME: dict[str, Process] = {p.name: p for p in PROCESSES}
 #: The processes that keep running and serve a port (what `payments up` starts).

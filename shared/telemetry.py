@@ -69,9 +69,9 @@ RECONCILE_LAST_RUN = Gauge("payments_reconcile_last_run_timestamp_seconds", "Whe
 # Which process exports which metric: the process table names them (shared/processes.py).
 # A process only exports its own, so a relay's backlog gauge is never diluted by zeros
 # from processes that have no outbox.
-_BY_NAME = {m.describe()[0].name: m for m in globals().values() if isinstance(m, MetricWrapperBase)}
+ALL_METRICS = tuple(m for m in globals().values() if isinstance(m, MetricWrapperBase))
+_BY_NAME = {m.describe()[0].name: m for m in ALL_METRICS}
 PROCESS_METRICS = {p.name: tuple(_BY_NAME[n] for n in p.metrics) for p in PROCESSES if p.metrics}
-ALL_METRICS = tuple({id(m): m for ms in PROCESS_METRICS.values() for m in ms}.values())
 
 
 def export_only(process: str) -> None:
