@@ -1,14 +1,18 @@
 # syntax=docker/dockerfile:1
 #
-# One image for every process of payments-cqs. The process is chosen by the command:
-#   docker run IMAGE command-api | command-worker | relay | query-api | projector |
-#                    query-worker | migrate | replay
+# One image for every process of payments-cqs (the process table, shared/processes.py).
+# The process is chosen by the command:
+#   docker run IMAGE command-api | command-worker | relay | intake |
+#                    query-api | projector | query-worker        (long-running)
+#   docker run IMAGE migrate | replay | reconcile | topics        (one-shot)
 # Build:  docker build -t payments-cqs:local .
 #
 # Stage 1 builds wheels (the project and all its dependencies) and installs them into a
 # virtual environment; stage 2 copies only that environment onto a clean slim image.
-# The `local` extra (embedded dev servers: Temporal CLI, Tansu, SecantusDB, ...) is never
-# installed: a container talks to real servers configured through PAYMENTS_* variables.
+# Development tooling stays out: the `local` extra (embedded dev servers: Temporal CLI,
+# Tansu, SecantusDB, ...) is never installed, and .dockerignore leaves out devstack/
+# (`payments stack|up|demo`): a container talks to real servers configured through
+# PAYMENTS_* variables.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -21,7 +25,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# .dockerignore lets in only pyproject.toml, README.md, shared/ and services/.
+# .dockerignore lets in only pyproject.toml, README.md, shared/, services/ and the health check.
 COPY . .
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --upgrade pip wheel \
@@ -46,7 +50,9 @@ COPY --from=builder /opt/venv /opt/venv
 COPY deploy/docker/healthcheck.py /usr/local/lib/payments/healthcheck.py
 WORKDIR /var/lib/payments
 USER 10001:10001
-EXPOSE 8001 8002 9101 9102 9103 9104
+# The default port of each long-running process: its API, or a worker's ops endpoint
+# (shared/processes.py; tests/deploy/test_compose.py keeps the two equal).
+EXPOSE 8001 8002 9101 9102 9103 9104 9105
 # GET /healthz on the port of the process this container runs (see the script).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["python", "/usr/local/lib/payments/healthcheck.py"]

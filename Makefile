@@ -32,7 +32,7 @@ stack: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff --version >/dev/null 2>&1 || $(BIN)/python -m pip install -q -e '.[lint]'
-	$(BIN)/ruff check services shared tests
+	$(BIN)/ruff check services shared tests bench devstack
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

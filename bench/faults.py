@@ -54,10 +54,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo import AsyncMongoClient
 
 from devstack import LocalStack
-from devstack.system import PROCESSES, RunningSystem, isolated
+from devstack.system import RunningSystem, base_url, isolated
 from services.query.adapters.read_model import ReadModel
 from shared.auth import SCOPE_READ, SCOPE_WRITE, cursor_key, mint_token
 from shared.net import free_port
+from shared.processes import LONG_RUNNING
 from shared.settings import Settings
 
 ORGS = ("org-a", "org-b", "org-c", "org-d")
@@ -283,7 +284,7 @@ class Campaign:
         """Seconds until every process answers /readyz 200 (raises after ``timeout``)."""
         assert self.settings is not None
         started = time.monotonic()
-        urls = [spec.base_url(self.settings) + "/readyz" for spec in PROCESSES]
+        urls = [base_url(process, self.settings) + "/readyz" for process in LONG_RUNNING]
         async with httpx.AsyncClient(timeout=3) as http:
             while True:
                 codes = []

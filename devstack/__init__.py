@@ -17,13 +17,19 @@ with ``importlib.util.find_spec`` / next to ``sys.executable`` and never imports
 Modules:
 
 * ``endpoints``  names and ports, ``StackError``, ``Endpoints``, stack.json read/write
-* ``processes``  pids, process groups, ports, die-with-parent, log excerpts
+  (its name and the default data dir are shared/settings.py's: the services read it)
+* ``processes``  pids, process groups, ports (and picking free ones), die-with-parent, log excerpts
 * ``binaries``   where each server binary is (``find_binaries``)
 * ``stack``      ``LocalStack``: start, stop, ports, stack.json
 * ``launch``     each server's command line and spawning it (part of ``LocalStack``)
 * ``postgres``   the embedded PostgreSQL's data directory, initdb and command line
 * ``readiness``  waiting until every server answers (part of ``LocalStack``)
-* ``background`` ``stop_background`` and ``status`` of the stack in a data dir
+* ``background`` ``start_background``, ``stop_background``, ``status`` and the server
+  actions of the stack in a data dir
+
+and around it the commands: ``cli`` (``payments stack``), ``up`` (``payments up`` and
+``demo``), ``foreground`` (run until a signal, then stop everything), ``system`` (the
+processes of shared/processes.py as child processes).
 
 Quirks worth knowing (measured with the versions pinned in pyproject's ``local`` extra):
 
@@ -63,7 +69,7 @@ from .endpoints import (
     HOST,
     PORT_NAMES,
     SERVICES,
-    STACK_FILE,
+    STACK_FILE_NAME,
     Endpoints,
     StackError,
     read_stack_file,
@@ -78,7 +84,7 @@ __all__ = [
     "INSTALL_HINT",
     "PORT_NAMES",
     "SERVICES",
-    "STACK_FILE",
+    "STACK_FILE_NAME",
     "Endpoints",
     "LocalStack",
     "ServiceStatus",

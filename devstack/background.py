@@ -1,5 +1,7 @@
 """The stack recorded in ``<data_dir>/stack.json``, seen from another process:
-``stop_background`` (``payments stack down``) and ``status`` (``payments stack status``)."""
+``start_background`` (``payments stack up --detach``), ``stop_background`` (``payments
+stack down``), ``status`` (``payments stack status``) and the server actions
+(``payments stack start|stop|restart NAME``)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .endpoints import DEFAULT_DATA_DIR, HOST, SERVICES, STACK_FILE, read_stack_file, redact
+from .endpoints import DEFAULT_DATA_DIR, HOST, SERVICES, STACK_FILE_NAME, StackError, read_stack_file, redact
 from .processes import group_alive, kill_group, pid_alive, pid_cmdline, tcp_answers, terminate_pids
 
 
@@ -35,6 +39,56 @@ class StackStatus:
     owner_pid: int | None = None
     services: list[ServiceStatus] = field(default_factory=list)
 
+
+
+def start_background(data_dir: Path, args: list[str], timeout: float) -> tuple[int, dict[str, Any]]:
+    """Run ``python -m devstack.cli stack up --data-dir DATA_DIR ARGS`` in its own session,
+    logging to ``<data_dir>/logs/stack.log``; return its pid and its stack.json once it
+    has written it. StackError (one line) if a stack already runs there, if the child
+    exits (its last error line), or after ``timeout`` seconds (the child is stopped)."""
+    if status(data_dir).running:
+        raise StackError(
+            f"a stack is already running in {data_dir}; see 'payments stack status --data-dir {data_dir}' "
+            f"or stop it with 'payments stack down --data-dir {data_dir}'")
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / "stack.log"
+    # Our own package must be importable from the child, wherever it is started from.
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    with open(log_path, "wb") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "devstack.cli", "stack", "up", "--data-dir", str(data_dir), *args],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, close_fds=True, env=env,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise StackError(f"{_last_error_line(log_path)} (log: {log_path})")
+        data = read_stack_file(data_dir)
+        if data and data.get("owner_pid") == child.pid:
+            return child.pid, data
+        time.sleep(0.1)
+    kill_group(child.pid, signal.SIGTERM)
+    try:
+        child.wait(20)
+    except subprocess.TimeoutExpired:
+        kill_group(child.pid, signal.SIGKILL)
+    raise StackError(f"the stack did not become ready within {timeout:.0f}s (log: {log_path})")
+
+
+def _last_error_line(log_path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "the background stack exited"
+    for line in reversed(lines):
+        if line.startswith("error:"):
+            return line.removeprefix("error:").strip()
+    return "the background stack exited: " + (" | ".join(lines[-3:]) if lines else "(no output)")
 
 
 def stop_background(
@@ -79,7 +133,7 @@ def stop_background(
         first = {"postgres": signal.SIGINT}
         terminate_pids(leftover, first, max(1.0, deadline - time.monotonic()))
     with contextlib.suppress(FileNotFoundError):
-        (data_dir / STACK_FILE).unlink()
+        (data_dir / STACK_FILE_NAME).unlink()
     shutil.rmtree(data_dir / "run", ignore_errors=True)
     return running
 

@@ -7,21 +7,21 @@ does not depend on the rest of the ``payments`` command importing).
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
+import inspect
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
 import devstack
-from devstack import DEFAULT_DATA_DIR, Endpoints, LocalStack, StackError
-from devstack.background import SERVER_ACTIONS, request_server_action
+from devstack import DEFAULT_DATA_DIR, STACK_FILE_NAME, Endpoints, LocalStack, StackError
+from devstack.background import SERVER_ACTIONS, request_server_action, start_background
 from devstack.binaries import KAFKA_BROKERS
-from devstack.endpoints import SERVICES
-from devstack.foreground import ForegroundSignals, Interrupted
+from devstack.endpoints import PORT_NAMES, SERVICES
+from devstack.foreground import fail, run_in_foreground, start_or_fail
 
 stack_app = typer.Typer(
     name="stack",
@@ -45,17 +45,29 @@ DataDirOption = typer.Option(
 )
 
 
-def fail(message: str) -> typer.Exit:
-    """Print a one-line error; the caller raises the returned Exit (no traceback)."""
-    typer.secho(f"error: {message}", fg="red", err=True)
-    return typer.Exit(1)
+# The fixed-port options of `stack up`, by LocalStack port name: (option, help).
+PORT_OPTIONS: dict[str, tuple[str, str]] = {
+    "temporal": ("--temporal-port", "Fixed Temporal gRPC port (default: a free one)."),
+    "temporal_ui": ("--ui-port", "Fixed Temporal UI port (default: a free one)."),
+    "kafka": ("--kafka-port", "Fixed Kafka port (default: a free one)."),
+    "mongo": ("--mongo-port", "Fixed MongoDB port, below 32768 (default: a free one)."),
+    "postgres": ("--postgres-port", "Fixed PostgreSQL port (default: a free one)."),
+    "redis": ("--redis-port", "Fixed Redis port (default: a free one)."),
+}
+assert tuple(PORT_OPTIONS) == PORT_NAMES, "one option per port LocalStack accepts"
 
 
-def start_or_fail(stack: LocalStack) -> Endpoints:
-    try:
-        return stack.start()
-    except StackError as exc:
-        raise fail(str(exc)) from None
+def _with_port_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` one ``--NAME-port`` option per PORT_OPTIONS entry (before its last
+    parameter); it receives them as keyword arguments ``<name>_port``."""
+    signature = inspect.signature(command)
+    params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    ports = [inspect.Parameter(f"{name}_port", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=int,
+                               default=typer.Option(None, flag, help=text))
+             for name, (flag, text) in PORT_OPTIONS.items()]
+    command.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*params[:-1], *ports, params[-1]])
+    return command
 
 
 def _console():  # rich is imported lazily: --help stays fast
@@ -89,77 +101,38 @@ def _print_endpoints(ep: Endpoints, data_dir: Path, seconds: float | None, logs_
     console.print(table)
     took = f" in {seconds:.1f}s" if seconds is not None else ""
     console.print(
-        f"ready{took}; endpoints in {data_dir / devstack.STACK_FILE}, logs in {logs_dir}/"
+        f"ready{took}; endpoints in {data_dir / STACK_FILE_NAME}, logs in {logs_dir}/"
     )
 
 
 @stack_app.command("up")
+@_with_port_options
 def up(
     data_dir: Path = DataDirOption,
     persist: bool = typer.Option(
-        False,
-        "--persist",
-        help="Keep Temporal, MongoDB, PostgreSQL and (with --kafka noida) Kafka data in --data-dir "
-        "across restarts (Tansu is memory-only either way).",
-    ),
+        False, "--persist", help="Keep Temporal, MongoDB, PostgreSQL and (with --kafka noida) Kafka data in "
+        "--data-dir across restarts (Tansu is memory-only either way)."),
     kafka: str = typer.Option(
-        KAFKA_BROKERS[0],
-        "--kafka",
-        envvar="PAYMENTS_STACK_KAFKA",
-        help=f"The embedded Kafka broker: {' or '.join(KAFKA_BROKERS)} (docs/design.md section 11).",
-    ),
+        KAFKA_BROKERS[0], "--kafka", envvar="PAYMENTS_STACK_KAFKA",
+        help=f"The embedded Kafka broker: {' or '.join(KAFKA_BROKERS)} (docs/design.md section 11)."),
     kafka_bootstrap: str = typer.Option(
-        None,
-        "--kafka-bootstrap",
-        envvar="PAYMENTS_KAFKA_BOOTSTRAP",
-        help="Use this Kafka instead of starting one (its topics are its deployment's).",
-    ),
+        None, "--kafka-bootstrap", envvar="PAYMENTS_KAFKA_BOOTSTRAP",
+        help="Use this Kafka instead of starting one (its topics are its deployment's)."),
     mongo_url: str = typer.Option(
-        None, "--mongo-url", envvar="PAYMENTS_MONGO_URL", help="Use this MongoDB instead of starting SecantusDB."
-    ),
+        None, "--mongo-url", envvar="PAYMENTS_MONGO_URL", help="Use this MongoDB instead of starting SecantusDB."),
     temporal_address: str = typer.Option(
-        None,
-        "--temporal-address",
-        envvar="PAYMENTS_TEMPORAL_ADDRESS",
-        help="Use this Temporal frontend instead of starting the dev server.",
-    ),
+        None, "--temporal-address", envvar="PAYMENTS_TEMPORAL_ADDRESS",
+        help="Use this Temporal frontend instead of starting the dev server."),
     detach: bool = typer.Option(
-        False, "--detach", "-d", help="Run in the background; return once every server answers."
-    ),
+        False, "--detach", "-d", help="Run in the background; return once every server answers."),
     headless: bool = typer.Option(False, "--headless", help="Do not start the Temporal web UI."),
     database_url: str = typer.Option(
-        None,
-        "--database-url",
-        envvar="PAYMENTS_DATABASE_URL",
-        help="Use this PostgreSQL instead of starting the embedded one.",
-    ),
+        None, "--database-url", envvar="PAYMENTS_DATABASE_URL",
+        help="Use this PostgreSQL instead of starting the embedded one."),
     redis_url: str = typer.Option(
-        None,
-        "--redis-url",
-        envvar="PAYMENTS_REDIS_URL",
-        help="Use this Redis instead of starting the embedded Valkey.",
-    ),
-    temporal_port: int = typer.Option(
-        None, "--temporal-port", help="Fixed Temporal gRPC port (default: a free one)."
-    ),
-    ui_port: int = typer.Option(
-        None, "--ui-port", help="Fixed Temporal UI port (default: a free one)."
-    ),
-    kafka_port: int = typer.Option(
-        None, "--kafka-port", help="Fixed Kafka port (default: a free one)."
-    ),
-    mongo_port: int = typer.Option(
-        None, "--mongo-port", help="Fixed MongoDB port, below 32768 (default: a free one)."
-    ),
-    postgres_port: int = typer.Option(
-        None, "--postgres-port", help="Fixed PostgreSQL port (default: a free one)."
-    ),
-    redis_port: int = typer.Option(
-        None, "--redis-port", help="Fixed Redis port (default: a free one)."
-    ),
-    timeout: float = typer.Option(
-        60.0, "--timeout", help="Seconds to wait for the servers to answer."
-    ),
+        None, "--redis-url", envvar="PAYMENTS_REDIS_URL", help="Use this Redis instead of starting the embedded Valkey."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for the servers to answer."),
+    **port_options: Any,
 ) -> None:
     """Start the local stack and print its endpoints.
 
@@ -168,15 +141,7 @@ def up(
     'payments stack down'.
     """
     data_dir = data_dir.absolute()
-    ports = {
-        "temporal": temporal_port,
-        "temporal_ui": ui_port,
-        "kafka": kafka_port,
-        "mongo": mongo_port,
-        "postgres": postgres_port,
-        "redis": redis_port,
-    }
-    ports = {k: v for k, v in ports.items() if v}
+    ports = {name: port_options[f"{name}_port"] for name in PORT_OPTIONS if port_options.get(f"{name}_port")}
     servers = {
         "database_url": database_url,
         "redis_url": redis_url,
@@ -185,38 +150,30 @@ def up(
         "temporal_address": temporal_address,
     }
     if detach:
-        _up_detached(data_dir, persist, headless, kafka, servers, ports, timeout)
+        args = ["--timeout", str(timeout), "--kafka", kafka]
+        args += ["--persist"] * persist + ["--headless"] * headless
+        args += [arg for key, value in servers.items() if value for arg in ("--" + key.replace("_", "-"), value)]
+        args += [arg for name, port in ports.items() for arg in (PORT_OPTIONS[name][0], str(port))]
+        _up_detached(data_dir, args, timeout)
         return
+    stack = LocalStack(data_dir, persist=persist, headless=headless, ports=ports, ready_timeout=timeout,
+                       kafka_broker=kafka, **servers)
 
-    stack = LocalStack(
-        data_dir,
-        persist=persist,
-        headless=headless,
-        ports=ports,
-        ready_timeout=timeout,
-        kafka_broker=kafka,
-        **servers,
-    )
+    def serve() -> int:
+        endpoints = start_or_fail(stack)
+        _print_endpoints(endpoints, data_dir, stack.startup_seconds, stack.logs_dir)
+        typer.echo("press Ctrl-C to stop; 'payments stack restart NAME' restarts one server")
+        sys.stdout.flush()
+        _supervise(stack)
+        return 0
 
-    code = 0
-    with ForegroundSignals() as signals:
-        try:
-            endpoints = start_or_fail(stack)
-            _print_endpoints(endpoints, data_dir, stack.startup_seconds, stack.logs_dir)
-            typer.echo("press Ctrl-C to stop; 'payments stack restart NAME' restarts one server")
-            sys.stdout.flush()
-            _supervise(stack)
-        except Interrupted:
-            if stack.endpoints is None:
-                code = 130  # interrupted before the stack was ready
-        finally:
-            signals.shield()  # a second Ctrl-C while stopping must not leave servers behind
-            if stack.endpoints is not None or stack.pids:
-                typer.echo("stopping…", err=True)
-            stack.stop()
-    typer.echo("stopped", err=True)
-    if code:
-        raise typer.Exit(code)
+    def stop() -> None:
+        if stack.endpoints is not None or stack.pids:
+            typer.echo("stopping…", err=True)
+        stack.stop()
+
+    # Interrupted before the stack was ready: exit 130.
+    run_in_foreground(serve, stop, interrupted=lambda: 130 if stack.endpoints is None else 0)
 
 
 def _supervise(stack: LocalStack) -> None:
@@ -239,106 +196,17 @@ def _supervise(stack: LocalStack) -> None:
                 )
 
 
-def _up_detached(
-    data_dir: Path,
-    persist: bool,
-    headless: bool,
-    kafka: str,
-    servers: dict[str, str | None],
-    ports: dict[str, int],
-    timeout: float,
-) -> None:
-    existing = devstack.status(data_dir)
-    if existing.running:
-        raise fail(
-            f"a stack is already running in {data_dir}; see 'payments stack status --data-dir {data_dir}' "
-            f"or stop it with 'payments stack down --data-dir {data_dir}'"
-        )
-    args = [
-        sys.executable,
-        "-m",
-        "devstack.cli",
-        "stack",
-        "up",
-        "--data-dir",
-        str(data_dir),
-    ]
-    args += ["--timeout", str(timeout)]
-    if persist:
-        args.append("--persist")
-    if headless:
-        args.append("--headless")
-    args += ["--kafka", kafka]
-    for key, value in servers.items():
-        if value:
-            args += ["--" + key.replace("_", "-"), value]
-    flags = {
-        "temporal": "--temporal-port",
-        "temporal_ui": "--ui-port",
-        "kafka": "--kafka-port",
-        "mongo": "--mongo-port",
-        "postgres": "--postgres-port",
-        "redis": "--redis-port",
-    }
-    for name, port in ports.items():
-        args += [flags[name], str(port)]
-    logs = data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / "stack.log"
-    # Our own package must be importable from the child, wherever it is started from.
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    with open(log_path, "wb") as log:
-        child = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            env=env,
-        )
-    deadline = time.monotonic() + timeout + 15
-    while time.monotonic() < deadline:
-        rc = child.poll()
-        if rc is not None:
-            detail = _last_error_line(log_path)
-            raise fail(f"{detail} (log: {log_path})")
-        data = devstack.read_stack_file(data_dir)
-        if data and data.get("owner_pid") == child.pid:
-            _print_endpoints(
-                Endpoints.from_settings(data["settings"], data.get("pids")),
-                data_dir,
-                data.get("startup_seconds"),
-                logs,
-            )
-            typer.echo(
-                f"running in the background (pid {child.pid}); stop it with: payments stack down"
-                + ("" if data_dir == DEFAULT_DATA_DIR.absolute() else f" --data-dir {data_dir}")
-            )
-            return
-        time.sleep(0.1)
-    devstack.kill_group(child.pid, signal.SIGTERM)
+def _up_detached(data_dir: Path, args: list[str], timeout: float) -> None:
     try:
-        child.wait(20)
-    except subprocess.TimeoutExpired:
-        devstack.kill_group(child.pid, signal.SIGKILL)
-    raise fail(f"the stack did not become ready within {timeout + 15:.0f}s (log: {log_path})")
-
-
-def _last_error_line(log_path: Path) -> str:
-    try:
-        lines = [
-            ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()
-        ]
-    except OSError:
-        return "the background stack exited"
-    for line in reversed(lines):
-        if line.startswith("error:"):
-            return line.removeprefix("error:").strip()
-    return "the background stack exited: " + (" | ".join(lines[-3:]) if lines else "(no output)")
+        pid, data = start_background(data_dir, args, timeout + 15)
+    except StackError as exc:
+        raise fail(str(exc)) from None
+    _print_endpoints(Endpoints.from_settings(data["settings"], data.get("pids")), data_dir,
+                     data.get("startup_seconds"), data_dir / "logs")
+    typer.echo(
+        f"running in the background (pid {pid}); stop it with: payments stack down"
+        + ("" if data_dir == DEFAULT_DATA_DIR.absolute() else f" --data-dir {data_dir}")
+    )
 
 
 @stack_app.command("down")
@@ -355,7 +223,7 @@ def down(data_dir: Path = DataDirOption) -> None:
     if stopped:
         typer.echo(f"stopped: {', '.join(stopped)}")
     else:
-        typer.echo(f"nothing was running; removed stale {data_dir / devstack.STACK_FILE}")
+        typer.echo(f"nothing was running; removed stale {data_dir / STACK_FILE_NAME}")
 
 
 @stack_app.command("status")

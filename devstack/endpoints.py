@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from shared.net import redact_url as redact  # noqa: F401 - part of this module's API
+from shared.settings import DEFAULT_DATA_DIR, STACK_FILE_NAME
 
 HOST = "127.0.0.1"
-STACK_FILE = "stack.json"
-DEFAULT_DATA_DIR = Path(".payments")
 
 #: Names of the servers, in start order. Also the keys of ``ports``, ``binaries``, ``pids``.
 SERVICES = ("temporal", "kafka", "mongo", "postgres", "redis")
@@ -84,7 +83,7 @@ class Endpoints:
 
 def read_stack_file(data_dir: str | os.PathLike[str] = DEFAULT_DATA_DIR) -> dict[str, Any] | None:
     """Contents of ``<data_dir>/stack.json``, or None."""
-    path = Path(data_dir) / STACK_FILE
+    path = Path(data_dir) / STACK_FILE_NAME
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

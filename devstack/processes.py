@@ -1,10 +1,12 @@
 """Processes and ports of the local stack: pid and process-group checks and signals,
-free/answering TCP ports, die-with-parent for children, and one-line log excerpts."""
+free/answering TCP ports and picking them, die-with-parent for children, and one-line
+log excerpts."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import sys
@@ -12,7 +14,9 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from .endpoints import HOST
+from .endpoints import HOST, StackError
+
+MONGO_MAX_PORT = 32767  # SecantusDB needs a port below 32768
 
 
 def one_line(text: str, limit: int = 300) -> str:
@@ -62,6 +66,48 @@ def port_is_free(port: int, host: str = HOST) -> bool:
         except OSError:
             return False
     return True
+
+
+def pick_ports(wanted: list[str], fixed: Mapping[str, int]) -> dict[str, int]:
+    """A port for each server in ``wanted``: its fixed one (checked free) or a free one."""
+    ports: dict[str, int] = {}
+    for name in wanted:
+        port = fixed.get(name)
+        if port is not None:
+            if name == "mongo" and port > MONGO_MAX_PORT:
+                raise StackError(f"MongoDB (SecantusDB) needs a port below 32768, got {port}; choose a lower one")
+            if not port_is_free(port):
+                raise StackError(f"port {port} for {name} is already in use on {HOST}; stop what uses it, "
+                                 "choose another port, or leave it unset to pick a free one")
+            ports[name] = port
+    held: list[socket.socket] = []  # held open until all are picked, so that none is picked twice
+    try:
+        for name in wanted:
+            if name not in ports:
+                s = _grab_free_port(set(ports.values()), mongo=(name == "mongo"))
+                held.append(s)
+                ports[name] = s.getsockname()[1]
+    finally:
+        for s in held:
+            s.close()
+    return ports
+
+
+def _grab_free_port(taken: set[int], mongo: bool) -> socket.socket:
+    for _ in range(200):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            # Ports from the kernel's ephemeral range (>= 32768) are fine except for
+            # SecantusDB, which needs one below 32768.
+            s.bind((HOST, random.randint(20000, MONGO_MAX_PORT) if mongo else 0))
+        except OSError:
+            s.close()
+            continue
+        if s.getsockname()[1] in taken:
+            s.close()
+            continue
+        return s
+    raise StackError("could not find a free port on 127.0.0.1; free some ports and retry")
 
 
 def tcp_answers(host: str, port: int, timeout: float = 0.5) -> bool:

@@ -60,15 +60,12 @@ class ReadinessChecks:
     external_timeout: float
     ports: dict[str, int]
     temporal_namespace: str
-    events_topic: str
-    events_partitions: int
-    dlq_topic: str
     _children: dict[str, Child]
 
     async def _wait_ready(self, ep: Endpoints, only: tuple[str, ...] = SERVICES) -> None:
         checks: dict[str, Callable[[], Awaitable[None]]] = {
             "temporal": lambda: self._temporal_ready(ep.temporal_address),
-            "kafka": lambda: self._kafka_ready(ep.kafka_bootstrap),
+            "kafka": lambda: self._kafka_ready(ep),
             "mongo": lambda: ping_mongo(ep.mongo_url, timeout=1.0),
             "postgres": lambda: ping_postgres(ep.database_url, timeout=2.0),
             "redis": lambda: _redis_ping(ep.redis_url),
@@ -173,15 +170,19 @@ class ReadinessChecks:
                 ) from exc
             raise
 
-    async def _kafka_ready(self, bootstrap: str) -> None:
-        """Our broker: create the topics (one broker, so replication 1) and wait until
-        they have partitions. An external Kafka: only reachable; its topics are its
+    async def _kafka_ready(self, ep: Endpoints) -> None:
+        """Our broker: create the event topics as the processes would with this stack's
+        settings (one broker, so replication 1: ``client_settings``) and wait until they
+        have partitions. An external Kafka: only reachable; its topics are its
         deployment's (the processes report not-ready while one is missing)."""
         from aiokafka.admin import AIOKafkaAdminClient
 
-        from shared.kafka import TopicError, TopicMissing, TopicSpec, ensure_topics
+        from shared.kafka import TopicError, TopicMissing, ensure_topics, event_topics
+        from shared.settings import Settings
 
-        specs = [TopicSpec(self.events_topic, self.events_partitions, 1, 1), TopicSpec(self.dlq_topic, 1, 1, 1)]
+        bootstrap = ep.kafka_bootstrap
+        # Defaults plus the stack's values; nothing from the environment.
+        specs = event_topics(Settings.model_construct(**ep.client_settings))
         external = "kafka" in self.external
         if not external:
             try:

@@ -8,9 +8,7 @@ import atexit
 import contextlib
 import datetime as _dt
 import os
-import random
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -20,24 +18,20 @@ from .background import SERVER_ACTIONS, answer_server_action, pending_server_act
 from .binaries import KAFKA_BROKERS, check_binaries
 from .endpoints import (
     DEFAULT_DATA_DIR,
-    HOST,
     PORT_NAMES,
-    STACK_FILE,
+    STACK_FILE_NAME,
     Endpoints,
     StackError,
     read_stack_file,
     write_stack_file,
 )
 from .launch import Child, ServerLaunch
-from .processes import pid_alive, port_is_free, terminate_pids
+from .processes import pick_ports, pid_alive, terminate_pids
 from .readiness import ReadinessChecks, run_async
-
-MONGO_MAX_PORT = 32767  # SecantusDB needs a port below 32768
 
 
 class LocalStack(ServerLaunch, ReadinessChecks):
-    """Start (and stop) the local servers. Use as a context manager or call
-    ``start()`` / ``stop()``.
+    """Start (and stop) the local servers: a context manager, or ``start()`` / ``stop()``.
 
     data_dir   where stack.json, logs/ and persistent data go (default ``.payments``)
     persist    keep Temporal, MongoDB and PostgreSQL data under data_dir across runs
@@ -62,9 +56,6 @@ class LocalStack(ServerLaunch, ReadinessChecks):
         kafka_bootstrap: str | None = None,
         mongo_url: str | None = None,
         temporal_namespace: str = "default",
-        events_topic: str = "payments.events",
-        dlq_topic: str = "payments.events.dlq",
-        events_partitions: int = 3,
         binaries: Mapping[str, str | os.PathLike[str]] | None = None,
         ready_timeout: float = 60.0,
         external_timeout: float = 5.0,
@@ -91,9 +82,6 @@ class LocalStack(ServerLaunch, ReadinessChecks):
             if v
         }
         self.temporal_namespace = temporal_namespace
-        self.events_topic = events_topic
-        self.dlq_topic = dlq_topic
-        self.events_partitions = events_partitions
         self.binary_overrides = {k: Path(v) for k, v in (binaries or {}).items()}
         self.ready_timeout = ready_timeout
         self.external_timeout = external_timeout
@@ -114,7 +102,7 @@ class LocalStack(ServerLaunch, ReadinessChecks):
 
     @property
     def stack_file(self) -> Path:
-        return self.data_dir / STACK_FILE
+        return self.data_dir / STACK_FILE_NAME
 
     @property
     def logs_dir(self) -> Path:
@@ -255,7 +243,6 @@ class LocalStack(ServerLaunch, ReadinessChecks):
             "kafka_create_topics": True,
             "kafka_topic_replication_factor": 1,
             "kafka_topic_min_insync_replicas": 1,
-            "events_topic_partitions": self.events_partitions,
         }
         if self.kafka_broker == "tansu":
             # Tansu's quirks (docs/design.md section 11): no idempotent producer, a waiting
@@ -266,9 +253,7 @@ class LocalStack(ServerLaunch, ReadinessChecks):
 
     def exited(self) -> dict[str, int]:
         """Children that have exited since start: name -> exit code."""
-        return {
-            n: c.popen.returncode for n, c in self._children.items() if c.popen.poll() is not None
-        }
+        return {n: c.popen.returncode for n, c in self._children.items() if c.popen.poll() is not None}
 
     def log_path(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
@@ -290,62 +275,17 @@ class LocalStack(ServerLaunch, ReadinessChecks):
 
     def _pick_ports(self) -> None:
         wanted = [n for n in PORT_NAMES if self._needs_port(n)]
-        for name in wanted:
-            port = self.fixed_ports.get(name)
-            if port is not None:
-                if name == "mongo" and port > MONGO_MAX_PORT:
-                    raise StackError(
-                        f"MongoDB (SecantusDB) needs a port below 32768, got {port}; choose a lower one"
-                    )
-                if not port_is_free(port):
-                    raise StackError(
-                        f"port {port} for {name} is already in use on {HOST}; stop what uses it, "
-                        f"choose another port, or leave it unset to pick a free one"
-                    )
-                self.ports[name] = port
-        held: list[socket.socket] = []
-        try:
-            for name in wanted:
-                if name in self.ports:
-                    continue
-                s = self._grab_free_port(mongo=(name == "mongo"))
-                held.append(s)
-                self.ports[name] = s.getsockname()[1]
-        finally:
-            for s in held:
-                s.close()
+        self.ports.update(pick_ports(wanted, self.fixed_ports))
 
     def _needs_port(self, name: str) -> bool:
         if name == "temporal_ui":
             return "temporal" not in self.external and not self.headless
         return name not in self.external
 
-    def _grab_free_port(self, mongo: bool) -> socket.socket:
-        taken = set(self.ports.values())
-        for _ in range(200):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                # Ports from the kernel's ephemeral range (>= 32768) are fine except for
-                # SecantusDB, which needs one below 32768.
-                s.bind((HOST, random.randint(20000, MONGO_MAX_PORT) if mongo else 0))
-            except OSError:
-                s.close()
-                continue
-            if s.getsockname()[1] in taken:
-                s.close()
-                continue
-            return s
-        raise StackError("could not find a free port on 127.0.0.1; free some ports and retry")
-
     # ------------------------------------------------------------------ stack.json
-
     def _write_stack_file(self, ep: Endpoints) -> None:
         data = {
-            "settings": {
-                **ep.as_settings(),
-                "events_topic": self.events_topic,
-                "dlq_topic": self.dlq_topic,
-            },
+            "settings": ep.as_settings(),
             "pids": ep.pids,
             "owner_pid": os.getpid(),
             "ports": self.ports,

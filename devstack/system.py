@@ -1,8 +1,8 @@
-"""The seven processes of payments-cqs, started as child processes (``payments up``).
+"""The processes of payments-cqs, started as child processes (``payments up``, the tests
+that run the whole system, the benchmarks).
 
-One table says what each process is, which port serves its ``/healthz``, ``/readyz``
-and ``/metrics``, and which URLs a person wants to see. ``payments up`` and the tests
-that scrape every process's metrics both use it.
+Which processes there are, and the port that serves each one's ``/healthz``, ``/readyz``
+and ``/metrics``, is the process table's (shared/processes.py).
 """
 
 from __future__ import annotations
@@ -20,31 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from shared.net import free_port
+from shared.processes import LONG_RUNNING, Process
 from shared.settings import Settings
 
 
-@dataclass(frozen=True)
-class ProcessSpec:
-    name: str  # the `payments` sub-command
-    port_field: str  # Settings field holding the port of its HTTP/ops endpoint
-    is_api: bool = False
-
-    def port(self, settings: Settings) -> int:
-        return int(getattr(settings, self.port_field))
-
-    def base_url(self, settings: Settings) -> str:
-        return f"http://{settings.host}:{self.port(settings)}"
+def port_of(process: Process, settings: Settings) -> int:
+    return int(getattr(settings, process.port_setting))
 
 
-PROCESSES: tuple[ProcessSpec, ...] = (
-    ProcessSpec("command-api", "command_api_port", is_api=True),
-    ProcessSpec("command-worker", "command_worker_metrics_port"),
-    ProcessSpec("relay", "relay_metrics_port"),
-    ProcessSpec("query-api", "query_api_port", is_api=True),
-    ProcessSpec("projector", "projector_metrics_port"),
-    ProcessSpec("query-worker", "query_worker_metrics_port"),
-    ProcessSpec("intake", "intake_metrics_port"),
-)
+def base_url(process: Process, settings: Settings) -> str:
+    """Where the process answers: its API, or the ops endpoint of a worker."""
+    return f"http://{settings.host}:{port_of(process, settings)}"
 
 
 def isolated(base: Settings, name: str, **overrides: Any) -> tuple[Settings, dict[str, str]]:
@@ -60,7 +46,7 @@ def isolated(base: Settings, name: str, **overrides: Any) -> tuple[Settings, dic
         "commands_dlq_topic": f"payments.commands.dlq.{suffix}",
         "command_task_queue": f"payments-commands-{suffix}",
         "query_task_queue": f"payments-queries-{suffix}",
-        **{spec.port_field: free_port() for spec in PROCESSES},
+        **{p.port_setting: free_port() for p in LONG_RUNNING},
         **overrides,
     }
     env = {**os.environ, **{f"PAYMENTS_{k.upper()}": str(v) for k, v in values.items()}}
@@ -97,7 +83,7 @@ class RunningSystem:
         """Start the processes (all by default) and wait until each answers ``/readyz``
         (or, with ``wait=False``, only until each answers ``/healthz``)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        specs = [p for p in PROCESSES if names is None or p.name in names]
+        specs = [p for p in LONG_RUNNING if names is None or p.name in names]
         for spec in specs:
             log = open(self.log_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - owned by the child
             self.children[spec.name] = subprocess.Popen(
@@ -115,7 +101,7 @@ class RunningSystem:
                         f"{name} exited with code {child.returncode}; last log lines:\n"
                         + _tail(self.log_dir / f"{name}.log")
                     )
-                if _healthy(spec.base_url(self.settings) + ("/readyz" if wait else "/healthz")):
+                if _healthy(base_url(spec, self.settings) + ("/readyz" if wait else "/healthz")):
                     del pending[name]
             if pending and time.monotonic() > deadline:
                 self.stop()

@@ -13,11 +13,11 @@ import typer
 
 from devstack import DEFAULT_DATA_DIR, LocalStack, port_is_free
 from devstack.binaries import KAFKA_BROKERS
-from devstack.cli import fail, start_or_fail
-from devstack.foreground import ForegroundSignals, Interrupted
-from devstack.system import PROCESSES, ProcessStartError, RunningSystem
+from devstack.foreground import fail, run_in_foreground, start_or_fail
+from devstack.system import ProcessStartError, RunningSystem, base_url, port_of
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
 from shared.money import format_money
+from shared.processes import LONG_RUNNING
 from shared.settings import Settings
 
 
@@ -36,8 +36,8 @@ def _print_urls(settings: Settings, token: str, log_dir: Path, seconds: float) -
     table.add_row("Query API", f"{query}/v1/payments")
     table.add_row("Query API docs", f"{query}/docs  (OpenAPI: {query}/openapi.json)")
     table.add_row("Temporal UI", settings.temporal_ui_url or "(headless)")
-    for spec in PROCESSES:
-        table.add_row(f"metrics: {spec.name}", f"{spec.base_url(settings)}/metrics")
+    for process in LONG_RUNNING:
+        table.add_row(f"metrics: {process.name}", f"{base_url(process, settings)}/metrics")
     console.print(table)
     console.print(f"ready in {seconds:.1f}s; logs in {log_dir}/")
     console.print("token for organization 'demo-org' (payments:read payments:write), and a first payment:")
@@ -74,7 +74,7 @@ def up(
     """
     data_dir = data_dir.absolute()
     base = Settings()
-    taken = [f"{s.name} port {s.port(base)}" for s in PROCESSES if not port_is_free(s.port(base), base.host)]
+    taken = [f"{p.name} port {port_of(p, base)}" for p in LONG_RUNNING if not port_is_free(port_of(p, base), base.host)]
     if taken:
         raise fail(f"{', '.join(taken)} already in use: stop what uses it or set PAYMENTS_<NAME>_PORT")
     started = time.monotonic()
@@ -86,32 +86,29 @@ def up(
     )
     system: RunningSystem | None = None
 
-    code = 0
-    with ForegroundSignals() as signals:
+    def serve() -> int:
+        nonlocal system
+        endpoints = start_or_fail(stack)
+        typer.echo(f"stack ready in {stack.startup_seconds or 0:.1f}s; starting the {len(LONG_RUNNING)} processes…",
+                   err=True)
+        env = {**os.environ, **endpoints.as_env(), "PAYMENTS_DATA_DIR": str(data_dir)}
+        settings = Settings(**{k: v for k, v in endpoints.as_settings().items() if v is not None})
+        system = RunningSystem(settings, data_dir / "logs")
         try:
-            endpoints = start_or_fail(stack)
-            typer.echo(f"stack ready in {stack.startup_seconds or 0:.1f}s; starting the {len(PROCESSES)} processes…", err=True)
-            env = {**os.environ, **endpoints.as_env(), "PAYMENTS_DATA_DIR": str(data_dir)}
-            settings = Settings(**{k: v for k, v in endpoints.as_settings().items() if v is not None})
-            system = RunningSystem(settings, data_dir / "logs")
-            try:
-                system.start(env, timeout=timeout)
-            except ProcessStartError as exc:
-                raise fail(str(exc)) from None
-            token = mint_token("demo-org", [SCOPE_READ, SCOPE_WRITE], settings=settings, subject="demo-user")
-            _print_urls(settings, token, system.log_dir, time.monotonic() - started)
-            code = _watch(stack, system)
-        except Interrupted:
-            pass
-        finally:
-            signals.shield()  # a second Ctrl-C while stopping must not leave processes behind
-            typer.echo("stopping…", err=True)
-            if system is not None:
-                system.stop()
-            stack.stop()
-    typer.echo("stopped", err=True)
-    if code:
-        raise typer.Exit(code)
+            system.start(env, timeout=timeout)
+        except ProcessStartError as exc:
+            raise fail(str(exc)) from None
+        token = mint_token("demo-org", [SCOPE_READ, SCOPE_WRITE], settings=settings, subject="demo-user")
+        _print_urls(settings, token, system.log_dir, time.monotonic() - started)
+        return _watch(stack, system)
+
+    def stop() -> None:
+        typer.echo("stopping…", err=True)
+        if system is not None:
+            system.stop()
+        stack.stop()
+
+    run_in_foreground(serve, stop)
 
 
 def _watch(stack: LocalStack, system: RunningSystem) -> int:

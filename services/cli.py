@@ -1,27 +1,28 @@
 """The ``payments`` command: one entry point for every process and tool.
 
-Each area registers its own sub-commands, so this file stays a table of contents.
+Every process comes from the process table (shared/processes.py); the tools and the query
+side's ``dlq`` group register themselves. ``stack``, ``up`` and ``demo`` exist only where
+the development tooling (the top-level ``devstack`` package) is installed: the production
+image leaves it out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import sys
 
 import typer
 import typer.core
 
-from devstack import cli as devstack_cli
-from devstack import up as up_cli
-from services.command import cli as command_cli
 from services.query import cli as query_cli
 from services.tools import cli as tools_cli
-from services.tools import reconcile_cli
 from shared.auth import uses_dev_secret
-from shared.dependencies import PROCESS_NEEDS, DependencyUnavailable, wait_for
+from shared.dependencies import DependencyUnavailable, wait_for
+from shared.processes import BY_NAME, PROCESSES
 from shared.settings import DEV_CONSISTENCY_TOKEN_SECRET, get_settings
-from shared.telemetry import PROCESS_METRICS, configure_logging, export_only
+from shared.telemetry import configure_logging, export_only
 
 # typer >= 0.29 shows a flag's type ("<bool>") in --help as if it took a value: show none.
 _display_type = typer.core.TyperOption.display_type_rich
@@ -35,9 +36,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-# The processes that verify tokens (and sign cursors) with the configured keys.
-TOKEN_VERIFIERS = ("command-api", "query-api")
-
 
 def _loopback(host: str) -> bool:
     return host == "localhost" or host == "::1" or host.startswith("127.")
@@ -45,14 +43,17 @@ def _loopback(host: str) -> bool:
 
 @app.callback()
 def _main(ctx: typer.Context) -> None:
-    process = ctx.invoked_subcommand
+    spec = BY_NAME.get(ctx.invoked_subcommand or "")
+    if spec is None:
+        return
+    process = spec.name
     # Each long-running process exports only its own metrics (shared/telemetry.py).
-    if process in PROCESS_METRICS:
+    if spec.metrics:
         export_only(process)
-    if process in PROCESS_NEEDS and "--help" not in sys.argv:
+    if "--help" not in sys.argv:
         settings = get_settings()
         configure_logging(settings.log_level, settings.log_json)
-        if process in TOKEN_VERIFIERS and uses_dev_secret(settings) and not _loopback(settings.host):
+        if spec.verifies_tokens and uses_dev_secret(settings) and not _loopback(settings.host):
             if not settings.allow_dev_jwt_secret:
                 typer.secho(f"error: {process}: listening on {settings.host} with the built-in development JWT "
                             "secret (anyone can mint tokens): set PAYMENTS_JWT_JWKS_URL (your identity provider) "
@@ -67,18 +68,31 @@ def _main(ctx: typer.Context) -> None:
                 "PAYMENTS_CONSISTENCY_TOKEN_SECRET is the built-in development secret while listening on %s: "
                 "anyone can forge consistency tokens; set a secret of your own", settings.host)
         try:
-            asyncio.run(wait_for(settings, PROCESS_NEEDS[process], settings.startup_timeout_seconds))
+            asyncio.run(wait_for(settings, spec.needs, settings.startup_timeout_seconds))
         except DependencyUnavailable as exc:
             typer.secho(f"error: {process}: {exc}", fg="red", err=True)
             raise typer.Exit(1) from None
 
 
+def _entrypoint(target: str):  # noqa: ANN202 - a typer command function
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
 tools_cli.register(app)
-devstack_cli.register(app)
-command_cli.register(app)
-query_cli.register(app)
-up_cli.register(app)
-reconcile_cli.register(app)
+for _process in PROCESSES:
+    app.command(_process.name)(_entrypoint(_process.entrypoint))
+query_cli.register(app)  # the `dlq` group
+# The development tooling, only where it is installed (the production image leaves it out).
+try:
+    from devstack import cli as devstack_cli
+    from devstack import up as up_cli
+except ModuleNotFoundError as missing:
+    if missing.name != "devstack":
+        raise
+else:
+    devstack_cli.register(app)
+    up_cli.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

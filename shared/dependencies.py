@@ -1,7 +1,7 @@
 """Start-up checks: wait (bounded) until a process's servers answer, else one clear line.
 
-Each long-running process names what it cannot work without. Before it starts, the
-``payments`` command waits up to ``PAYMENTS_STARTUP_TIMEOUT_SECONDS`` for those servers
+Each process names what it cannot work without (``needs`` in shared/processes.py). Before
+it starts, the ``payments`` command waits up to ``PAYMENTS_STARTUP_TIMEOUT_SECONDS`` for those servers
 (a pod may start before its database), logging what it waits for, and then exits 1 with
 one line naming the server, the setting and the error, instead of a traceback.
 Redis is never required: a Redis outage degrades queries to MongoDB.
@@ -70,6 +70,7 @@ async def _mongo(settings: Settings) -> None:
     await ping_mongo(settings.mongo_url)
 
 
+# What a process needs is in the process table (shared/processes.py, ``Process.needs``).
 CHECKS: dict[str, tuple[str, str, Check]] = {
     # name: (what, setting, check)
     "postgres": ("PostgreSQL", "database_url", _postgres),
@@ -77,20 +78,6 @@ CHECKS: dict[str, tuple[str, str, Check]] = {
     "kafka": ("Kafka", "kafka_bootstrap", _kafka),
     "mongo": ("MongoDB", "mongo_url", _mongo),
 }
-
-PROCESS_NEEDS: dict[str, tuple[str, ...]] = {
-    "command-api": ("postgres", "temporal"),
-    "command-worker": ("postgres", "temporal"),
-    "relay": ("postgres",),  # Kafka may come later: the relay keeps the backlog meanwhile
-    "query-api": ("mongo",),
-    "projector": ("kafka", "mongo"),
-    "query-worker": ("mongo", "temporal"),
-    "intake": ("postgres", "temporal", "kafka"),
-    "migrate": ("postgres",),
-    "replay": ("kafka", "mongo"),
-    "reconcile": ("postgres", "mongo"),
-}
-
 
 class DependencyUnavailable(RuntimeError):
     pass

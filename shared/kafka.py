@@ -1,9 +1,11 @@
-"""Kafka topics and client options, written once for the relay, the projector, replay
-and the local stack.
+"""Kafka topics and client options, written once for the relay, the projector, the
+intake, replay and the local stack.
 
-Topics belong to the deployment (Helm hook Job, compose ``kafka-init``, the local stack):
-``ensure_topics`` creates missing ones only when told to and otherwise raises
-``TopicMissing`` with a message saying who creates them.
+Topics belong to the deployment: the Helm hook Job and compose's ``kafka-init`` run
+``payments topics`` (``topic_specs``), the local stack creates ``event_topics`` on its
+broker. ``ensure_topics`` is the one place that creates topics: it creates missing ones
+only when told to and otherwise raises ``TopicMissing`` with a message saying who
+creates them.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ from pydantic import Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shared.processes import port_default
+
+# Where `payments stack up` keeps its data and endpoints file (devstack/ reads these too).
 DEFAULT_DATA_DIR = Path(".payments")
 STACK_FILE_NAME = "stack.json"
 
@@ -136,13 +139,14 @@ class Settings(BaseSettings):
 
     # Ports of the processes (HTTP API, or the metrics/health endpoint of a worker).
     host: str = "127.0.0.1"
-    command_api_port: int = 8001
-    query_api_port: int = 8002
-    command_worker_metrics_port: int = 9101
-    relay_metrics_port: int = 9102
-    projector_metrics_port: int = 9103
-    query_worker_metrics_port: int = 9104
-    intake_metrics_port: int = 9105
+    # Defaults from the process table (shared/processes.py), which the healthcheck reads too.
+    command_api_port: int = port_default("command-api")
+    query_api_port: int = port_default("query-api")
+    command_worker_metrics_port: int = port_default("command-worker")
+    relay_metrics_port: int = port_default("relay")
+    projector_metrics_port: int = port_default("projector")
+    query_worker_metrics_port: int = port_default("query-worker")
+    intake_metrics_port: int = port_default("intake")
 
     # `payments reconcile` pushes its drift gauge here (a Prometheus Pushgateway URL), if set.
     reconcile_pushgateway_url: str | None = None

@@ -14,6 +14,9 @@ import time
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.metrics import MetricWrapperBase
+
+from shared.processes import PROCESSES
 
 # `_created` series double every counter for no dashboard we have.
 disable_created_metrics()
@@ -63,19 +66,12 @@ RECONCILE_DRIFT = Gauge(
 )
 RECONCILE_LAST_RUN = Gauge("payments_reconcile_last_run_timestamp_seconds", "When `payments reconcile` last finished")
 
-# Which process exports which metric. A process only exports its own, so a relay's
-# backlog gauge is never diluted by zeros from processes that have no outbox.
-PROCESS_METRICS = {
-    "command-api": (COMMANDS, COMMAND_DURATION),
-    "command-worker": (COMMANDS, COMMAND_DURATION),
-    "relay": (OUTBOX_BACKLOG, OUTBOX_PUBLISH_LAG),
-    "query-api": (QUERIES, QUERY_DURATION, CACHE_ERRORS),
-    "query-worker": (QUERIES, QUERY_DURATION, CACHE_ERRORS),
-    "projector": (PROJECTION_EVENTS, PROJECTION_LAG, PROJECTION_DEAD_LETTERS, PROJECTOR_STALLED,
-                  PROJECTOR_CONSECUTIVE_FAILURES, CACHE_ERRORS),
-    "intake": (INTAKE_MESSAGES, COMMANDS, COMMAND_DURATION),
-}
-ALL_METRICS = tuple({id(m): m for ms in PROCESS_METRICS.values() for m in ms}.values())
+# Which process exports which metric: the process table names them (shared/processes.py).
+# A process only exports its own, so a relay's backlog gauge is never diluted by zeros
+# from processes that have no outbox.
+ALL_METRICS = tuple(m for m in globals().values() if isinstance(m, MetricWrapperBase))
+_BY_NAME = {m.describe()[0].name: m for m in ALL_METRICS}
+PROCESS_METRICS = {p.name: tuple(_BY_NAME[n] for n in p.metrics) for p in PROCESSES if p.metrics}
 
 
 def export_only(process: str) -> None:

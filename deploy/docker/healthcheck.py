@@ -2,12 +2,14 @@
 
 The image runs one ``payments`` sub-command per container (``payments command-api``,
 ``payments relay``, ...). This script reads PID 1's command line to learn which one,
-takes that process's port from its ``PAYMENTS_*_PORT`` variable (or the default of
-``shared.settings.Settings``) and asks ``http://127.0.0.1:<port>/healthz``.
-Exit 0 when it answers 200, 1 otherwise. One-shot commands (``migrate``, ``replay``)
-have no server: they are reported healthy while they run.
+takes that process's port from its ``PAYMENTS_*_PORT`` variable (or its default), both
+from the process table (shared/processes.py), and asks ``http://127.0.0.1:<port>/healthz``.
+Exit 0 when it answers 200, 1 otherwise. One-shot commands (``migrate``, ``replay``,
+``reconcile``) have no server: they are reported healthy while they run.
 
-Standard library only, so a health check never imports the application.
+shared/processes.py is standard library only (and ``shared/__init__.py`` is empty), so
+a health check never imports the application's heavy dependencies (FastAPI, Temporal,
+Kafka and database clients): it stays fast and cannot fail on them.
 """
 
 from __future__ import annotations
@@ -17,22 +19,15 @@ import sys
 import urllib.request
 from pathlib import Path
 
-# sub-command -> (environment variable with its port, default port)
-PORTS: dict[str, tuple[str, int]] = {
-    "command-api": ("PAYMENTS_COMMAND_API_PORT", 8001),
-    "query-api": ("PAYMENTS_QUERY_API_PORT", 8002),
-    "command-worker": ("PAYMENTS_COMMAND_WORKER_METRICS_PORT", 9101),
-    "relay": ("PAYMENTS_RELAY_METRICS_PORT", 9102),
-    "projector": ("PAYMENTS_PROJECTOR_METRICS_PORT", 9103),
-    "query-worker": ("PAYMENTS_QUERY_WORKER_METRICS_PORT", 9104),
-    "intake": ("PAYMENTS_INTAKE_METRICS_PORT", 9105),
-}
+from shared.processes import LONG_RUNNING, port_default
+
+SERVED = {p.name: p for p in LONG_RUNNING}
 
 
 def process_name(cmdline: list[str]) -> str | None:
-    """The ``payments`` sub-command in a command line, if it is one we serve."""
+    """The ``payments`` sub-command in a command line, if it is one that serves a port."""
     for arg in cmdline:
-        if arg in PORTS:
+        if arg in SERVED:
             return arg
     return None
 
@@ -45,9 +40,8 @@ def main() -> int:
     cmdline = [part.decode(errors="replace") for part in raw.split(b"\0") if part]
     name = process_name(cmdline)
     if name is None:
-        return 0  # migrate, replay, a shell: nothing listens
-    env_var, default = PORTS[name]
-    port = int(os.environ.get(env_var, default))
+        return 0  # a one-shot command, a shell: nothing listens
+    port = int(os.environ.get(SERVED[name].port_env, port_default(name)))
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as resp:
             return 0 if resp.status == 200 else 1

@@ -98,11 +98,3 @@ def intake() -> None:
 
     asyncio.run(run_intake(_settings()))
 
-
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the ``payments`` app."""
-    app.command("migrate")(migrate)
-    app.command("command-api")(command_api)
-    app.command("command-worker")(command_worker)
-    app.command("relay")(relay)
-    app.command("intake")(intake)

@@ -100,11 +100,8 @@ def replay(
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the ``payments`` app."""
-    app.command("query-api")(query_api)
-    app.command("projector")(projector)
-    app.command("query-worker")(query_worker)
-    app.command("replay")(replay)
+    """Add ``payments dlq`` to the ``payments`` app (the processes above are registered
+    from the process table, shared/processes.py)."""
     from services.query.dlq_cli import app as dlq_app
 
     app.add_typer(dlq_app, name="dlq")

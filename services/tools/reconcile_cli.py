@@ -94,6 +94,3 @@ def reconcile(
                        f"{bucket['status']}: expected {bucket['expected']}, found {bucket['actual']}")
     raise typer.Exit(1 if drift else 0)
 
-
-def register(app: typer.Typer) -> None:
-    app.command("reconcile")(reconcile)

@@ -9,16 +9,20 @@ compose`` plugin) it also validates the file against the Compose specification.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
 
+from shared.kafka import topic_specs
+from shared.processes import BY_NAME, LONG_RUNNING, port_default
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,61 +32,35 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 HEALTHCHECK_SCRIPT = ROOT / "deploy" / "docker" / "healthcheck.py"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 
-# The long-running processes: side, the setting holding its port, and the settings
-# (Settings field names) it cannot run without.
+# The settings (Settings field names) each long-running process cannot run without,
+# besides its host and port: what the deployment must give it.
+NEEDS: dict[str, set[str]] = {
+    "command-api": {"database_url", "temporal_address", "temporal_namespace", "jwt_secret",
+                    "jwt_algorithm", "consistency_token_secret"},
+    "command-worker": {"database_url", "temporal_address", "temporal_namespace"},
+    "relay": {"database_url", "kafka_bootstrap", "events_topic"},
+    "intake": {"database_url", "kafka_bootstrap", "temporal_address", "temporal_namespace",
+               "commands_topic", "command_results_topic", "commands_dlq_topic"},
+    "query-api": {"mongo_url", "mongo_db", "redis_url", "jwt_secret", "jwt_algorithm", "consistency_token_secret"},
+    "projector": {"kafka_bootstrap", "events_topic", "dlq_topic", "mongo_url", "mongo_db", "redis_url"},
+    "query-worker": {"mongo_url", "mongo_db", "redis_url", "temporal_address", "temporal_namespace",
+                     "consistency_token_secret"},
+}
+# The long-running processes of the process table (shared/processes.py): side, the
+# setting holding its port, and the settings it needs.
 PROCESSES: dict[str, dict] = {
-    "command-api": {
-        "side": "command",
-        "port_field": "command_api_port",
-        "needs": {"database_url", "temporal_address", "temporal_namespace", "jwt_secret",
-                  "jwt_algorithm", "consistency_token_secret", "host", "command_api_port"},
-    },
-    "command-worker": {
-        "side": "command",
-        "port_field": "command_worker_metrics_port",
-        "needs": {"database_url", "temporal_address", "temporal_namespace", "host",
-                  "command_worker_metrics_port"},
-    },
-    "relay": {
-        "side": "command",
-        "port_field": "relay_metrics_port",
-        "needs": {"database_url", "kafka_bootstrap", "events_topic", "host",
-                  "relay_metrics_port"},
-    },
-    "intake": {
-        "side": "command",
-        "port_field": "intake_metrics_port",
-        "needs": {"database_url", "kafka_bootstrap", "temporal_address", "temporal_namespace",
-                  "commands_topic", "command_results_topic", "commands_dlq_topic", "host",
-                  "intake_metrics_port"},
-    },
-    "query-api": {
-        "side": "query",
-        "port_field": "query_api_port",
-        "needs": {"mongo_url", "mongo_db", "redis_url", "jwt_secret", "jwt_algorithm", "host",
-                  "consistency_token_secret", "query_api_port"},
-    },
-    "projector": {
-        "side": "query",
-        "port_field": "projector_metrics_port",
-        "needs": {"kafka_bootstrap", "events_topic", "dlq_topic", "mongo_url", "mongo_db",
-                  "redis_url", "host", "projector_metrics_port"},
-    },
-    "query-worker": {
-        "side": "query",
-        "port_field": "query_worker_metrics_port",
-        "needs": {"mongo_url", "mongo_db", "redis_url", "temporal_address",
-                  "temporal_namespace", "consistency_token_secret", "host", "query_worker_metrics_port"},
-    },
+    p.name: {"side": p.wing, "port_field": p.port_setting, "needs": NEEDS[p.name] | {"host", p.port_setting}}
+    for p in LONG_RUNNING
 }
 ONE_SHOTS = {"migrate": {"database_url"}}
+# The one-shot service that creates the Kafka topics (`payments topics`).
+TOPICS_INIT = "kafka-init"
 # Secret settings: a process that does not need one must not receive it.
 SECRET_FIELDS = {"database_url", "mongo_url", "redis_url", "jwt_secret", "consistency_token_secret"}
 
 INFRA_IMAGES = {
     "postgres": r"postgres:17(\.\d+)*",
     "kafka": r"apache/kafka:\d+\.\d+\.\d+",
-    "kafka-init": r"apache/kafka:\d+\.\d+\.\d+",
     "mongo": r"mongo:8(\.\d+)*",
     "redis": r"redis:7(\.\d+)*",
     "temporal": r"temporalio/(auto-setup|server):\d+\.\d+\.\d+",
@@ -160,7 +138,7 @@ def healthcheck_url_port(service: dict) -> int | None:
 
 
 def test_compose_declares_every_service(services: dict) -> None:
-    expected = set(PROCESSES) | set(ONE_SHOTS) | set(INFRA_IMAGES)
+    expected = set(PROCESSES) | set(ONE_SHOTS) | {TOPICS_INIT} | set(INFRA_IMAGES)
     assert set(services) == expected
 
 
@@ -176,13 +154,23 @@ def test_no_zookeeper_kafka_runs_in_kraft_mode(services: dict) -> None:
 
 
 def test_kafka_topics_are_created_before_their_users(services: dict) -> None:
-    script = " ".join(map(str, services["kafka-init"]["command"]))
-    defaults = Settings.model_fields
-    for topic in (defaults["events_topic"].default, defaults["dlq_topic"].default):
-        assert topic in script
-    assert "--if-not-exists" in script
-    for user in ("relay", "projector"):
-        assert services[user]["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+    """kafka-init runs `payments topics` (shared/kafka.py): it creates every topic the
+    processes use, before they start."""
+    init = services[TOPICS_INIT]
+    assert init["command"] == ["topics"] and init.get("restart") == "no"
+    assert init["depends_on"] == {"kafka": {"condition": "service_healthy"}}
+    fields = settings_env_names()
+
+    def settings_of(name: str) -> Settings:
+        return Settings(**{fields[k]: v for k, v in env_of(services[name]).items() if k in fields})
+
+    assert not {fields[k] for k in env_of(init) if k in fields} & SECRET_FIELDS
+    created = {spec.name for spec in topic_specs(settings_of(TOPICS_INIT))}
+    topic_fields = {"events_topic", "dlq_topic", "commands_topic", "command_results_topic", "commands_dlq_topic"}
+    for user in ("relay", "projector", "intake"):
+        used = {getattr(settings_of(user), f) for f in topic_fields & PROCESSES[user]["needs"]}
+        assert used and used <= created, f"{user} uses {sorted(used - created)}, which kafka-init does not create"
+        assert services[user]["depends_on"][TOPICS_INIT]["condition"] == "service_completed_successfully"
 
 
 def test_mongo_is_a_single_node_replica_set_initiated_by_its_healthcheck(services: dict) -> None:
@@ -200,7 +188,7 @@ def test_images_are_official_and_pinned(services: dict) -> None:
     for name, pattern in INFRA_IMAGES.items():
         image = services[name]["image"]
         assert re.fullmatch(pattern, image), f"{name}: {image} does not match {pattern}"
-    for name in (*PROCESSES, *ONE_SHOTS):
+    for name in (*PROCESSES, *ONE_SHOTS, TOPICS_INIT):
         service = services[name]
         assert interpolate(service["image"]).startswith("payments-cqs:")
         assert service["build"]["context"] == "."
@@ -226,8 +214,9 @@ def test_processes_run_existing_cli_commands(services: dict) -> None:
 def test_environment_uses_only_settings_fields(services: dict) -> None:
     known = settings_env_names()
     command_known = known | command_settings_env_names()
-    for name in (*PROCESSES, *ONE_SHOTS):
-        allowed = command_known if name in ONE_SHOTS or PROCESSES[name]["side"] == "command" else known
+    for name in (*PROCESSES, *ONE_SHOTS, TOPICS_INIT):
+        command_side = name in ONE_SHOTS or PROCESSES.get(name, {}).get("side") == "command"
+        allowed = command_known if command_side else known
         unknown = set(env_of(services[name])) - set(allowed)
         assert not unknown, f"{name}: {sorted(unknown)} are not settings the code reads"
 
@@ -294,7 +283,7 @@ def test_database_credentials_match_postgres(services: dict) -> None:
 
 def test_every_long_running_service_has_a_healthcheck(services: dict) -> None:
     for name, service in services.items():
-        if name in ONE_SHOTS or name == "kafka-init":
+        if name in ONE_SHOTS or name == TOPICS_INIT:
             assert service.get("restart") == "no", f"one-shot {name} must not restart"
             continue
         test = service.get("healthcheck", {}).get("test")
@@ -504,13 +493,53 @@ def test_dockerfile_entrypoint_and_healthcheck() -> None:
     assert copies[argv[1]] == "deploy/docker/healthcheck.py"
 
 
-def test_dockerignore_lets_in_what_the_build_copies() -> None:
-    allowed = {line[1:].rstrip("/") for line in DOCKERIGNORE.read_text().splitlines()
-               if line.startswith("!")}
-    assert {"pyproject.toml", "shared", "services", "deploy/docker/healthcheck.py"} <= allowed
-    assert "*" in DOCKERIGNORE.read_text().splitlines()
-    for path in allowed - {"README.md"}:
-        assert (ROOT / path).exists(), path
+def dockerignore_excludes(path: str, rules: list[str]) -> bool:
+    """Whether Docker leaves ``path`` (relative, with /) out of the build context: the
+    last rule that matches the path or one of its parent directories decides; ``!``
+    lets in again (Docker's PatternMatcher, without ``**`` inside a pattern)."""
+    excluded = False
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    for rule in rules:
+        negate = rule.startswith("!")
+        pattern = rule.removeprefix("!").strip("/")
+        if pattern.startswith("**/"):  # at any depth
+            hit = any(fnmatch.fnmatchcase(p.rpartition("/")[2], pattern[3:]) for p in prefixes)
+        else:
+            hit = any(fnmatch.fnmatchcase(p, pattern) and p.count("/") == pattern.count("/") for p in prefixes)
+        if hit:
+            excluded = not negate
+    return excluded
+
+
+def build_context() -> set[str]:
+    """The files of this checkout that `docker build .` would see."""
+    rules = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    files = {str(p.relative_to(ROOT)) for top in ROOT.iterdir() if not top.name.startswith(".")
+             for p in ([top] if top.is_file() else top.rglob("*")) if p.is_file()}
+    return {f for f in files if not dockerignore_excludes(f, rules)}
+
+
+def test_dockerignore_rules_as_docker_reads_them() -> None:
+    rules = ["*", "!shared/", "!deploy/docker/healthcheck.py", "**/__pycache__"]
+    assert dockerignore_excludes("devstack/cli.py", rules)
+    assert not dockerignore_excludes("shared/processes.py", rules)
+    assert dockerignore_excludes("shared/__pycache__/processes.cpython-311.pyc", rules)
+    assert not dockerignore_excludes("deploy/docker/healthcheck.py", rules)
+    assert dockerignore_excludes("deploy/k8s/base/kustomization.yaml", rules)
+
+
+def test_build_context_holds_the_product_and_no_dev_tooling() -> None:
+    """The image gets shared/ and services/ (and the health check), never the local
+    stack (devstack/), the tests or the benchmarks: `payments stack|up|demo` do not exist
+    in it (services/cli.py registers them only where devstack is installed)."""
+    context = build_context()
+    tops = {f.split("/")[0] for f in context}
+    assert tops == {"pyproject.toml", "README.md", "shared", "services", "deploy"}, tops
+    assert {f for f in context if f.startswith("deploy/")} == {"deploy/docker/healthcheck.py"}
+    assert "shared/processes.py" in context and "services/cli.py" in context
+    assert not [f for f in context if f.endswith(".pyc") or "__pycache__" in f]
 
 
 # --- the health check script -----------------------------------------------------------
@@ -526,11 +555,33 @@ def healthcheck():
 
 def test_healthcheck_knows_every_process_port(healthcheck) -> None:
     fields = settings_env_names()
-    assert set(healthcheck.PORTS) == set(PROCESSES)
-    for name, (env_var, default) in healthcheck.PORTS.items():
-        field = PROCESSES[name]["port_field"]
-        assert fields[env_var] == field
-        assert default == Settings.model_fields[field].default
+    assert set(healthcheck.SERVED) == set(PROCESSES)
+    for name, process in healthcheck.SERVED.items():
+        assert fields[process.port_env] == PROCESSES[name]["port_field"]
+        assert port_default(name) == Settings.model_fields[process.port_setting].default
+
+
+def test_healthcheck_imports_only_the_standard_library() -> None:
+    """It runs every 15 s in every container: it never imports the application's heavy
+    dependencies (only shared/processes.py, standard library only)."""
+    probe = (f"import runpy, sys; runpy.run_path({str(HEALTHCHECK_SCRIPT)!r}); "
+             "print(sorted(m.split('.')[0] for m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                            check=True, timeout=60)
+    loaded = set(yaml.safe_load(result.stdout))
+    project = loaded & {"shared", "services", "devstack"}
+    assert project == {"shared"}
+    heavy = loaded & {"pydantic", "pydantic_settings", "prometheus_client", "fastapi", "temporalio",
+                      "aiokafka", "asyncpg", "pymongo", "redis", "typer", "httpx"}
+    assert not heavy, f"the health check imports {sorted(heavy)}"
+
+
+def test_dockerfile_exposes_the_port_of_every_long_running_process() -> None:
+    exposed = {int(port) for kw, rest in dockerfile_instructions() if kw == "EXPOSE" for port in rest.split()}
+    assert exposed == {port_default(p.name) for p in LONG_RUNNING}
+    header = DOCKERFILE.read_text().split("ARG ", 1)[0]
+    for name in BY_NAME:
+        assert name in header, f"the Dockerfile's usage comment does not name {name}"
 
 
 def test_healthcheck_finds_the_process_in_a_command_line(healthcheck) -> None:
@@ -585,10 +636,13 @@ for requirement in local:
             block.add(f.stem)
 
 
+block.add("devstack")  # not in the image either (.dockerignore)
+
+
 class Blocker(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name.split(".")[0] in block:
-            raise ImportError(f"{name} belongs to the `local` extra")
+            raise ModuleNotFoundError(f"{name} is not in the image", name=name)
 
 
 sys.meta_path.insert(0, Blocker())
@@ -599,15 +653,18 @@ for package in ("shared", "services"):
             importlib.import_module(info.name)
         except Exception as error:
             failed.append(f"{info.name}: {type(error).__name__}: {error}")
+import typer
+from services.cli import app
+commands = set(typer.main.get_command(app).commands)
+failed += [f"`payments {name}` registered without devstack" for name in ("stack", "up", "demo") if name in commands]
 print("\n".join(failed))
 sys.exit(1 if failed else 0)
 '''
 
 
 def test_code_imports_without_the_local_extra() -> None:
-    """The image installs `.` without the `local` extra: no module may need it to import."""
-    import sys
-
+    """The image installs `.` without the `local` extra and without devstack/: no module
+    of shared/ or services/ may need either to import."""
     result = subprocess.run([sys.executable, "-c", _IMPORT_WITHOUT_LOCAL_EXTRA], cwd=ROOT,
                             capture_output=True, text=True, check=False, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

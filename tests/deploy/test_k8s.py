@@ -29,6 +29,8 @@ from test_compose import (
     settings_env_names,
 )
 
+from shared.processes import LONG_RUNNING
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "payments-cqs"
 KUSTOMIZE_BASE = ROOT / "deploy" / "k8s" / "base"
@@ -423,7 +425,7 @@ def test_network_policies(manifests: tuple[str, list[dict]]) -> None:
 
     for process, labels in pods.items():
         assert "http" in allowed_ports(labels), f"{render}: /metrics of {process} unreachable"
-    for api in ("command-api", "query-api"):
+    for api in (p.name for p in LONG_RUNNING if p.api):
         assert any(selects(p["spec"]["podSelector"], pods[api]) and
                    any(not rule.get("from") or rule["from"] for rule in p["spec"].get("ingress", []))
                    for p in policies)
@@ -621,12 +623,12 @@ def test_staging_values_only_set_existing_keys() -> None:
 def test_every_process_is_configurable_per_side() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     fields = settings_env_names()
-    keys = {"command-api": ("command", "api"), "command-worker": ("command", "worker"),
-            "relay": ("command", "relay"), "intake": ("command", "intake"), "query-api": ("query", "api"),
-            "projector": ("query", "projector"), "query-worker": ("query", "worker")}
-    for process, (side, key) in keys.items():
-        assert PROCESSES[process]["side"] == side
-        cfg = values[side][key]
+    # The chart's values key of each process, under its side (command: or query:).
+    keys = {"command-api": "api", "command-worker": "worker", "relay": "relay", "intake": "intake",
+            "query-api": "api", "projector": "projector", "query-worker": "worker"}
+    assert set(keys) == set(PROCESSES)
+    for process, key in keys.items():
+        cfg = values[PROCESSES[process]["side"]][key]
         assert {"enabled", "port", "replicas", "resources", "autoscaling", "pdb"} <= set(cfg)
         default_port = next(f for f in fields.values() if f == PROCESSES[process]["port_field"])
         from shared.settings import Settings

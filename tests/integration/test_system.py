@@ -1,4 +1,5 @@
-"""The whole system as it runs in production: six `payments` processes, real servers.
+"""The whole system as it runs in production: every long-running `payments` process of the
+process table (shared/processes.py), real servers.
 
 * end to end: a command through the command API is visible through the query API, and
   ``min_version`` returns the new version without the test sleeping;
@@ -22,8 +23,9 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from devstack.system import PROCESSES, RunningSystem, isolated
+from devstack.system import RunningSystem, base_url, isolated
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
+from shared.processes import BY_NAME, LONG_RUNNING
 from shared.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
@@ -104,21 +106,25 @@ async def test_every_charted_metric_is_exported(system: Settings) -> None:
             await producer.send_and_wait(system.commands_topic, b"not a command")
         finally:
             await producer.stop()
-        intake = next(s for s in PROCESSES if s.name == "intake").base_url(system)
+        intake = base_url(BY_NAME["intake"], system)
         async with asyncio.timeout(60):
             while "payments_intake_messages_total{" not in (await http.get(f"{intake}/metrics")).text:
                 await asyncio.sleep(0.2)
 
         exported: dict[str, set[str]] = {}
-        for spec in PROCESSES:
-            text = (await http.get(f"{spec.base_url(system)}/metrics")).text
+        for process in LONG_RUNNING:
+            text = (await http.get(f"{base_url(process, system)}/metrics")).text
             for line in text.splitlines():
                 if line and not line.startswith("#"):
-                    exported.setdefault(base_name(line.split("{")[0].split(" ")[0]), set()).add(spec.name)
+                    exported.setdefault(base_name(line.split("{")[0].split(" ")[0]), set()).add(process.name)
 
     missing = sorted(referenced_metric_names() - set(exported))
     assert not missing, f"charted or alerted on but exported by no process: {missing}"
-    # Each process exports only its own payments_* metrics.
+    # Each process exports only its own payments_* metrics: those the process table gives it.
+    for name, processes in exported.items():
+        if name.startswith("payments_"):
+            owners = {p.name for p in LONG_RUNNING if name.removesuffix("_total") in p.metrics}
+            assert processes <= owners, f"{name} exported by {sorted(processes - owners)}"
     assert exported["payments_outbox_backlog"] == {"relay"}
     assert exported["payments_projection_lag_seconds"] == {"projector"}
     assert exported["payments_intake_messages_total"] == {"intake"}

@@ -1,0 +1,90 @@
+"""The processes of payments-cqs: one table that the CLI, start-up checks, telemetry, the
+local stack, the container health check and the deploy tests all read.
+
+Each row is one ``payments`` sub-command. A long-running process has a port (its HTTP API,
+or the ``/healthz`` ``/readyz`` ``/metrics`` endpoint of a worker); a one-shot command has
+none. ``needs`` names the servers it waits for at start-up (keys of
+``shared.dependencies.CHECKS``); ``metrics`` the Prometheus names of the metrics it exports
+(defined in ``shared.telemetry``).
+
+Standard library only: deploy/docker/healthcheck.py imports this module inside the image
+and must never import the application's heavy dependencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+COMMAND, QUERY, TOOLS = "command", "query", "tools"
+
+
+@dataclass(frozen=True)
+class Process:
+    name: str  # the `payments` sub-command
+    wing: str  # COMMAND, QUERY or TOOLS: whose code runs it
+    entrypoint: str  # "module:function" registered as the sub-command
+    needs: tuple[str, ...]  # servers it waits for before it starts
+    port_field: str | None = None  # Settings field of its port; None for a one-shot command
+    port_default: int | None = None
+    api: bool = False  # serves an HTTP API (else its port serves only the ops endpoints)
+    verifies_tokens: bool = False  # checks bearer tokens (and signs cursors) with the configured keys
+    metrics: tuple[str, ...] = ()
+
+    @property
+    def long_running(self) -> bool:
+        return self.port_field is not None
+
+    @property
+    def port_setting(self) -> str:
+        """The Settings field of its port; a one-shot command has none (ValueError)."""
+        if self.port_field is None:
+            raise ValueError(f"{self.name} is a one-shot command: it has no port")
+        return self.port_field
+
+    @property
+    def port_env(self) -> str:
+        """The environment variable that moves its port (``PAYMENTS_<PORT_FIELD>``)."""
+        return f"PAYMENTS_{self.port_setting.upper()}"
+
+
+_COMMANDS = ("payments_commands", "payments_command_duration_seconds")
+_QUERIES = ("payments_queries", "payments_query_duration_seconds", "payments_cache_errors")
+
+# In `payments --help` order.
+PROCESSES: tuple[Process, ...] = (
+    Process("migrate", COMMAND, "services.command.cli:migrate", ("postgres",)),
+    Process("command-api", COMMAND, "services.command.cli:command_api", ("postgres", "temporal"),
+            "command_api_port", 8001, api=True, verifies_tokens=True, metrics=_COMMANDS),
+    Process("command-worker", COMMAND, "services.command.cli:command_worker", ("postgres", "temporal"),
+            "command_worker_metrics_port", 9101, metrics=_COMMANDS),
+    # Kafka may come later: the relay keeps the backlog meanwhile.
+    Process("relay", COMMAND, "services.command.cli:relay", ("postgres",),
+            "relay_metrics_port", 9102,
+            metrics=("payments_outbox_backlog", "payments_outbox_publish_lag_seconds")),
+    Process("intake", COMMAND, "services.command.cli:intake", ("postgres", "temporal", "kafka"),
+            "intake_metrics_port", 9105, metrics=("payments_intake_messages", *_COMMANDS)),
+    Process("query-api", QUERY, "services.query.cli:query_api", ("mongo",),
+            "query_api_port", 8002, api=True, verifies_tokens=True, metrics=_QUERIES),
+    Process("projector", QUERY, "services.query.cli:projector", ("kafka", "mongo"),
+            "projector_metrics_port", 9103,
+            metrics=("payments_projection_events", "payments_projection_lag_seconds",
+                     "payments_projection_dead_letters", "payments_projector_stalled",
+                     "payments_projector_consecutive_failures", "payments_cache_errors")),
+    Process("query-worker", QUERY, "services.query.cli:query_worker", ("mongo", "temporal"),
+            "query_worker_metrics_port", 9104, metrics=_QUERIES),
+    Process("replay", QUERY, "services.query.cli:replay", ("kafka", "mongo")),
+    # Pushes its gauges to a Pushgateway (it serves no port).
+    Process("reconcile", TOOLS, "services.tools.reconcile_cli:reconcile", ("postgres", "mongo"),
+            metrics=("payments_reconcile_drift", "payments_reconcile_last_run_timestamp_seconds")),
+)
+BY_NAME: dict[str, Process] = {p.name: p for p in PROCESSES}
+#: The processes that keep running and serve a port (what `payments up` starts).
+LONG_RUNNING: tuple[Process, ...] = tuple(p for p in PROCESSES if p.long_running)
+
+
+def port_default(name: str) -> int:
+    """The default port of process ``name`` (shared.settings.Settings reads it from here)."""
+    port = BY_NAME[name].port_default
+    if port is None:
+        raise ValueError(f"{name} is a one-shot command: it has no port")
+    return port

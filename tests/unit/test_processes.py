@@ -1,0 +1,52 @@
+"""The process table (shared/processes.py) agrees with what it names: sub-commands,
+servers, settings and metrics."""
+
+from __future__ import annotations
+
+import typer
+
+from services.cli import app
+from shared import telemetry
+from shared.dependencies import CHECKS
+from shared.processes import BY_NAME, COMMAND, LONG_RUNNING, PROCESSES, QUERY, TOOLS, port_default
+from shared.settings import Settings
+
+
+def test_every_process_is_a_payments_sub_command_of_its_wing() -> None:
+    commands = typer.main.get_command(app).commands
+    for process in PROCESSES:
+        module, _, function = process.entrypoint.partition(":")
+        assert commands[process.name].callback.__module__ == module
+        assert commands[process.name].callback.__name__ == function
+        assert process.wing in (COMMAND, QUERY, TOOLS)
+        assert module.startswith(f"services.{process.wing}.")
+    assert len(BY_NAME) == len(PROCESSES), "a name appears twice"
+
+
+def test_needs_name_start_up_checks() -> None:
+    for process in PROCESSES:
+        assert process.needs and set(process.needs) <= set(CHECKS), process.name
+
+
+def test_ports_are_settings_with_the_table_defaults() -> None:
+    ports = [port_default(p.name) for p in LONG_RUNNING]
+    assert len(set(ports)) == len(ports), "two processes share a default port"
+    for process in LONG_RUNNING:
+        field = Settings.model_fields[process.port_setting]
+        assert field.default == port_default(process.name)
+        assert process.port_env == f"PAYMENTS_{process.port_setting.upper()}"
+    one_shots = [p for p in PROCESSES if not p.long_running]
+    assert {p.name for p in one_shots} == {"migrate", "replay", "reconcile"}
+    assert not any(p.api or p.verifies_tokens for p in one_shots)
+
+
+def test_every_metric_has_an_exporter_and_only_processes_export() -> None:
+    owned = {id(m) for metrics in telemetry.PROCESS_METRICS.values() for m in metrics}
+    assert {id(m) for m in telemetry.ALL_METRICS} == owned
+    for process in PROCESSES:
+        assert len(telemetry.PROCESS_METRICS.get(process.name, ())) == len(process.metrics)
+
+
+def test_the_apis_verify_tokens() -> None:
+    assert {p.name for p in PROCESSES if p.verifies_tokens} == {p.name for p in PROCESSES if p.api} == {
+        "command-api", "query-api"}
