@@ -1,4 +1,5 @@
-"""The typed commands the workflows run and their results (the service layer's language).
+"""The typed commands the workflows run, their results and their refusals (:class:`Rejected`,
+of a :class:`RejectionKind`): the service layer's language.
 
 Pure pydantic, safe to import in workflows; nothing here knows HTTP (the HTTP bodies and
 views are services/command/http/schemas.py). A result is stored in Temporal's history:
@@ -12,10 +13,27 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.command.domain import Rejected, RejectionKind
 from shared.payment import MAX_ID_LENGTH, PaymentCommand, PaymentSnapshot
 
 # --------------------------------------------------------------------------- commands
+
+
+class RejectionKind(StrEnum):
+    VALIDATION = "validation"
+    NOT_FOUND = "not_found"
+    ILLEGAL_TRANSITION = "illegal_transition"
+    VERSION_MISMATCH = "version_mismatch"
+    CONFLICT = "conflict"
+
+
+class Rejected(Exception):
+    """A business rejection: the command is refused and nothing is written."""
+
+    def __init__(self, kind: RejectionKind, detail: str, *, current_version: int | None = None) -> None:
+        super().__init__(detail)
+        self.kind = RejectionKind(kind)
+        self.detail = detail
+        self.current_version = current_version
 
 
 class CommandBase(BaseModel):

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
+from services.command.commands import CreatePayment, ModifyPayment, Rejected, RejectionKind
 from shared.events import EventType, PaymentEvent, describe_validation_error, new_event
 from shared.payment import (
     COMMAND_TARGET,
@@ -26,28 +26,6 @@ from shared.payment import (
 
 UPDATABLE_FIELDS = ("amount", "description", "metadata")
 CREATED_FIELDS = ("user_id", "amount", "currency", "status", "description", "metadata")
-
-
-if TYPE_CHECKING:  # the rules read commands; commands.py imports RejectionKind from here
-    from services.command.commands import CreatePayment, ModifyPayment
-
-
-class RejectionKind(StrEnum):
-    VALIDATION = "validation"
-    NOT_FOUND = "not_found"
-    ILLEGAL_TRANSITION = "illegal_transition"
-    VERSION_MISMATCH = "version_mismatch"
-    CONFLICT = "conflict"
-
-
-class Rejected(Exception):
-    """A business rejection: the command is refused and nothing is written."""
-
-    def __init__(self, kind: RejectionKind, detail: str, *, current_version: int | None = None) -> None:
-        super().__init__(detail)
-        self.kind = RejectionKind(kind)
-        self.detail = detail
-        self.current_version = current_version
 
 
 @dataclass(frozen=True, slots=True)

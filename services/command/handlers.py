@@ -26,10 +26,11 @@ from services.command.commands import (
     CommandResult,
     CreatePayment,
     ModifyPayment,
+    Rejected,
     Rejection,
+    RejectionKind,
     command_type,
 )
-from services.command.domain import Rejected, RejectionKind
 from shared.events import PaymentEvent
 from shared.payment import PaymentSnapshot
 

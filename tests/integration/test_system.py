@@ -132,8 +132,7 @@ async def test_every_charted_metric_is_exported(system: Settings) -> None:
 
 async def test_facade_commands_and_queries_over_temporal(system: Settings) -> None:
     """The seed's PaymentCqsService: commands and reads through Temporal only."""
-    from services.command.commands import CreatePayment, ModifyPayment
-    from services.command.domain import Rejected
+    from services.command.commands import CreatePayment, ModifyPayment, Rejected
     from services.facade import PaymentCqsService
     from services.query.queries import SearchQuery, StatisticsQuery
     from shared.payment import PaymentCommand

@@ -13,8 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.command import handlers
-from services.command.commands import BulkCreatePayments, BulkCreateResult, CreatePayment, ModifyPayment
-from services.command.domain import Rejected, RejectionKind
+from services.command.commands import BulkCreatePayments, BulkCreateResult, CreatePayment, ModifyPayment, Rejected, RejectionKind
 from services.command.http.schemas import BatchResult
 from shared.events import EventType
 from shared.payment import TRANSITIONS, PaymentCommand, PaymentStatus

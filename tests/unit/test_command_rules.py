@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_projection_strategies import contract_metadata, contract_texts
 
-from services.command.commands import CreatePayment, ModifyPayment
-from services.command.domain import Rejected, RejectionKind, decide_create, decide_modify
+from services.command.commands import CreatePayment, ModifyPayment, Rejected, RejectionKind
+from services.command.domain import decide_create, decide_modify
 from shared.events import EventType, parse_event
 from shared.money import ISO_4217, MAX_AMOUNT
 from shared.payment import COMMAND_TARGET, UNDELETABLE, PaymentCommand, PaymentStatus

@@ -38,9 +38,8 @@ from services.command.adapters.intake_contract import (
     parse_command,
     result_event,
 )
-from services.command.commands import BulkCreatePayments, BulkCreateResult, Command, CreatePayment, command_type
+from services.command.commands import BulkCreatePayments, BulkCreateResult, Command, CreatePayment, Rejected, command_type
 from services.command.config import CommandSettings
-from services.command.domain import Rejected
 from services.command.http.errors import Problem, problem_of
 from services.command.temporal.client import CommandFailed, PaymentCommandClient
 from shared.dlq import dlq_headers

@@ -1,5 +1,5 @@
 """The one mapping from a typed rejection to RFC 9457 problem+json: HTTP status, title
-and problem type per :class:`~services.command.domain.RejectionKind`.
+and problem type per :class:`~services.command.commands.RejectionKind`.
 
 The HTTP answers, the batch results, the command status and the intake's ``rejected``
 result events all take their problem from :func:`problem_of`.
@@ -10,8 +10,7 @@ from __future__ import annotations
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from services.command.commands import Rejection
-from services.command.domain import Rejected, RejectionKind
+from services.command.commands import Rejected, Rejection, RejectionKind
 from shared.http import PROBLEM_BASE, PROBLEM_CONTENT_TYPE
 
 HTTP_STATUS: dict[RejectionKind, int] = {

@@ -21,8 +21,8 @@ from services.command.commands import (
     CommandState,
     CreatePayment,
     ModifyPayment,
+    Rejected,
 )
-from services.command.domain import Rejected
 from services.command.http import idempotency
 from services.command.http.errors import Problem, problem_of, rejection_response
 from services.command.http.headers import IfMatch, Prefer, parse_if_match, token_header, wants_async

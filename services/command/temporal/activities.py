@@ -23,8 +23,8 @@ from services.command.commands import (
     CommandResult,
     CreatePayment,
     ModifyPayment,
+    Rejected,
 )
-from services.command.domain import Rejected
 from services.command.handlers import CommandStore
 from shared.telemetry import bind_log_context, log_context
 

@@ -3,7 +3,7 @@ facade, commands and queries, is ``services.facade.PaymentCqsService``).
 
 ``process(command)`` runs a command and waits for its result; ``process_async(command)``
 starts it and returns the workflow id; ``status(org, command_id)`` looks a command up.
-Business rejections come back as :class:`~services.command.domain.Rejected`.
+Business rejections come back as :class:`~services.command.commands.Rejected`.
 
 With a worker in this process, :class:`LocalResults` hands the activity's committed
 outcome straight to the request waiting for it (a measured latency shortcut next to the
@@ -37,9 +37,10 @@ from services.command.commands import (
     CommandState,
     CreatePayment,
     ModifyPayment,
+    Rejected,
+    RejectionKind,
     command_type,
 )
-from services.command.domain import Rejected, RejectionKind
 from services.command.temporal.workflows import (
     BulkCreatePaymentsWorkflow,
     CreatePaymentWorkflow,

@@ -32,8 +32,9 @@ with workflow.unsafe.imports_passed_through():
         CommandResult,
         CreatePayment,
         ModifyPayment,
+        Rejected,
+        RejectionKind,
     )
-    from services.command.domain import RejectionKind
     from services.command.temporal.activities import CommandActivities, business_error
 
 EXECUTE_RETRY = RetryPolicy(
@@ -61,7 +62,7 @@ def _validate(check: Any, *args: Any) -> None:
     """The validate step: pure rules, run in the workflow itself."""
     try:
         check(*args)
-    except domain.Rejected as rejection:
+    except Rejected as rejection:
         raise business_error(rejection) from None
 
 

@@ -12,9 +12,8 @@ from prometheus_client import REGISTRY
 
 from services.command.adapters.intake import IntakeConsumer
 from services.command.bootstrap import CommandRuntime
-from services.command.commands import CommandState, CreatePayment
+from services.command.commands import CommandState, CreatePayment, RejectionKind
 from services.command.config import CommandSettings
-from services.command.domain import RejectionKind
 
 
 async def _results(bootstrap: str, topic: str, wanted: set[str], timeout: float = 60.0) -> dict[str, list[dict]]:
