@@ -9,7 +9,7 @@ of the variants alternate so that load from other processes hits them alike:
 * token, repeated: ``consistent_with`` a token for an already-projected write whose
   marker is set (what every read after the first one of a token costs: cache hit);
 * token, first read: a fresh token for two other already-projected payments each time (the
-  MongoDB version check, the generation bump, then a cache miss: the worst case of a
+  MongoDB version check, the cache-epoch bump, then a cache miss: the worst case of a
   caught-up read model), against its own baseline, the same search uncached (what any
   read costs right after the projector's own bump for the write).
 
