@@ -46,6 +46,11 @@ class BucketKey:
     currency: str
     status: str
 
+    @classmethod
+    def of_document(cls, doc: Mapping[str, Any]) -> BucketKey:
+        """The bucket of a payment document or a statistics document (both carry its fields)."""
+        return cls(doc["organization_id"], doc["day"], doc["currency"], doc["status"])
+
     @property
     def id(self) -> str:
         return f"{self.organization_id}|{self.day}|{self.currency}|{self.status}"
@@ -170,8 +175,7 @@ def plan_batch(stored: Mapping[str, Stored], events: Sequence[PaymentEvent]) -> 
 def stored_from_doc(doc: Mapping[str, Any], *, tombstone: bool) -> Stored:
     if tombstone:
         return Stored(int(doc["version"]), None)
-    bucket = BucketKey(doc["organization_id"], doc["day"], doc["currency"], doc["status"])
-    return Stored(int(doc["version"]), Contribution(bucket, int(doc["amount"])))
+    return Stored(int(doc["version"]), Contribution(BucketKey.of_document(doc), int(doc["amount"])))
 
 
 def document_id(organization_id: str, payment_id: str) -> str:

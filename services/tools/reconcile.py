@@ -135,9 +135,7 @@ def compare(truth: Mapping[str, PaymentSnapshot], docs: Mapping[str, Mapping[str
 
 
 def _doc_bucket(doc: Mapping[str, Any] | None) -> BucketKey | None:
-    if doc is None:
-        return None
-    return BucketKey(doc["organization_id"], doc["day"], doc["currency"], doc["status"])
+    return None if doc is None else BucketKey.of_document(doc)
 
 
 def report(drift: Drift) -> dict[str, Any]:
@@ -183,7 +181,7 @@ class Reconciler:
     async def _read_side(self, org: str) -> tuple[dict[str, dict[str, Any]], dict[BucketKey, Figures]]:
         cols = await self.read_model.active(fresh=True)
         docs = {d["id"]: d async for d in cols.payments.find({"organization_id": org})}
-        buckets = {BucketKey(b["organization_id"], b["day"], b["currency"], b["status"]): Tally.of_bucket(b).fields()
+        buckets = {BucketKey.of_document(b): Tally.of_bucket(b).fields()
                    async for b in cols.statistics.find({"organization_id": org})}
         return docs, buckets
 
