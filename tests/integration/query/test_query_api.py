@@ -109,7 +109,7 @@ async def test_cached_search_is_invalidated_by_projection(qsettings, runtime, ap
     created = new_event(EventType.CREATED, p)
     epoch = epoch_key(runtime.cache.prefix, "org-a")
     initial = int(await runtime.cache.redis.get(epoch) or 0)
-    await producer.send_and_wait(qsettings.events_topic, created.to_json_bytes(), key=created.key())
+    await producer.send_and_wait(qsettings.events_topic, created.to_json_bytes(), key=created.subject.encode())
     h = auth("org-a")
 
     async def visible() -> bool:
@@ -127,7 +127,7 @@ async def test_cached_search_is_invalidated_by_projection(qsettings, runtime, ap
     assert QUERIES.labels("search", "hit")._value.get() == hits + 1  # served from Redis
     before = int(await runtime.cache.redis.get(epoch) or 0)
     updated = new_event(EventType.UPDATED, p.model_copy(update={"version": 2, "amount": 777}))
-    await producer.send_and_wait(qsettings.events_topic, updated.to_json_bytes(), key=updated.key())
+    await producer.send_and_wait(qsettings.events_topic, updated.to_json_bytes(), key=updated.subject.encode())
 
     async def bumped() -> bool:
         return int(await runtime.cache.redis.get(epoch) or 0) > before
