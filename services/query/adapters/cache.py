@@ -1,7 +1,9 @@
 """Redis cache of query results with per-organization epochs.
 
-Keys: ``{prefix}:epoch:{org}`` holds the organization's cache epoch (an integer the
-projector INCRs after applying that organization's events). Cached answers live under
+Keys: ``{prefix}:gen:{org}`` holds the organization's cache epoch (an integer the
+projector INCRs after applying that organization's events; the key keeps its name from
+when the epoch was called a generation, so that an upgrade keeps counting up and never
+revisits an epoch that older cached answers are stored under). Cached answers live under
 ``{prefix}:{kind}:{org}:{read-model generation}:{epoch}:{digest of the query}``, so
 a bump (or a replay switching the read-model generation) makes every older answer
 unreachable at once; the TTL then reclaims them. TTLs follow the seed: search 300 s,
@@ -59,7 +61,7 @@ def digest(value: BaseModel | str) -> str:
 
 
 def epoch_key(prefix: str, org: str) -> str:
-    return f"{prefix}:epoch:{org}"
+    return f"{prefix}:gen:{org}"
 
 
 def marker_key(prefix: str, org: str, model_gen: str, writes_digest: str) -> str:
