@@ -9,7 +9,7 @@ of the variants alternate so that load from other processes hits them alike:
 * token, repeated: ``consistent_with`` a token for an already-projected write whose
   marker is set (what every read after the first one of a token costs: cache hit);
 * token, first read: a fresh token for two other already-projected payments each time (the
-  MongoDB version check, the generation bump, then a cache miss: the worst case of a
+  MongoDB version check, the cache-epoch bump, then a cache miss: the worst case of a
   caught-up read model), against its own baseline, the same search uncached (what any
   read costs right after the projector's own bump for the write).
 
@@ -30,8 +30,8 @@ import httpx
 
 from bench.common import scratch_settings
 from bench.projection import make_events
-from services.query import domain
-from services.query.bootstrap import build
+from services.query.adapters.batch_writes import apply_batch
+from services.query.bootstrap import query_runtime
 from services.query.handlers import QueryHandlers
 from services.query.http.app import create_app
 from services.query.queries import SearchQuery
@@ -66,40 +66,39 @@ def report(title: str, results: dict[str, list[float]], baselines: dict[str, str
 
 async def main(n: int) -> None:
     settings = scratch_settings()
-    ctx = build(settings)
-    tokens = ConsistencyTokens(settings.consistency_token_secret)
-    cols = await ctx.read_model.active(fresh=True)
-    await ctx.read_model.ensure_indexes(cols)
-    events = make_events(1000)
-    for i in range(0, len(events), 500):
-        await domain.apply_batch(ctx.mongo, cols, events[i:i + 500])
-    org1 = [e.data.payment for e in events if e.organizationid == "org-1"]  # 100 payments
-    repeated = tokens.issue([org1[0]])
-    # Each first read needs a token never read before: pairs of other payments.
-    fresh = (tokens.issue(pair) for pair in itertools.combinations(org1[1:], 2))
-    q = SearchQuery(limit=20, sort="-created_at")
-    h = ctx.handlers
-    uncached = QueryHandlers(ctx.read_model, None)
-    print(f"search (org-1 of 1000 payments, limit 20), n={n} per variant, samples alternate")
-    report("handler, in-process", await alternating({
-        "no token, cached": lambda: h.search("org-1", q),
-        "token, caught up, repeated": lambda: h.search("org-1", q, [repeated]),
-        "no token, uncached": lambda: uncached.search("org-1", q),
-        "token, caught up, first read": lambda: h.search("org-1", q, [next(fresh)]),
-    }, n), {"token, caught up, repeated": "no token, cached", "token, caught up, first read": "no token, uncached"})
+    async with query_runtime(settings) as runtime:
+        tokens = ConsistencyTokens(settings.consistency_token_secret)
+        cols = await runtime.read_model.active(fresh=True)
+        await runtime.read_model.ensure_indexes(cols)
+        events = make_events(1000)
+        for i in range(0, len(events), 500):
+            await apply_batch(runtime.mongo, cols, events[i:i + 500])
+        org1 = [e.data.payment for e in events if e.organizationid == "org-1"]  # 100 payments
+        repeated = tokens.issue([org1[0]])
+        # Each first read needs a token never read before: pairs of other payments.
+        fresh = (tokens.issue(pair) for pair in itertools.combinations(org1[1:], 2))
+        q = SearchQuery(limit=20, sort="-created_at")
+        h = runtime.handlers
+        uncached = QueryHandlers(runtime.read_model, None)
+        print(f"search (org-1 of 1000 payments, limit 20), n={n} per variant, samples alternate")
+        report("handler, in-process", await alternating({
+            "no token, cached": lambda: h.search("org-1", q),
+            "token, caught up, repeated": lambda: h.search("org-1", q, [repeated]),
+            "no token, uncached": lambda: uncached.search("org-1", q),
+            "token, caught up, first read": lambda: h.search("org-1", q, [next(fresh)]),
+        }, n), {"token, caught up, repeated": "no token, cached", "token, caught up, first read": "no token, uncached"})
 
-    app = create_app(settings, ctx)
-    bearer = mint_token("org-1", [SCOPE_READ], settings=settings)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://q",
-            headers={"Authorization": f"Bearer {bearer}"}) as http:
-        report("HTTP GET /v1/payments, in-process", await alternating({
-            "no token, cached": lambda: http.get("/v1/payments", params={"limit": 20}),
-            "token, caught up, repeated": lambda: http.get(
-                "/v1/payments", params={"limit": 20, "consistent_with": repeated}),
-        }, n), {"token, caught up, repeated": "no token, cached"})
-    await ctx.mongo.drop_database(settings.mongo_db)
-    await ctx.close()
+        app = create_app(settings, runtime)
+        bearer = mint_token("org-1", [SCOPE_READ], settings=settings)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://q",
+                headers={"Authorization": f"Bearer {bearer}"}) as http:
+            report("HTTP GET /v1/payments, in-process", await alternating({
+                "no token, cached": lambda: http.get("/v1/payments", params={"limit": 20}),
+                "token, caught up, repeated": lambda: http.get(
+                    "/v1/payments", params={"limit": 20, "consistent_with": repeated}),
+            }, n), {"token, caught up, repeated": "no token, cached"})
+        await runtime.mongo.drop_database(settings.mongo_db)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from pymongo import ReplaceOne
 
 from bench.common import scratch_settings
 from services.query import domain
-from services.query.bootstrap import build
+from services.query.adapters.batch_writes import apply_batch
+from services.query.bootstrap import query_runtime
 from shared.events import EventType, PaymentEvent, new_event
 from shared.payment import PaymentSnapshot
 
@@ -33,44 +34,43 @@ def make_events(n: int) -> list:
 
 async def main(n: int, batch: int) -> None:
     settings = scratch_settings()
-    ctx = build(settings)
-    events = make_events(n)
-    batches = [events[i:i + batch] for i in range(0, n, batch)]
-    raw = ctx.read_model.db["raw_upsert"]
-    now = datetime.now(UTC)
+    async with query_runtime(settings) as runtime:
+        events = make_events(n)
+        batches = [events[i:i + batch] for i in range(0, n, batch)]
+        raw = runtime.read_model.db["raw_upsert"]
+        now = datetime.now(UTC)
 
-    def upsert(event: PaymentEvent) -> ReplaceOne:
-        doc = domain.payment_document(event, now)
-        return ReplaceOne({"_id": doc["_id"]}, doc, upsert=True)
+        def upsert(event: PaymentEvent) -> ReplaceOne:
+            doc = domain.payment_document(event, now)
+            return ReplaceOne({"_id": doc["_id"]}, doc, upsert=True)
 
-    t = time.perf_counter()
-    for b in batches:
-        await raw.bulk_write([upsert(e) for e in b], ordered=False)
-    raw_s = time.perf_counter() - t
-    cols = await ctx.read_model.active(fresh=True)
-    await ctx.read_model.ensure_indexes(cols)
-    await raw.create_indexes(projection_indexes())
-    await raw.delete_many({})
-    t = time.perf_counter()
-    for b in batches:
-        await raw.bulk_write([upsert(e) for e in b], ordered=False)
-    raw_idx_s = time.perf_counter() - t
-    t = time.perf_counter()
-    for b in batches:
-        await domain.apply_batch(ctx.mongo, cols, b)
-    proj_s = time.perf_counter() - t
-    t = time.perf_counter()
-    for b in batches:  # a full replay of the same stream: every event is a duplicate
-        await domain.apply_batch(ctx.mongo, cols, b)
-    dup_s = time.perf_counter() - t
-    print(f"events {n}, batch {batch}")
-    print(f"raw bulk upsert, no secondary indexes : {n / raw_s:9.0f} docs/s")
-    print(f"raw bulk upsert, same indexes         : {n / raw_idx_s:9.0f} docs/s   (baseline)")
-    print(f"projection (txn + tombstones + stats) : {n / proj_s:9.0f} events/s  "
-          f"= {100 * raw_idx_s / proj_s:.0f} % of baseline")
-    print(f"replayed duplicates                   : {n / dup_s:9.0f} events/s")
-    await ctx.mongo.drop_database(settings.mongo_db)
-    await ctx.close()
+        t = time.perf_counter()
+        for b in batches:
+            await raw.bulk_write([upsert(e) for e in b], ordered=False)
+        raw_s = time.perf_counter() - t
+        cols = await runtime.read_model.active(fresh=True)
+        await runtime.read_model.ensure_indexes(cols)
+        await raw.create_indexes(projection_indexes())
+        await raw.delete_many({})
+        t = time.perf_counter()
+        for b in batches:
+            await raw.bulk_write([upsert(e) for e in b], ordered=False)
+        raw_idx_s = time.perf_counter() - t
+        t = time.perf_counter()
+        for b in batches:
+            await apply_batch(runtime.mongo, cols, b)
+        proj_s = time.perf_counter() - t
+        t = time.perf_counter()
+        for b in batches:  # a full replay of the same stream: every event is a duplicate
+            await apply_batch(runtime.mongo, cols, b)
+        dup_s = time.perf_counter() - t
+        print(f"events {n}, batch {batch}")
+        print(f"raw bulk upsert, no secondary indexes : {n / raw_s:9.0f} docs/s")
+        print(f"raw bulk upsert, same indexes         : {n / raw_idx_s:9.0f} docs/s   (baseline)")
+        print(f"projection (txn + tombstones + stats) : {n / proj_s:9.0f} events/s  "
+              f"= {100 * raw_idx_s / proj_s:.0f} % of baseline")
+        print(f"replayed duplicates                   : {n / dup_s:9.0f} events/s")
+        await runtime.mongo.drop_database(settings.mongo_db)
 
 
 def projection_indexes() -> list:

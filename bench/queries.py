@@ -21,9 +21,9 @@ import httpx
 
 from bench.common import latencies, scratch_settings, summary
 from bench.projection import make_events
-from services.query import domain
-from services.query.adapters.read_model import search_filter, sort_spec
-from services.query.bootstrap import build
+from services.query.adapters.batch_writes import apply_batch
+from services.query.adapters.read_queries import search_filter, sort_spec
+from services.query.bootstrap import query_runtime
 from services.query.handlers import QueryHandlers
 from services.query.http.app import create_app
 from services.query.queries import SearchQuery, StatisticsQuery
@@ -53,44 +53,43 @@ async def load_buckets(cols, n: int) -> None:  # noqa: ANN001
 
 async def main(n: int) -> None:
     settings = scratch_settings(query_task_queue=f"bench-q-{uuid.uuid4().hex[:6]}")
-    ctx = build(settings)
-    cols = await ctx.read_model.active(fresh=True)
-    await ctx.read_model.ensure_indexes(cols)
-    events = make_events(1000)
-    for i in range(0, len(events), 500):
-        await domain.apply_batch(ctx.mongo, cols, events[i:i + 500])
-    q = SearchQuery(limit=20, sort="-created_at")
-    uncached = QueryHandlers(ctx.read_model, None)
-    await ctx.cache.redis.set("bench:raw", (await ctx.handlers.search("org-1", q)).model_dump_json())
-    flt = search_filter("org-1", q)
-    print(f"search (org-1 of 1000 payments, limit 20), n={n}")
-    print(summary("raw Redis GET", await latencies(lambda: ctx.cache.redis.get("bench:raw"), n)))
-    print(summary("search handler, cached (hit)", await latencies(lambda: ctx.handlers.search("org-1", q), n)))
-    print(summary("raw MongoDB find (limit 21)",
-                  await latencies(lambda: cols.payments.find(flt, sort=sort_spec(q), limit=21).to_list(), n)))
-    print(summary("search handler, uncached", await latencies(lambda: uncached.search("org-1", q), n)))
-    print(summary("get by id handler, cached", await latencies(lambda: ctx.handlers.get("org-1", "b0000001"), n)))
+    async with query_runtime(settings) as runtime:
+        cols = await runtime.read_model.active(fresh=True)
+        await runtime.read_model.ensure_indexes(cols)
+        events = make_events(1000)
+        for i in range(0, len(events), 500):
+            await apply_batch(runtime.mongo, cols, events[i:i + 500])
+        q = SearchQuery(limit=20, sort="-created_at")
+        uncached = QueryHandlers(runtime.read_model, None)
+        await runtime.cache.redis.set("bench:raw", (await runtime.handlers.search("org-1", q)).model_dump_json())
+        flt = search_filter("org-1", q)
+        print(f"search (org-1 of 1000 payments, limit 20), n={n}")
+        print(summary("raw Redis GET", await latencies(lambda: runtime.cache.redis.get("bench:raw"), n)))
+        print(summary("search handler, cached (hit)", await latencies(lambda: runtime.handlers.search("org-1", q), n)))
+        print(summary("raw MongoDB find (limit 21)",
+                      await latencies(lambda: cols.payments.find(flt, sort=sort_spec(q), limit=21).to_list(), n)))
+        print(summary("search handler, uncached", await latencies(lambda: uncached.search("org-1", q), n)))
+        print(summary("get by id handler, cached", await latencies(lambda: runtime.handlers.get("org-1", "b0000001"), n)))
 
-    sq = StatisticsQuery(created_from=datetime(2026, 1, 1).date(), created_to=datetime(2026, 3, 31).date())
-    for size in (1000, 100_000):
-        await cols.statistics.delete_many({"organization_id": "org-s"})
-        await load_buckets(cols, size)
-        print(summary(f"statistics uncached, {size} payments",
-                      await latencies(lambda: uncached.statistics("org-s", sq), max(50, n // 4))))
+        sq = StatisticsQuery(created_from=datetime(2026, 1, 1).date(), created_to=datetime(2026, 3, 31).date())
+        for size in (1000, 100_000):
+            await cols.statistics.delete_many({"organization_id": "org-s"})
+            await load_buckets(cols, size)
+            print(summary(f"statistics uncached, {size} payments",
+                          await latencies(lambda: uncached.statistics("org-s", sq), max(50, n // 4))))
 
-    app = create_app(settings, ctx)
-    token = mint_token("org-1", [SCOPE_READ], settings=settings)
-    client = await connect(settings, with_metrics=False)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://q",
-            headers={"Authorization": f"Bearer {token}"}) as http, create_worker(client, ctx, settings):
-        facade = PaymentQueryClient(client, settings.query_task_queue)
-        print(summary("HTTP GET /v1/payments (cached, in-process)",
-                      await latencies(lambda: http.get("/v1/payments", params={"limit": 20}), n)))
-        print(summary("Temporal PaymentQueryWorkflow search",
-                      await latencies(lambda: facade.search_payments("org-1", q), max(50, n // 10), warmup=5)))
-    await ctx.mongo.drop_database(settings.mongo_db)
-    await ctx.close()
+        app = create_app(settings, runtime)
+        token = mint_token("org-1", [SCOPE_READ], settings=settings)
+        client = await connect(settings, with_metrics=False)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://q",
+                headers={"Authorization": f"Bearer {token}"}) as http, create_worker(client, runtime, settings):
+            facade = PaymentQueryClient(client, settings.query_task_queue)
+            print(summary("HTTP GET /v1/payments (cached, in-process)",
+                          await latencies(lambda: http.get("/v1/payments", params={"limit": 20}), n)))
+            print(summary("Temporal PaymentQueryWorkflow search",
+                          await latencies(lambda: facade.search_payments("org-1", q), max(50, n // 10), warmup=5)))
+        await runtime.mongo.drop_database(settings.mongo_db)
 
 
 if __name__ == "__main__":

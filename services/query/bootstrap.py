@@ -1,9 +1,12 @@
 """The one place that wires the query side: settings -> MongoDB, Redis, read model,
-cache and handlers. Every entrypoint (API, projector, worker, replay, benches) uses it.
+cache and handlers. Every query process (API, projector, worker, replay, reconcile,
+benches, tests) opens :func:`query_runtime` and leaves it to close what it opened.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from pymongo import AsyncMongoClient
@@ -13,6 +16,7 @@ from services.query.adapters.read_model import ReadModel
 from services.query.handlers import QueryHandlers
 from shared.auth import cursor_key
 from shared.consistency import ConsistencyTokens
+from shared.http import ReadinessCheck
 from shared.settings import Settings
 
 
@@ -22,28 +26,40 @@ def cache_prefix(settings: Settings) -> str:
 
 
 @dataclass
-class QueryContext:
+class QueryRuntime:
     settings: Settings
     mongo: AsyncMongoClient
     read_model: ReadModel
     cache: QueryCache
     handlers: QueryHandlers
 
-    async def check_mongo(self) -> None:
-        await self.mongo.admin.command("ping")
 
-    async def check_redis(self) -> None:
-        await self.cache.redis.ping()
-
-    async def close(self) -> None:
-        await self.cache.close()
-        await self.mongo.close()
-
-
-def build(settings: Settings, *, use_cache: bool = True) -> QueryContext:
+@contextlib.asynccontextmanager
+async def query_runtime(settings: Settings) -> AsyncIterator[QueryRuntime]:
+    """Open everything a query process needs; close it all on exit. Nothing connects
+    yet: both clients connect on first use, so a process starts while a server is away
+    (its readiness says so)."""
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_url, tz_aware=True, serverSelectionTimeoutMS=5000)
-    read_model = ReadModel(mongo[settings.mongo_db], cursor_key(settings))
-    cache = QueryCache.from_url(settings.redis_url, cache_prefix(settings))
-    handlers = QueryHandlers(read_model, cache if use_cache else None,
-                             ConsistencyTokens(settings.consistency_token_secret), max_wait=settings.read_wait_seconds)
-    return QueryContext(settings, mongo, read_model, cache, handlers)
+    try:
+        read_model = ReadModel(mongo[settings.mongo_db], cursor_key(settings))
+        cache = QueryCache.from_url(settings.redis_url, cache_prefix(settings))
+        try:
+            handlers = QueryHandlers(read_model, cache, ConsistencyTokens(settings.consistency_token_secret),
+                                     max_wait=settings.read_wait_seconds)
+            yield QueryRuntime(settings, mongo, read_model, cache, handlers)
+        finally:
+            await cache.close()
+    finally:
+        await mongo.close()
+
+
+def ops_checks(runtime: QueryRuntime) -> dict[str, ReadinessCheck]:
+    """The readiness checks every query process shares."""
+
+    async def mongodb() -> None:
+        await runtime.mongo.admin.command("ping")
+
+    async def redis() -> None:
+        await runtime.cache.redis.ping()
+
+    return {"mongodb": mongodb, "redis": redis}

@@ -60,10 +60,10 @@ def projector(
     Invalid events go to the dead-letter topic; offsets are committed only after the
     read model is written. Ops endpoints on PAYMENTS_PROJECTOR_METRICS_PORT (9103).
     """
-    from services.query.adapters.projector import run
+    from services.query.adapters.projector import run_projector
 
-    run(_settings(log_level), group=group, batch_size=batch_size, batch_wait=batch_wait,
-        fetch_max_wait_ms=fetch_max_wait_ms)
+    run_projector(_settings(log_level), group=group, batch_size=batch_size, batch_wait=batch_wait,
+                  fetch_max_wait_ms=fetch_max_wait_ms)
 
 
 def query_worker(
@@ -74,9 +74,9 @@ def query_worker(
 
     Ops endpoints on PAYMENTS_QUERY_WORKER_METRICS_PORT (9104).
     """
-    from services.query.temporal.worker import main
+    from services.query.temporal.worker import run_query_worker
 
-    asyncio.run(main(_settings(log_level), max_concurrent=max_concurrent))
+    asyncio.run(run_query_worker(_settings(log_level), max_concurrent=max_concurrent))
 
 
 def replay(
@@ -92,10 +92,10 @@ def replay(
     one, then switches the pointer atomically and catches up once more. Run it while
     the projector runs or not: both are idempotent.
     """
-    from services.query.adapters.replay import main
+    from services.query.adapters.replay import run_replay
 
-    summary = asyncio.run(main(_settings(log_level), idle=idle, batch_size=batch_size,
-                               keep_old=keep_old, progress=progress))
+    summary = asyncio.run(run_replay(_settings(log_level), idle=idle, batch_size=batch_size,
+                                     keep_old=keep_old, progress=progress))
     typer.echo(summary)
 
 

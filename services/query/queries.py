@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -177,5 +177,3 @@ class Statistics(BaseModel):
     by_status: dict[str, int] = Field(description="Payment count per status, all currencies")
     currencies: list[CurrencyStatistics] = Field(description="Money figures per currency (never summed across)")
 
-
-QueryKind = Literal["search", "get", "statistics"]

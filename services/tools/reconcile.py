@@ -13,7 +13,7 @@ and the projector: they, and their buckets, are not counted as drift.
 
 ``repair`` rewrites what differs on the read side, from PostgreSQL: the payment document
 (or its removal and tombstone), then each affected bucket recomputed from the read
-model's payments, then a cache-generation bump of the organization. Every write is
+model's payments, then a cache-epoch bump of the organization. Every write is
 conditional on what was read (a payment the projector changed meanwhile is left to it),
 so a repair is idempotent and the next run reports what is left, normally nothing.
 """
@@ -30,6 +30,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.query.domain import (
     BucketKey,
+    Tally,
     bucket_fields,
     contribution_of,
     document_id,
@@ -80,18 +81,12 @@ class Drift:
 
 def recount(payments: Iterable[PaymentSnapshot]) -> dict[BucketKey, Figures]:
     """The statistics buckets the live payments add up to."""
-    buckets: dict[BucketKey, Figures] = {}
+    tallies: dict[BucketKey, Tally] = {}
     for payment in payments:
         contribution = contribution_of(payment)
-        if contribution is None:
-            continue
-        b = buckets.get(contribution.bucket)
-        amount = contribution.amount
-        if b is None:
-            buckets[contribution.bucket] = {"count": 1, "sum": amount, "min": amount, "max": amount}
-        else:
-            b.update(count=b["count"] + 1, sum=b["sum"] + amount, min=min(b["min"], amount), max=max(b["max"], amount))
-    return buckets
+        if contribution is not None:
+            tallies.setdefault(contribution.bucket, Tally()).add(contribution.amount)
+    return {key: tally.fields() for key, tally in tallies.items()}
 
 
 def _differs(truth: PaymentSnapshot, doc: Mapping[str, Any]) -> bool:
@@ -140,9 +135,7 @@ def compare(truth: Mapping[str, PaymentSnapshot], docs: Mapping[str, Mapping[str
 
 
 def _doc_bucket(doc: Mapping[str, Any] | None) -> BucketKey | None:
-    if doc is None:
-        return None
-    return BucketKey(doc["organization_id"], doc["day"], doc["currency"], doc["status"])
+    return None if doc is None else BucketKey.of_document(doc)
 
 
 def report(drift: Drift) -> dict[str, Any]:
@@ -188,8 +181,7 @@ class Reconciler:
     async def _read_side(self, org: str) -> tuple[dict[str, dict[str, Any]], dict[BucketKey, Figures]]:
         cols = await self.read_model.active(fresh=True)
         docs = {d["id"]: d async for d in cols.payments.find({"organization_id": org})}
-        buckets = {BucketKey(b["organization_id"], b["day"], b["currency"], b["status"]):
-                   {k: int(b[k]) for k in ("count", "sum", "min", "max")}
+        buckets = {BucketKey.of_document(b): Tally.of_bucket(b).fields()
                    async for b in cols.statistics.find({"organization_id": org})}
         return docs, buckets
 

@@ -13,31 +13,32 @@ from shared.settings import Settings, get_settings
 from shared.telemetry import configure_logging
 
 
-async def _run(settings: Settings, org: str | None, repair: bool, grace: float,
-               progress: bool) -> tuple[dict, int]:
+async def run_reconcile(settings: Settings, org: str | None, repair: bool, grace: float,
+                        progress: bool) -> tuple[dict, int]:
+    """Check (and with ``repair`` fix) every organization; ``(report, drift count)``."""
     from rich.progress import Progress
 
     from services.command.adapters.store import create_pool
-    from services.query.bootstrap import build
+    from services.query.bootstrap import query_runtime
     from services.tools.reconcile import Drift, Reconciler, report
 
     pool = await create_pool(settings.database_url, size=2)
-    ctx = build(settings)
     try:
-        reconciler = Reconciler(pool, ctx.read_model, ctx.cache, source=settings.event_source, grace_seconds=grace)
-        orgs = await reconciler.organizations(org)
-        drift, repaired = Drift(), 0
-        with Progress(transient=True, disable=not progress) as bar:
-            task = bar.add_task("reconciling organizations", total=len(orgs))
-            for name in orgs:
-                found, truth, docs = await reconciler.check(name)
-                drift.merge(found)
-                if repair and found.total:
-                    repaired += await reconciler.repair(name, found, truth, docs)
-                bar.advance(task)
-        return {**report(drift), "organizations": len(orgs), "repaired_writes": repaired}, drift.total
+        async with query_runtime(settings) as runtime:
+            reconciler = Reconciler(pool, runtime.read_model, runtime.cache, source=settings.event_source,
+                                    grace_seconds=grace)
+            orgs = await reconciler.organizations(org)
+            drift, repaired = Drift(), 0
+            with Progress(transient=True, disable=not progress) as bar:
+                task = bar.add_task("reconciling organizations", total=len(orgs))
+                for name in orgs:
+                    found, truth, docs = await reconciler.check(name)
+                    drift.merge(found)
+                    if repair and found.total:
+                        repaired += await reconciler.repair(name, found, truth, docs)
+                    bar.advance(task)
+            return {**report(drift), "organizations": len(orgs), "repaired_writes": repaired}, drift.total
     finally:
-        await ctx.close()
         await pool.close()
 
 
@@ -77,7 +78,7 @@ def reconcile(
     """
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    result, drift = asyncio.run(_run(settings, org, repair, grace, progress=sys.stderr.isatty() and not as_json))
+    result, drift = asyncio.run(run_reconcile(settings, org, repair, grace, progress=sys.stderr.isatty() and not as_json))
     _export(result["counts"], pushgateway or settings.reconcile_pushgateway_url, metrics_file)
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))

@@ -10,12 +10,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from services.query.adapters.cache import answer_key, digest
-from services.query.adapters.read_model import (
-    InvalidCursor,
+from services.query.adapters.cursors import InvalidCursor, decode_cursor, encode_cursor
+from services.query.adapters.read_model import choose_index
+from services.query.adapters.read_queries import (
     average,
-    choose_index,
-    decode_cursor,
-    encode_cursor,
     keyset_filter,
     search_filter,
     sort_spec,
@@ -130,7 +128,7 @@ def test_statistics_filter_uses_inclusive_utc_days():
                                          "currency": "USD"}
 
 
-def test_cache_keys_change_with_the_generations_and_the_query():
+def test_cache_keys_change_with_the_epoch_the_read_model_generation_and_the_query():
     a = digest(SearchQuery(status="failed"))
     assert a == digest(SearchQuery(status="failed")) != digest(SearchQuery(status="completed"))
     assert answer_key("p", "search", "o", "g0", 1, a) != answer_key("p", "search", "o", "g0", 2, a)

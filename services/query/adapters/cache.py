@@ -1,9 +1,11 @@
-"""Redis cache of query results with per-organization generations.
+"""Redis cache of query results with per-organization epochs.
 
-Keys: ``{prefix}:gen:{org}`` holds the organization's generation (an integer the
-projector INCRs after applying that organization's events). Cached answers live under
-``{prefix}:{kind}:{org}:{model generation}:{org generation}:{digest of the query}``, so
-a bump (or a replay switching the read model generation) makes every older answer
+Keys: ``{prefix}:gen:{org}`` holds the organization's cache epoch (an integer the
+projector INCRs after applying that organization's events; the key keeps its name from
+when the epoch was called a generation, so that an upgrade keeps counting up and never
+revisits an epoch that older cached answers are stored under). Cached answers live under
+``{prefix}:{kind}:{org}:{read-model generation}:{epoch}:{digest of the query}``, so
+a bump (or a replay switching the read-model generation) makes every older answer
 unreachable at once; the TTL then reclaims them. TTLs follow the seed: search 300 s,
 by id 600 s, statistics 300 s.
 
@@ -13,13 +15,13 @@ Herd protection: concurrent misses on one key in a process share one computation
 themselves.
 
 Read-your-writes (``reflect``, from a consistency token): the projector bumps the
-generation only *after* its MongoDB commit, so right after a write an entry under the
-current generation may predate it. The first reader that finds the writes applied in
-MongoDB therefore bumps the generation itself and, in the same MULTI, sets a marker
-``{prefix}:reflects:{org}:{model generation}:{digest of the writes}``. A marker proves
-that every answer under the current generation or a later one was computed after the
+epoch only *after* its MongoDB commit, so right after a write an entry under the
+current epoch may predate it. The first reader that finds the writes applied in
+MongoDB therefore bumps the epoch itself and, in the same MULTI, sets a marker
+``{prefix}:reflects:{org}:{read-model generation}:{digest of the writes}``. A marker proves
+that every answer under the current epoch or a later one was computed after the
 writes were applied, so later readers of the same token use the cache as usual (one MGET
-instead of one GET). This relies on exactly one thing: the generation key only grows
+instead of one GET). This relies on exactly one thing: the epoch key only grows
 (INCR), whoever bumps it.
 
 Degradation: any Redis error counts in ``payments_cache_errors_total`` and the query is
@@ -58,7 +60,7 @@ def digest(value: BaseModel | str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-def generation_key(prefix: str, org: str) -> str:
+def epoch_key(prefix: str, org: str) -> str:
     return f"{prefix}:gen:{org}"
 
 
@@ -75,8 +77,8 @@ class Reflect:
     wait: Callable[[], Awaitable[None]]
 
 
-def answer_key(prefix: str, kind: str, org: str, model_gen: str, org_gen: int, query_digest: str) -> str:
-    return f"{prefix}:{kind}:{org}:{model_gen}:{org_gen}:{query_digest}"
+def answer_key(prefix: str, kind: str, org: str, model_gen: str, epoch: int, query_digest: str) -> str:
+    return f"{prefix}:{kind}:{org}:{model_gen}:{epoch}:{query_digest}"
 
 
 class QueryCache:
@@ -113,7 +115,7 @@ class QueryCache:
             self._failed(exc)
             return False, None
 
-    # ----------------------------------------------------------------- generations
+    # ----------------------------------------------------------------- epochs
 
     async def bump(self, orgs: set[str]) -> None:
         """Invalidate every cached answer of these organizations (called by the projector)."""
@@ -121,7 +123,7 @@ class QueryCache:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for org in sorted(orgs):
-                pipe.incr(generation_key(self.prefix, org))
+                pipe.incr(epoch_key(self.prefix, org))
             await pipe.execute()
 
     # ----------------------------------------------------------------- read-through
@@ -141,12 +143,12 @@ class QueryCache:
         if not self._available():
             return await direct(), "bypass"
         if reflect is None:
-            ok, gen = await self._safe(self.redis.get(generation_key(self.prefix, org)))
+            ok, epoch = await self._safe(self.redis.get(epoch_key(self.prefix, org)))
         else:
-            ok, gen = await self._reflecting_generation(org, model_gen, reflect)
+            ok, epoch = await self._reflecting_epoch(org, model_gen, reflect)
         if not ok:
             return await direct(), "bypass"
-        key = answer_key(self.prefix, kind, org, model_gen, int(gen or 0), digest(query))
+        key = answer_key(self.prefix, kind, org, model_gen, int(epoch or 0), digest(query))
         ok, raw = await self._safe(self.redis.get(key))
         if not ok:
             return await direct(), "bypass"
@@ -168,18 +170,18 @@ class QueryCache:
         finally:
             del self._flights[key]
 
-    async def _reflecting_generation(self, org: str, model_gen: str, reflect: Reflect) -> tuple[bool, Any]:
-        """``(ok, generation)`` under which every answer reflects ``reflect``'s writes."""
-        gen_key = generation_key(self.prefix, org)
+    async def _reflecting_epoch(self, org: str, model_gen: str, reflect: Reflect) -> tuple[bool, Any]:
+        """``(ok, epoch)`` under which every answer reflects ``reflect``'s writes."""
+        counter = epoch_key(self.prefix, org)
         marker = marker_key(self.prefix, org, model_gen, reflect.digest)
-        ok, values = await self._safe(self.redis.mget(gen_key, marker))
+        ok, values = await self._safe(self.redis.mget(counter, marker))
         if not ok or values[1] is not None:
             return ok, values[0] if ok else None
         await reflect.wait()  # outside _safe: its NotCaughtUp is a TimeoutError, an OSError
 
         async def bump_and_mark() -> Any:
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.incr(gen_key)
+                pipe.incr(counter)
                 pipe.set(marker, b"1", ex=MARKER_TTL)
                 return (await pipe.execute())[0]
 

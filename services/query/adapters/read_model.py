@@ -1,7 +1,8 @@
-"""The MongoDB read model: collections, indexes, and query building.
+"""The MongoDB read model: collections per generation, their indexes, and the queries
+run on them (built by the pure :mod:`read_queries`).
 
-Collections (one set per *generation*, so ``payments replay`` can build a fresh set and
-switch to it atomically by updating one pointer document):
+Collections are versioned by a *generation* (so ``payments replay`` can build a fresh set
+and switch to it atomically by updating one pointer document):
 
 * ``payments_<gen>``: live payments (``_id`` = organization + payment id, as payment ids
   are per organization), one document per payment;
@@ -9,219 +10,35 @@ switch to it atomically by updating one pointer document):
   event from resurrecting them;
 * ``statistics_<gen>``: one document per organization × UTC day × currency × status with
   ``count``, ``sum``, ``min``, ``max``;
-* ``read_model_meta``: ``{_id: "active", generation: <gen>}``, the pointer.
-
-The query-building functions at the top are pure (unit-tested); :class:`ReadModel` runs
-them.
+* ``read_model_meta`` (:data:`META`): ``{_id: "active", generation: <gen>}``, the pointer,
+  beside the projector's own bookkeeping documents.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import time
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import IndexModel
 
-from services.query.domain import document_id
-from services.query.queries import (
-    CurrencyStatistics,
-    DayFigures,
-    PaymentView,
-    SearchQuery,
-    SearchResult,
-    Statistics,
-    StatisticsQuery,
-    StatusFigures,
+from services.query.adapters.cursors import decode_cursor
+from services.query.adapters.read_queries import (
+    keyset_filter,
+    page_result,
+    payment_of,
+    search_filter,
+    sort_spec,
+    statistics_filter,
+    summarize,
 )
+from services.query.domain import document_id
+from services.query.queries import PaymentView, SearchQuery, SearchResult, Statistics, StatisticsQuery
 
 META = "read_model_meta"
 DEFAULT_GENERATION = "g0"
-CURSOR_PREFIX = "c2."
-
-
-class InvalidCursor(ValueError):
-    pass
-
-
-# --------------------------------------------------------------------------- pure: search
-
-
-def search_filter(org: str, q: SearchQuery) -> dict[str, Any]:
-    """The MongoDB filter for ``q`` inside organization ``org`` (no cursor)."""
-    flt: dict[str, Any] = {"organization_id": org}
-    if q.status is not None:
-        flt["status"] = str(q.status)
-    if q.currency is not None:
-        flt["currency"] = q.currency
-    if q.user_id is not None:
-        flt["user_id"] = q.user_id
-    amount = {k: v for k, v in (("$gte", q.min_amount), ("$lte", q.max_amount)) if v is not None}
-    if amount:
-        flt["amount"] = amount
-    created = {k: v.astimezone(UTC) for k, v in (("$gte", q.created_from), ("$lt", q.created_to)) if v is not None}
-    if created:
-        flt["created_at"] = created
-    return flt
-
-
-def sort_spec(q: SearchQuery) -> list[tuple[str, int]]:
-    direction = DESCENDING if q.descending else ASCENDING
-    return [(q.sort_field, direction), ("_id", direction)]
-
-
-def _binding(org: str, q: SearchQuery) -> str:
-    """What a cursor is bound to: the organization, the sort and every filter (not the
-    page size, which may change between pages)."""
-    search = q.model_dump(mode="json", exclude={"starting_after", "page", "limit"})
-    return hashlib.sha256(json.dumps([org, search], sort_keys=True).encode()).hexdigest()[:32]
-
-
-def _signature(key: bytes, body: bytes) -> str:
-    return base64.urlsafe_b64encode(hmac.new(key, body, hashlib.sha256).digest()[:24]).decode()
-
-
-def encode_cursor(key: bytes, org: str, q: SearchQuery, doc: Mapping[str, Any]) -> str:
-    """An opaque cursor: the last item's (sort value, ``_id``) and the search it belongs
-    to, signed with ``key`` so a client can neither forge nor alter one."""
-    value = doc[q.sort_field]
-    if isinstance(value, datetime):
-        value = value.astimezone(UTC).isoformat()
-    raw = json.dumps([_binding(org, q), value, doc["_id"]], separators=(",", ":")).encode()
-    body = base64.urlsafe_b64encode(raw).decode().rstrip("=")
-    return f"{CURSOR_PREFIX}{body}.{_signature(key, body.encode())}"
-
-
-# The type each sort field's value has in a cursor (a datetime travels as ISO text).
-_CURSOR_VALUE_TYPES: dict[str, type] = {"created_at": str, "amount": int, "status": str}
-
-
-def decode_cursor(key: bytes, org: str, q: SearchQuery, cursor: str) -> tuple[Any, str]:
-    """``(sort value, _id)`` of the last item of the previous page of this same search."""
-    body, _, signature = cursor.removeprefix(CURSOR_PREFIX).partition(".")
-    if not cursor.startswith(CURSOR_PREFIX) or not hmac.compare_digest(
-            signature.encode(), _signature(key, body.encode()).encode()):
-        raise InvalidCursor("starting_after must be the next_cursor of a previous page, unchanged")
-    try:
-        binding, value, pid = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    except (ValueError, TypeError):
-        raise InvalidCursor("starting_after is not a valid cursor") from None
-    if binding != _binding(org, q):
-        raise InvalidCursor("the cursor belongs to another search: keep the sort and filters of the "
-                            "request that returned it")
-    if not isinstance(value, _CURSOR_VALUE_TYPES[q.sort_field]) or isinstance(value, bool) or not isinstance(pid, str):
-        raise InvalidCursor("starting_after is not a valid cursor")  # only a leaked key could get here
-    if q.sort_field == "created_at":
-        value = datetime.fromisoformat(value)
-    return value, pid
-
-
-def keyset_filter(q: SearchQuery, after: tuple[Any, str]) -> dict[str, Any]:
-    """Documents strictly after ``after`` in the order of ``sort_spec(q)``."""
-    value, pid = after
-    op = "$lt" if q.descending else "$gt"
-    return {"$or": [{q.sort_field: {op: value}}, {q.sort_field: value, "_id": {op: pid}}]}
-
-
-def payment_of(doc: Mapping[str, Any]) -> PaymentView:
-    """The representation of a live payment's read-model document."""
-    return PaymentView(
-        id=doc["id"], organization_id=doc["organization_id"], user_id=doc.get("user_id"),
-        amount=doc["amount"], currency=doc["currency"], status=doc["status"],
-        description=doc.get("description", ""), metadata=doc.get("metadata") or {},
-        version=doc["version"], created_at=doc["created_at"], updated_at=doc["updated_at"],
-    )
-
-
-def page_result(key: bytes, org: str, q: SearchQuery, docs: list[dict[str, Any]], total: int) -> SearchResult:
-    """``docs`` were fetched with ``limit + 1`` to learn whether more follow."""
-    has_more = len(docs) > q.limit
-    docs = docs[: q.limit]
-    return SearchResult(
-        data=[payment_of(d) for d in docs],
-        total=total,
-        has_more=has_more,
-        next_cursor=encode_cursor(key, org, q, docs[-1]) if has_more and docs else None,
-        limit=q.limit,
-        page=q.page if q.starting_after is None else None,
-    )
-
-
-# --------------------------------------------------------------------------- pure: statistics
-
-
-def statistics_filter(org: str, q: StatisticsQuery) -> dict[str, Any]:
-    flt: dict[str, Any] = {"organization_id": org}
-    days = {k: v.isoformat() for k, v in (("$gte", q.created_from), ("$lte", q.created_to)) if v is not None}
-    if days:
-        flt["day"] = days
-    if q.currency is not None:
-        flt["currency"] = q.currency
-    return flt
-
-
-def average(total: int, count: int) -> int:
-    """sum / count rounded half-even to whole minor units (exact integer arithmetic)."""
-    return int((Decimal(total) / Decimal(count)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
-
-
-@dataclass(slots=True)
-class _Acc:
-    count: int = 0
-    sum: int = 0
-    min: int | None = None
-    max: int | None = None
-
-    def add(self, bucket: Mapping[str, Any]) -> None:
-        self.count += bucket["count"]
-        self.sum += bucket["sum"]
-        self.min = bucket["min"] if self.min is None else min(self.min, bucket["min"])
-        self.max = bucket["max"] if self.max is None else max(self.max, bucket["max"])
-
-    def figures(self) -> dict[str, int]:
-        assert self.min is not None and self.max is not None
-        return {"count": self.count, "sum": self.sum, "avg": average(self.sum, self.count),
-                "min": self.min, "max": self.max}
-
-
-def summarize(q: StatisticsQuery, buckets: Iterable[Mapping[str, Any]]) -> Statistics:
-    """Fold statistics buckets into the response: per currency, by status, by day."""
-    per_currency: dict[str, _Acc] = defaultdict(_Acc)
-    per_status: dict[tuple[str, str], _Acc] = defaultdict(_Acc)
-    per_day: dict[tuple[str, str], _Acc] = defaultdict(_Acc)
-    status_counts: dict[str, int] = defaultdict(int)
-    for b in buckets:
-        if b["count"] <= 0:
-            continue
-        per_currency[b["currency"]].add(b)
-        per_status[(b["currency"], b["status"])].add(b)
-        per_day[(b["currency"], b["day"])].add(b)
-        status_counts[b["status"]] += b["count"]
-    currencies = [
-        CurrencyStatistics(
-            currency=cur, **acc.figures(),
-            by_status=[StatusFigures(status=s, **a.figures()) for (c, s), a in sorted(per_status.items()) if c == cur],
-            by_day=[DayFigures(day=date.fromisoformat(d), **a.figures())
-                    for (c, d), a in sorted(per_day.items()) if c == cur],
-        )
-        for cur, acc in sorted(per_currency.items())
-    ]
-    return Statistics(
-        created_from=q.created_from, created_to=q.created_to,
-        count=sum(status_counts.values()), by_status=dict(sorted(status_counts.items())),
-        currencies=currencies,
-    )
-
-
-# --------------------------------------------------------------------------- adapter
 
 PAYMENT_INDEXES = [
     IndexModel([("organization_id", 1), ("created_at", 1), ("_id", 1)], name="org_created"),

@@ -28,8 +28,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.query import domain
 from services.query.adapters import poison
+from services.query.adapters.batch_writes import AppliedBatch, apply_batch
 from services.query.adapters.read_model import Collections, ReadModel
-from services.query.bootstrap import build
+from services.query.bootstrap import query_runtime
 from shared.events import InvalidEvent, PaymentEvent, parse_event
 from shared.settings import Settings
 
@@ -90,8 +91,8 @@ async def _consume(consumer: AIOKafkaConsumer, mongo: Any, cols: Collections, en
                 except InvalidEvent:
                     counts[domain.INVALID] += 1
 
-            async def apply(items: list[PaymentEvent], dry_run: bool) -> domain.BatchResult:
-                return await domain.apply_batch(mongo, cols, items, dry_run=dry_run)
+            async def apply(items: list[PaymentEvent], dry_run: bool) -> AppliedBatch:
+                return await apply_batch(mongo, cols, items, dry_run=dry_run)
 
             async def skip(event: PaymentEvent, error: BaseException) -> None:
                 # the live projector dead-lettered it; a rebuild must not stop on it either
@@ -108,42 +109,42 @@ async def _consume(consumer: AIOKafkaConsumer, mongo: Any, cols: Collections, en
             return
 
 
-async def main(settings: Settings, *, idle: float = 3.0, batch_size: int = 1000, keep_old: bool = False,
-               progress: bool = True) -> str:
-    ctx = build(settings)
-    rm: ReadModel = ctx.read_model
-    old = await rm.active_generation()
-    new = f"r{int(time.time())}{uuid.uuid4().hex[:6]}"
-    cols = rm.collections(new)
-    await rm.ensure_indexes(cols)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                                group_id=None, auto_offset_reset="earliest")
-    await consumer.start()
-    counts = {domain.APPLIED: 0, domain.DUPLICATE: 0, domain.INVALID: 0, domain.DEAD_LETTERED: 0}
-    try:
-        tps = await _partitions(consumer, settings.events_topic)
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, 0)
-        ends = await consumer.end_offsets(tps) if tps else {}
-        bar = _Progress(progress, sum(ends.values()))
+async def run_replay(settings: Settings, *, idle: float = 3.0, batch_size: int = 1000, keep_old: bool = False,
+                     progress: bool = True) -> str:
+    """Rebuild the read model into a new generation (module docstring); returns a summary."""
+    async with query_runtime(settings) as runtime:
+        rm: ReadModel = runtime.read_model
+        old = await rm.active_generation()
+        new = f"r{int(time.time())}{uuid.uuid4().hex[:6]}"
+        cols = rm.collections(new)
+        await rm.ensure_indexes(cols)
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                    group_id=None, auto_offset_reset="earliest")
+        await consumer.start()
+        counts = {domain.APPLIED: 0, domain.DUPLICATE: 0, domain.INVALID: 0, domain.DEAD_LETTERED: 0}
         try:
-            started = time.monotonic()
-            if tps:
-                await _consume(consumer, ctx.mongo, cols, ends, idle, batch_size, bar, counts)
-            await rm.activate(new)
-            switched = time.monotonic()
-            log.info("read model switched", extra={"fields": {"from": old, "to": new}})
-            if tps:  # catch up with what the live projector wrote to the old generation meanwhile
-                await _consume(consumer, ctx.mongo, cols, {}, min(idle, 2.0), batch_size, bar, counts)
+            tps = await _partitions(consumer, settings.events_topic)
+            consumer.assign(tps)
+            for tp in tps:
+                consumer.seek(tp, 0)
+            ends = await consumer.end_offsets(tps) if tps else {}
+            bar = _Progress(progress, sum(ends.values()))
+            try:
+                started = time.monotonic()
+                if tps:
+                    await _consume(consumer, runtime.mongo, cols, ends, idle, batch_size, bar, counts)
+                await rm.activate(new)
+                switched = time.monotonic()
+                log.info("read model switched", extra={"fields": {"from": old, "to": new}})
+                if tps:  # catch up with what the live projector wrote to the old generation meanwhile
+                    await _consume(consumer, runtime.mongo, cols, {}, min(idle, 2.0), batch_size, bar, counts)
+            finally:
+                bar.stop()
+            if not keep_old and old != new:
+                await asyncio.sleep(max(0.0, 2 * ReadModel.POINTER_TTL - (time.monotonic() - switched)))
+                await rm.drop(old)
         finally:
-            bar.stop()
-        if not keep_old and old != new:
-            await asyncio.sleep(max(0.0, 2 * ReadModel.POINTER_TTL - (time.monotonic() - switched)))
-            await rm.drop(old)
-    finally:
-        await consumer.stop()
-        await ctx.close()
+            await consumer.stop()
     elapsed = time.monotonic() - started
     return (f"replayed {sum(counts.values())} events in {elapsed:.1f}s into generation {new} "
             f"(applied {counts['applied']}, duplicate {counts['duplicate']}, invalid {counts['invalid']}, "

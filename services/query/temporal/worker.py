@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 
+from temporalio.client import Client
 from temporalio.worker import Worker
 
-from services.query.bootstrap import QueryContext, build
+from services.query.bootstrap import QueryRuntime, ops_checks, query_runtime
 from services.query.temporal.activities import QueryActivities
 from services.query.temporal.workflows import PaymentQueryWorkflow
-from shared.ops import serve_ops
+from shared.ops import serving, until_stopped
 from shared.settings import Settings
 from shared.temporal import connect
 
 log = logging.getLogger("payments.query.worker")
 
 
-def create_worker(client, ctx: QueryContext, settings: Settings, max_concurrent: int = 200) -> Worker:  # type: ignore[no-untyped-def]
-    acts = QueryActivities(ctx.handlers)
+def create_worker(client: Client, runtime: QueryRuntime, settings: Settings, max_concurrent: int = 200) -> Worker:
+    acts = QueryActivities(runtime.handlers)
     return Worker(
         client,
         task_queue=settings.query_task_queue,
@@ -31,25 +30,17 @@ def create_worker(client, ctx: QueryContext, settings: Settings, max_concurrent:
     )
 
 
-async def main(settings: Settings, max_concurrent: int = 200) -> None:
-    ctx = build(settings)
-    client = await connect(settings)
-    worker = create_worker(client, ctx, settings, max_concurrent)
+async def run_query_worker(settings: Settings, max_concurrent: int = 200) -> None:
+    """Serve the query task queue (and the ops endpoint) until SIGTERM/SIGINT."""
+    async with query_runtime(settings) as runtime:
+        client = await connect(settings)
 
-    async def temporal_ready() -> None:
-        await client.service_client.check_health()
+        async def temporal() -> None:
+            await client.service_client.check_health()
 
-    server, ops_task = await serve_ops("payments query worker", settings.host, settings.query_worker_metrics_port,
-                                       {"mongodb": ctx.check_mongo, "redis": ctx.check_redis,
-                                        "temporal": temporal_ready})
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log.info("query worker started", extra={"fields": {"task_queue": settings.query_task_queue}})
-    async with worker:
-        await stop.wait()
-        log.info("query worker stopping")
-    server.should_exit = True
-    await ops_task
-    await ctx.close()
+        checks = {**ops_checks(runtime), "temporal": temporal}
+        async with serving("payments query worker", settings.host, settings.query_worker_metrics_port, checks), \
+                create_worker(client, runtime, settings, max_concurrent):
+            log.info("query worker started", extra={"fields": {"task_queue": settings.query_task_queue}})
+            await until_stopped()
+            log.info("query worker stopping")

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "unit"))  # test_projection_strategies
 
-from services.query.bootstrap import QueryContext, build  # noqa: E402
+from services.query.bootstrap import QueryRuntime, query_runtime  # noqa: E402
 from services.query.http.app import create_app  # noqa: E402
 from shared.auth import SCOPE_READ, mint_token  # noqa: E402
 from shared.net import free_port
@@ -146,17 +146,16 @@ async def producer(qsettings: Settings) -> AsyncIterator[AIOKafkaProducer]:
 
 
 @pytest.fixture
-async def ctx(qsettings: Settings) -> AsyncIterator[QueryContext]:
-    context = build(qsettings)
-    await context.read_model.ensure_indexes()
-    yield context
-    await context.mongo.drop_database(qsettings.mongo_db)
-    await context.close()
+async def runtime(qsettings: Settings) -> AsyncIterator[QueryRuntime]:
+    async with query_runtime(qsettings) as opened:
+        await opened.read_model.ensure_indexes()
+        yield opened
+        await opened.mongo.drop_database(qsettings.mongo_db)
 
 
 @pytest.fixture
-async def api(qsettings: Settings, ctx: QueryContext) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(qsettings, ctx)
+async def api(qsettings: Settings, runtime: QueryRuntime) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(qsettings, runtime)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://query") as client:
             yield client

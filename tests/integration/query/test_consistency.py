@@ -1,6 +1,6 @@
 """consistent_with: read-your-writes on search, get and statistics, against real MongoDB,
 Redis and Temporal. Writes are projected with the projector's own write path
-(``domain.apply_batch``), which does not bump the cache generation: exactly the state
+(``batch_writes.apply_batch``), which does not bump the cache epoch: exactly the state
 between the projector's MongoDB commit and its Redis bump."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 from test_projection_strategies import snapshot
 from test_query_api import seed
 
-from services.query import domain
-from services.query.bootstrap import build
+from services.query.adapters.batch_writes import apply_batch
+from services.query.bootstrap import query_runtime
 from services.query.handlers import NotCaughtUp
 from services.query.queries import SearchQuery, StatisticsQuery
 from services.query.temporal.client import PaymentQueryClient
@@ -29,32 +29,32 @@ def tokens(qsettings) -> ConsistencyTokens:  # noqa: ANN001
     return ConsistencyTokens(qsettings.consistency_token_secret)
 
 
-async def project(ctx, *payments, event=EventType.CREATED) -> None:  # noqa: ANN001
-    cols = await ctx.read_model.active(fresh=True)
-    await domain.apply_batch(ctx.mongo, cols, [new_event(event, p) for p in payments])
+async def project(runtime, *payments, event=EventType.CREATED) -> None:  # noqa: ANN001
+    cols = await runtime.read_model.active(fresh=True)
+    await apply_batch(runtime.mongo, cols, [new_event(event, p) for p in payments])
 
 
 def hits(kind: str) -> float:
     return QUERIES.labels(kind, "hit")._value.get()
 
 
-async def test_search_waits_for_the_write_and_never_serves_an_older_cached_answer(ctx, api, auth, tokens):
+async def test_search_waits_for_the_write_and_never_serves_an_older_cached_answer(runtime, api, auth, tokens):
     h = auth("org-a")
-    await seed(ctx, [snapshot("old-1", "org-a")])
-    assert (await api.get("/v1/payments", headers=h)).json()["total"] == 1  # cached under generation G
+    await seed(runtime, [snapshot("old-1", "org-a")])
+    assert (await api.get("/v1/payments", headers=h)).json()["total"] == 1  # cached under epoch E
     new = snapshot("new-1", "org-a", amount=4321)
     token = tokens.issue([new])
 
     async def project_later() -> None:
         await asyncio.sleep(0.3)
-        await project(ctx, new)
+        await project(runtime, new)
 
     task = asyncio.create_task(project_later())
     waited = await api.get("/v1/payments", params={"consistent_with": token}, headers=h)
     await task
     assert waited.status_code == 200, waited.text
     assert waited.json()["total"] == 2 and "new-1" in [p["id"] for p in waited.json()["data"]]
-    # The token read moved the generation past the older answers: every later reader sees it.
+    # The token read moved the epoch past the older answers: every later reader sees it.
     assert (await api.get("/v1/payments", headers=h)).json()["total"] == 2
     before = hits("search")
     again = await api.get("/v1/payments", params={"consistent_with": token}, headers=h)
@@ -62,29 +62,29 @@ async def test_search_waits_for_the_write_and_never_serves_an_older_cached_answe
     assert hits("search") == before + 1  # the second read of the token comes from the cache
 
 
-async def test_a_token_for_an_already_projected_write_skips_a_stale_cache_entry(ctx, api, auth, tokens):
+async def test_a_token_for_an_already_projected_write_skips_a_stale_cache_entry(runtime, api, auth, tokens):
     """The race the guidance names: MongoDB has the write, Redis still the older answer."""
     h = auth("org-a")
-    await seed(ctx, [snapshot("s-1", "org-a")])
+    await seed(runtime, [snapshot("s-1", "org-a")])
     assert (await api.get("/v1/payments", headers=h)).json()["total"] == 1
     late = snapshot("s-2", "org-a")
-    await project(ctx, late)
+    await project(runtime, late)
     stale = await api.get("/v1/payments", headers=h)
     assert stale.json()["total"] == 1  # the cache is behind MongoDB: what a token must not serve
     fresh = await api.get("/v1/payments", params={"consistent_with": tokens.issue([late])}, headers=h)
     assert fresh.json()["total"] == 2
 
 
-async def test_get_and_statistics_with_a_token_include_the_write(ctx, api, auth, tokens):
+async def test_get_and_statistics_with_a_token_include_the_write(runtime, api, auth, tokens):
     h = auth("org-a")
     first = snapshot("g-1", "org-a", amount=1000)
-    await seed(ctx, [first])
+    await seed(runtime, [first])
     assert (await api.get("/v1/statistics", headers=h)).json()["count"] == 1
     assert (await api.get("/v1/payments/g-1", headers=h)).json()["version"] == 1
     done = first.model_copy(update={"version": 2, "status": PaymentStatus.COMPLETED})
     second = snapshot("g-2", "org-a", amount=500)
-    await project(ctx, done, event=EventType.STATUS_CHANGED)
-    await project(ctx, second)
+    await project(runtime, done, event=EventType.STATUS_CHANGED)
+    await project(runtime, second)
     combined = [tokens.issue([done]), tokens.issue([second])]  # two writes, two tokens
     stats = (await api.get("/v1/statistics", params={"consistent_with": combined}, headers=h)).json()
     assert stats["count"] == 2 and stats["by_status"] == {"completed": 1, "processing": 1}
@@ -93,18 +93,18 @@ async def test_get_and_statistics_with_a_token_include_the_write(ctx, api, auth,
     assert got.json()["status"] == "completed" and got.json()["version"] == 2
 
 
-async def test_a_deleted_payment_satisfies_its_token_through_the_tombstone(ctx, api, auth, tokens):
+async def test_a_deleted_payment_satisfies_its_token_through_the_tombstone(runtime, api, auth, tokens):
     h = auth("org-a")
     p = snapshot("d-1", "org-a")
-    await seed(ctx, [p])
+    await seed(runtime, [p])
     deleted = snapshot("d-1", "org-a", version=2, deleted=True)
-    await project(ctx, deleted, event=EventType.DELETED)
+    await project(runtime, deleted, event=EventType.DELETED)
     token = tokens.issue([deleted])
     assert (await api.get("/v1/payments", params={"consistent_with": token}, headers=h)).json()["total"] == 0
     assert (await api.get("/v1/payments/d-1", params={"consistent_with": token}, headers=h)).status_code == 404
 
 
-async def test_a_write_that_never_happened_is_409_after_the_bound(ctx, api, auth, tokens):
+async def test_a_write_that_never_happened_is_409_after_the_bound(runtime, api, auth, tokens):
     token = tokens.issue([snapshot("never-1", "org-a", version=3)])
     response = await api.get("/v1/statistics", params={"consistent_with": token}, headers=auth("org-a"))
     assert response.status_code == 409, response.text
@@ -113,9 +113,9 @@ async def test_a_write_that_never_happened_is_409_after_the_bound(ctx, api, auth
     assert body["behind"] == [{"payment_id": "never-1", "wanted_version": 3, "projected_version": None}]
 
 
-async def test_another_organizations_token_reveals_nothing(ctx, api, auth, tokens):
+async def test_another_organizations_token_reveals_nothing(runtime, api, auth, tokens):
     theirs = snapshot("b-1", "org-b")
-    await seed(ctx, [theirs, snapshot("a-1", "org-a")])
+    await seed(runtime, [theirs, snapshot("a-1", "org-a")])
     token = tokens.issue([theirs])
     for path in ("/v1/payments", "/v1/payments/a-1", "/v1/statistics"):
         response = await api.get(path, params={"consistent_with": token}, headers=auth("org-a"))
@@ -135,28 +135,25 @@ async def test_a_malformed_or_forged_token_is_a_4xx_naming_the_parameter(api, au
     assert (await api.get("/v1/statistics", params={"consistent_with": forged}, headers=auth("org-a"))).status_code == 400
 
 
-async def test_tokens_work_with_redis_down(qsettings, ctx, tokens):
+async def test_tokens_work_with_redis_down(qsettings, runtime, tokens):
     p = snapshot("r-1", "org-a")
-    dead = build(qsettings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
-    try:
+    async with query_runtime(qsettings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})) as dead:
         task = asyncio.create_task(dead.handlers.search("org-a", SearchQuery(), [tokens.issue([p])]))
         await asyncio.sleep(0.2)
         assert not task.done()
-        await project(ctx, p)
+        await project(runtime, p)
         assert (await task).total == 1
-    finally:
-        await dead.close()
 
 
-async def test_query_workflow_takes_tokens(qsettings, ctx, tokens):
+async def test_query_workflow_takes_tokens(qsettings, runtime, tokens):
     p = snapshot("t-1", "org-a", amount=700)
     client = await connect(qsettings, with_metrics=False)
-    async with create_worker(client, ctx, qsettings):
+    async with create_worker(client, runtime, qsettings):
         facade = PaymentQueryClient(client, qsettings.query_task_queue)
         token = tokens.issue([p])
         task = asyncio.create_task(facade.search_payments("org-a", SearchQuery(), [token]))
         await asyncio.sleep(0.3)
-        await project(ctx, p)
+        await project(runtime, p)
         assert [x.id for x in (await task).data] == ["t-1"]
         assert (await facade.payment_statistics("org-a", StatisticsQuery(), [token])).count == 1
         assert (await facade.get_payment("org-a", "t-1", [token])).amount == 700

@@ -65,11 +65,11 @@ async def idp(serve) -> AsyncIterator[tuple[IdP, str]]:  # noqa: ANN001
 
 
 @pytest.fixture
-async def http(qsettings, ctx, idp, serve) -> AsyncIterator[httpx.AsyncClient]:  # noqa: ANN001
+async def http(qsettings, runtime, idp, serve) -> AsyncIterator[httpx.AsyncClient]:  # noqa: ANN001
     _, url = idp
     settings = qsettings.model_copy(update={"jwt_jwks_url": url, "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE,
                                             "jwt_jwks_min_refresh_seconds": 0.0})
-    async with serve(create_app(settings, ctx)) as base_url, httpx.AsyncClient(base_url=base_url, timeout=30) as c:
+    async with serve(create_app(settings, runtime)) as base_url, httpx.AsyncClient(base_url=base_url, timeout=30) as c:
         yield c
 
 
@@ -119,12 +119,12 @@ async def test_a_rotated_key_is_picked_up(idp, http) -> None:  # noqa: ANN001
     assert provider.fetches == fetched + 1
 
 
-async def test_unknown_kids_refresh_the_key_set_at_most_once_per_bound(idp, qsettings, ctx, serve) -> None:  # noqa: ANN001
+async def test_unknown_kids_refresh_the_key_set_at_most_once_per_bound(idp, qsettings, runtime, serve) -> None:  # noqa: ANN001
     provider, url = idp
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     provider.add("k1", key)
     settings = qsettings.model_copy(update={"jwt_jwks_url": url, "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE})
-    async with serve(create_app(settings, ctx)) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+    async with serve(create_app(settings, runtime)) as base_url, httpx.AsyncClient(base_url=base_url) as http:
         assert await _status(http, token(key, "k1", "RS256")) == 200
         for i in range(20):
             assert await _status(http, token(key, f"random-{i}", "RS256")) == 401

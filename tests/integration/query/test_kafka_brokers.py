@@ -130,7 +130,7 @@ def test_librdkafka_clients_produce_and_consume(noida) -> None:
 
 @pytest.mark.parametrize("source", ["compose", "helm"])
 async def test_projector_with_the_deployed_kafka_settings_joins_projects_and_commits(
-        source, noida, qsettings, ctx, tmp_path, monkeypatch):
+        source, noida, qsettings, runtime, tmp_path, monkeypatch):
     for key in [k for k in os.environ if k.startswith("PAYMENTS_KAFKA_") and k != "PAYMENTS_KAFKA_BOOTSTRAP"]:
         monkeypatch.delenv(key)  # not the local stack's overrides: the deployment's values only
     for key, value in deployed_kafka_settings(source).items():
@@ -153,7 +153,7 @@ async def test_projector_with_the_deployed_kafka_settings_joins_projects_and_com
             await producer.stop()
 
         async def projected() -> bool:
-            return await (await ctx.read_model.active(fresh=True)).payments.count_documents({}) == 6
+            return await (await runtime.read_model.active(fresh=True)).payments.count_documents({}) == 6
 
         await eventually(projected, 30, "the events projected on noida-db")
 

@@ -19,10 +19,11 @@ from prometheus_client import REGISTRY
 from test_projection_strategies import recount
 from test_projector import _payments_from_mongo, _statistics_from_mongo, raw_event, read_topic
 
-from services.query import domain
-from services.query.adapters.cache import generation_key
+from services.query.adapters import batch_writes
+from services.query.adapters.cache import epoch_key
 from services.query.adapters.projector import Projector
-from services.query.bootstrap import build
+from services.query.adapters.read_model import META
+from services.query.bootstrap import query_runtime
 from shared.dlq import dlq_headers
 from shared.net import free_port
 from shared.ops import ops_app
@@ -48,7 +49,7 @@ def foreign_produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes
 
 
 async def test_a_foreign_poison_event_is_dead_lettered_and_every_other_event_projected(
-        qsettings, ctx, projector_factory):
+        qsettings, runtime, projector_factory):
     await asyncio.to_thread(create_topic, qsettings.kafka_bootstrap, qsettings.events_topic)
     poison_v1 = raw_event("pz", "org-p", amount=500)
     poison_v1["data"]["payment"]["metadata"] = {"big": 10**29}  # the payload
@@ -62,7 +63,7 @@ async def test_a_foreign_poison_event_is_dead_lettered_and_every_other_event_pro
     process.start()
 
     async def ordinary_projected() -> bool:
-        cols = await ctx.read_model.active(fresh=True)
+        cols = await runtime.read_model.active(fresh=True)
         return await cols.payments.count_documents({"organization_id": "org-p", "id": {"$regex": "^o"}}) == 30
 
     await eventually(ordinary_projected, 60, "every ordinary event")
@@ -70,18 +71,18 @@ async def test_a_foreign_poison_event_is_dead_lettered_and_every_other_event_pro
     headers = dict(dead.headers)
     assert dead.value == raw_poison and headers["dlq-kind"] == b"invalid"
     assert b"signed 64 bits" in headers["dlq-reason"]
-    assert await ctx.read_model.get("org-p", "pz") is None
+    assert await runtime.read_model.get("org-p", "pz") is None
 
     await asyncio.to_thread(foreign_produce, qsettings.kafka_bootstrap, qsettings.events_topic,
                             [(b"pz", json.dumps(good_v2).encode())])
 
     async def superseded() -> bool:
-        view = await ctx.read_model.get("org-p", "pz")
+        view = await runtime.read_model.get("org-p", "pz")
         return view is not None and view.amount == 700
 
     await eventually(superseded, 30, "the later good version of the poison payment")
-    stored = await _payments_from_mongo(ctx)
-    assert await _statistics_from_mongo(ctx) == recount(stored)
+    stored = await _payments_from_mongo(runtime)
+    assert await _statistics_from_mongo(runtime) == recount(stored)
     metrics = await process.metrics()
     assert 'payments_projection_dead_letters_total{reason="invalid"} 1.0' in metrics
     assert "payments_projector_stalled 0.0" in metrics
@@ -120,23 +121,23 @@ def _sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-async def test_a_bug_on_one_event_dead_letters_it_and_projection_continues(qsettings, ctx, dead_letters,
+async def test_a_bug_on_one_event_dead_letters_it_and_projection_continues(qsettings, runtime, dead_letters,
                                                                          monkeypatch):
-    real_document = domain.payment_document
+    real_document = batch_writes.payment_document
 
     def buggy(event, projected_at):  # noqa: ANN001, ANN202 - a bug that only one input triggers
         if event.subject == "bug-1":
             raise KeyError("a bug in our code")
         return real_document(event, projected_at)
 
-    monkeypatch.setattr(domain, "payment_document", buggy)
+    monkeypatch.setattr(batch_writes, "payment_document", buggy)
     events = [raw_event(f"b{i}", "org-b", amount=10 + i) for i in range(40)]
     events.insert(17, raw_event("bug-1", "org-b"))
     before = _sample("payments_projection_dead_letters_total", reason="error")
-    projector = Projector(ctx, dead_letters, "g-test")
+    projector = Projector(runtime, dead_letters, "g-test")
     await projector.handle(_messages(qsettings.events_topic, events))
 
-    cols = await ctx.read_model.active(fresh=True)
+    cols = await runtime.read_model.active(fresh=True)
     assert await cols.payments.count_documents({}) == 40
     [(key, value, headers)] = dead_letters.records
     headers = dict(headers)
@@ -144,20 +145,26 @@ async def test_a_bug_on_one_event_dead_letters_it_and_projection_continues(qsett
     assert headers["dlq-kind"] == b"error" and b"KeyError" in headers["dlq-reason"]
     assert headers["dlq-source-offset"] == b"17"
     assert _sample("payments_projection_dead_letters_total", reason="error") == before + 1
-    await projector.check_progress()  # ready: it progressed
-    assert await _statistics_from_mongo(ctx) == recount(await _payments_from_mongo(ctx))
+    await projector.health.check()  # ready: it progressed
+    assert await _statistics_from_mongo(runtime) == recount(await _payments_from_mongo(runtime))
 
 
 async def test_a_projector_that_cannot_progress_says_so(qsettings, dead_letters):
-    dead = build(qsettings.model_copy(update={
-        "mongo_url": f"mongodb://127.0.0.1:{free_port()}/?directConnection=true"}))
+    unreachable = qsettings.model_copy(update={
+        "mongo_url": f"mongodb://127.0.0.1:{free_port()}/?directConnection=true"})
+    async with query_runtime(unreachable) as dead:
+        await _stalls(qsettings, dead, dead_letters)
+    assert dead_letters.records == []  # an unreachable MongoDB is nobody's poison
+
+
+async def _stalls(qsettings, dead, dead_letters) -> None:  # noqa: ANN001
     projector = Projector(dead, dead_letters, "g-stall")
-    projector.stall_after = 0.5
+    projector.health.stall_after = 0.5
     task = asyncio.create_task(projector.handle(_messages(qsettings.events_topic, [raw_event("s1")])))
 
     async def not_ready() -> str | None:
         try:
-            await projector.check_progress()
+            await projector.health.check()
         except RuntimeError as exc:
             return str(exc)
         return None
@@ -165,7 +172,7 @@ async def test_a_projector_that_cannot_progress_says_so(qsettings, dead_letters)
     try:
         reason = await eventually(not_ready, 20, "the projector to report itself stalled")
         assert "stalled" in reason and "ServerSelectionTimeoutError" in reason
-        ops = ops_app("projector", {"projection": projector.check_progress})  # what create_app serves
+        ops = ops_app("projector", {"projection": projector.health.check})  # what the projector serves
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=ops), base_url="http://ops") as client:
             readyz = await client.get("/readyz")
         assert readyz.status_code == 503 and "stalled" in readyz.json()["checks"]["projection"]
@@ -177,32 +184,28 @@ async def test_a_projector_that_cannot_progress_says_so(qsettings, dead_letters)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-        await dead.close()
-    assert dead_letters.records == []  # an unreachable MongoDB is nobody's poison
 
 
-async def test_cache_bumps_survive_a_projector_crash_while_redis_is_down(qsettings, ctx, dead_letters, api, auth):
+async def test_cache_bumps_survive_a_projector_crash_while_redis_is_down(qsettings, runtime, dead_letters, api, auth):
     search = "/v1/payments?limit=50"
     first = await api.get(search, headers=auth("org-c"))
     assert first.status_code == 200 and first.json()["data"] == []  # cached now
-    redis_down = build(qsettings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"}))
-    try:
+    async with query_runtime(qsettings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})) \
+            as redis_down:
         crashed = Projector(redis_down, dead_letters, "g-bump")
         await crashed.handle(_messages(qsettings.events_topic, [raw_event("c1", "org-c")]))
         assert crashed.pending_bumps == {"org-c"}, "Redis was down: the bump must still be pending"
-    finally:
-        await redis_down.close()
     del crashed  # SIGKILL: its memory is gone
     stale = await api.get(search, headers=auth("org-c"))
     assert stale.json()["data"] == [], "the test needs a cached answer older than the read model"
 
-    restarted = Projector(ctx, dead_letters, "g-bump")
+    restarted = Projector(runtime, dead_letters, "g-bump")
     await restarted.flush_bumps()  # its 1 s timer, before any event arrives
     fresh = await api.get(search, headers=auth("org-c"))
     assert [p["id"] for p in fresh.json()["data"]] == ["c1"]
-    assert int(await ctx.cache.redis.get(generation_key(ctx.cache.prefix, "org-c"))) >= 1
+    assert int(await runtime.cache.redis.get(epoch_key(runtime.cache.prefix, "org-c"))) >= 1
     assert await restarted.pending.load() == set()
-    left = await ctx.read_model.db["read_model_meta"].count_documents(
+    left = await runtime.read_model.db[META].count_documents(
         {"_id": {"$regex": "^pending-bumps:g-bump:"}, "orgs": {"$ne": []}})
     assert left == 0, "the crashed projector's record must be taken over, then cleared"
 
@@ -212,7 +215,7 @@ def _cli(qsettings, *args: str) -> subprocess.CompletedProcess:  # noqa: ANN001
                           capture_output=True, text=True, timeout=120, check=False)
 
 
-async def test_redrive_survives_a_projector_sigkill_and_does_not_loop(qsettings, ctx, producer, projector_factory):
+async def test_redrive_survives_a_projector_sigkill_and_does_not_loop(qsettings, runtime, producer, projector_factory):
     for topic in (qsettings.events_topic, qsettings.dlq_topic):
         await asyncio.to_thread(create_topic, qsettings.kafka_bootstrap, topic)
     # What a buggy projector version dead-lettered: 60 payments (created, completed), and one non-event.
@@ -243,23 +246,23 @@ async def test_redrive_survives_a_projector_sigkill_and_does_not_loop(qsettings,
     assert redriven.returncode == 0 and "redrove 121" in redriven.stdout, redriven.stdout + redriven.stderr
 
     async def some_projected() -> bool:
-        return await (await ctx.read_model.active(fresh=True)).payments.count_documents({}) >= 10
+        return await (await runtime.read_model.active(fresh=True)).payments.count_documents({}) >= 10
 
     await eventually(some_projected, 60, "part of the redrive projected")
     assert first.kill() == -9
-    cols = await ctx.read_model.active(fresh=True)
+    cols = await runtime.read_model.active(fresh=True)
     assert await cols.payments.count_documents({"status": "completed"}) < 60, (
         "the projector finished the redrive before it was killed: the test proves nothing")
     second = projector_factory()
     second.start()
 
     async def all_completed() -> bool:
-        cols = await ctx.read_model.active(fresh=True)
+        cols = await runtime.read_model.active(fresh=True)
         return await cols.payments.count_documents({"status": "completed"}) == 60
 
     await eventually(all_completed, 60, "every redriven payment after the restart")
-    stored = await _payments_from_mongo(ctx)
-    assert len(stored) == 60 and await _statistics_from_mongo(ctx) == recount(stored)
+    stored = await _payments_from_mongo(runtime)
+    assert len(stored) == 60 and await _statistics_from_mongo(runtime) == recount(stored)
     back = await read_topic(qsettings.kafka_bootstrap, qsettings.dlq_topic, 122)
     returned = [r for r in back if dict(r.headers).get("dlq-redrive-count") == b"1"]
     assert [r.value for r in returned] == [b"{not an event"]  # the one that still fails, once

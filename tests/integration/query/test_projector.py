@@ -53,7 +53,7 @@ async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float =
     return records
 
 
-async def test_foreign_events_are_projected_and_invalid_ones_dead_lettered(qsettings, ctx, producer, projector):
+async def test_foreign_events_are_projected_and_invalid_ones_dead_lettered(qsettings, runtime, producer, projector):
     topic = qsettings.events_topic
     good1, good2 = raw_event("ext-1"), raw_event("ext-2", amount=99)
     wrong_type = raw_event("ext-3", type_="com.gyroscops.payment.teleported")
@@ -68,10 +68,10 @@ async def test_foreign_events_are_projected_and_invalid_ones_dead_lettered(qsett
     await producer.send_and_wait(topic, json.dumps(good2).encode(), key=b"ext-2")
 
     async def both_projected() -> bool:
-        return all([await ctx.read_model.get("org-x", pid) for pid in ("ext-1", "ext-2")])
+        return all([await runtime.read_model.get("org-x", pid) for pid in ("ext-1", "ext-2")])
 
     await eventually(both_projected, what="good events around the bad ones")
-    view = await ctx.read_model.get("org-x", "ext-2")
+    view = await runtime.read_model.get("org-x", "ext-2")
     assert (view.amount, view.currency, view.description) == (99, "EUR", "from elsewhere")
 
     dead = await read_topic(qsettings.kafka_bootstrap, qsettings.dlq_topic, 4)
@@ -88,7 +88,7 @@ async def test_foreign_events_are_projected_and_invalid_ones_dead_lettered(qsett
     assert 'payments_projection_events_total{result="applied",type="created"} 2.0' in metrics
 
 
-async def test_events_from_an_untrusted_source_are_dead_lettered_never_projected(qsettings, ctx, producer,
+async def test_events_from_an_untrusted_source_are_dead_lettered_never_projected(qsettings, runtime, producer,
                                                                                    projector):
     # A producer that is not the command service writes straight to the events topic.
     forged = raw_event("forged-1", org="org-t") | {"source": "/billing/legacy"}
@@ -97,29 +97,29 @@ async def test_events_from_an_untrusted_source_are_dead_lettered_never_projected
     await producer.send_and_wait(qsettings.events_topic, json.dumps(trusted).encode(), key=b"trusted-1")
 
     async def trusted_projected() -> bool:
-        return await ctx.read_model.get("org-t", "trusted-1") is not None
+        return await runtime.read_model.get("org-t", "trusted-1") is not None
 
     await eventually(trusted_projected, what="the trusted event, sent after the forged one")
-    assert await ctx.read_model.get("org-t", "forged-1") is None
+    assert await runtime.read_model.get("org-t", "forged-1") is None
     dead = await read_topic(qsettings.kafka_bootstrap, qsettings.dlq_topic, 1)
     assert [r.value for r in dead] == [json.dumps(forged).encode()]
     assert dict(dead[0].headers)["dlq-reason"] == b"untrusted source"
 
 
-async def _statistics_from_mongo(ctx) -> dict:  # noqa: ANN001
-    cols = await ctx.read_model.active(fresh=True)
+async def _statistics_from_mongo(runtime) -> dict:  # noqa: ANN001
+    cols = await runtime.read_model.active(fresh=True)
     return {BucketKey(b["organization_id"], b["day"], b["currency"], b["status"]):
             {k: b[k] for k in ("count", "sum", "min", "max")} async for b in cols.statistics.find()}
 
 
-async def _payments_from_mongo(ctx) -> list:  # noqa: ANN001
-    cols = await ctx.read_model.active(fresh=True)
+async def _payments_from_mongo(runtime) -> list:  # noqa: ANN001
+    cols = await runtime.read_model.active(fresh=True)
     return [snapshot(d["id"], d["organization_id"], amount=d["amount"], currency=d["currency"],
                      status=d["status"], version=d["version"], created_at=d["created_at"])
             async for d in cols.payments.find()]
 
 
-async def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(qsettings, ctx, producer,
+async def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(qsettings, runtime, producer,
                                                                          projector_factory):
     payments = [snapshot(f"k{i}", f"org-{i % 3}", amount=100 + i, currency=("EUR", "JPY")[i % 2])
                 for i in range(300)]
@@ -134,32 +134,32 @@ async def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(qsettin
     first.start()
 
     async def some_projected() -> bool:
-        return await (await ctx.read_model.active(fresh=True)).payments.count_documents({}) >= 60
+        return await (await runtime.read_model.active(fresh=True)).payments.count_documents({}) >= 60
 
     await eventually(some_projected, 60, "part of the stream")
     assert first.kill() == -9
-    done_before = await (await ctx.read_model.active(fresh=True)).payments.count_documents({"status": "completed"})
+    done_before = await (await runtime.read_model.active(fresh=True)).payments.count_documents({"status": "completed"})
     assert done_before < 300, "the projector finished before it was killed: the test proves nothing"
 
     second = projector_factory()
     second.start()
 
     async def all_completed() -> bool:
-        cols = await ctx.read_model.active(fresh=True)
+        cols = await runtime.read_model.active(fresh=True)
         return await cols.payments.count_documents({"status": "completed"}) == 300
 
     try:
         await eventually(all_completed, 60, "every payment completed after the restart")
     except AssertionError:
         raise AssertionError(second.logs()) from None
-    stored = await _payments_from_mongo(ctx)
+    stored = await _payments_from_mongo(runtime)
     assert len(stored) == 300
-    assert await _statistics_from_mongo(ctx) == recount(stored)
-    total = sum(b["count"] for b in (await _statistics_from_mongo(ctx)).values())
+    assert await _statistics_from_mongo(runtime) == recount(stored)
+    total = sum(b["count"] for b in (await _statistics_from_mongo(runtime)).values())
     assert total == 300
 
 
-async def test_replay_rebuilds_the_same_read_model_in_a_new_generation(qsettings, ctx, producer, projector):
+async def test_replay_rebuilds_the_same_read_model_in_a_new_generation(qsettings, runtime, producer, projector):
     for i in range(20):
         p = snapshot(f"r{i}", "org-r", amount=10 * (i + 1))
         events = [new_event(EventType.CREATED, p)]
@@ -170,19 +170,19 @@ async def test_replay_rebuilds_the_same_read_model_in_a_new_generation(qsettings
     await producer.flush()
 
     async def projected() -> bool:
-        cols = await ctx.read_model.active(fresh=True)
+        cols = await runtime.read_model.active(fresh=True)
         return await cols.tombstones.count_documents({}) == 5 and await cols.payments.count_documents({}) == 15
 
     await eventually(projected)
-    before_gen = (await ctx.read_model.active(fresh=True)).generation
-    stats_before = await _statistics_from_mongo(ctx)
+    before_gen = (await runtime.read_model.active(fresh=True)).generation
+    stats_before = await _statistics_from_mongo(runtime)
     result = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "services.cli", "replay", "--idle", "1", "--no-progress"],
         env=settings_env(qsettings), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "applied 25" in result.stdout
-    after = await ctx.read_model.active(fresh=True)
+    after = await runtime.read_model.active(fresh=True)
     assert after.generation != before_gen
-    assert await _statistics_from_mongo(ctx) == stats_before
+    assert await _statistics_from_mongo(runtime) == stats_before
     assert await after.payments.count_documents({}) == 15
-    assert before_gen not in {n.split("_", 1)[1] for n in await ctx.read_model.db.list_collection_names() if "_" in n}
+    assert before_gen not in {n.split("_", 1)[1] for n in await runtime.read_model.db.list_collection_names() if "_" in n}

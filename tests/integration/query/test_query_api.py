@@ -13,9 +13,10 @@ from hypothesis import settings as hsettings
 from test_projection_strategies import deliveries, newest_versions, recount, snapshot
 from test_projector import _payments_from_mongo, _statistics_from_mongo
 
-from services.query import domain
+from services.query.adapters.batch_writes import apply_batch
+from services.query.adapters.cache import epoch_key
 from services.query.adapters.read_model import ReadModel
-from services.query.bootstrap import build
+from services.query.bootstrap import query_runtime
 from services.query.queries import SearchQuery, StatisticsQuery
 from services.query.temporal.client import PaymentQueryClient
 from services.query.temporal.worker import create_worker
@@ -25,10 +26,10 @@ from shared.telemetry import CACHE_ERRORS, QUERIES
 from shared.temporal import connect
 
 
-async def seed(ctx, payments):  # noqa: ANN001, ANN201
+async def seed(runtime, payments):  # noqa: ANN001, ANN201
     """Project creation events directly (the projector's own write path)."""
-    cols = await ctx.read_model.active(fresh=True)
-    await domain.apply_batch(ctx.mongo, cols, [new_event(EventType.CREATED, p) for p in payments])
+    cols = await runtime.read_model.active(fresh=True)
+    await apply_batch(runtime.mongo, cols, [new_event(EventType.CREATED, p) for p in payments])
 
 
 def payments_of(org: str, n: int, **kw) -> list:  # noqa: ANN003
@@ -37,8 +38,8 @@ def payments_of(org: str, n: int, **kw) -> list:  # noqa: ANN003
                      user_id=f"u{i % 3}", **kw) for i in range(n)]
 
 
-async def test_search_filters_sorts_and_paginates_by_cursor_and_page(ctx, api, auth):
-    await seed(ctx, payments_of("org-a", 25) + payments_of("org-b", 3))
+async def test_search_filters_sorts_and_paginates_by_cursor_and_page(runtime, api, auth):
+    await seed(runtime, payments_of("org-a", 25) + payments_of("org-b", 3))
     h = auth("org-a")
     seen, cursor = [], None
     while True:
@@ -61,8 +62,8 @@ async def test_search_filters_sorts_and_paginates_by_cursor_and_page(ctx, api, a
     assert (await api.get("/v1/payments", params={"starting_after": "nope"}, headers=h)).status_code == 400
 
 
-async def test_organizations_never_see_each_other(ctx, api, auth):
-    await seed(ctx, payments_of("org-a", 2) + payments_of("org-b", 1))
+async def test_organizations_never_see_each_other(runtime, api, auth):
+    await seed(runtime, payments_of("org-a", 2) + payments_of("org-b", 1))
     mine = await api.get("/v1/payments/org-a-000", headers=auth("org-a"))
     assert mine.status_code == 200 and mine.json()["organization_id"] == "org-a"
     theirs = await api.get("/v1/payments/org-a-000", headers=auth("org-b"))
@@ -73,8 +74,8 @@ async def test_organizations_never_see_each_other(ctx, api, auth):
     assert (await api.get("/v1/payments")).status_code == 401
 
 
-async def test_statistics_come_from_the_aggregates(ctx, api, auth):
-    await seed(ctx, payments_of("org-a", 10))
+async def test_statistics_come_from_the_aggregates(runtime, api, auth):
+    await seed(runtime, payments_of("org-a", 10))
     body = (await api.get("/v1/statistics", params={"created_from": "2026-03-01", "created_to": "2026-03-01"},
                           headers=auth("org-a"))).json()
     amounts = [p.amount for p in payments_of("org-a", 10)]
@@ -85,15 +86,15 @@ async def test_statistics_come_from_the_aggregates(ctx, api, auth):
     assert empty["count"] == 0 and empty["currencies"] == []
 
 
-async def test_min_version_waits_for_the_projection(ctx, api, auth):
+async def test_min_version_waits_for_the_projection(runtime, api, auth):
     p = snapshot("mv-1", "org-a")
-    await seed(ctx, [p])
+    await seed(runtime, [p])
 
     async def project_later() -> None:
         await asyncio.sleep(0.3)
-        cols = await ctx.read_model.active(fresh=True)
+        cols = await runtime.read_model.active(fresh=True)
         done = p.model_copy(update={"version": 2, "status": PaymentStatus.COMPLETED})
-        await domain.apply_batch(ctx.mongo, cols, [new_event(EventType.STATUS_CHANGED, done)])
+        await apply_batch(runtime.mongo, cols, [new_event(EventType.STATUS_CHANGED, done)])
 
     task = asyncio.create_task(project_later())
     got = await api.get("/v1/payments/mv-1", params={"min_version": 2}, headers=auth("org-a"))
@@ -103,11 +104,11 @@ async def test_min_version_waits_for_the_projection(ctx, api, auth):
     assert late.status_code == 409 and late.json()["wanted_version"] == 1
 
 
-async def test_cached_search_is_invalidated_by_projection(qsettings, ctx, api, auth, producer, projector):
+async def test_cached_search_is_invalidated_by_projection(qsettings, runtime, api, auth, producer, projector):
     p = snapshot("c-1", "org-a", amount=500)
     created = new_event(EventType.CREATED, p)
-    generation_key = f"{ctx.cache.prefix}:gen:org-a"
-    initial = int(await ctx.cache.redis.get(generation_key) or 0)
+    epoch = epoch_key(runtime.cache.prefix, "org-a")
+    initial = int(await runtime.cache.redis.get(epoch) or 0)
     await producer.send_and_wait(qsettings.events_topic, created.to_json_bytes(), key=created.subject.encode())
     h = auth("org-a")
 
@@ -116,43 +117,40 @@ async def test_cached_search_is_invalidated_by_projection(qsettings, ctx, api, a
 
     await eventually(visible)
 
-    async def generation_bumped() -> bool:  # the projector bumps just after its Mongo write
-        return int(await ctx.cache.redis.get(generation_key) or 0) > initial
+    async def epoch_bumped() -> bool:  # the projector bumps just after its Mongo write
+        return int(await runtime.cache.redis.get(epoch) or 0) > initial
 
-    await eventually(generation_bumped)
-    await api.get("/v1/payments", headers=h)  # fills the cache under the current generation
+    await eventually(epoch_bumped)
+    await api.get("/v1/payments", headers=h)  # fills the cache under the current epoch
     hits = QUERIES.labels("search", "hit")._value.get()
     assert (await api.get("/v1/payments", headers=h)).json()["data"][0]["amount"] == 500
     assert QUERIES.labels("search", "hit")._value.get() == hits + 1  # served from Redis
-    before = int(await ctx.cache.redis.get(generation_key) or 0)
+    before = int(await runtime.cache.redis.get(epoch) or 0)
     updated = new_event(EventType.UPDATED, p.model_copy(update={"version": 2, "amount": 777}))
     await producer.send_and_wait(qsettings.events_topic, updated.to_json_bytes(), key=updated.subject.encode())
 
     async def bumped() -> bool:
-        return int(await ctx.cache.redis.get(generation_key) or 0) > before
+        return int(await runtime.cache.redis.get(epoch) or 0) > before
 
-    await eventually(bumped, what="the projector to bump org-a's cache generation")
+    await eventually(bumped, what="the projector to bump org-a's cache epoch")
     assert (await api.get("/v1/payments", headers=h)).json()["data"][0]["amount"] == 777
 
 
-async def test_queries_answer_with_redis_down(qsettings, ctx, auth):
-    await seed(ctx, payments_of("org-a", 3))
-    dead = build(qsettings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
+async def test_queries_answer_with_redis_down(qsettings, runtime, auth):
+    await seed(runtime, payments_of("org-a", 3))
     errors = CACHE_ERRORS._value.get()
-    try:
+    async with query_runtime(qsettings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})) as dead:
         found = await dead.handlers.search("org-a", SearchQuery())
         assert found.total == 3
         assert (await dead.handlers.get("org-a", "org-a-001")).id == "org-a-001"
         assert (await dead.handlers.statistics("org-a", StatisticsQuery())).count == 3
         assert CACHE_ERRORS._value.get() > errors
-    finally:
-        await dead.close()
 
 
-async def test_temporal_query_workflow_answers_like_http(qsettings, ctx, api, auth):
-    await seed(ctx, payments_of("org-a", 5))
+async def test_temporal_query_workflow_answers_like_http(qsettings, runtime, api, auth):
+    await seed(runtime, payments_of("org-a", 5))
     client = await connect(qsettings, with_metrics=False)
-    async with create_worker(client, ctx, qsettings):
+    async with create_worker(client, runtime, qsettings):
         facade = PaymentQueryClient(client, qsettings.query_task_queue)
         via_temporal = await facade.search_payments("org-a", SearchQuery(limit=3, sort="amount"))
         via_http = (await api.get("/v1/payments", params={"limit": 3, "sort": "amount"}, headers=auth("org-a"))).json()
@@ -163,8 +161,8 @@ async def test_temporal_query_workflow_answers_like_http(qsettings, ctx, api, au
         assert await facade.get_payment("org-b", "org-a-002") is None
 
 
-async def test_a_crash_between_two_writes_leaves_nothing_half_written(ctx):
-    cols = await ctx.read_model.active(fresh=True)
+async def test_a_crash_between_two_writes_leaves_nothing_half_written(runtime):
+    cols = await runtime.read_model.active(fresh=True)
 
     class Exploding:
         def __getattr__(self, name):  # noqa: ANN001, ANN204
@@ -175,31 +173,31 @@ async def test_a_crash_between_two_writes_leaves_nothing_half_written(ctx):
 
     broken = type(cols)(cols.generation, cols.payments, cols.tombstones, Exploding())
     try:
-        await domain.apply_batch(ctx.mongo, broken, [new_event(EventType.CREATED, snapshot("crash-1"))])
+        await apply_batch(runtime.mongo, broken, [new_event(EventType.CREATED, snapshot("crash-1"))])
     except RuntimeError:
         pass
     else:
         raise AssertionError("the injected crash did not happen")
     assert await cols.payments.count_documents({}) == 0
-    await domain.apply_batch(ctx.mongo, cols, [new_event(EventType.CREATED, snapshot("crash-1"))])
-    assert await _statistics_from_mongo(ctx) == recount(await _payments_from_mongo(ctx))
+    await apply_batch(runtime.mongo, cols, [new_event(EventType.CREATED, snapshot("crash-1"))])
+    assert await _statistics_from_mongo(runtime) == recount(await _payments_from_mongo(runtime))
 
 
 @hsettings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 @given(case=deliveries(max_payments=4))
-async def test_property_on_real_mongodb(ctx, case):  # noqa: ANN001
+async def test_property_on_real_mongodb(runtime, case):  # noqa: ANN001
     lives, batches = case
-    rm: ReadModel = ctx.read_model
+    rm: ReadModel = runtime.read_model
     generation = f"h{uuid.uuid4().hex[:8]}"
     cols = rm.collections(generation)
     await rm.ensure_indexes(cols)
     await rm.activate(generation)
     for batch in batches:
-        await domain.apply_batch(ctx.mongo, cols, batch)
+        await apply_batch(runtime.mongo, cols, batch)
     newest = newest_versions(lives)
     live = {pid: e.paymentversion for pid, e in newest.items() if e.type is not EventType.DELETED}
     assert {d["_id"]: d["version"] async for d in cols.payments.find()} == live
-    assert await _statistics_from_mongo(ctx) == recount(await _payments_from_mongo(ctx))
+    assert await _statistics_from_mongo(runtime) == recount(await _payments_from_mongo(runtime))
     await rm.drop(generation)
 
 

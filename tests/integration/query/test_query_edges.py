@@ -16,8 +16,8 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-async def http(qsettings, ctx, serve) -> AsyncIterator[httpx.AsyncClient]:  # noqa: ANN001
-    async with serve(create_app(qsettings, ctx)) as base_url, httpx.AsyncClient(base_url=base_url, timeout=30) as c:
+async def http(qsettings, runtime, serve) -> AsyncIterator[httpx.AsyncClient]:  # noqa: ANN001
+    async with serve(create_app(qsettings, runtime)) as base_url, httpx.AsyncClient(base_url=base_url, timeout=30) as c:
         yield c
 
 
@@ -26,8 +26,8 @@ def _old_style(*values) -> str:  # noqa: ANN002
     return "c1." + base64.urlsafe_b64encode(json.dumps(list(values)).encode()).decode().rstrip("=")
 
 
-async def test_forged_or_foreign_cursors_are_400_invalid_cursor(ctx, http, auth) -> None:  # noqa: ANN001
-    await seed(ctx, payments_of("org-a", 5) + payments_of("org-b", 5))
+async def test_forged_or_foreign_cursors_are_400_invalid_cursor(runtime, http, auth) -> None:  # noqa: ANN001
+    await seed(runtime, payments_of("org-a", 5) + payments_of("org-b", 5))
     h = auth("org-a")
     first = (await http.get("/v1/payments", params={"limit": 2, "currency": "EUR"}, headers=h)).json()
     cursor = first["next_cursor"]

@@ -8,11 +8,11 @@ from services.query.http.app import create_app
 from shared.auth import SCOPE_READ, mint_token
 
 
-async def test_schemathesis_finds_nothing(qsettings, ctx, serve, schemathesis_run) -> None:  # noqa: ANN001
-    await seed(ctx, payments_of("org-schemathesis", 30))
+async def test_schemathesis_finds_nothing(qsettings, runtime, serve, schemathesis_run) -> None:  # noqa: ANN001
+    await seed(runtime, payments_of("org-schemathesis", 30))
     token = mint_token("org-schemathesis", [SCOPE_READ], settings=qsettings)
     # min_version waits for versions that never come: keep each such case short.
-    ctx.handlers.max_wait = 0.2
-    async with serve(create_app(qsettings, ctx)) as base_url:
+    runtime.handlers.max_wait = 0.2
+    async with serve(create_app(qsettings, runtime)) as base_url:
         code, output = await schemathesis_run(base_url, token)
     assert code == 0, output[-20000:]

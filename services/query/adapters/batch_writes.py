@@ -1,0 +1,211 @@
+"""The projection's writes: a batch applied to the read model in ONE MongoDB
+multi-document transaction (payments, tombstones and statistics), so a crash between
+two writes leaves either all or none of them; and the projector's bookkeeping beside
+them: the organizations whose cache epoch is still to be bumped (recorded in that same
+transaction), and the sessions it runs transactions on.
+
+What to write is decided by :func:`services.query.domain.plan_batch`; this module loads
+what it needs and writes what it returns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, DeleteOne, ReplaceOne, UpdateOne, WriteConcern
+
+from services.query.domain import (
+    APPLIED,
+    BatchPlan,
+    BucketKey,
+    Stored,
+    bucket_fields,
+    document_id,
+    payment_document,
+    plan_batch,
+    stored_from_doc,
+    tombstone_document,
+)
+from shared.events import PaymentEvent
+
+# A batch's offsets are committed once its transaction returns, so the commit must be
+# durable by then: acknowledged by a majority of the replica set and journaled. (The local
+# stack's SecantusDB syncs on commit when it persists, to honour j:true.)
+DURABLE = {"w": "majority", "j": True}
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedBatch:
+    """What one applied batch did: an outcome per event, the organizations it changed,
+    and the time of its newest applied event (for the lag metric)."""
+
+    outcomes: list[str]
+    organizations: set[str]
+    newest_event_time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingBumps:
+    """Where a projector records, in the batch's own transaction, the organizations whose
+    cache epoch still has to be bumped, so a crash before Redis accepted the bump
+    cannot leave a cached answer staler than the read model.
+
+    One document per projector process (``{_id: "pending-bumps:<group>:<member>", orgs}``),
+    so replicas never write-conflict on it; a starting projector adopts the documents of
+    the others (a dead predecessor's, or, harmlessly, a live sibling's: it bumps them too).
+    """
+
+    collection: Any
+    group: str
+    member: str
+
+    @property
+    def id(self) -> str:
+        return f"{self._prefix}{self.member}"
+
+    @property
+    def _prefix(self) -> str:
+        return f"pending-bumps:{self.group}:"
+
+    async def add(self, orgs: Iterable[str], session: Any = None) -> None:
+        await self.collection.update_one({"_id": self.id}, {"$addToSet": {"orgs": {"$each": sorted(orgs)}}},
+                                         upsert=True, session=session)
+
+    async def remove(self, orgs: Iterable[str]) -> None:
+        await self.collection.update_one({"_id": self.id}, {"$pullAll": {"orgs": sorted(orgs)}})
+
+    async def load(self) -> set[str]:
+        doc = await self.collection.find_one({"_id": self.id})
+        return set(doc.get("orgs", ())) if doc else set()
+
+    async def adopt(self) -> set[str]:
+        """Move the other projectors' pending organizations into this one's document."""
+        query = {"_id": {"$regex": "^" + re.escape(self._prefix), "$ne": self.id}}
+        docs = [d async for d in self.collection.find(query)]
+        orgs = {o for d in docs for o in d.get("orgs", ())}
+        if orgs:
+            await self.add(orgs)  # first recorded here, then forgotten there
+        if docs:
+            await self.collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
+        return orgs | await self.load()
+
+
+@dataclass
+class RecordedSessions:
+    """The sessions a consumer group's projectors run transactions on
+    (``{_id: "projector-sessions:<group>", lsids}``).
+
+    A SIGKILLed projector leaves its transaction open; MongoDB holds its locks (write
+    conflicts) until ``transactionLifetimeLimitSeconds`` (60 s) reaps it. So every
+    projector records its sessions, and a starting one kills the recorded ones. Cost: a
+    live sibling replica's in-flight batch is aborted once, and retried.
+    """
+
+    collection: Any
+    group: str
+    _recorded: set[bytes] = field(default_factory=set)
+
+    @property
+    def _doc(self) -> dict[str, str]:
+        return {"_id": f"projector-sessions:{self.group}"}
+
+    async def record(self, session: Any) -> None:
+        lsid = session.session_id
+        key = bytes(lsid["id"])
+        if key not in self._recorded:
+            await self.collection.update_one(self._doc, {"$addToSet": {"lsids": lsid}}, upsert=True)
+            self._recorded.add(key)
+
+    async def kill_recorded(self, client: Any) -> int:
+        """Kill the recorded sessions (aborting their transactions); how many there were."""
+        doc = await self.collection.find_one(self._doc)
+        if not doc or not doc.get("lsids"):
+            return 0
+        await client.admin.command("killSessions", doc["lsids"])
+        await self.collection.update_one(self._doc, {"$set": {"lsids": []}})
+        return len(doc["lsids"])
+
+
+async def apply_batch(client: Any, collections: Any, events: Sequence[PaymentEvent],
+                      on_session: Any = None, *, pending: PendingBumps | None = None,
+                      dry_run: bool = False) -> AppliedBatch:
+    """Apply parsed events to the read model in one transaction; returns per-event outcomes.
+
+    ``client`` is an ``AsyncMongoClient``; ``collections`` a :class:`read_model.Collections`;
+    ``on_session(session)`` runs before the transaction starts (the projector records the
+    session id so a restarted projector can abort a transaction its killed predecessor
+    left open). ``pending`` records the changed organizations in the same transaction.
+    ``dry_run`` writes everything, then aborts: it raises exactly what a real apply would
+    (the projector uses it to find which event of a failing batch is the poison).
+    """
+    if not events:
+        return AppliedBatch([], set(), None)
+    ids = list({document_id(e.organizationid, e.subject) for e in events})
+    async with client.start_session() as session:
+        if on_session is not None:
+            await on_session(session)
+        async with await session.start_transaction(write_concern=WriteConcern(**DURABLE)):
+            stored: dict[str, Stored] = {}
+            async for doc in collections.tombstones.find({"_id": {"$in": ids}}, session=session):
+                stored[doc["_id"]] = stored_from_doc(doc, tombstone=True)
+            async for doc in collections.payments.find({"_id": {"$in": ids}}, session=session):
+                stored[doc["_id"]] = stored_from_doc(doc, tombstone=False)
+            plan = plan_batch(stored, events)
+            await _write(plan, stored, collections, session)
+            if pending is not None and plan.organizations:
+                await pending.add(plan.organizations, session)
+            if dry_run:
+                await session.abort_transaction()
+    times = [e.time for e, o in zip(events, plan.outcomes, strict=True) if o == APPLIED]
+    return AppliedBatch(plan.outcomes, plan.organizations, max(times) if times else None)
+
+
+async def _write(plan: BatchPlan, stored: Mapping[str, Stored], collections: Any, session: Any) -> None:
+    now = datetime.now(UTC)
+    was_live = {pid for pid, s in stored.items() if s.contribution is not None}
+    was_tombstone = set(stored) - was_live
+    payment_ops: list[Any] = [
+        ReplaceOne({"_id": pid}, payment_document(e, now), upsert=True) for pid, e in plan.upserts.items()
+    ]
+    payment_ops += [DeleteOne({"_id": pid}) for pid in plan.tombstones if pid in was_live]
+    tombstone_ops: list[Any] = [
+        ReplaceOne({"_id": pid}, tombstone_document(e, now), upsert=True) for pid, e in plan.tombstones.items()
+    ]
+    tombstone_ops += [DeleteOne({"_id": pid}) for pid in plan.upserts if pid in was_tombstone]
+    if payment_ops:
+        await collections.payments.bulk_write(payment_ops, ordered=False, session=session)
+    if tombstone_ops:
+        await collections.tombstones.bulk_write(tombstone_ops, ordered=False, session=session)
+    stat_ops = []
+    for key, d in plan.deltas.items():
+        update: dict[str, Any] = {"$inc": {"count": d.count, "sum": d.sum}, "$setOnInsert": bucket_fields(key)}
+        if d.min is not None:
+            update["$min"] = {"min": d.min}
+            update["$max"] = {"max": d.max}
+        stat_ops.append(UpdateOne({"_id": key.id}, update, upsert=True))
+    if stat_ops:
+        await collections.statistics.bulk_write(stat_ops, ordered=False, session=session)
+    await _settle_buckets([k for k, d in plan.deltas.items() if d.lost_member], collections, session)
+
+
+async def _settle_buckets(keys: Iterable[BucketKey], collections: Any, session: Any) -> None:
+    """Buckets that lost a member: delete when empty, else recompute min/max from members."""
+    for key in keys:
+        members = {**bucket_fields(key)}
+        low = await collections.payments.find_one(
+            members, {"amount": 1}, sort=[("amount", ASCENDING)], session=session
+        )
+        if low is None:
+            await collections.statistics.delete_one({"_id": key.id}, session=session)
+            continue
+        high = await collections.payments.find_one(
+            members, {"amount": 1}, sort=[("amount", DESCENDING)], session=session
+        )
+        await collections.statistics.update_one(
+            {"_id": key.id}, {"$set": {"min": low["amount"], "max": high["amount"]}}, session=session
+        )
+
