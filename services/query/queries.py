@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.money import MAX_AMOUNT, validate_currency
-from shared.payment import PaymentStatus
+from shared.money import MAX_AMOUNT, CurrencyCode
+from shared.payment import AwareDatetime, PaymentStatus
 from shared.payment_view import EXAMPLE_PAYMENT, Payment
 
 SORT_FIELDS = ("created_at", "amount", "status")
@@ -30,7 +30,6 @@ MAX_PAGE = 10_000
 DEFAULT_LIMIT = 20
 
 
-
 class SearchQuery(BaseModel):
     """Filters, sort and pagination of a payment search (organization comes from the caller).
     An empty range (min above max, from after to) is a valid search that matches nothing."""
@@ -38,22 +37,17 @@ class SearchQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     status: PaymentStatus | None = None
-    currency: str | None = Field(default=None, examples=["EUR"])
+    currency: CurrencyCode | None = Field(default=None, examples=["EUR"])
     min_amount: int | None = Field(default=None, ge=0, le=MAX_AMOUNT, description="Minor units, inclusive")
     max_amount: int | None = Field(default=None, ge=0, le=MAX_AMOUNT, description="Minor units, inclusive")
-    created_from: datetime | None = Field(default=None, description="Inclusive, RFC 3339")
-    created_to: datetime | None = Field(default=None, description="Exclusive, RFC 3339")
+    created_from: AwareDatetime | None = Field(default=None, description="Inclusive, RFC 3339")
+    created_to: AwareDatetime | None = Field(default=None, description="Exclusive, RFC 3339")
     user_id: str | None = None
     sort: str = Field(default="-created_at", description="created_at | amount | status; '-' for descending")
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
     starting_after: str | None = Field(default=None, description="next_cursor of the previous page")
     page: int | None = Field(default=None, ge=1, le=MAX_PAGE,
                              description="Page number (seed style); ignored with a cursor")
-
-    @field_validator("currency")
-    @classmethod
-    def _currency(cls, v: str | None) -> str | None:
-        return None if v is None else validate_currency(v)
 
     @field_validator("sort")
     @classmethod
@@ -69,9 +63,7 @@ class SearchQuery(BaseModel):
 
     @field_validator("created_from", "created_to")
     @classmethod
-    def _aware(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            raise ValueError("timestamps must carry a time zone (RFC 3339)")
+    def _in_utc_range(cls, v: datetime | None) -> datetime | None:
         if v is not None:
             try:
                 v.astimezone(UTC)  # the filter is in UTC: the instant must exist there
@@ -115,17 +107,12 @@ class StatisticsQuery(BaseModel):
 
     created_from: date | None = None
     created_to: date | None = None
-    currency: str | None = None
+    currency: CurrencyCode | None = None
 
     @field_validator("created_from", "created_to", mode="before")
     @classmethod
     def _text(cls, v: Any) -> Any:
         return _rfc3339(RFC3339_DATE, v)
-
-    @field_validator("currency")
-    @classmethod
-    def _currency(cls, v: str | None) -> str | None:
-        return None if v is None else validate_currency(v)
 
 
 class Figures(BaseModel):

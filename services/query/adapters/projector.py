@@ -145,23 +145,16 @@ class Projector:
         """Apply (or try) ``events``, retrying transient MongoDB errors; raises any other."""
         attempt = 0
         while True:
+            ready = False  # until then a failure is not the events' fault: always retried
             try:
-                # Not the events' fault if this fails: retried, never a reason to dead-letter.
                 if not self._recovered:
                     await self.recover()
                 cols = await self.runtime.read_model.active(fresh=True)
-            except Exception as exc:
-                if self.stopping:
-                    raise
-                attempt += 1
-                self.health.failed(exc, attempt, None)
-                await asyncio.sleep(poison.backoff(attempt))
-                continue
-            try:
+                ready = True
                 return await apply_batch(self.runtime.mongo, cols, events, self.sessions.record,
                                          pending=self.pending, dry_run=dry_run)
             except Exception as exc:
-                if self.stopping or not poison.is_transient(exc):
+                if self.stopping or (ready and not poison.is_transient(exc)):
                     raise
                 attempt += 1
                 self.health.failed(exc, attempt, None)
@@ -204,7 +197,6 @@ class Projector:
                 self.pending_bumps -= orgs
             except Exception as exc:  # noqa: BLE001 - retried with the next batch or tick
                 log.warning("cache epoch bump failed; will retry", extra={"fields": {"error": repr(exc)[:200]}})
-
 
 
 class ProjectorApp(FetchWaitApp):
