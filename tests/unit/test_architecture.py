@@ -17,13 +17,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("services", "shared", "devstack")
 MAX_LINES = 300
-# Modules other engineers are still splitting (issue 8); this list only shrinks.
-TOO_LONG_FOR_NOW = {
-    "bench/faults.py",
-}
-# Import edges of a cycle another engineer is removing (issue 8: command/bootstrap.py <->
-# command/temporal/worker.py, the function-level import in the worker); only shrinks.
-CYCLE_EDGES_FOR_NOW: set[tuple[str, str]] = set()
 
 
 def module_files(root: Path, packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
@@ -96,18 +89,6 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def reaches(graph: dict[str, set[str]], start: str, goal: str) -> bool:
-    seen, todo = set(), [start]
-    while todo:
-        node = todo.pop()
-        if node == goal:
-            return True
-        if node not in seen:
-            seen.add(node)
-            todo.extend(graph.get(node, ()))
-    return False
-
-
 def inside(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
 
@@ -163,14 +144,7 @@ def test_the_wings_shared_and_devstack_import_only_what_they_may(graph: dict[str
 
 
 def test_no_import_cycle(graph: dict[str, set[str]]) -> None:
-    without = {name: {t for t in targets if (name, t) not in CYCLE_EDGES_FOR_NOW} for name, targets in graph.items()}
-    assert find_cycle(without) is None
-
-
-def test_the_cycle_allow_list_names_only_edges_of_a_cycle(graph: dict[str, set[str]]) -> None:
-    for importer, imported in CYCLE_EDGES_FOR_NOW:
-        assert imported in graph.get(importer, set()), f"{importer} no longer imports {imported}: drop the entry"
-        assert reaches(graph, imported, importer), f"{importer} -> {imported} closes no cycle: drop the entry"
+    assert find_cycle(graph) is None
 
 
 def test_the_process_table_needs_only_the_standard_library() -> None:
@@ -185,14 +159,7 @@ def test_the_process_table_needs_only_the_standard_library() -> None:
 
 
 def test_no_module_is_over_300_lines() -> None:
-    counts = too_long(ROOT, (*PACKAGES, "bench"))
-    assert set(counts) - TOO_LONG_FOR_NOW == set(), {k: v for k, v in counts.items() if k not in TOO_LONG_FOR_NOW}
-
-
-def test_the_allow_list_names_only_modules_still_too_long() -> None:
-    """Once a module is split, its entry goes: the list cannot hide a new long module."""
-    counts = too_long(ROOT, (*PACKAGES, "bench"))
-    assert TOO_LONG_FOR_NOW - set(counts) == set()
+    assert too_long(ROOT, (*PACKAGES, "bench")) == {}
 
 
 # --- the checks catch what they must ---------------------------------------------------------
