@@ -1,6 +1,6 @@
 """Projection throughput vs a raw bulk upsert of the same documents into the same MongoDB.
 
-    PAYMENTS_MONGO_URL=... python bench/domain.py --events 5000 --batch 500
+    PAYMENTS_MONGO_URL=... python bench/projection.py --events 5000 --batch 500
 
 Both sides write the same payment documents in batches of the same size; the projection
 side additionally reads the stored versions, keeps tombstones and statistics, all in one
