@@ -144,6 +144,11 @@ class PostgresUnitOfWork:
         # Delivered at commit; identical notifications of one transaction are folded.
         await self.conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
 
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        async with self.conn.transaction():  # nested in the unit of work: a SAVEPOINT
+            yield
+
 
 class PaymentStore:
     """The write store: units of work for the handlers (handlers.CommandStore), and the
