@@ -122,12 +122,16 @@ async def run_load(url: str, token: str, requests: int, concurrency: int) -> tup
         nonlocal errors
         for _ in counter:
             started = time.perf_counter()
-            async with http.post(f"{url}/v1/payments", json=body, headers=headers) as response:
-                await response.read()
-                if response.status == 201:
-                    latencies.append(time.perf_counter() - started)
-                else:
-                    errors += 1
+            try:
+                async with http.post(f"{url}/v1/payments", json=body, headers=headers) as response:
+                    await response.read()
+                    ok = response.status == 201
+            except aiohttp.ClientError:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors += 1
 
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
