@@ -36,6 +36,8 @@ class CommandSettings(Settings):
     # one transaction (a savepoint each); an idle API still starts each command at once.
     # Measured in docs/benchmarks.md ("Group commit").
     command_group_commit: bool = True
+    # 64: each item's savepoint is a subtransaction with its own XID, and PostgreSQL caches
+    # 64 of them per transaction; past that, other sessions' snapshots get slower.
     command_group_commit_max_items: int = Field(default=64, ge=2, le=1000)
     # JSON bytes of the commands in one batch (the batch is one Temporal payload).
     command_group_commit_max_bytes: int = Field(default=256 * 1024, ge=1024, le=1024 * 1024)
