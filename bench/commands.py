@@ -12,7 +12,8 @@ only the workflow shape and the Temporal start mode differ:
   group-commit  eager+inproc + group commit: commands arriving while one execution is in
           flight run as one batch workflow / one transaction (the default since issue 14)
 
-For each: a closed-loop sweep over --sweep concurrencies (1, 8, 32, 64), reporting
+All variants' servers run side by side; each step of a closed-loop sweep over --sweep
+concurrencies (1, 8, 32, 64) measures them back to back, reporting
 creates/s, p50/p99 and the CPU of each process (API, Temporal server, PostgreSQL, this
 load generator) to name the bottleneck of every step, then the ratios against
 eager+inproc and naive at each concurrency. Uses the servers of the environment /
@@ -27,10 +28,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 
 import aiohttp
 import httpx
@@ -146,35 +149,74 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def bench_variant(variant: str, args: argparse.Namespace, database_url: str, run_id: str) -> list[dict]:
+@dataclass
+class Server:
+    """One variant's command API process."""
+
+    variant: str
+    process: subprocess.Popen
+    url: str
+    cpu: CpuSample
+
+
+def start_server(variant: str, args: argparse.Namespace, database_url: str, run_id: str) -> Server:
     port = free_port()
     env = {**os.environ, **variant_env(variant), "PAYMENTS_DATABASE_URL": database_url,
            "PAYMENTS_COMMAND_TASK_QUEUE": f"bench-{run_id}-{variant}", "PAYMENTS_LOG_LEVEL": "WARNING",
            "PAYMENTS_DATABASE_POOL_SIZE": str(args.pool_size)}
     process = subprocess.Popen([sys.executable, "-m", "bench.commands", "--serve", variant.partition("@")[0],
                                 "--port", str(port)], env=env)
-    url = f"http://127.0.0.1:{port}"
     temporal_port = int(CommandSettings().temporal_address.rsplit(":", 1)[1])
     cpu = CpuSample({"api": process.pid, "temporal": listening_pid(temporal_port), "postgres": None,
                      "loadgen": os.getpid()})
+    return Server(variant, process, f"http://127.0.0.1:{port}", cpu)
+
+
+async def measure(server: Server, token: str, requests: int, concurrency: int) -> dict:
+    server.cpu.start()
+    lat, elapsed, errors = await run_load(server.url, token, requests, concurrency)
+    shares = server.cpu.stop()
+    print(f"#   {server.variant} c={concurrency}: {len(lat) / elapsed:.0f}/s", file=sys.stderr, flush=True)
+    return {"variant": server.variant, "c": concurrency, "tput": len(lat) / elapsed, "p50": percentile(lat, 0.50),
+            "p99": percentile(lat, 0.99), "errors": errors, "cpu": shares}
+
+
+async def sweep(args: argparse.Namespace, database_url: str, run_id: str) -> list[dict]:
+    """Every variant's server runs for the whole sweep; each concurrency step measures the
+    variants back to back, so that a load change of the shared machine hits them alike."""
+    servers = [start_server(v, args, database_url, run_id) for v in args.variants.split(",")]
+    token = mint_token("bench-org", [SCOPE_WRITE], settings=CommandSettings())
     steps = []
     try:
-        await _wait_ready(url, process)
-        token = mint_token("bench-org", [SCOPE_WRITE], settings=CommandSettings())
-        await run_load(url, token, args.warmup, min(4, max(args.sweep)))
-        for concurrency in args.sweep:
-            requests = args.latency_requests if concurrency == 1 else args.requests
-            cpu.start()
-            lat, elapsed, errors = await run_load(url, token, requests, concurrency)
-            shares = cpu.stop()
-            steps.append({"variant": variant, "c": concurrency, "tput": len(lat) / elapsed,
-                          "p50": percentile(lat, 0.50), "p99": percentile(lat, 0.99), "errors": errors,
-                          "cpu": shares})
-            print(f"#   c={concurrency}: {len(lat) / elapsed:.0f}/s", file=sys.stderr, flush=True)
+        for server in servers:
+            await _wait_ready(server.url, server.process)
+            await run_load(server.url, token, args.warmup, min(4, max(args.sweep)))
+        for _ in range(args.rounds):
+            for concurrency in args.sweep:
+                for server in servers:
+                    requests = args.latency_requests if concurrency == 1 else args.requests
+                    steps.append(await measure(server, token, requests, concurrency))
     finally:
-        process.terminate()
-        process.wait(30)
+        for server in servers:
+            server.process.terminate()
+        for server in servers:
+            server.process.wait(30)
     return steps
+
+
+def _medians(steps: list[dict]) -> list[dict]:
+    """One row per (variant, concurrency): the median of its rounds, metric by metric."""
+    rows: dict[tuple[str, int], list[dict]] = {}
+    for step in steps:
+        rows.setdefault((step["variant"], step["c"]), []).append(step)
+    out = []
+    for (variant, concurrency), runs in rows.items():
+        row: dict = {"variant": variant, "c": concurrency, "errors": sum(r["errors"] for r in runs)}
+        for key in ("tput", "p50", "p99"):
+            row[key] = statistics.median(r[key] for r in runs)
+        row["cpu"] = {k: statistics.median(r["cpu"][k] for r in runs) for k in runs[0]["cpu"]}
+        out.append(row)
+    return out
 
 
 def _ratio(a: float, b: float) -> str:
@@ -184,17 +226,14 @@ def _ratio(a: float, b: float) -> str:
 async def main(args: argparse.Namespace) -> None:
     settings = CommandSettings()
     run_id = uuid.uuid4().hex[:8]
-    steps: list[dict] = []
     async with scratch_database(settings.database_url, "payments_bench") as database_url:
-        for variant in args.variants.split(","):
-            print(f"# {variant} ...", file=sys.stderr, flush=True)
-            steps.extend(await bench_variant(variant, args, database_url, run_id))
+        steps = _medians(await sweep(args, database_url, run_id))
     print(f"closed loop; {args.latency_requests} requests at concurrency 1, {args.requests} at each other step; "
-          "CPU in % of one core (machine: % of all cores)\n")
+          f"median of {args.rounds} interleaved round(s); CPU in % of one core (machine: % of all cores)\n")
     print("| variant | concurrency | creates/s | p50 ms | p99 ms | errors | CPU api | CPU temporal | CPU postgres "
           "| CPU loadgen | machine | bottleneck |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in steps:
+    for r in sorted(steps, key=lambda step: args.variants.split(",").index(step["variant"])):
         c = r["cpu"]
         print(f"| {r['variant']} | {r['c']} | {r['tput']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} "
               f"| {c['api']:.0f} | {c['temporal']:.0f} | {c['postgres']:.0f} | {c['loadgen']:.0f} "
@@ -219,6 +258,7 @@ def parse_args() -> argparse.Namespace:
                         help="closed-loop concurrencies, one step each")
     parser.add_argument("--latency-requests", type=int, default=150, help="requests of the concurrency-1 step")
     parser.add_argument("--requests", type=int, default=300, help="requests of every other step")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the sweep; report the median")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--pool-size", type=int, default=20, help="PostgreSQL pool (and local activity slots)")
     parser.add_argument("--serve", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
