@@ -53,6 +53,9 @@ VARIANTS = {
     "eager": {"PAYMENTS_COMMAND_EAGER_START": "true", "PAYMENTS_COMMAND_LOCAL_RESULTS": "false", **_NO_GC},
     "eager+inproc": {**_INPROC, **_NO_GC},
     "group-commit": {**_INPROC, "PAYMENTS_COMMAND_GROUP_COMMIT": "true"},
+    # without holding the queue after a batch (PAYMENTS_COMMAND_GROUP_COMMIT_MAX_HOLD_SECONDS=0)
+    "group-commit-nohold": {**_INPROC, "PAYMENTS_COMMAND_GROUP_COMMIT": "true",
+                            "PAYMENTS_COMMAND_GROUP_COMMIT_MAX_HOLD_SECONDS": "0"},
 }
 # Variants with their own settings, e.g. "group-commit@2" = two executions in flight.
 IN_FLIGHT = "PAYMENTS_COMMAND_GROUP_COMMIT_IN_FLIGHT"
@@ -76,7 +79,7 @@ async def serve(variant: str, port: int) -> None:
     from services.command.http.app import create_app
 
     settings = CommandSettings()
-    naive = variant == "naive"
+    naive = variant == "naive"  # the other variants differ only in their PAYMENTS_* environment
     async with command_runtime(settings, embedded_worker=not naive) as runtime:
         app = create_app(runtime=runtime)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",

@@ -78,13 +78,14 @@ async def command_runtime(
                 yield runtime
 
 
-def group_commit_options(settings: CommandSettings) -> dict[str, int] | None:
+def group_commit_options(settings: CommandSettings) -> dict[str, float] | None:
     """GroupCommit's bounds from settings, or None when group commit is off."""
     if not settings.command_group_commit:
         return None
     return {"max_items": settings.command_group_commit_max_items,
             "max_bytes": settings.command_group_commit_max_bytes,
-            "max_in_flight": settings.command_group_commit_in_flight}
+            "max_in_flight": settings.command_group_commit_in_flight,
+            "max_hold": settings.command_group_commit_max_hold_seconds}
 
 
 def ops_checks(runtime: CommandRuntime) -> dict[str, ReadinessCheck]:

@@ -44,6 +44,10 @@ class CommandSettings(Settings):
     # Executions (single commands or batches) of one process running at once before
     # arriving commands queue for the next batch.
     command_group_commit_in_flight: int = Field(default=1, ge=1, le=64)
+    # After a batch, hold the queue until it is as big again or for as long as that batch
+    # took, at most this long (0: never): its callers' next commands then join one batch
+    # instead of queueing behind a lone one. A command reaching an idle API never waits.
+    command_group_commit_max_hold_seconds: float = Field(default=0.05, ge=0, le=1)
     database_pool_size: int = Field(default=10, ge=1)
 
     # Outbox relay

@@ -132,14 +132,17 @@ class Engine:
     """What PaymentCommandClient._run does, in process: one 'workflow' per call, which
     ends when the test releases it (so that the test decides what is in flight)."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self.store = FakeStore()
         self.calls: list[Any] = []
         self.gate = asyncio.Event()
+        self.delay = delay  # how long each execution takes
 
     async def run(self, command: Any, wait_timeout: float | None) -> Any:
         self.calls.append(command)
         await self.gate.wait()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if isinstance(command, CommandBatch):
             return await handlers.run_batch(self.store, command, source="/t", clock=clock)
         if isinstance(command, CreatePayment):
@@ -199,6 +202,45 @@ async def test_batches_are_bounded_in_items_and_bytes():
     sizes = [len(c.items) if isinstance(c, CommandBatch) else 1 for c in engine.calls]
     assert sizes == [1, 3, 3, 1, 1]  # by count, then the rest; the over-sized command alone
     assert all(engine.store.payment(ORG, f"p-{n}") is not None for n in (*range(8), 9))
+
+
+async def _blocked_then_batched(engine: Engine, batcher: GroupCommit, count: int) -> None:
+    """One command alone, then ``count`` that queued behind it as one batch."""
+    engine.gate.clear()
+    tasks = [asyncio.create_task(batcher.submit(create_cmd("c-0", "p-0"), None))]
+    await asyncio.sleep(0)
+    tasks += [asyncio.create_task(batcher.submit(create_cmd(f"c-{n}", f"p-{n}"), None)) for n in range(1, count + 1)]
+    await asyncio.sleep(0)
+    engine.gate.set()
+    await _settled(*tasks)
+
+
+def _sizes(engine: Engine) -> list[int]:
+    return [len(c.items) if isinstance(c, CommandBatch) else 1 for c in engine.calls]
+
+
+async def test_after_a_batch_the_queue_is_held_until_as_big_again():
+    engine = Engine(delay=0.05)
+    batcher = GroupCommit(engine.run, max_hold=10.0)  # bounded by the batch's own duration
+    await _blocked_then_batched(engine, batcher, 3)
+    assert _sizes(engine) == [1, 3]
+    # Its three callers come back: the first does not run alone, the three run together.
+    again = [asyncio.create_task(batcher.submit(create_cmd(f"d-{n}", f"q-{n}"), None)) for n in (1, 2, 3)]
+    await _settled(*again)
+    assert _sizes(engine) == [1, 3, 3]
+
+
+async def test_a_hold_ends_after_the_batch_duration_and_a_lone_command_never_waits():
+    engine = Engine(delay=0.05)
+    batcher = GroupCommit(engine.run, max_hold=0.02)
+    await _blocked_then_batched(engine, batcher, 3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await batcher.submit(create_cmd("late", "p-late"), None)  # held (1 of 3) for max_hold
+    assert 0.06 <= loop.time() - started < 0.5
+    started = loop.time()
+    await batcher.submit(create_cmd("lone", "p-lone"), None)  # after a lone command: no hold
+    assert _sizes(engine)[-2:] == [1, 1] and loop.time() - started < 0.065
 
 
 async def test_a_failed_batch_runs_its_commands_alone():

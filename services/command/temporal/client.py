@@ -161,7 +161,7 @@ class PaymentCommandClient:
         local_results: bool = False,
         local_result_wait: float = 0.5,
         tokens: ConsistencyTokens | None = None,
-        group_commit: dict[str, int] | None = None,
+        group_commit: dict[str, Any] | None = None,
     ) -> None:
         self.client = client
         self.task_queue = task_queue
