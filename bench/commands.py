@@ -8,14 +8,19 @@ only the workflow shape and the Temporal start mode differ:
   local   validate in the workflow + one local activity (payment + outbox in one txn)
   eager   local + eager workflow start (API with embedded worker)
   eager+inproc  eager + the result handed over in-process by the local activity once
-          committed, instead of a history long-poll (the default configuration)
+          committed, instead of a history long-poll (the default before issue 14)
+  group-commit  eager+inproc + group commit: commands arriving while one execution is in
+          flight run as one batch workflow / one transaction (the default since issue 14)
 
-For each: a latency phase (closed loop, concurrency 1) and a throughput phase (closed
-loop, --concurrency). Prints a Markdown table. Uses the servers of the environment /
+All variants' servers run side by side; each step of a closed-loop sweep over --sweep
+concurrencies (1, 8, 32, 64) measures them back to back, reporting
+creates/s, p50/p99 and the CPU of each process (API, Temporal server, PostgreSQL, this
+load generator) to name the bottleneck of every step, then the ratios against
+eager+inproc and naive at each concurrency. Uses the servers of the environment /
 ``payments stack up`` (PAYMENTS_TEMPORAL_ADDRESS, PAYMENTS_DATABASE_URL): it creates
 its own PostgreSQL database and task queues and drops the database at the end.
 
-    python -m bench.commands --variants naive,local,eager
+    python -m bench.commands --variants naive,eager+inproc,group-commit --sweep 1,8,32,64
 """
 
 from __future__ import annotations
@@ -28,21 +33,37 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 
+import aiohttp
 import httpx
 
 from bench.common import scratch_database
+from bench.cpu import CpuSample, bottleneck, listening_pid
 from services.command.config import CommandSettings
 from shared.auth import SCOPE_WRITE, mint_token
 from shared.net import free_port
 
-_OFF = {"PAYMENTS_COMMAND_EAGER_START": "false", "PAYMENTS_COMMAND_LOCAL_RESULTS": "false"}
+_NO_GC = {"PAYMENTS_COMMAND_GROUP_COMMIT": "false"}
+_OFF = {"PAYMENTS_COMMAND_EAGER_START": "false", "PAYMENTS_COMMAND_LOCAL_RESULTS": "false", **_NO_GC}
+_INPROC = {"PAYMENTS_COMMAND_EAGER_START": "true", "PAYMENTS_COMMAND_LOCAL_RESULTS": "true"}
 VARIANTS = {
     "naive": _OFF,
     "local": _OFF,
-    "eager": {"PAYMENTS_COMMAND_EAGER_START": "true", "PAYMENTS_COMMAND_LOCAL_RESULTS": "false"},
-    "eager+inproc": {"PAYMENTS_COMMAND_EAGER_START": "true", "PAYMENTS_COMMAND_LOCAL_RESULTS": "true"},
+    "eager": {"PAYMENTS_COMMAND_EAGER_START": "true", "PAYMENTS_COMMAND_LOCAL_RESULTS": "false", **_NO_GC},
+    "eager+inproc": {**_INPROC, **_NO_GC},
+    "group-commit": {**_INPROC, "PAYMENTS_COMMAND_GROUP_COMMIT": "true"},
+    # without holding the queue after a batch (PAYMENTS_COMMAND_GROUP_COMMIT_MAX_HOLD_SECONDS=0)
+    "group-commit-nohold": {**_INPROC, "PAYMENTS_COMMAND_GROUP_COMMIT": "true",
+                            "PAYMENTS_COMMAND_GROUP_COMMIT_MAX_HOLD_SECONDS": "0"},
 }
+# Variants with their own settings, e.g. "group-commit@2" = two executions in flight.
+IN_FLIGHT = "PAYMENTS_COMMAND_GROUP_COMMIT_IN_FLIGHT"
+
+
+def variant_env(variant: str) -> dict[str, str]:
+    base, _, in_flight = variant.partition("@")
+    return {**VARIANTS[base], **({IN_FLIGHT: in_flight} if in_flight else {})}
 
 
 # --------------------------------------------------------------------------- server side
@@ -58,7 +79,7 @@ async def serve(variant: str, port: int) -> None:
     from services.command.http.app import create_app
 
     settings = CommandSettings()
-    naive = variant == "naive"
+    naive = variant == "naive"  # the other variants differ only in their PAYMENTS_* environment
     async with command_runtime(settings, embedded_worker=not naive) as runtime:
         app = create_app(runtime=runtime)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
@@ -94,23 +115,32 @@ async def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 60) 
 
 
 async def run_load(url: str, token: str, requests: int, concurrency: int) -> tuple[list[float], float, int]:
+    """Closed loop: ``concurrency`` clients send creates back to back. aiohttp, not httpx:
+    httpx's connection pool cost ~8 ms of CPU per request at 64 connections here, which
+    made the load generator the bottleneck of the machine (docs/benchmarks.md)."""
     latencies: list[float] = []
     errors = 0
     counter = iter(range(requests))
     headers = {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    body = {"amount": 1250, "currency": "EUR"}
 
-    async def loop(http: httpx.AsyncClient) -> None:
+    async def loop(http: aiohttp.ClientSession) -> None:
         nonlocal errors
         for _ in counter:
             started = time.perf_counter()
-            response = await http.post("/v1/payments", json={"amount": 1250, "currency": "EUR"}, headers=headers)
-            if response.status_code == 201:
+            try:
+                async with http.post(f"{url}/v1/payments", json=body, headers=headers) as response:
+                    await response.read()
+                    ok = response.status == 201
+            except aiohttp.ClientError:
+                ok = False
+            if ok:
                 latencies.append(time.perf_counter() - started)
             else:
                 errors += 1
 
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
         t0 = time.perf_counter()
         await asyncio.gather(*[loop(http) for _ in range(concurrency)])
         elapsed = time.perf_counter() - t0
@@ -122,58 +152,116 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def bench_variant(variant: str, args: argparse.Namespace, database_url: str, run_id: str) -> dict:
+@dataclass
+class Server:
+    """One variant's command API process."""
+
+    variant: str
+    process: subprocess.Popen
+    url: str
+    cpu: CpuSample
+
+
+def start_server(variant: str, args: argparse.Namespace, database_url: str, run_id: str) -> Server:
     port = free_port()
-    env = {**os.environ, **VARIANTS[variant], "PAYMENTS_DATABASE_URL": database_url,
+    env = {**os.environ, **variant_env(variant), "PAYMENTS_DATABASE_URL": database_url,
            "PAYMENTS_COMMAND_TASK_QUEUE": f"bench-{run_id}-{variant}", "PAYMENTS_LOG_LEVEL": "WARNING",
            "PAYMENTS_DATABASE_POOL_SIZE": str(args.pool_size)}
-    process = subprocess.Popen([sys.executable, "-m", "bench.commands", "--serve", variant, "--port", str(port)],
-                               env=env)
-    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen([sys.executable, "-m", "bench.commands", "--serve", variant.partition("@")[0],
+                                "--port", str(port)], env=env)
+    temporal_port = int(CommandSettings().temporal_address.rsplit(":", 1)[1])
+    cpu = CpuSample({"api": process.pid, "temporal": listening_pid(temporal_port), "postgres": None,
+                     "loadgen": os.getpid()})
+    return Server(variant, process, f"http://127.0.0.1:{port}", cpu)
+
+
+async def measure(server: Server, token: str, requests: int, concurrency: int) -> dict:
+    server.cpu.start()
+    lat, elapsed, errors = await run_load(server.url, token, requests, concurrency)
+    shares = server.cpu.stop()
+    print(f"#   {server.variant} c={concurrency}: {len(lat) / elapsed:.0f}/s", file=sys.stderr, flush=True)
+    return {"variant": server.variant, "c": concurrency, "tput": len(lat) / elapsed, "p50": percentile(lat, 0.50),
+            "p99": percentile(lat, 0.99), "errors": errors, "cpu": shares}
+
+
+async def sweep(args: argparse.Namespace, database_url: str, run_id: str) -> list[dict]:
+    """Every variant's server runs for the whole sweep; each concurrency step measures the
+    variants back to back, so that a load change of the shared machine hits them alike."""
+    servers = [start_server(v, args, database_url, run_id) for v in args.variants.split(",")]
+    token = mint_token("bench-org", [SCOPE_WRITE], settings=CommandSettings())
+    steps = []
     try:
-        await _wait_ready(url, process)
-        token = mint_token("bench-org", [SCOPE_WRITE], settings=CommandSettings())
-        await run_load(url, token, args.warmup, min(4, args.concurrency))
-        lat, _, lat_errors = await run_load(url, token, args.latency_requests, 1)
-        thr, elapsed, thr_errors = await run_load(url, token, args.throughput_requests, args.concurrency)
+        for server in servers:
+            await _wait_ready(server.url, server.process)
+            await run_load(server.url, token, args.warmup, min(4, max(args.sweep)))
+        for _ in range(args.rounds):
+            for concurrency in args.sweep:
+                for server in servers:
+                    requests = args.latency_requests if concurrency == 1 else args.requests
+                    steps.append(await measure(server, token, requests, concurrency))
     finally:
-        process.terminate()
-        process.wait(30)
-    return {
-        "variant": variant,
-        "p50": percentile(lat, 0.50), "p99": percentile(lat, 0.99), "mean": statistics.fmean(lat) * 1000,
-        "tput": len(thr) / elapsed, "tp50": percentile(thr, 0.50), "tp99": percentile(thr, 0.99),
-        "errors": lat_errors + thr_errors,
-    }
+        for server in servers:
+            server.process.terminate()
+        for server in servers:
+            server.process.wait(30)
+    return steps
+
+
+def _medians(steps: list[dict]) -> list[dict]:
+    """One row per (variant, concurrency): the median of its rounds, metric by metric."""
+    rows: dict[tuple[str, int], list[dict]] = {}
+    for step in steps:
+        rows.setdefault((step["variant"], step["c"]), []).append(step)
+    out = []
+    for (variant, concurrency), runs in rows.items():
+        row: dict = {"variant": variant, "c": concurrency, "errors": sum(r["errors"] for r in runs)}
+        for key in ("tput", "p50", "p99"):
+            row[key] = statistics.median(r[key] for r in runs)
+        row["cpu"] = {k: statistics.median(r["cpu"][k] for r in runs) for k in runs[0]["cpu"]}
+        out.append(row)
+    return out
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.1f}x" if b else "-"
 
 
 async def main(args: argparse.Namespace) -> None:
     settings = CommandSettings()
     run_id = uuid.uuid4().hex[:8]
-    results = []
     async with scratch_database(settings.database_url, "payments_bench") as database_url:
-        for variant in args.variants.split(","):
-            print(f"# {variant} ...", file=sys.stderr, flush=True)
-            results.append(await bench_variant(variant, args, database_url, run_id))
-    base = next((r for r in results if r["variant"] == "naive"), None)
-    print(f"latency: {args.latency_requests} requests at concurrency 1; throughput: "
-          f"{args.throughput_requests} requests at concurrency {args.concurrency}\n")
-    print("| variant | p50 ms | p99 ms | mean ms | throughput /s | p50 ms under load | p99 ms under load "
-          "| p50 vs naive | throughput vs naive | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in results:
-        speed = f"{base['p50'] / r['p50']:.1f}x lower" if base else "-"
-        tput = f"{r['tput'] / base['tput']:.1f}x" if base else "-"
-        print(f"| {r['variant']} | {r['p50']:.1f} | {r['p99']:.1f} | {r['mean']:.1f} | {r['tput']:.0f} "
-              f"| {r['tp50']:.1f} | {r['tp99']:.1f} | {speed} | {tput} | {r['errors']} |")
+        steps = _medians(await sweep(args, database_url, run_id))
+    print(f"closed loop; {args.latency_requests} requests at concurrency 1, {args.requests} at each other step; "
+          f"median of {args.rounds} interleaved round(s); CPU in % of one core (machine: % of all cores)\n")
+    print("| variant | concurrency | creates/s | p50 ms | p99 ms | errors | CPU api | CPU temporal | CPU postgres "
+          "| CPU loadgen | machine | bottleneck |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in sorted(steps, key=lambda step: args.variants.split(",").index(step["variant"])):
+        c = r["cpu"]
+        print(f"| {r['variant']} | {r['c']} | {r['tput']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} "
+              f"| {c['api']:.0f} | {c['temporal']:.0f} | {c['postgres']:.0f} | {c['loadgen']:.0f} "
+              f"| {c['machine']:.0f} | {bottleneck(c)} |")
+    by = {(r["variant"], r["c"]): r for r in steps}
+    others = [v for v in args.variants.split(",") if v not in ("naive", "eager+inproc")]
+    print("\n| variant | concurrency | creates/s vs eager+inproc | creates/s vs naive | p50 vs eager+inproc |")
+    print("|---|---|---|---|---|")
+    for variant in others:
+        for concurrency in args.sweep:
+            r, base, naive = by[(variant, concurrency)], by.get(("eager+inproc", concurrency)), by.get(("naive", concurrency))
+            print(f"| {variant} | {concurrency} | {_ratio(r['tput'], base['tput']) if base else '-'} "
+                  f"| {_ratio(r['tput'], naive['tput']) if naive else '-'} "
+                  f"| {_ratio(r['p50'], base['p50']) if base else '-'} |")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default="naive,local,eager,eager+inproc", help="comma-separated: " + ", ".join(VARIANTS))
-    parser.add_argument("--latency-requests", type=int, default=200)
-    parser.add_argument("--throughput-requests", type=int, default=600)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--variants", default="naive,eager+inproc,group-commit",
+                        help="comma-separated: " + ", ".join(VARIANTS) + " (NAME@N: N executions in flight)")
+    parser.add_argument("--sweep", type=lambda text: [int(c) for c in text.split(",")], default=[1, 8, 32, 64],
+                        help="closed-loop concurrencies, one step each")
+    parser.add_argument("--latency-requests", type=int, default=150, help="requests of the concurrency-1 step")
+    parser.add_argument("--requests", type=int, default=300, help="requests of every other step")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the sweep; report the median")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--pool-size", type=int, default=20, help="PostgreSQL pool (and local activity slots)")
     parser.add_argument("--serve", choices=sorted(VARIANTS), help=argparse.SUPPRESS)

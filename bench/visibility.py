@@ -25,7 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
+import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from devstack.system import RunningSystem, isolated
@@ -70,19 +70,24 @@ async def drive(settings: Settings, rate: float, seconds: float) -> tuple[list[f
     write_ms: list[float] = []
     lag_ms: list[float] = []
 
-    async def one(http: httpx.AsyncClient, i: int) -> None:
+    async def one(http: aiohttp.ClientSession, i: int) -> None:
         started = time.perf_counter()
-        resp = await http.post(f"{command}/v1/payments", headers=auth,
-                               json={"amount": 100 + i, "currency": "EUR", "description": f"bench {i}"})
-        resp.raise_for_status()
+        async with http.post(f"{command}/v1/payments", headers=auth,
+                             json={"amount": 100 + i, "currency": "EUR", "description": f"bench {i}"}) as resp:
+            resp.raise_for_status()
+            payment_id = (await resp.json())["id"]
         written = time.perf_counter()
-        read = await http.get(f"{query}/v1/payments/{resp.json()['id']}", params={"min_version": 1},
-                              headers=auth)
-        read.raise_for_status()
+        async with http.get(f"{query}/v1/payments/{payment_id}", params={"min_version": "1"},
+                            headers=auth) as read:
+            read.raise_for_status()
+            await read.read()
         write_ms.append((written - started) * 1000)
         lag_ms.append((time.perf_counter() - written) * 1000)
 
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=200)) as http:
+    # aiohttp, not httpx: the load generator's own CPU competes with the system on this
+    # 2-core machine, and httpx cost several times more per request (bench/commands.py).
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30),
+                                     connector=aiohttp.TCPConnector(limit=200)) as http:
         for i in range(5):  # warm up both APIs and the pipeline
             await one(http, -i)
         write_ms.clear()

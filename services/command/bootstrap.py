@@ -66,6 +66,7 @@ async def command_runtime(
             workflow_timeout=timedelta(seconds=settings.command_workflow_timeout_seconds),
             store=store,
             tokens=ConsistencyTokens(settings.consistency_token_secret),
+            group_commit=group_commit_options(settings),
         )
         hand_over = service.local_results.deliver if service.local_results else None
         worker = build_worker(client, store, settings, hand_over=hand_over) if embedded else None
@@ -75,6 +76,16 @@ async def command_runtime(
         else:
             async with worker:
                 yield runtime
+
+
+def group_commit_options(settings: CommandSettings) -> dict[str, float] | None:
+    """GroupCommit's bounds from settings, or None when group commit is off."""
+    if not settings.command_group_commit:
+        return None
+    return {"max_items": settings.command_group_commit_max_items,
+            "max_bytes": settings.command_group_commit_max_bytes,
+            "max_in_flight": settings.command_group_commit_in_flight,
+            "max_hold": settings.command_group_commit_max_hold_seconds}
 
 
 def ops_checks(runtime: CommandRuntime) -> dict[str, ReadinessCheck]:

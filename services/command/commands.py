@@ -9,7 +9,7 @@ change a field only in a way old histories still read (see :class:`BulkCreateRes
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -73,6 +73,17 @@ class BulkCreatePayments(CommandBase):
     items: list[CreatePayment] = Field(min_length=1)
 
 
+class CommandBatch(BaseModel):
+    """Group commit (temporal/group_commit.py): commands of any organizations that arrived
+    while another execution was in flight, run in arrival order in one transaction, each
+    still its own command (id claim, rules, result, outbox row)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_id: str = Field(min_length=1, max_length=300)
+    items: list[Annotated[CreatePayment | ModifyPayment, Field(discriminator="kind")]] = Field(min_length=1)
+
+
 Command = CreatePayment | ModifyPayment | BulkCreatePayments
 
 
@@ -107,6 +118,9 @@ class Rejection(BaseModel):
     @classmethod
     def of(cls, rejected: Rejected) -> Rejection:
         return cls(kind=rejected.kind, detail=rejected.detail, current_version=rejected.current_version)
+
+    def error(self) -> Rejected:
+        return Rejected(self.kind, self.detail, current_version=self.current_version)
 
 
 class BulkItemResult(BaseModel):
@@ -143,6 +157,14 @@ class BulkCreateResult(BaseModel):
                                      "detail": problem["detail"], "current_version": problem.get("current_version")}
             items.append(item)
         return {**{k: v for k, v in data.items() if k != "results"}, "items": items}
+
+
+class CommandBatchResult(BaseModel):
+    """One outcome per item of a :class:`CommandBatch`, in its order: the item's own
+    result, or why it was refused (its savepoint rolled back, nothing of it written)."""
+
+    batch_id: str
+    items: list[CommandResult | Rejection]
 
 
 class CommandState(StrEnum):

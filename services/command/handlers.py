@@ -1,4 +1,5 @@
-"""The service layer: run one command against the store in one transaction.
+"""The service layer: run one command against the store in one transaction (or a
+group-committed batch of commands in one transaction, a savepoint each: :func:`run_batch`).
 
 validate (rules) -> execute (payment row) -> publish (outbox row), all in the same
 transaction; the command id is claimed first, so a retried activity returns the first
@@ -23,6 +24,8 @@ from services.command.commands import (
     BulkCreatePayments,
     BulkCreateResult,
     BulkItemResult,
+    CommandBatch,
+    CommandBatchResult,
     CommandResult,
     CreatePayment,
     ModifyPayment,
@@ -61,6 +64,9 @@ class UnitOfWork(Protocol):
     async def add_event(self, event: PaymentEvent) -> None:
         """Append the event to the outbox (published once the transaction commits)."""
 
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
+        """A nested transaction: if the block raises, only its statements are undone."""
+
 
 class CommandStore(Protocol):
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
@@ -92,34 +98,64 @@ async def _finish(uow: UnitOfWork, cmd: CreatePayment | ModifyPayment, decision:
 
 async def create(store: CommandStore, cmd: CreatePayment, *, source: str, clock: Clock = utc_now) -> CommandResult:
     async with store.unit_of_work() as uow:
-        if done := await _already_done(uow, cmd):
-            return done
-        decision = domain.decide_create(cmd, clock())
-        if not await uow.insert_payment(decision.snapshot):
-            raise Rejected(RejectionKind.CONFLICT, f"a payment with id {cmd.payment_id!r} already exists")
-        return await _finish(uow, cmd, decision, source)
+        return await _create(uow, cmd, source, clock)
 
 
 async def modify(store: CommandStore, cmd: ModifyPayment, *, source: str, clock: Clock = utc_now) -> CommandResult:
     async with store.unit_of_work() as uow:
-        if done := await _already_done(uow, cmd):
-            return done
-        for _ in range(MAX_RACE_RETRIES):
-            current = await uow.get_payment(cmd.organization_id, cmd.payment_id)
-            decision = domain.decide_modify(current, cmd, clock())
-            assert current is not None  # decide_modify rejects a missing payment
-            if await uow.update_payment(decision.snapshot, current.version):
-                return await _finish(uow, cmd, decision, source)
-            if cmd.expected_version is not None:
-                # Another command won the race on this version: the caller must re-read.
-                fresh = await uow.get_payment(cmd.organization_id, cmd.payment_id)
-                raise Rejected(
-                    RejectionKind.VERSION_MISMATCH,
-                    f"payment {cmd.payment_id!r} changed concurrently; it is no longer at version "
-                    f"{cmd.expected_version}",
-                    current_version=fresh.version if fresh else None,
-                )
-        raise Rejected(RejectionKind.CONFLICT, f"payment {cmd.payment_id!r} is changing too often; retry")
+        return await _modify(uow, cmd, source, clock)
+
+
+async def _create(uow: UnitOfWork, cmd: CreatePayment, source: str, clock: Clock) -> CommandResult:
+    if done := await _already_done(uow, cmd):
+        return done
+    decision = domain.decide_create(cmd, clock())
+    if not await uow.insert_payment(decision.snapshot):
+        raise Rejected(RejectionKind.CONFLICT, f"a payment with id {cmd.payment_id!r} already exists")
+    return await _finish(uow, cmd, decision, source)
+
+
+async def _modify(uow: UnitOfWork, cmd: ModifyPayment, source: str, clock: Clock) -> CommandResult:
+    if done := await _already_done(uow, cmd):
+        return done
+    for _ in range(MAX_RACE_RETRIES):
+        current = await uow.get_payment(cmd.organization_id, cmd.payment_id)
+        decision = domain.decide_modify(current, cmd, clock())
+        assert current is not None  # decide_modify rejects a missing payment
+        if await uow.update_payment(decision.snapshot, current.version):
+            return await _finish(uow, cmd, decision, source)
+        if cmd.expected_version is not None:
+            # Another command won the race on this version: the caller must re-read.
+            fresh = await uow.get_payment(cmd.organization_id, cmd.payment_id)
+            raise Rejected(
+                RejectionKind.VERSION_MISMATCH,
+                f"payment {cmd.payment_id!r} changed concurrently; it is no longer at version "
+                f"{cmd.expected_version}",
+                current_version=fresh.version if fresh else None,
+            )
+    raise Rejected(RejectionKind.CONFLICT, f"payment {cmd.payment_id!r} is changing too often; retry")
+
+
+async def run_batch(
+    store: CommandStore, batch: CommandBatch, *, source: str, clock: Clock = utc_now
+) -> CommandBatchResult:
+    """Group commit: every item in ONE transaction, in arrival order, each behind its own
+    savepoint. An item runs exactly as alone (claim, rules, write, outbox row, result), so
+    a later item on the same payment sees the earlier one's write; a refused item rolls
+    back to its savepoint only. Anything else (database down, deadlock) aborts the whole
+    transaction: nothing of the batch is written and the activity is retried."""
+    outcomes: list[CommandResult | Rejection] = []
+    async with store.unit_of_work() as uow:
+        for item in batch.items:
+            try:
+                async with uow.savepoint():
+                    if isinstance(item, CreatePayment):
+                        outcomes.append(await _create(uow, item, source, clock))
+                    else:
+                        outcomes.append(await _modify(uow, item, source, clock))
+            except Rejected as rejected:
+                outcomes.append(Rejection.of(rejected))
+    return CommandBatchResult(batch_id=batch.batch_id, items=outcomes)
 
 
 async def bulk_create(

@@ -65,6 +65,15 @@ class FakeUnitOfWork:
     async def add_event(self, event: PaymentEvent) -> None:
         self.state.outbox.append(event)
 
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        saved = copy.deepcopy(self.state)
+        try:
+            yield
+        except BaseException:
+            self.state = saved  # rolled back to the savepoint
+            raise
+
     def _another_writer_commits(self, key: tuple[str, str]) -> None:
         current = self.store.committed.payments[key]
         moved = current.model_copy(update={"version": current.version + 1})

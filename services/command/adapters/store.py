@@ -86,6 +86,9 @@ class PostgresUnitOfWork:
     """The statements of one command, inside one transaction (handlers.UnitOfWork)."""
 
     conn: asyncpg.Connection
+    # One NOTIFY per transaction is enough (PostgreSQL folds identical ones at commit
+    # anyway); a group-committed batch saves a round trip per command with it.
+    notified: bool = False
 
     async def claim_command(self, org: str, command_id: str, command_type: str, payment_id: str | None) -> bool:
         """Reserve the command id; False if it already ran (or runs: we wait for it)."""
@@ -141,8 +144,19 @@ class PostgresUnitOfWork:
             event.id, event.organizationid, event.subject, event.paymentversion, event.type.short,
             event.to_json_bytes(), event.time,
         )
-        # Delivered at commit; identical notifications of one transaction are folded.
-        await self.conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+        if not self.notified:  # delivered at commit
+            await self.conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+            self.notified = True
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        notified = self.notified
+        try:
+            async with self.conn.transaction():  # nested in the unit of work: a SAVEPOINT
+                yield
+        except BaseException:
+            self.notified = notified  # a NOTIFY of a rolled-back savepoint is discarded with it
+            raise
 
 
 class PaymentStore:

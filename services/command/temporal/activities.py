@@ -20,6 +20,8 @@ from services.command import handlers
 from services.command.commands import (
     BulkCreatePayments,
     BulkCreateResult,
+    CommandBatch,
+    CommandBatchResult,
     CommandResult,
     CreatePayment,
     ModifyPayment,
@@ -86,5 +88,18 @@ class CommandActivities:
     async def execute_bulk_create(self, cmd: BulkCreatePayments) -> BulkCreateResult:
         return await handlers.bulk_create(self.store, cmd, source=self.source)
 
+    @activity.defn(name="payments.execute_batch")
+    async def execute_batch(self, batch: CommandBatch) -> CommandBatchResult:
+        """Group commit: one transaction for the whole batch; per-item refusals are
+        outcomes, not errors (the activity fails, and is retried, only as a whole)."""
+        info = activity.info()
+        token = bind_log_context(workflow_id=info.workflow_id, batch_id=batch.batch_id)
+        try:
+            result = await handlers.run_batch(self.store, batch, source=self.source)
+            self.hand_over(info.workflow_id, result)
+            return result
+        finally:
+            log_context.reset(token)
+
     def all(self) -> list[Callable[..., Any]]:
-        return [self.execute_create, self.execute_modify, self.execute_bulk_create]
+        return [self.execute_create, self.execute_modify, self.execute_bulk_create, self.execute_batch]

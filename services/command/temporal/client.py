@@ -12,6 +12,12 @@ workflow history, which stays the fallback and the record: docs/benchmarks.md).
 Workflow ids are deterministic (``payments/<org>/<command id>``): starting a command
 that already runs attaches to it, one that completed returns its first result, and only
 a failed one may run again (``ALLOW_DUPLICATE_FAILED_ONLY``).
+
+With group commit (``PAYMENTS_COMMAND_GROUP_COMMIT``, temporal/group_commit.py), creates
+and modifications that arrive while an execution is in flight run together as one
+``CommandBatch`` workflow (id ``payments-batch/<uuid>``, its commands in its memo); each
+caller still gets its own outcome, and ``status`` answers a batched command from its
+result row in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from services.command.commands import (
     BulkCreatePayments,
     BulkCreateResult,
     Command,
+    CommandBatch,
+    CommandBatchResult,
     CommandResult,
     CommandState,
     CreatePayment,
@@ -41,8 +49,10 @@ from services.command.commands import (
     RejectionKind,
     command_type,
 )
+from services.command.temporal.group_commit import GroupCommit, QueuedTooLong
 from services.command.temporal.workflows import (
     BulkCreatePaymentsWorkflow,
+    CommandBatchWorkflow,
     CreatePaymentWorkflow,
     ModifyPaymentWorkflow,
 )
@@ -53,6 +63,7 @@ _ROUTES: dict[type, tuple[Any, type]] = {
     CreatePayment: (CreatePaymentWorkflow.run, CommandResult),
     ModifyPayment: (ModifyPaymentWorkflow.run, CommandResult),
     BulkCreatePayments: (BulkCreatePaymentsWorkflow.run, BulkCreateResult),
+    CommandBatch: (CommandBatchWorkflow.run, CommandBatchResult),
 }
 _RESULT_BY_WORKFLOW_TYPE = {"CreatePayment": CommandResult, "ModifyPayment": CommandResult,
                             "BulkCreatePayments": BulkCreateResult}
@@ -62,6 +73,12 @@ _FAILED = {WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TIMED_OUT,
 
 def workflow_id(org: str, command_id: str) -> str:
     return f"payments/{org}/{command_id}"
+
+
+def _workflow_id_of(command: Command | CommandBatch) -> str:
+    if isinstance(command, CommandBatch):  # its items keep their own ids (memo)
+        return f"payments-batch/{command.batch_id}"
+    return workflow_id(command.organization_id, command.command_id)
 
 
 class CommandFailed(Exception):
@@ -144,6 +161,7 @@ class PaymentCommandClient:
         local_results: bool = False,
         local_result_wait: float = 0.5,
         tokens: ConsistencyTokens | None = None,
+        group_commit: dict[str, Any] | None = None,
     ) -> None:
         self.client = client
         self.task_queue = task_queue
@@ -156,13 +174,18 @@ class PaymentCommandClient:
         # Command type -> (workflow run method, result type); the benchmark swaps in its
         # naive workflow here.
         self.routes: dict[type, tuple[Any, type]] = dict(_ROUTES)
+        # Group commit (GroupCommit's keyword arguments), or None: one workflow per command.
+        self.group_commit = GroupCommit(self._run, **group_commit) if group_commit is not None else None
 
-    async def start(self, command: Command) -> WorkflowHandle[Any, Any]:
+    async def start(self, command: Command | CommandBatch) -> WorkflowHandle[Any, Any]:
         run, _ = self.routes[type(command)]
-        wid = workflow_id(command.organization_id, command.command_id)
+        wid = _workflow_id_of(command)
+        memo = None
+        if isinstance(command, CommandBatch):  # what the Temporal UI shows the batch ran
+            memo = {"commands": [f"{item.organization_id}/{item.command_id}" for item in command.items]}
         try:
             return await self.client.start_workflow(
-                run, command, id=wid, task_queue=self.task_queue,
+                run, command, id=wid, task_queue=self.task_queue, memo=memo,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 execution_timeout=self.workflow_timeout,
@@ -179,11 +202,15 @@ class PaymentCommandClient:
         kind = command_type(command)
         started = time.perf_counter()
         outcome = "error"
-        wid = workflow_id(command.organization_id, command.command_id)
         try:
-            with self.local_results.expect(wid) if self.local_results else contextlib.nullcontext() as local:
-                handle = await self.start(command)
-                result = self._stamped(await self._outcome(command, handle, local, wait_timeout))
+            if self.group_commit is not None and self.group_commit.accepts(command):
+                try:
+                    raw = await self.group_commit.submit(command, wait_timeout)  # type: ignore[arg-type]
+                except QueuedTooLong:
+                    raise CommandPending(command.command_id) from None
+            else:
+                raw = await self._run(command, wait_timeout)
+            result = self._stamped(raw)
             outcome = "success"
             return result
         except Rejected:
@@ -196,8 +223,15 @@ class PaymentCommandClient:
             COMMANDS.labels(kind, outcome).inc()
             COMMAND_DURATION.labels(kind).observe(time.perf_counter() - started)
 
+    async def _run(self, command: Command | CommandBatch, wait_timeout: float | None) -> Any:
+        """One workflow execution: start it and wait for its outcome."""
+        wid = _workflow_id_of(command)
+        with self.local_results.expect(wid) if self.local_results else contextlib.nullcontext() as local:
+            handle = await self.start(command)
+            return await self._outcome(command, handle, local, wait_timeout)
+
     async def _outcome(
-        self, command: Command, handle: WorkflowHandle[Any, Any], local: asyncio.Future[Any] | None,
+        self, command: Command | CommandBatch, handle: WorkflowHandle[Any, Any], local: asyncio.Future[Any] | None,
         wait_timeout: float | None,
     ) -> Any:
         if local is not None and self.local_results is not None:
@@ -207,11 +241,13 @@ class PaymentCommandClient:
         try:
             return await asyncio.wait_for(handle.result(), wait_timeout)
         except TimeoutError:
+            assert not isinstance(command, CommandBatch)  # a batch is awaited without a timeout
             raise CommandPending(command.command_id) from None
         except WorkflowFailureError as err:
             rejection = rejection_from(err)
             if rejection is None:
-                raise CommandFailed(f"command {command.command_id} failed: {err.cause or err}") from err
+                what = f"batch {command.batch_id}" if isinstance(command, CommandBatch) else f"command {command.command_id}"
+                raise CommandFailed(f"{what} failed: {err.cause or err}") from err
             raise rejection from None
 
     def _stamped(self, result: CommandResult | BulkCreateResult) -> CommandResult | BulkCreateResult:
@@ -251,4 +287,7 @@ class PaymentCommandClient:
         if self.store is None:
             return None
         stored = await self.store.command_result(org, command_id)
-        return None if stored is None else (CommandState.COMPLETED, self._stamped(CommandResult.model_validate(stored)))
+        if stored is None:  # queued or running in one of this process's batches, else unknown
+            running = self.group_commit is not None and self.group_commit.running(org, command_id)
+            return (CommandState.RUNNING, None) if running else None
+        return CommandState.COMPLETED, self._stamped(CommandResult.model_validate(stored))

@@ -29,6 +29,8 @@ with workflow.unsafe.imports_passed_through():
     from services.command.commands import (
         BulkCreatePayments,
         BulkCreateResult,
+        CommandBatch,
+        CommandBatchResult,
         CommandResult,
         CreatePayment,
         ModifyPayment,
@@ -98,4 +100,16 @@ class BulkCreatePaymentsWorkflow:
         return await _execute(CommandActivities.execute_bulk_create, cmd)
 
 
-WORKFLOWS = [CreatePaymentWorkflow, ModifyPaymentWorkflow, BulkCreatePaymentsWorkflow]
+@workflow.defn(name="CommandBatch", sandboxed=False)
+class CommandBatchWorkflow:
+    """Group commit: commands that arrived while another execution was in flight, in one
+    local activity and one transaction. The items' rules run in the activity (the same
+    pure rules, per item: a refused item must not refuse the batch). Its memo lists the
+    commands (``<org>/<command id>``) so that the Temporal UI shows what it ran."""
+
+    @workflow.run
+    async def run(self, batch: CommandBatch) -> CommandBatchResult:
+        return await _execute(CommandActivities.execute_batch, batch)
+
+
+WORKFLOWS = [CreatePaymentWorkflow, ModifyPaymentWorkflow, BulkCreatePaymentsWorkflow, CommandBatchWorkflow]
