@@ -53,7 +53,7 @@ async def test_sigkill_of_the_api_mid_batch_then_retries_apply_each_command_once
     run = uuid.uuid4().hex[:8]
     headers = {"Authorization": f"Bearer {mint_token(ORG, [SCOPE_WRITE], settings=runtime.settings)}"}
     requests = [(f"crash-{run}-{n}", {"amount": 100 + n, "currency": "EUR", "description": f"crash-{run}-{n}"})
-                for n in range(80)]
+                for n in range(240)]
     acked: dict[str, str] = {}  # key -> payment id the client was told
 
     first_port = free_port()
@@ -73,8 +73,10 @@ async def test_sigkill_of_the_api_mid_batch_then_retries_apply_each_command_once
                     acked[key] = response.json()["id"]
 
             tasks = [asyncio.create_task(send(key, body)) for key, body in requests]
-            while len(acked) < 10 and not all(t.done() for t in tasks):
-                await asyncio.sleep(0.005)
+            # At the first answer: a batch answers up to 64 callers at once, so waiting for
+            # more could see the whole burst done; 240 requests are several batches.
+            while not acked and not all(t.done() for t in tasks):
+                await asyncio.sleep(0.002)
             first.send_signal(signal.SIGKILL)
             await asyncio.gather(*tasks)
     finally:
