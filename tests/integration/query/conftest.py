@@ -75,15 +75,16 @@ class ProjectorProcess:
     killed one started again takes its partitions back at once; None for an extra replica
     that stops for good (dynamic membership: it leaves its group on SIGTERM)."""
 
-    def __init__(self, s: Settings, log_dir: Path, *args: str, slot: int | None = 0) -> None:
-        self.settings, self.args, self.log_dir, self.slot = s, args, log_dir, slot
+    def __init__(self, s: Settings, log_dir: Path, *args: str, slot: int | None = 0,
+                 env: dict[str, str] | None = None) -> None:
+        self.settings, self.args, self.log_dir, self.slot, self.env = s, args, log_dir, slot, env
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
 
     def start(self) -> None:
         self.runs += 1
         log = open(self.log_dir / f"projector-{id(self)}-{self.runs}.log", "wb")  # noqa: SIM115
-        env = settings_env(self.settings)
+        env = dict(self.env) if self.env is not None else settings_env(self.settings)
         env.pop(GROUP_INSTANCE_ID_ENV, None)
         if self.slot is not None:
             env.update(member_env(BY_NAME["projector"], self.slot))
