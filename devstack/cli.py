@@ -26,7 +26,7 @@ from devstack.foreground import fail, run_in_foreground, start_or_fail
 stack_app = typer.Typer(
     name="stack",
     help=(
-        "The embedded local stack: Temporal dev server, Kafka (Tansu, or noida-db with --kafka noida), "
+        "The embedded local stack: Temporal dev server, Kafka (noida-db, or Tansu with --kafka tansu), "
         "MongoDB (SecantusDB), "
         "PostgreSQL and Redis (Valkey) on 127.0.0.1, all from the project's 'local' extra. "
         "Endpoints are written to <data-dir>/stack.json, where "
@@ -110,8 +110,8 @@ def _print_endpoints(ep: Endpoints, data_dir: Path, seconds: float | None, logs_
 def up(
     data_dir: Path = DataDirOption,
     persist: bool = typer.Option(
-        False, "--persist", help="Keep Temporal, MongoDB, PostgreSQL and (with --kafka noida) Kafka data in "
-        "--data-dir across restarts (Tansu is memory-only either way)."),
+        False, "--persist", help="Keep Temporal, MongoDB, PostgreSQL and Kafka data in "
+        "--data-dir across restarts (but with --kafka tansu: Tansu is memory-only)."),
     kafka: str = typer.Option(
         KAFKA_BROKERS[0], "--kafka", envvar="PAYMENTS_STACK_KAFKA",
         help=f"The embedded Kafka broker: {' or '.join(KAFKA_BROKERS)} (docs/design.md section 11)."),

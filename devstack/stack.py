@@ -40,7 +40,7 @@ class LocalStack(ServerLaunch, ReadinessChecks):
     *_url / temporal_address / kafka_bootstrap
                use this existing server instead of starting one (checked for reachability)
     binaries   override the location of a server binary by service name
-    kafka_broker  the embedded Kafka: "tansu" (default) or "noida" (noida-db, Kafka-strict, persistent)
+    kafka_broker  the embedded Kafka: "noida" (default: noida-db, Kafka-strict, persistent) or "tansu" (memory only)
     """
 
     def __init__(

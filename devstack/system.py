@@ -33,11 +33,26 @@ def base_url(process: Process, settings: Settings) -> str:
     return f"http://{settings.host}:{port_of(process, settings)}"
 
 
+GROUP_INSTANCE_ID_ENV = "PAYMENTS_KAFKA_GROUP_INSTANCE_ID"
+
+
+def member_env(process: Process, slot: int = 0) -> dict[str, str]:
+    """The static Kafka group instance id of ``process`` in replica slot ``slot`` (none for a
+    process that joins no consumer group). A process killed and started again in the same
+    slot takes its partitions back at once instead of waiting for its session to expire
+    (on noida-db, which never expires one, instead of never). Give it only to a replica
+    that comes back: a static member that stops for good does not leave its group (aiokafka
+    sends no LeaveGroup for it), so an extra replica runs without one and leaves on SIGTERM."""
+    return {GROUP_INSTANCE_ID_ENV: f"{process.name}-{slot}"} if process.group_field else {}
+
+
 def isolated(base: Settings, name: str, **overrides: Any) -> tuple[Settings, dict[str, str]]:
     """Settings (and the child environment) for a system that shares ``base``'s servers but
-    none of its data: its own MongoDB database, Kafka topics, task queues and free ports."""
+    none of its data: its own MongoDB database, Kafka topics and consumer groups, task
+    queues and free ports."""
     suffix = f"{name}-{uuid.uuid4().hex[:8]}"
     values: dict[str, Any] = {
+        **{p.group_field: f"payments-{p.name}-{suffix}" for p in LONG_RUNNING if p.group_field},
         "mongo_db": suffix.replace("-", "_"),
         "events_topic": f"payments.events.{suffix}",
         "dlq_topic": f"payments.events.dlq.{suffix}",
@@ -50,7 +65,8 @@ def isolated(base: Settings, name: str, **overrides: Any) -> tuple[Settings, dic
         **overrides,
     }
     env = {**os.environ, **{f"PAYMENTS_{k.upper()}": str(v) for k, v in values.items()}}
-    return base.model_copy(update=values), env
+    # intake_group is the command side's (CommandSettings): its child reads it from env.
+    return base.model_copy(update={k: v for k, v in values.items() if k in Settings.model_fields}), env
 
 
 class ProcessStartError(RuntimeError):
@@ -81,14 +97,16 @@ class RunningSystem:
     def start(self, env: dict[str, str], *, timeout: float = 60.0, names: list[str] | None = None,
               wait: bool = True) -> None:
         """Start the processes (all by default) and wait until each answers ``/readyz``
-        (or, with ``wait=False``, only until each answers ``/healthz``)."""
+        (or, with ``wait=False``, only until each answers ``/healthz``). Each is slot 0 of
+        its kind: a consumer gets its static group instance id (``member_env``) unless
+        ``env`` names one."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         specs = [p for p in LONG_RUNNING if names is None or p.name in names]
         for spec in specs:
             log = open(self.log_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - owned by the child
             self.children[spec.name] = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", spec.name],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**member_env(spec), **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         pending = {s.name: s for s in specs}

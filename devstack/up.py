@@ -69,7 +69,7 @@ def up(
     PostgreSQL, Redis, Kafka, MongoDB and Temporal come from PAYMENTS_DATABASE_URL,
     PAYMENTS_REDIS_URL, PAYMENTS_KAFKA_BOOTSTRAP, PAYMENTS_MONGO_URL and
     PAYMENTS_TEMPORAL_ADDRESS when set (checked for reachability), embedded otherwise;
-    PAYMENTS_STACK_KAFKA picks the embedded Kafka (tansu or noida).
+    PAYMENTS_STACK_KAFKA picks the embedded Kafka (noida, the default, or tansu).
     API ports: PAYMENTS_COMMAND_API_PORT (8001), PAYMENTS_QUERY_API_PORT (8002).
     """
     data_dir = data_dir.absolute()

@@ -119,8 +119,11 @@ def producer_options(settings: Settings) -> dict[str, Any]:
 
 def consumer_options(settings: Settings) -> dict[str, Any]:
     """aiokafka consumer options from the PAYMENTS_KAFKA_* settings (what faust gets too)."""
-    return {
+    options: dict[str, Any] = {
         "session_timeout_ms": int(settings.kafka_session_timeout_seconds * 1000),
         "heartbeat_interval_ms": int(settings.kafka_heartbeat_interval_seconds * 1000),
         "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
     }
+    if settings.kafka_group_instance_id:  # static membership (the setting says when)
+        options["group_instance_id"] = settings.kafka_group_instance_id
+    return options

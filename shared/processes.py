@@ -5,7 +5,8 @@ Each row is one ``payments`` sub-command. A long-running process has a port (its
 or the ``/healthz`` ``/readyz`` ``/metrics`` endpoint of a worker); a one-shot command has
 none. ``needs`` names the servers it waits for at start-up (keys of
 ``shared.dependencies.CHECKS``); ``metrics`` the Prometheus names of the metrics it exports
-(defined in ``shared.telemetry``).
+(defined in ``shared.telemetry``); ``group_field`` the setting naming the Kafka consumer
+group it joins (the local stack gives such a process a static group instance id per slot).
 
 Standard library only: deploy/docker/healthcheck.py imports this module inside the image
 and must never import the application's heavy dependencies.
@@ -29,6 +30,7 @@ class Process:
     api: bool = False  # serves an HTTP API (else its port serves only the ops endpoints)
     verifies_tokens: bool = False  # checks bearer tokens (and signs cursors) with the configured keys
     metrics: tuple[str, ...] = ()
+    group_field: str | None = None  # Settings field of the Kafka consumer group it joins
 
     @property
     def long_running(self) -> bool:
@@ -62,14 +64,16 @@ PROCESSES: tuple[Process, ...] = (
             "relay_metrics_port", 9102,
             metrics=("payments_outbox_backlog", "payments_outbox_publish_lag_seconds")),
     Process("intake", COMMAND, "services.command.cli:intake", ("postgres", "temporal", "kafka"),
-            "intake_metrics_port", 9105, metrics=("payments_intake_messages", *_COMMANDS)),
+            "intake_metrics_port", 9105, metrics=("payments_intake_messages", *_COMMANDS),
+            group_field="intake_group"),
     Process("query-api", QUERY, "services.query.cli:query_api", ("mongo",),
             "query_api_port", 8002, api=True, verifies_tokens=True, metrics=_QUERIES),
     Process("projector", QUERY, "services.query.cli:projector", ("kafka", "mongo"),
             "projector_metrics_port", 9103,
             metrics=("payments_projection_events", "payments_projection_lag_seconds",
                      "payments_projection_dead_letters", "payments_projector_stalled",
-                     "payments_projector_consecutive_failures", "payments_cache_errors")),
+                     "payments_projector_consecutive_failures", "payments_cache_errors"),
+            group_field="projector_group"),
     Process("query-worker", QUERY, "services.query.cli:query_worker", ("mongo", "temporal"),
             "query_worker_metrics_port", 9104, metrics=_QUERIES),
     Process("replay", QUERY, "services.query.cli:replay", ("kafka", "mongo")),

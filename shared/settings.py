@@ -103,6 +103,15 @@ class Settings(BaseSettings):
     # Needs acks=all; Tansu has no idempotent producer, so the local stack on Tansu sets false.
     kafka_producer_idempotence: bool = True
     kafka_producer_linger_ms: int = Field(default=2, ge=0)
+    # Static group membership (KIP-345) of this process's consumer (the projector's, the
+    # intake's): a member restarted with the same id takes its partitions back at once,
+    # without waiting for the session timeout or a rebalance. Unset (the default) is
+    # dynamic membership, right for a Kubernetes Deployment, whose pods have no stable
+    # name. Set it only to an identity that is stable and unique per replica within the
+    # group (a StatefulSet's pod name): a second process with the same id fences the
+    # first, and a static member that stops for good keeps its partitions until its
+    # session times out, since it does not leave the group.
+    kafka_group_instance_id: str | None = Field(default=None, min_length=1, max_length=249)
 
     # Kafka topics are created by the deployment (Helm hook Job, compose kafka-init, the
     # local stack). A process creates a missing topic only with kafka_create_topics (the
@@ -110,6 +119,8 @@ class Settings(BaseSettings):
     kafka_create_topics: bool = False
     events_topic_partitions: int = Field(default=3, ge=1)
     commands_topic_partitions: int = Field(default=3, ge=1)  # and the command results topic
+    # The projector's consumer group (the intake's is PAYMENTS_INTAKE_GROUP).
+    projector_group: str = "payments-projector"
     kafka_topic_replication_factor: int = Field(default=3, ge=1)
     kafka_topic_min_insync_replicas: int = Field(default=2, ge=1)
 

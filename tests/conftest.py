@@ -111,8 +111,8 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Endpoints]:
         headless=True,
         persist=False,
         temporal_namespace=env.get("PAYMENTS_TEMPORAL_NAMESPACE") or "default",
-        # PAYMENTS_STACK_KAFKA=noida runs the suite on the other embedded broker;
-        # tests/integration/test_kafka_brokers.py always checks noida-db.
+        # The default broker is noida-db; PAYMENTS_STACK_KAFKA=tansu runs the suite on the
+        # other one (tests/integration/query/test_tansu_smoke.py checks Tansu in every run).
         kafka_broker=env.get("PAYMENTS_STACK_KAFKA") or KAFKA_BROKERS[0],
         **external,
     )

@@ -47,7 +47,7 @@ def projector(
     batch_wait: float = typer.Option(
         0.005, "--batch-wait", help="Seconds to wait for more events once one has arrived (adds to latency)."
     ),
-    group: str = typer.Option("payments-projector", "--group", help="Kafka consumer group."),
+    group: str = typer.Option(None, "--group", help="Kafka consumer group (default: PAYMENTS_PROJECTOR_GROUP)."),
     fetch_max_wait_ms: int = typer.Option(
         None, "--fetch-max-wait-ms", min=1, max=30000,
         help="Longest a Kafka fetch waits for records (default: PAYMENTS_KAFKA_FETCH_MAX_WAIT_MS, 500); "

@@ -40,3 +40,9 @@ def test_settings_kafka_would_refuse_are_rejected(values: dict, message: str) ->
 
 def test_acks_one_without_idempotence_is_allowed() -> None:
     assert producer_options(Settings(kafka_producer_acks="1", kafka_producer_idempotence=False))["acks"] == 1
+
+
+def test_static_membership_only_when_a_group_instance_id_is_set() -> None:
+    assert "group_instance_id" not in consumer_options(Settings())  # a Deployment's pods: dynamic
+    assert consumer_options(Settings(kafka_group_instance_id="payments-projector-0"))["group_instance_id"] == (
+        "payments-projector-0")

@@ -50,3 +50,16 @@ def test_every_metric_has_an_exporter_and_only_processes_export() -> None:
 def test_the_apis_verify_tokens() -> None:
     assert {p.name for p in PROCESSES if p.verifies_tokens} == {p.name for p in PROCESSES if p.api} == {
         "command-api", "query-api"}
+
+
+def test_each_consumer_names_its_group_setting_and_gets_a_static_id_per_slot() -> None:
+    from devstack.system import GROUP_INSTANCE_ID_ENV, member_env
+    from services.command.config import CommandSettings
+
+    consumers = {p.name: p.group_field for p in PROCESSES if p.group_field}
+    assert consumers == {"intake": "intake_group", "projector": "projector_group"}
+    for name, field in consumers.items():
+        assert field in CommandSettings.model_fields, field
+        assert member_env(BY_NAME[name], 1) == {GROUP_INSTANCE_ID_ENV: f"{name}-1"}
+    assert member_env(BY_NAME["relay"]) == {}  # no consumer group, no instance id
+    assert GROUP_INSTANCE_ID_ENV == "PAYMENTS_" + "kafka_group_instance_id".upper()

@@ -1,6 +1,6 @@
 """The projector: a faust-streaming agent that projects payment events into MongoDB.
 
-Consumer group ``payments-projector`` on the events topic. Per batch (up to
+Consumer group ``PAYMENTS_PROJECTOR_GROUP`` on the events topic. Per batch (up to
 ``batch_size`` events or ``batch_wait`` seconds):
 
 1. parse every message against the event contract; invalid ones go to the dead-letter
@@ -49,7 +49,6 @@ from shared.telemetry import (
 
 log = logging.getLogger("payments.query.projector")
 
-PROJECTOR_GROUP = "payments-projector"
 UNTRUSTED_SOURCE = "untrusted source"
 
 
@@ -212,13 +211,14 @@ class ProjectorApp(FetchWaitApp):
         await self.open(self.async_exit_stack)
 
 
-def build_projector_app(settings: Settings, *, group: str = PROJECTOR_GROUP, batch_size: int = 500,
+def build_projector_app(settings: Settings, *, group: str | None = None, batch_size: int = 500,
                         batch_wait: float = 0.005, ops: bool = True,
                         fetch_max_wait_ms: int | None = None) -> ProjectorApp:
     """The faust app with the projection agent; run it with :func:`run_projector`. Every
     Kafka client option comes from the PAYMENTS_KAFKA_* settings (``fetch_max_wait_ms``
     overrides one, for benchmarks); faust never declares topics (``run_projector``
     creates them only with PAYMENTS_KAFKA_CREATE_TOPICS)."""
+    group = group or settings.projector_group
     datadir = settings.data_dir / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
     app = ProjectorApp(
@@ -231,6 +231,7 @@ def build_projector_app(settings: Settings, *, group: str = PROJECTOR_GROUP, bat
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_seconds,
         broker_commit_interval=settings.kafka_commit_interval_seconds,
         consumer_auto_offset_reset="earliest",
+        consumer_group_instance_id=settings.kafka_group_instance_id,
         topic_disable_leader=True,
         topic_allow_declare=False,
         producer_acks=-1 if settings.kafka_producer_acks == "all" else int(settings.kafka_producer_acks),

@@ -14,12 +14,14 @@ from services.command.adapters.intake import IntakeConsumer
 from services.command.bootstrap import CommandRuntime
 from services.command.commands import CommandState, CreatePayment, RejectionKind
 from services.command.config import CommandSettings
+from shared.kafka import consumer_options
+from shared.settings import Settings
 
 
 async def _results(bootstrap: str, topic: str, wanted: set[str], timeout: float = 60.0) -> dict[str, list[dict]]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"t-{uuid.uuid4().hex}",
-                                auto_offset_reset="earliest", session_timeout_ms=2000, heartbeat_interval_ms=500,
-                                enable_auto_commit=False)
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                **consumer_options(Settings()))  # the stack's (a stock broker refuses 2 s)
     await consumer.start()
     seen: dict[str, list[dict]] = {}
     try:

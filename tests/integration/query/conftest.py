@@ -1,7 +1,8 @@
 """Fixtures of the query-service tests, on top of the session ``settings`` (tests/conftest.py).
 
-Every test gets its own MongoDB database (hence Redis key prefix), Kafka topics and task
-queue, so tests never see each other's events, documents or cache entries.
+Every test gets its own MongoDB database (hence Redis key prefix), Kafka topics, consumer
+group and task queue, so tests never see each other's events, documents, cache entries or
+group members.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from aiokafka import AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "unit"))  # test_projection_strategies
 
+from devstack.system import GROUP_INSTANCE_ID_ENV, member_env  # noqa: E402
 from services.query.bootstrap import QueryRuntime, query_runtime  # noqa: E402
 from services.query.http.app import create_app  # noqa: E402
 from shared.auth import SCOPE_READ, mint_token  # noqa: E402
-from shared.net import free_port
+from shared.net import free_port  # noqa: E402
+from shared.processes import BY_NAME  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 
 
@@ -51,6 +54,7 @@ def qsettings(settings: Settings) -> Settings:
         "mongo_db": f"qtest_{suffix}",
         "events_topic": f"qtest.{suffix}.events",
         "dlq_topic": f"qtest.{suffix}.dlq",
+        "projector_group": f"qtest-{suffix}",
         "query_task_queue": f"payments-queries-{suffix}",
         "projector_metrics_port": free_port(),
         "log_json": True,
@@ -60,24 +64,32 @@ def qsettings(settings: Settings) -> Settings:
 def settings_env(s: Settings) -> dict[str, str]:
     env = dict(os.environ)
     for name in ("kafka_bootstrap", "mongo_url", "mongo_db", "redis_url", "events_topic", "dlq_topic",
-                 "projector_metrics_port", "data_dir", "jwt_secret"):
+                 "projector_group", "projector_metrics_port", "data_dir", "jwt_secret"):
         env[f"PAYMENTS_{name.upper()}"] = str(getattr(s, name))
     return env
 
 
 class ProjectorProcess:
-    """``payments projector`` as a real subprocess (so it can be SIGKILLed)."""
+    """``payments projector`` as a real subprocess (so it can be SIGKILLed). ``slot``: its
+    static group instance id, as the local stack gives it (devstack.system.member_env), so a
+    killed one started again takes its partitions back at once; None for an extra replica
+    that stops for good (dynamic membership: it leaves its group on SIGTERM)."""
 
-    def __init__(self, s: Settings, log_dir: Path, *args: str) -> None:
-        self.settings, self.args, self.log_dir = s, args, log_dir
+    def __init__(self, s: Settings, log_dir: Path, *args: str, slot: int | None = 0,
+                 env: dict[str, str] | None = None) -> None:
+        self.settings, self.args, self.log_dir, self.slot, self.env = s, args, log_dir, slot, env
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
 
     def start(self) -> None:
         self.runs += 1
-        log = open(self.log_dir / f"projector-{self.runs}.log", "wb")  # noqa: SIM115
+        log = open(self.log_dir / f"projector-{id(self)}-{self.runs}.log", "wb")  # noqa: SIM115
+        env = dict(self.env) if self.env is not None else settings_env(self.settings)
+        env.pop(GROUP_INSTANCE_ID_ENV, None)
+        if self.slot is not None:
+            env.update(member_env(BY_NAME["projector"], self.slot))
         self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", "projector", *self.args],
-                                     env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT)
+                                     env=env, stdout=log, stderr=subprocess.STDOUT)
 
     async def ready(self, timeout: float = 30.0) -> None:
         url = f"http://127.0.0.1:{self.settings.projector_metrics_port}/readyz"
@@ -102,7 +114,8 @@ class ProjectorProcess:
         return self.proc.wait(timeout=30)
 
     def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.log_dir.glob("projector-*.log")))
+        return "\n".join(p.read_text(errors="replace")[-3000:]
+                         for p in sorted(self.log_dir.glob(f"projector-{id(self)}-*.log")))
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

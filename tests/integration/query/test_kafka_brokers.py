@@ -158,7 +158,7 @@ async def test_projector_with_the_deployed_kafka_settings_joins_projects_and_com
         await eventually(projected, 30, "the events projected on noida-db")
 
         async def committed() -> bool:
-            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id="payments-projector")
+            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=s.projector_group)
             await consumer.start()
             try:
                 offsets = [await consumer.committed(TopicPartition(s.events_topic, p)) for p in range(3)]
