@@ -3,11 +3,11 @@
 1. Create a fresh *generation* of collections (``payments_<gen>``, ``statistics_<gen>``,
    ``tombstones_<gen>``); queries keep reading the active generation meanwhile, so no
    half-built statistics are ever served.
-2. Read every partition from offset 0 by manual assignment (no consumer group, so the
-   projector's committed offsets are untouched; no ``seek_to_end``/``latest``, which
-   Tansu gets wrong) and apply the events with the projector's own code, in batches.
-   ``end_offsets`` is used only to size the progress bar; the build stops once every
-   partition has been read up to it, or after ``idle`` seconds without new events.
+2. Read every partition from its beginning (the earliest retained offset) by manual
+   assignment (no consumer group, so the projector's committed offsets are untouched) and
+   apply the events with the projector's own code, in batches, up to the partitions'
+   ``end_offsets`` as the build started. ``idle`` seconds without new events also end it:
+   a broker that reports wrong end offsets (the Tansu stand-in) still finishes.
 3. Switch the pointer document to the new generation (one atomic write; cache keys
    contain the generation, so every cached answer is invalidated with it).
 4. Catch up once more: events the live projector applied to the old generation while
@@ -125,10 +125,11 @@ async def run_replay(settings: Settings, *, idle: float = 3.0, batch_size: int =
         try:
             tps = await _partitions(consumer, settings.events_topic)
             consumer.assign(tps)
-            for tp in tps:
-                consumer.seek(tp, 0)
+            if tps:
+                await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps) if tps else {}
-            bar = _Progress(progress, sum(ends.values()))
+            begins = await consumer.beginning_offsets(tps) if tps else {}
+            bar = _Progress(progress, sum(ends[tp] - begins[tp] for tp in tps))
             try:
                 started = time.monotonic()
                 if tps:
