@@ -1,10 +1,13 @@
 """Projection throughput vs a raw bulk upsert of the same documents into the same MongoDB.
 
-    PAYMENTS_MONGO_URL=... python bench/projection.py --events 5000 --batch 500
+    payments stack up --detach
+    python -m bench.projection --events 5000 --batch 500
 
 Both sides write the same payment documents in batches of the same size; the projection
 side additionally reads the stored versions, keeps tombstones and statistics, all in one
-transaction per batch (exactly what the projector does per Kafka batch).
+transaction per batch (exactly what the projector does per Kafka batch). Then, unless
+``--no-kafka``, the same events go end to end through Kafka into a real ``payments
+projector`` process on the same MongoDB (bench/projection_e2e.py), against both.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pymongo import ReplaceOne
 
 from bench.common import scratch_settings
+from bench.projection_e2e import end_to_end, report
 from services.query import domain
 from services.query.adapters.batch_writes import apply_batch
 from services.query.bootstrap import query_runtime
@@ -32,7 +36,7 @@ def make_events(n: int) -> list:
         created_at=base + timedelta(minutes=i), updated_at=base + timedelta(minutes=i))) for i in range(n)]
 
 
-async def main(n: int, batch: int) -> None:
+async def main(n: int, batch: int, kafka: bool = True) -> None:
     settings = scratch_settings()
     async with query_runtime(settings) as runtime:
         events = make_events(n)
@@ -69,8 +73,11 @@ async def main(n: int, batch: int) -> None:
         print(f"raw bulk upsert, same indexes         : {n / raw_idx_s:9.0f} docs/s   (baseline)")
         print(f"projection (txn + tombstones + stats) : {n / proj_s:9.0f} events/s  "
               f"= {100 * raw_idx_s / proj_s:.0f} % of baseline")
-        print(f"replayed duplicates                   : {n / dup_s:9.0f} events/s")
+        print(f"replayed duplicates                   : {n / dup_s:9.0f} events/s", flush=True)
         await runtime.mongo.drop_database(settings.mongo_db)
+    if kafka:
+        e2e = await end_to_end(settings, events, batch)
+        print("\n".join(report(e2e, n / proj_s, n / raw_idx_s)))
 
 
 def projection_indexes() -> list:
@@ -83,5 +90,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--no-kafka", action="store_true", help="skip the end-to-end run through Kafka")
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.batch))
+    if not 1 <= args.events <= 10_000:
+        parser.error("--events must be between 1 and 10000 (bounded load)")
+    asyncio.run(main(args.events, args.batch, kafka=not args.no_kafka))
