@@ -76,7 +76,8 @@ class CommandSettings(Settings):
     intake_max_backoff_seconds: float = Field(default=10.0, gt=0)
     # Run a poll's leading creates of one organization as one BulkCreatePayments workflow
     # (per-command results kept): 3.6x the creates/s of one workflow each on a backlog
-    # (bench/intake.py, docs/benchmarks.md).
+    # without group commit; with it (the default) 260 vs 250 creates/s (bench/intake.py,
+    # docs/benchmarks.md).
     intake_batch_creates: bool = True
     # Host a command worker (eager workflow start, results handed over in process).
     intake_embedded_worker: bool = True
