@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.fault_checks import converge
 from bench.fault_injection import ALL_FAULTS, UNSUPPORTED, Campaign
@@ -122,9 +124,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown fault(s) {', '.join(unknown)}; known: {', '.join(ALL_FAULTS)}")
     if refused := [f for f in faults if f in unsupported]:
         parser.error(f"{', '.join(refused)} cannot run on --kafka {args.kafka} (see --help)")
-    problems, _, text = asyncio.run(run(faults, args.rate, args.settle, kafka=args.kafka))
+    try:
+        problems, _, text = asyncio.run(_stoppable(run(faults, args.rate, args.settle, kafka=args.kafka)))
+    except asyncio.CancelledError:
+        print("interrupted: the stack and its processes were stopped", file=sys.stderr)
+        return 130
     print(text)
     return 1 if problems else 0
+
+
+async def _stoppable(campaign_run: Any) -> Any:
+    """SIGTERM / SIGINT cancel the run, so that its ``finally`` stops the stack: the
+    servers started from a worker thread do not die with this process by themselves."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    return await campaign_run
 
 
 if __name__ == "__main__":
