@@ -92,9 +92,6 @@ class Settings(BaseSettings):
     # write faster values into stack.json; the processes also run with these defaults.
     kafka_session_timeout_seconds: float = Field(default=10.0, gt=0)
     kafka_heartbeat_interval_seconds: float = Field(default=3.0, gt=0)
-    # How often the projector commits the offsets of projected batches (a crash replays
-    # at most this much, harmlessly: projection is idempotent).
-    kafka_commit_interval_seconds: float = Field(default=1.0, gt=0)
     # Longest a consumer fetch waits for records (Kafka's own default, 500 ms). A broker
     # that answers a waiting fetch when records arrive makes it irrelevant for latency;
     # Tansu does not, so the local stack on Tansu sets 25.

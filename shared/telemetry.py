@@ -136,5 +136,5 @@ def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "kafka", "faust", "mode", "temporalio.worker._workflow_instance"):
+    for noisy in ("aiokafka", "kafka", "temporalio.worker._workflow_instance"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

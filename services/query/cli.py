@@ -45,7 +45,9 @@ def query_api(
 def projector(
     batch_size: int = typer.Option(500, "--batch-size", help="Events per MongoDB transaction (at most)."),
     batch_wait: float = typer.Option(
-        0.005, "--batch-wait", help="Seconds to wait for more events once one has arrived (adds to latency)."
+        0.0, "--batch-wait", min=0, max=1,
+        help="Seconds to wait for more events once a poll returned fewer than --batch-size (adds to latency; "
+        "under a backlog batches fill without it).",
     ),
     group: str = typer.Option(None, "--group", help="Kafka consumer group (default: PAYMENTS_PROJECTOR_GROUP)."),
     fetch_max_wait_ms: int = typer.Option(
@@ -55,15 +57,15 @@ def projector(
     ),
     log_level: str = LOG_LEVEL,
 ) -> None:
-    """Project payment events from Kafka into the MongoDB read model (faust agent).
+    """Project payment events from Kafka into the MongoDB read model.
 
     Invalid events go to the dead-letter topic; offsets are committed only after the
     read model is written. Ops endpoints on PAYMENTS_PROJECTOR_METRICS_PORT (9103).
     """
-    from services.query.adapters.projector import run_projector
+    from services.query.processes import run_projector
 
-    run_projector(_settings(log_level), group=group, batch_size=batch_size, batch_wait=batch_wait,
-                  fetch_max_wait_ms=fetch_max_wait_ms)
+    asyncio.run(run_projector(_settings(log_level), group=group, batch_size=batch_size, batch_wait=batch_wait,
+                              fetch_max_wait_ms=fetch_max_wait_ms))
 
 
 def query_worker(

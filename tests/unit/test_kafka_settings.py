@@ -46,3 +46,29 @@ def test_static_membership_only_when_a_group_instance_id_is_set() -> None:
     assert "group_instance_id" not in consumer_options(Settings())  # a Deployment's pods: dynamic
     assert consumer_options(Settings(kafka_group_instance_id="payments-projector-0"))["group_instance_id"] == (
         "payments-projector-0")
+
+
+def test_every_consumer_gets_a_sticky_assignor_with_state_of_its_own() -> None:
+    from aiokafka import TopicPartition
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+    first, second = (consumer_options(Settings())["partition_assignment_strategy"][0] for _ in range(2))
+    assert first.name == second.name == "sticky" and first is not second
+    first.on_assignment(ConsumerProtocolMemberAssignment(0, [("t", [0, 2])], b""))
+    assert first.member_assignment == [TopicPartition("t", 0), TopicPartition("t", 2)]
+    assert second.member_assignment is None  # not the other consumer's partitions
+    assert first.metadata(["t"]).user_data and not second.metadata(["t"]).user_data
+
+
+def test_a_batch_commits_one_past_the_last_record_of_each_partition() -> None:
+    from aiokafka import TopicPartition
+
+    from services.query.adapters.projector_consumer import next_offsets
+
+    Record = type("Record", (), {})
+    records = []
+    for partition, offset in [(0, 5), (1, 9), (0, 7), (0, 6)]:
+        record = Record()
+        record.topic, record.partition, record.offset = "t", partition, offset
+        records.append(record)
+    assert next_offsets(records) == {TopicPartition("t", 0): 8, TopicPartition("t", 1): 10}

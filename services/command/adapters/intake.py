@@ -21,7 +21,6 @@ whose workflow keeps failing for another reason is dead-lettered after
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from collections import defaultdict
@@ -44,7 +43,7 @@ from services.command.http.errors import Problem, problem_of
 from services.command.temporal.client import CommandFailed, PaymentCommandClient
 from shared.dlq import dlq_headers
 from shared.events import CONTENT_TYPE
-from shared.kafka import TopicMissing, command_topics, consumer_options, ensure_topics, producer_options
+from shared.kafka import TopicMissing, command_topics, consumer_options, ensure_topics, producer_options, stop_clients
 from shared.payment import PaymentSnapshot
 from shared.telemetry import INTAKE_MESSAGES, bind_log_context, log_context
 
@@ -239,10 +238,7 @@ class IntakeConsumer:
         await self._consumer.start()
 
     async def stop(self) -> None:
-        for client in (self._consumer, self._producer):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.stop(), 10)
+        await stop_clients(self._consumer, self._producer)
 
     async def poll_once(self, timeout_ms: int = 500) -> int:
         """Poll, handle and commit one batch; returns how many records it handled."""

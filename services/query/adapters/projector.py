@@ -1,7 +1,8 @@
-"""The projector: a faust-streaming agent that projects payment events into MongoDB.
+"""The projector's batch handler: payment events -> the MongoDB read model.
 
-Consumer group ``PAYMENTS_PROJECTOR_GROUP`` on the events topic. Per batch (up to
-``batch_size`` events or ``batch_wait`` seconds):
+Consumer group ``PAYMENTS_PROJECTOR_GROUP`` on the events topic (the Kafka side is
+:mod:`services.query.adapters.projector_consumer`; the process, services/query/processes.py).
+Per batch:
 
 1. parse every message against the event contract; invalid ones go to the dead-letter
    topic (original bytes as value, the reason and the origin in headers);
@@ -12,34 +13,27 @@ Consumer group ``PAYMENTS_PROJECTOR_GROUP`` on the events topic. Per batch (up t
    the batch applied without it;
 3. bump the Redis cache epoch of every organization that changed (recorded in the
    batch's transaction until Redis took it, so a crash cannot lose a bump);
-4. only then ack the batch, so faust commits offsets only after the read model write
-   (``noack_take`` + manual ``ack``: an exception or a SIGKILL mid-batch leaves the
-   offsets uncommitted and the batch is projected again, harmlessly).
+4. only then return, so the consumer commits the batch's offsets only after the read
+   model write (a SIGKILL mid-batch leaves them uncommitted and the batch is projected
+   again, harmlessly).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import faust
 
 from services.query import domain
 from services.query.adapters import poison
 from services.query.adapters.batch_writes import AppliedBatch, PendingBumps, RecordedSessions, apply_batch
-from services.query.adapters.faust_fetch import FetchWaitApp
 from services.query.adapters.projector_health import StallWatch, event_id_of, report_batch, type_label
 from services.query.adapters.read_model import META
-from services.query.bootstrap import QueryRuntime, ops_checks, query_runtime
+from services.query.bootstrap import QueryRuntime
 from shared.dlq import dlq_headers
 from shared.events import InvalidEvent, PaymentEvent, parse_event
-from shared.kafka import ensure_topics, event_topics
-from shared.ops import serving
-from shared.settings import Settings
 from shared.telemetry import (
     PROJECTION_DEAD_LETTERS,
     PROJECTION_EVENTS,
@@ -53,7 +47,7 @@ UNTRUSTED_SOURCE = "untrusted source"
 
 
 class Projector:
-    """Batch handler shared by the faust agent (and usable without faust).
+    """The batch handler (Kafka records in, read model written).
 
     :meth:`handle` returns only when every message of the batch is applied or
     dead-lettered: a poison event is isolated (:mod:`poison`), transient failures are
@@ -91,7 +85,7 @@ class Projector:
     # ----------------------------------------------------------------- one batch
 
     async def handle(self, messages: Sequence[Any]) -> None:
-        """``messages``: faust ``Message`` objects (topic, partition, offset, key, value, headers)."""
+        """``messages``: Kafka records (topic, partition, offset, key, value, headers)."""
         settled: set[tuple[int, int]] = set()  # dead-lettered already: not again on a retry
         attempt = 0
         while True:
@@ -196,105 +190,3 @@ class Projector:
                 self.pending_bumps -= orgs
             except Exception as exc:  # noqa: BLE001 - retried with the next batch or tick
                 log.warning("cache epoch bump failed; will retry", extra={"fields": {"error": repr(exc)[:200]}})
-
-
-class ProjectorApp(FetchWaitApp):
-    """The projector's faust app. ``open(stack)`` runs when it starts, before its agent,
-    and opens what the agent needs into mode's exit stack, which closes it once the
-    agent and the consumer have stopped."""
-
-    open: Callable[[contextlib.AsyncExitStack], Awaitable[None]]
-    projector: Projector | None = None
-
-    async def on_start(self) -> None:
-        await super().on_start()
-        await self.open(self.async_exit_stack)
-
-
-def build_projector_app(settings: Settings, *, group: str | None = None, batch_size: int = 500,
-                        batch_wait: float = 0.005, ops: bool = True,
-                        fetch_max_wait_ms: int | None = None) -> ProjectorApp:
-    """The faust app with the projection agent; run it with :func:`run_projector`. Every
-    Kafka client option comes from the PAYMENTS_KAFKA_* settings (``fetch_max_wait_ms``
-    overrides one, for benchmarks); faust never declares topics (``run_projector``
-    creates them only with PAYMENTS_KAFKA_CREATE_TOPICS)."""
-    group = group or settings.projector_group
-    datadir = settings.data_dir / "faust"
-    datadir.mkdir(parents=True, exist_ok=True)
-    app = ProjectorApp(
-        group,
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        web_enabled=False,
-        store="memory://",
-        datadir=str(datadir),
-        broker_session_timeout=settings.kafka_session_timeout_seconds,
-        broker_heartbeat_interval=settings.kafka_heartbeat_interval_seconds,
-        broker_commit_interval=settings.kafka_commit_interval_seconds,
-        consumer_auto_offset_reset="earliest",
-        consumer_group_instance_id=settings.kafka_group_instance_id,
-        topic_disable_leader=True,
-        topic_allow_declare=False,
-        producer_acks=-1 if settings.kafka_producer_acks == "all" else int(settings.kafka_producer_acks),
-        producer_linger=settings.kafka_producer_linger_ms / 1000,
-    )
-    app.fetch_max_wait_ms = fetch_max_wait_ms or settings.kafka_fetch_max_wait_ms
-    events_topic = app.topic(settings.events_topic, key_type=bytes, value_type=bytes,
-                             key_serializer="raw", value_serializer="raw")
-    dlq_topic = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes,
-                          key_serializer="raw", value_serializer="raw")
-
-    async def dead_letter(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
-        fut = await dlq_topic.send(key=key, value=value if value is not None else b"", headers=headers)
-        await fut  # the DLQ record is written before the original's offset is committed
-
-    async def check_topics() -> None:  # not ready while the deployment has not created them
-        await ensure_topics(settings.kafka_bootstrap, event_topics(settings), create=False)
-
-    async def open_runtime(stack: contextlib.AsyncExitStack) -> None:
-        runtime = await stack.enter_async_context(query_runtime(settings))
-        projector = app.projector = Projector(runtime, dead_letter, group)
-        await runtime.read_model.ensure_indexes()
-        if ops:
-            await stack.enter_async_context(serving(
-                "payments projector", settings.host, settings.projector_metrics_port,
-                {**ops_checks(runtime), "projection": projector.health.check, "kafka_topics": check_topics}))
-        log.info("projector started", extra={"fields": {"group": group, "topic": settings.events_topic}})
-
-    app.open = open_runtime
-
-    def projector() -> Projector:
-        assert app.projector is not None, "the app opens its projector when it starts"
-        return app.projector
-
-    @app.agent(events_topic, name="project")
-    async def project(stream: faust.StreamT) -> None:
-        async for events in stream.noack_take(batch_size, within=batch_wait):
-            await projector().handle([e.message for e in events])
-            for event in events:
-                await stream.ack(event)
-
-    @app.timer(1.0)
-    async def retry_bumps() -> None:
-        await projector().flush_bumps()
-
-    return app
-
-
-def run_projector(settings: Settings, **kwargs: Any) -> None:
-    """Run the projector until SIGTERM/SIGINT: faust's worker owns the loop and the
-    signals, and stops the app gracefully (the one process that does not use
-    ``shared.ops.until_stopped``)."""
-    from faust.worker import Worker
-
-    if settings.kafka_create_topics:  # before faust subscribes, so that it sees them
-        asyncio.run(ensure_topics(settings.kafka_bootstrap, event_topics(settings), create=True))
-    app = build_projector_app(settings, **kwargs)
-    worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False,
-                    redirect_stdouts=False)
-
-    def _stopping(*_: Any) -> None:
-        if app.projector is not None:
-            app.projector.stopping = True
-
-    worker.on_worker_shutdown = _stopping  # type: ignore[method-assign]
-    worker.execute_from_commandline()

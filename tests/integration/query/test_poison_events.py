@@ -91,7 +91,7 @@ async def test_a_foreign_poison_event_is_dead_lettered_and_every_other_event_pro
 
 @dataclass
 class Message:
-    """What the projector reads of a faust Message."""
+    """What the projector reads of a Kafka record (aiokafka ConsumerRecord)."""
 
     topic: str
     partition: int

@@ -1,0 +1,130 @@
+"""The projector's Kafka side: consumer group, DLQ producer, poll -> handle -> commit.
+
+Plain aiokafka in the process's own event loop, like the intake's consumer
+(services/command/adapters/intake.py). It replaced a faust-streaming agent, whose
+consumer runs in a second thread and event loop: a lone event was readable 24-27 ms
+after it was produced against 11 ms here, most of it spent in the MongoDB round trips
+of a loop that shared the GIL with that thread (docs/benchmarks.md, "Projector latency").
+
+Per poll: up to ``batch_size`` records (what the fetcher holds already: under a backlog
+batches fill by themselves, and a lone event never waits), plus, with ``batch_wait``,
+one more poll of that many seconds for the rest. The batch is handed to
+:class:`~services.query.adapters.projector.Projector`, which returns only once every
+record is applied or dead-lettered; only then are its offsets committed. A SIGKILL
+in between re-delivers the batch, and projecting it again changes nothing.
+
+A rebalance waits for the batch in hand (the revoke callback takes the same lock), so
+a graceful hand-over re-delivers nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from shared.kafka import consumer_options, producer_options, stop_clients
+from shared.settings import Settings
+
+log = logging.getLogger("payments.query.projector")
+
+
+class _CommitBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: ProjectorConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self.owner.batch_lock:  # the batch in hand finishes and commits first
+            pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("partitions assigned", extra={"fields": {"partitions": sorted(tp.partition for tp in assigned)}})
+
+
+def next_offsets(records: Sequence[ConsumerRecord]) -> dict[TopicPartition, int]:
+    """The offsets to commit after ``records``: one past the last record of each partition."""
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+    return offsets
+
+
+class ProjectorConsumer:
+    """``handle(records)`` is the Projector's; ``run(stop)`` consumes until ``stop`` is set."""
+
+    def __init__(self, settings: Settings, group: str, *, batch_size: int = 500, batch_wait: float = 0.0,
+                 fetch_max_wait_ms: int | None = None) -> None:
+        self.settings = settings
+        self.group = group
+        self.batch_size = batch_size
+        self.batch_wait = batch_wait
+        self.fetch_max_wait_ms = fetch_max_wait_ms or settings.kafka_fetch_max_wait_ms
+        self.batch_lock = asyncio.Lock()
+        self.kafka_ok = False
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self._producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, **producer_options(s))
+        await self._producer.start()
+        options = {**consumer_options(s), "fetch_max_wait_ms": self.fetch_max_wait_ms}
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap, group_id=self.group, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=self.batch_size, **options)
+        self._consumer.subscribe([s.events_topic], listener=_CommitBeforeRevoke(self))
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await stop_clients(self._consumer, self._producer)
+
+    async def dead_letter(self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        """Write a DLQ record and wait for the broker's ack (before the original's offset is committed)."""
+        assert self._producer is not None
+        delivery = await self._producer.send(self.settings.dlq_topic, value=value if value is not None else b"",
+                                             key=key, headers=headers)
+        await delivery
+
+    async def poll(self) -> list[ConsumerRecord]:
+        assert self._consumer is not None
+        batches = await self._consumer.getmany(timeout_ms=1000, max_records=self.batch_size)
+        self.kafka_ok = True
+        records = [r for rs in batches.values() for r in rs]
+        if records and self.batch_wait > 0 and len(records) < self.batch_size:
+            more = await self._consumer.getmany(timeout_ms=int(self.batch_wait * 1000),
+                                                max_records=self.batch_size - len(records))
+            records += [r for rs in more.values() for r in rs]
+        return records
+
+    async def commit(self, records: Sequence[ConsumerRecord]) -> None:
+        assert self._consumer is not None
+        try:
+            await self._consumer.commit(next_offsets(records))
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group moved the partition meanwhile: its new owner projects these again (harmless).
+            log.warning("offset commit refused after a rebalance: %s", exc)
+
+    async def run(self, handle: Any, stop: asyncio.Event) -> None:
+        """Poll, ``await handle(records)``, commit; until ``stop`` is set. ``handle`` raises
+        only while the process stops (then nothing is committed). Broker errors are logged
+        and polling goes on after a pause; an offset left uncommitted is covered by the
+        next batch's commit."""
+        while not stop.is_set():
+            try:
+                records = await self.poll()
+                if not records:
+                    continue
+                async with self.batch_lock:
+                    await handle(records)
+                    await self.commit(records)
+            except Exception as exc:  # noqa: BLE001 - broker errors: poll again after a pause
+                if stop.is_set():
+                    raise
+                self.kafka_ok = not isinstance(exc, KafkaError)
+                log.warning("projector poll failed, retrying: %r", exc)
+                await asyncio.sleep(1.0)
