@@ -1,7 +1,8 @@
 """Group commit (issue 14) without servers: the batch handler on the in-memory store
 (tests/unit/fakes.py) and the per-process batcher (services/command/temporal/group_commit.py)
-driven by a plain function that runs what Temporal would run, in process. The same paths
-through Temporal and PostgreSQL: tests/integration/command/test_group_commit.py."""
+driven by what Temporal would run, in process (tests/unit/fake_temporal.py). A caller whose
+wait ends first: test_group_commit_durable.py. The same paths through Temporal and
+PostgreSQL: tests/integration/command/test_group_commit.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from fake_temporal import Engine
 from fakes import FakeStore
 
 from services.command import handlers
@@ -22,7 +24,7 @@ from services.command.commands import (
     Rejection,
     RejectionKind,
 )
-from services.command.temporal.group_commit import GroupCommit, QueuedTooLong
+from services.command.temporal.group_commit import GroupCommit
 from shared.payment import PaymentCommand, PaymentStatus
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -128,28 +130,6 @@ async def test_an_infrastructure_error_aborts_the_whole_batch(monkeypatch):
 # --------------------------------------------------------------------------- the batcher
 
 
-class Engine:
-    """What PaymentCommandClient._run does, in process: one 'workflow' per call, which
-    ends when the test releases it (so that the test decides what is in flight)."""
-
-    def __init__(self, delay: float = 0.0) -> None:
-        self.store = FakeStore()
-        self.calls: list[Any] = []
-        self.gate = asyncio.Event()
-        self.delay = delay  # how long each execution takes
-
-    async def run(self, command: Any, wait_timeout: float | None) -> Any:
-        self.calls.append(command)
-        await self.gate.wait()
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if isinstance(command, CommandBatch):
-            return await handlers.run_batch(self.store, command, source="/t", clock=clock)
-        if isinstance(command, CreatePayment):
-            return await handlers.create(self.store, command, source="/t", clock=clock)
-        return await handlers.modify(self.store, command, source="/t", clock=clock)
-
-
 async def _settled(*tasks: asyncio.Task) -> list[Any]:
     return await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -157,14 +137,14 @@ async def _settled(*tasks: asyncio.Task) -> list[Any]:
 async def test_an_idle_batcher_starts_a_command_at_once_and_alone():
     engine = Engine()
     engine.gate.set()
-    batcher = GroupCommit(engine.run)
+    batcher = GroupCommit(engine.run, engine.start, engine.wake)
     result = await batcher.submit(create_cmd("c-1", "p-1"), None)
     assert result.payment.id == "p-1" and engine.calls == [create_cmd("c-1", "p-1")]
 
 
 async def test_commands_arriving_during_an_execution_run_as_one_batch_with_their_own_outcomes():
     engine = Engine()
-    batcher = GroupCommit(engine.run)
+    batcher = GroupCommit(engine.run, engine.start, engine.wake)
     first = asyncio.create_task(batcher.submit(create_cmd("c-0", "p-0"), None))
     await asyncio.sleep(0)
     queued = [create_cmd("c-1", "p-1"), create_cmd("c-2", "p-1"),  # the second is refused: id taken
@@ -189,7 +169,7 @@ async def test_commands_arriving_during_an_execution_run_as_one_batch_with_their
 async def test_batches_are_bounded_in_items_and_bytes():
     engine = Engine()
     one = len(create_cmd("c-1", "p-1", description="x" * 400).model_dump_json())
-    batcher = GroupCommit(engine.run, max_items=3, max_bytes=5 * one)
+    batcher = GroupCommit(engine.run, engine.start, engine.wake, max_items=3, max_bytes=5 * one)
     blocker = asyncio.create_task(batcher.submit(create_cmd("c-0", "p-0"), None))
     await asyncio.sleep(0)
     tasks = [asyncio.create_task(batcher.submit(create_cmd(f"c-{n}", f"p-{n}", description="x" * 400), None))
@@ -221,7 +201,7 @@ def _sizes(engine: Engine) -> list[int]:
 
 async def test_after_a_batch_the_queue_is_held_until_as_big_again():
     engine = Engine(delay=0.05)
-    batcher = GroupCommit(engine.run, max_hold=10.0)  # bounded by the batch's own duration
+    batcher = GroupCommit(engine.run, engine.start, engine.wake, max_hold=10.0)  # bounded by the batch's own duration
     await _blocked_then_batched(engine, batcher, 3)
     assert _sizes(engine) == [1, 3]
     # Its three callers come back: the first does not run alone, the three run together.
@@ -232,7 +212,7 @@ async def test_after_a_batch_the_queue_is_held_until_as_big_again():
 
 async def test_a_hold_ends_after_the_batch_duration_and_a_lone_command_never_waits():
     engine = Engine(delay=0.05)
-    batcher = GroupCommit(engine.run, max_hold=0.02)
+    batcher = GroupCommit(engine.run, engine.start, engine.wake, max_hold=0.02)
     await _blocked_then_batched(engine, batcher, 3)
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -253,7 +233,7 @@ async def test_a_failed_batch_runs_its_commands_alone():
             raise RuntimeError("the batch workflow failed")
         return await real(command, wait_timeout)
 
-    batcher = GroupCommit(run)
+    batcher = GroupCommit(run, engine.start, engine.wake)
     blocker = asyncio.create_task(batcher.submit(create_cmd("c-0", "p-0"), None))
     await asyncio.sleep(0)
     tasks = [asyncio.create_task(batcher.submit(create_cmd(f"c-{n}", f"p-{n}"), None)) for n in (1, 2)]
@@ -261,18 +241,3 @@ async def test_a_failed_batch_runs_its_commands_alone():
     engine.gate.set()
     outcomes = await _settled(blocker, *tasks)
     assert [o.payment.id for o in outcomes] == ["p-0", "p-1", "p-2"]
-
-
-async def test_a_caller_that_waits_too_long_is_told_so_and_its_command_still_runs():
-    engine = Engine()
-    batcher = GroupCommit(engine.run)
-    blocker = asyncio.create_task(batcher.submit(create_cmd("c-0", "p-0"), None))
-    await asyncio.sleep(0)
-    with pytest.raises(QueuedTooLong):
-        await batcher.submit(create_cmd("c-1", "p-1"), 0.01)
-    assert batcher.running(ORG, "c-1")
-    engine.gate.set()
-    await blocker
-    for _ in range(10):
-        await asyncio.sleep(0)
-    assert engine.store.payment(ORG, "p-1") is not None and not batcher.running(ORG, "c-1")

@@ -5,9 +5,8 @@ facade, commands and queries, is ``services.facade.PaymentCqsService``).
 starts it and returns the workflow id; ``status(org, command_id)`` looks a command up.
 Business rejections come back as :class:`~services.command.commands.Rejected`.
 
-With a worker in this process, :class:`LocalResults` hands the activity's committed
-outcome straight to the request waiting for it (a measured latency shortcut next to the
-workflow history, which stays the fallback and the record: docs/benchmarks.md).
+With a worker in this process, ``LocalResults`` (temporal/local_results.py) hands the
+activity's committed outcome straight to the request waiting for it.
 
 Workflow ids are deterministic (``payments/<org>/<command id>``): starting a command
 that already runs attaches to it, one that completed returns its first result, and only
@@ -17,7 +16,9 @@ With group commit (``PAYMENTS_COMMAND_GROUP_COMMIT``, temporal/group_commit.py),
 and modifications that arrive while an execution is in flight run together as one
 ``CommandBatch`` workflow (id ``payments-batch/<uuid>``, its commands in its memo); each
 caller still gets its own outcome, and ``status`` answers a batched command from its
-result row in PostgreSQL.
+result row in PostgreSQL. A grouped caller is answered 202 (``CommandPending``) only after
+its command's own workflow was started, so ``status`` on any replica finds a 202'd
+command in Temporal by its deterministic id.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -50,6 +50,7 @@ from services.command.commands import (
     command_type,
 )
 from services.command.temporal.group_commit import GroupCommit, QueuedTooLong
+from services.command.temporal.local_results import LocalResults
 from services.command.temporal.workflows import (
     BulkCreatePaymentsWorkflow,
     CommandBatchWorkflow,
@@ -69,6 +70,9 @@ _RESULT_BY_WORKFLOW_TYPE = {"CreatePayment": CommandResult, "ModifyPayment": Com
                             "BulkCreatePayments": BulkCreateResult}
 _FAILED = {WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TIMED_OUT,
            WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.CANCELED}
+
+
+_WAKE = "payments.wake"  # GroupCommit's wake signal (PaymentCommandClient.wake)
 
 
 def workflow_id(org: str, command_id: str) -> str:
@@ -104,51 +108,6 @@ def rejection_from(error: BaseException) -> Rejected | None:
     return Rejected(RejectionKind(cause.type), cause.message, current_version=details.get("current_version"))
 
 
-class LocalResults:
-    """The in-process hand-over: an activity of this process's worker delivers its outcome
-    (the result once its transaction committed, or the :class:`Rejected`) to the request
-    waiting for that workflow. The committed result is final (a retried workflow task
-    returns the same stored result), so the request may answer with it at once."""
-
-    def __init__(self, wait: float = 0.5) -> None:
-        self.wait = wait  # then the request reads the history after all
-        self._waiting: dict[str, list[asyncio.Future[Any]]] = {}
-
-    @contextlib.contextmanager
-    def expect(self, wid: str) -> Iterator[asyncio.Future[Any]]:
-        """A future the outcome of workflow ``wid`` is delivered to while the block runs."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(wid, []).append(future)
-        try:
-            yield future
-        finally:
-            waiting = self._waiting.get(wid, [])
-            if future in waiting:
-                waiting.remove(future)
-            if not waiting:
-                self._waiting.pop(wid, None)
-            if not future.done():
-                future.cancel()
-
-    async def first(self, future: asyncio.Future[Any]) -> tuple[bool, Any]:
-        """``(True, result)`` if delivered within :attr:`wait` (a Rejected is raised), else ``(False, None)``."""
-        try:
-            return True, await asyncio.wait_for(asyncio.shield(future), self.wait)
-        except TimeoutError:
-            return False, None
-
-    def deliver(self, wid: str, outcome: Any) -> None:
-        """Called by an activity of this process after its transaction committed
-        (``outcome`` is the result) or was refused (a :class:`Rejected`)."""
-        for future in self._waiting.get(wid, []):
-            if future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
-
-
 class PaymentCommandClient:
     def __init__(
         self,
@@ -175,9 +134,12 @@ class PaymentCommandClient:
         # naive workflow here.
         self.routes: dict[type, tuple[Any, type]] = dict(_ROUTES)
         # Group commit (GroupCommit's keyword arguments), or None: one workflow per command.
-        self.group_commit = GroupCommit(self._run, **group_commit) if group_commit is not None else None
+        self.group_commit = GroupCommit(self._run, self.start, self.wake, **group_commit) if group_commit is not None else None
 
-    async def start(self, command: Command | CommandBatch) -> WorkflowHandle[Any, Any]:
+    async def start(self, command: Command | CommandBatch, delay: float | None = None, *,
+                    wake: bool = False) -> WorkflowHandle[Any, Any]:
+        """Start the command's workflow, or attach to it; with ``delay``, its first task waits
+        that many seconds unless :meth:`wake` comes first."""
         run, _ = self.routes[type(command)]
         wid = _workflow_id_of(command)
         memo = None
@@ -186,14 +148,22 @@ class PaymentCommandClient:
         try:
             return await self.client.start_workflow(
                 run, command, id=wid, task_queue=self.task_queue, memo=memo,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                # A wake never runs an ended command again.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE if wake
+                else WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                execution_timeout=self.workflow_timeout,
-                request_eager_start=self.eager_start,
+                execution_timeout=self.workflow_timeout, start_delay=timedelta(seconds=delay) if delay else None,
+                start_signal=_WAKE if wake else None,
+                request_eager_start=self.eager_start and not delay and not wake,  # then no task to hand over
             )
         except WorkflowAlreadyStartedError:
             # Completed earlier: the retry gets the first result.
             return self.client.get_workflow_handle_for(run, wid)
+
+    async def wake(self, command: Command) -> None:
+        """End the start delay of the command's workflow: a signal-with-start does (a plain
+        signal does not); the workflows have no handler for it, so it is dropped."""
+        await self.start(command, wake=True)
 
     async def process(
         self, command: Command, *, wait_timeout: float | None = None
@@ -271,6 +241,8 @@ class PaymentCommandClient:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
             return await self._stored_status(org, command_id)
+        if desc.status != WorkflowExecutionStatus.COMPLETED and (stored := await self._stored(org, command_id)):
+            return CommandState.COMPLETED, stored  # committed (by a batch, GroupCommit): the row is final
         if desc.status == WorkflowExecutionStatus.RUNNING:
             return CommandState.RUNNING, None
         if desc.status in _FAILED:
@@ -283,11 +255,13 @@ class PaymentCommandClient:
         return CommandState.COMPLETED, self._stamped(result_type.model_validate(await handle.result()))
 
     async def _stored_status(self, org: str, command_id: str) -> tuple[CommandState, Any] | None:
-        """Temporal forgot it (retention): the write store still has the result."""
-        if self.store is None:
-            return None
-        stored = await self.store.command_result(org, command_id)
-        if stored is None:  # queued or running in one of this process's batches, else unknown
-            running = self.group_commit is not None and self.group_commit.running(org, command_id)
-            return (CommandState.RUNNING, None) if running else None
-        return CommandState.COMPLETED, self._stamped(CommandResult.model_validate(stored))
+        """Temporal does not know the id (batched, or past retention): the write store may."""
+        if (stored := await self._stored(org, command_id)) is not None:
+            return CommandState.COMPLETED, stored
+        # Queued or batched here, its caller still waiting (no 202 yet); else unknown.
+        running = self.group_commit is not None and self.group_commit.running(org, command_id)
+        return (CommandState.RUNNING, None) if running else None
+
+    async def _stored(self, org: str, command_id: str) -> CommandResult | None:
+        stored = await self.store.command_result(org, command_id) if self.store is not None else None
+        return None if stored is None else self._stamped(CommandResult.model_validate(stored))

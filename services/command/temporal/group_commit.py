@@ -20,7 +20,21 @@ execution is what bounds the creates per second (docs/benchmarks.md). So, per pr
   that failed as a whole, runs again alone, so that its own workflow records the outcome
   (``GET /v1/commands/{id}`` answers it from there, as without group commit); accepted
   items are answered from their committed result rows, which ``GET /v1/commands/{id}``
-  reads once Temporal does not know the id.
+  reads once Temporal does not know the id;
+- a caller whose wait ends first is answered 202 only once its command has its own
+  workflow (deterministic id) in Temporal, started and not awaited: the command then
+  outlives this process, and every replica finds it by its id. A command still queued
+  leaves the queue, and that workflow runs it, once. One in a batch in flight stays there,
+  and its own workflow starts delayed (``own_delay``) and is woken when the batch has
+  decided; it then finds the command's claim and returns the batch's result, or runs the
+  command itself if the batch refused it or failed (the batcher leaves that outcome to it
+  instead of running the command alone again). Why not at once: the claim serialises the
+  two executions only once the batch's transaction has claimed the item, and before that
+  the own workflow would decide against a state without the batch's earlier items (refuse
+  a modification of a payment the batch creates, while the batch then applies it). If
+  this process dies, the delay runs out instead, after the orphaned batch has completed
+  on another worker. If the start fails (Temporal unreachable) the caller gets the error
+  and the command stays queued.
 
 Crash safety is the command id claim's: a batch the API did not see finish completes on
 any worker of the task queue (or its transaction never committed), and a retried command
@@ -42,6 +56,9 @@ from services.command.commands import Command, CommandBatch, CommandBatchResult,
 log = logging.getLogger("payments.command.group_commit")
 
 Run = Callable[[Any, float | None], Awaitable[Any]]
+StartOwn = Callable[[Any, float | None], Awaitable[Any]]  # (command, delay in seconds or None)
+Wake = Callable[[Any], Awaitable[Any]]
+_STARTING, _STARTED = "starting", "started"
 
 
 class QueuedTooLong(Exception):
@@ -53,15 +70,25 @@ class _Waiting:
     command: CreatePayment | ModifyPayment
     size: int
     future: asyncio.Future[Any]
+    in_batch: bool = False  # taken into a batch that has not decided yet
+    own: str | None = None  # its caller left: its own workflow is _STARTING or _STARTED, and records the outcome
 
 
 class GroupCommit:
-    """The per-process batcher. ``run(command, wait_timeout)`` executes one command or one
-    :class:`CommandBatch` as a workflow and returns its result (PaymentCommandClient)."""
+    """The per-process batcher (PaymentCommandClient's). ``run(command, wait_timeout)``
+    executes one command or one :class:`CommandBatch` as a workflow and returns its result;
+    ``start_own(command, delay)`` starts a command's own workflow without waiting, its first
+    task ``delay`` seconds later unless ``wake(command)`` comes first."""
 
-    def __init__(self, run: Run, *, max_items: int = 64, max_bytes: int = 256 * 1024,
-                 max_in_flight: int = 1, max_hold: float = 0.05) -> None:
+    def __init__(self, run: Run, start_own: StartOwn, wake: Wake, *, max_items: int = 64,
+                 max_bytes: int = 256 * 1024, max_in_flight: int = 1, max_hold: float = 0.05,
+                 own_delay: float = 90.0) -> None:
         self.run = run
+        self.start_own = start_own
+        self.wake = wake
+        # Longer than an orphaned batch takes to finish elsewhere: its workflow task times
+        # out (10 s), then its activity has up to 60 s (schedule-to-close, temporal/workflows.py).
+        self.own_delay = own_delay
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.max_in_flight = max_in_flight
@@ -79,12 +106,13 @@ class GroupCommit:
 
     def running(self, org: str, command_id: str) -> bool:
         """True while the command waits in this process's queue or runs in one of its batches
-        (Temporal knows no workflow by its id then, and PostgreSQL no result yet)."""
+        and its caller still waits (Temporal may know no workflow by its id then, and
+        PostgreSQL no result yet)."""
         return (org, command_id) in self._queued
 
     async def submit(self, command: CreatePayment | ModifyPayment, wait_timeout: float | None) -> Any:
         """The command's result (or its Rejected / CommandFailed). Raises QueuedTooLong if
-        ``wait_timeout`` passes first: the command still runs."""
+        ``wait_timeout`` passes first, once the command is durable (:meth:`_own`)."""
         if self._in_flight < self.max_in_flight and not self._queue and self._hold is None:
             self._in_flight += 1
             try:
@@ -102,7 +130,36 @@ class GroupCommit:
         try:
             return await asyncio.wait_for(asyncio.shield(waiting.future), wait_timeout)
         except TimeoutError:
-            raise QueuedTooLong(command.command_id) from None
+            if waiting.future.done():  # settled since the timeout fired
+                return waiting.future.result()
+        await self._own(waiting)
+        raise QueuedTooLong(command.command_id)
+
+    async def _own(self, waiting: _Waiting) -> None:
+        """Before its caller is told 202: the command's own workflow (module docstring). A
+        start error propagates (the caller retries) and leaves the command where it was."""
+        if waiting in self._queue:  # not taken: its own workflow runs it instead
+            self._queue.remove(waiting)  # first: taken into a batch during the start, it would run twice at once
+            try:
+                await self.start_own(waiting.command, None)
+            except BaseException:
+                self._queue.appendleft(waiting)  # the oldest: its wait ended first
+                if self._hold is None:
+                    self._start()
+                raise
+            self._forget(waiting)
+            waiting.future.cancel()
+            return
+        delayed = waiting.in_batch  # else it runs alone, under that same id already
+        waiting.own = _STARTING
+        try:
+            await self.start_own(waiting.command, self.own_delay if delayed else None)
+        except BaseException:
+            waiting.own = None
+            raise
+        waiting.own = _STARTED
+        if delayed and not waiting.in_batch:  # the batch decided during the start
+            self._wake(waiting)
 
     def _finished(self, batch: int = 1, took: float = 0.0) -> None:
         self._in_flight -= 1
@@ -138,6 +195,8 @@ class GroupCommit:
         while self._queue and len(group) < self.max_items and size + self._queue[0].size <= self.max_bytes:
             size += self._queue[0].size
             group.append(self._queue.popleft())
+        for waiting in group:
+            waiting.in_batch = len(group) > 1
         return group
 
     async def _execute(self, group: list[_Waiting]) -> None:
@@ -147,7 +206,10 @@ class GroupCommit:
             if len(group) > 1:
                 alone = []
                 for waiting, outcome in zip(group, await self._batch(group), strict=True):
-                    if isinstance(outcome, CommandResult):
+                    waiting.in_batch = False
+                    if waiting.own == _STARTED:
+                        self._wake(waiting)
+                    if isinstance(outcome, CommandResult) or waiting.own:
                         self._settle(waiting, outcome)
                     else:  # refused (or the batch failed): its own workflow records the outcome
                         alone.append(waiting)
@@ -174,13 +236,28 @@ class GroupCommit:
             self._settle(waiting, outcome)
 
     def _settle(self, waiting: _Waiting, outcome: Any) -> None:
-        key = (waiting.command.organization_id, waiting.command.command_id)
-        self._queued[key] -= 1
-        if not self._queued[key]:
-            del self._queued[key]
+        self._forget(waiting)
         if waiting.future.done():
             return
         if isinstance(outcome, BaseException):
             waiting.future.set_exception(outcome)
         else:
             waiting.future.set_result(outcome)
+
+    def _wake(self, waiting: _Waiting) -> None:
+        """Let a 202'd batched command's delayed own workflow run now (the batch decided)."""
+        async def wake() -> None:
+            try:
+                await self.wake(waiting.command)
+            except Exception as err:  # it runs when its delay ends instead
+                log.warning("could not wake the workflow of command %s (%s)", waiting.command.command_id, err)
+
+        task = asyncio.get_running_loop().create_task(wake())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _forget(self, waiting: _Waiting) -> None:
+        key = (waiting.command.organization_id, waiting.command.command_id)
+        self._queued[key] -= 1
+        if not self._queued[key]:
+            del self._queued[key]
