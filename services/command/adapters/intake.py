@@ -29,6 +29,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from services.command.adapters.intake_contract import (
@@ -73,8 +75,7 @@ class CommandIntake:
         if self.settings.intake_batch_creates:
             await self._batch_leading_creates(chains)
         # Every chain finishes (or fails) before the caller decides about the offsets.
-        outcomes = await asyncio.gather(*(self._chain(chain) for chain in chains.values() if chain),
-                                        return_exceptions=True)
+        outcomes = await asyncio.gather(*(self._chain(chain) for chain in chains.values() if chain), return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -110,15 +111,13 @@ class CommandIntake:
         items = [command for _, _, command in group]
         # Deterministic: a redelivered poll attaches to the same workflow.
         digest = hashlib.sha256("\n".join(c.command_id for c in items).encode()).hexdigest()[:32]
-        bulk = BulkCreatePayments(command_id=f"intake-batch-{digest}", organization_id=items[0].organization_id,
-                                  items=items)
+        bulk = BulkCreatePayments(command_id=f"intake-batch-{digest}", organization_id=items[0].organization_id, items=items)
         result = await self.service.process(bulk)
         assert isinstance(result, BulkCreateResult)
         answered = []
         for (chain_key, record, command), item in zip(group, result.items, strict=True):
             if item.payment is not None:
-                await self._answer(command.organization_id, command.command_id, command.payment_id, item.payment,
-                                   "create", record)
+                await self._answer(command.organization_id, command.command_id, command.payment_id, item.payment, "create", record)
                 answered.append(chain_key)
         return answered
 
@@ -143,8 +142,7 @@ class CommandIntake:
             if isinstance(outcome, str):
                 await self._dead_letter(record, label, outcome)
             else:
-                await self._answer(command.organization_id, command.command_id, command.payment_id, outcome,
-                                   label, record)
+                await self._answer(command.organization_id, command.command_id, command.payment_id, outcome, label, record)
         finally:
             log_context.reset(token)
 
@@ -168,8 +166,7 @@ class CommandIntake:
                 error = exc
             if self.stopping:
                 raise asyncio.CancelledError
-            log.warning("command %s could not run, retrying in %.1fs: %s", command_type(command), delay,
-                        repr(error)[:300])
+            log.warning("command %s could not run, retrying in %.1fs: %s", command_type(command), delay, repr(error)[:300])
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.settings.intake_max_backoff_seconds)
 
@@ -204,6 +201,25 @@ def _offsets(records: Sequence[ConsumerRecord], pick: Callable[[int, int], int],
     return offsets
 
 
+class SlotOrderAssignor(RoundRobinPartitionAssignor):
+    """Round robin over the members in slot order (static ones by instance id, sent as user
+    data, then dynamic ones by member id): a static member started again under a new member
+    id keeps its partitions, although noida-db makes it the leader and never sends its new
+    assignment to the others (docs/design.md section 11). "roundrobin" on the wire still."""
+
+    instance_id = b""  # each consumer's own: a subclass (IntakeConsumer.start)
+
+    @classmethod
+    def metadata(cls, topics: Any) -> ConsumerProtocolMemberMetadata:
+        return ConsumerProtocolMemberMetadata(cls.version, list(topics), cls.instance_id)
+
+    @classmethod
+    def assign(cls, cluster: Any, members: Any) -> Any:
+        slots = {f"0{m.user_data.decode()}" if m.user_data else f"1{mid}": mid for mid, m in members.items()}
+        done = super().assign(cluster, {slot: members[mid] for slot, mid in slots.items()})
+        return {mid: done[slot] for slot, mid in slots.items()}
+
+
 class IntakeConsumer:
     """The Kafka side: consumer group, producer, poll -> handle -> commit."""
 
@@ -231,9 +247,10 @@ class IntakeConsumer:
                 await asyncio.sleep(5)
         self._producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, **producer_options(s))
         await self._producer.start()
+        slot = type("Slot", (SlotOrderAssignor,), {"instance_id": (s.kafka_group_instance_id or "").encode()})
         self._consumer = AIOKafkaConsumer(
             s.commands_topic, bootstrap_servers=s.kafka_bootstrap, group_id=s.intake_group,
-            enable_auto_commit=False, auto_offset_reset="earliest",
+            enable_auto_commit=False, auto_offset_reset="earliest", partition_assignment_strategy=(slot,),
             max_poll_interval_ms=s.intake_max_poll_interval_ms, **consumer_options(s),
         )
         await self._consumer.start()
