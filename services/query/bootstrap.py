@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pymongo import AsyncMongoClient
 
 from services.query.adapters.cache import QueryCache
+from services.query.adapters.projected_signal import ProjectionSignal
 from services.query.adapters.read_model import ReadModel
 from services.query.handlers import QueryHandlers
 from shared.auth import cursor_key
@@ -43,11 +44,13 @@ async def query_runtime(settings: Settings) -> AsyncIterator[QueryRuntime]:
     try:
         read_model = ReadModel(mongo[settings.mongo_db], cursor_key(settings))
         cache = QueryCache.from_url(settings.redis_url, cache_prefix(settings))
+        signal = ProjectionSignal(settings.redis_url, cache_prefix(settings))  # subscribes on first use
         try:
             handlers = QueryHandlers(read_model, cache, ConsistencyTokens(settings.consistency_token_secret),
-                                     max_wait=settings.read_wait_seconds)
+                                     max_wait=settings.read_wait_seconds, signal=signal)
             yield QueryRuntime(settings, mongo, read_model, cache, handlers)
         finally:
+            await signal.close()
             await cache.close()
     finally:
         await mongo.close()

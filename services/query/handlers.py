@@ -9,10 +9,12 @@ and goes through the Redis cache; metrics ``payments_queries_total{kind,cache}``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 
 from services.query.adapters.cache import QueryCache, Reflect
+from services.query.adapters.projected_signal import ProjectionSignal
 from services.query.adapters.read_model import ReadModel
 from services.query.queries import PaymentView, SearchQuery, SearchResult, Statistics, StatisticsQuery
 from shared.consistency import ConsistencyTokens, Writes
@@ -21,6 +23,9 @@ from shared.telemetry import QUERIES, QUERY_DURATION
 # Default bound of a read-your-writes wait (min_version, consistent_with):
 # PAYMENTS_READ_WAIT_SECONDS.
 MAX_WAIT_SECONDS = 5.0
+# A read-your-writes wait looks again after 10 ms, doubling up to 200 ms, unless the
+# projector's signal wakes it first.
+POLL = (0.01, 0.2)
 
 
 class PaymentNotFound(LookupError):
@@ -49,11 +54,14 @@ class NotCaughtUp(TimeoutError):
 
 class QueryHandlers:
     def __init__(self, read_model: ReadModel, cache: QueryCache | None,
-                 tokens: ConsistencyTokens | None = None, *, max_wait: float = MAX_WAIT_SECONDS) -> None:
+                 tokens: ConsistencyTokens | None = None, *, max_wait: float = MAX_WAIT_SECONDS,
+                 signal: ProjectionSignal | None = None, poll: tuple[float, float] = POLL) -> None:
         self.read_model = read_model
         self.cache = cache
         self.tokens = tokens
         self.max_wait = max_wait  # bound of every read-your-writes wait
+        self.signal = signal  # wakes the waits when the projector commits
+        self.poll = poll
 
     def _writes(self, org: str, consistent_with: Sequence[str]) -> Writes | None:
         """The writes the answer must reflect. Raises InvalidConsistencyToken (400) or
@@ -123,23 +131,34 @@ class QueryHandlers:
         return await self._get_or_missing(org, payment_id)
 
     async def wait_for(self, org: str, wanted: Mapping[str, int], max_wait: float | None = None) -> None:
-        """Poll MongoDB (bypassing the cache) with backoff 10 ms -> 200 ms until it holds
-        every payment of ``wanted`` at that version or newer (a tombstone counts), or
-        raise :class:`NotCaughtUp` when ``max_wait`` (default: this handler's bound) ends."""
+        """Look in MongoDB (bypassing the cache) until it holds every payment of ``wanted``
+        at that version or newer (a tombstone counts), or raise :class:`NotCaughtUp` when
+        ``max_wait`` (default: this handler's bound) ends. It looks again as soon as the
+        projector signals a commit for ``org`` (adapters/projected_signal.py), and in any
+        case after a backoff of :data:`POLL` (the fallback without the signal)."""
         max_wait = self.max_wait if max_wait is None else max_wait
         started = time.monotonic()
-        delay = 0.01
+        delay, cap = self.poll
         ids = list(wanted)
-        while True:
-            have = await self.read_model.versions(org, ids)
-            behind = [(pid, v, have.get(pid)) for pid, v in wanted.items() if have.get(pid, 0) < v]
-            if not behind:
-                return
-            waited = time.monotonic() - started
-            if waited >= max_wait:
-                raise NotCaughtUp(behind, waited)
-            await asyncio.sleep(min(delay, max_wait - waited))
-            delay = min(delay * 2, 0.2)
+        watching = self.signal.watching(org) if self.signal is not None else contextlib.nullcontext(None)
+        async with watching as projected:
+            while True:
+                if projected is not None:
+                    projected.clear()  # before the look: a commit from now on wakes the next wait
+                have = await self.read_model.versions(org, ids)
+                behind = [(pid, v, have.get(pid)) for pid, v in wanted.items() if have.get(pid, 0) < v]
+                if not behind:
+                    return
+                waited = time.monotonic() - started
+                if waited >= max_wait:
+                    raise NotCaughtUp(behind, waited)
+                pause = min(delay, max_wait - waited)
+                if projected is None:
+                    await asyncio.sleep(pause)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(projected.wait(), pause)
+                delay = min(delay * 2, cap)
 
     async def get_or_none(self, org: str, payment_id: str, consistent_with: Sequence[str] = ()) -> PaymentView | None:
         try:

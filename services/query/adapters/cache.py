@@ -43,6 +43,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
+from services.query.adapters.projected_signal import projected_channel
 from shared.telemetry import CACHE_ERRORS
 
 log = logging.getLogger("payments.query.cache")
@@ -118,12 +119,14 @@ class QueryCache:
     # ----------------------------------------------------------------- epochs
 
     async def bump(self, orgs: set[str]) -> None:
-        """Invalidate every cached answer of these organizations (called by the projector)."""
+        """Invalidate every cached answer of these organizations (called by the projector
+        after its commit), and wake the reads waiting for their writes (projected_signal.py)."""
         if not orgs:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for org in sorted(orgs):
                 pipe.incr(epoch_key(self.prefix, org))
+                pipe.publish(projected_channel(self.prefix, org), b"")
             await pipe.execute()
 
     # ----------------------------------------------------------------- read-through

@@ -1,0 +1,61 @@
+"""The projector's commit signal wakes read-your-writes waits (adapters/projected_signal.py),
+through real MongoDB and Redis.
+
+The handlers here poll only after 30 s, so a wait that returns did so because the
+signal woke it: the projector's path is ``apply_batch`` then ``cache.bump`` (which
+publishes). Another organization's signal must not wake it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from test_projection_strategies import snapshot
+
+from services.query.adapters.batch_writes import apply_batch
+from services.query.handlers import QueryHandlers
+from shared.events import EventType, new_event
+
+SLOW_POLL = (30.0, 30.0)
+
+
+async def test_a_commit_signal_wakes_the_wait_of_its_organization_only(runtime):
+    handlers = QueryHandlers(runtime.read_model, runtime.cache, max_wait=60, signal=runtime.handlers.signal,
+                             poll=SLOW_POLL)
+    looks = {"org-a": 0}
+    versions = runtime.read_model.versions
+
+    async def counted(org, ids):  # noqa: ANN001, ANN202
+        looks[org] = looks.get(org, 0) + 1
+        return await versions(org, ids)
+
+    runtime.read_model.versions = counted
+    payment = snapshot("sig-1", "org-a")
+    waiting = asyncio.create_task(handlers.wait_for("org-a", {"sig-1": 1}))
+    try:
+        # Until the subscription is up a publish can be missed: publish until it is seen
+        # (each wake is one more look). Only org-a's publishes count here.
+        async def woken() -> bool:
+            await runtime.cache.bump({"org-a"})
+            await asyncio.sleep(0.05)
+            return looks["org-a"] > 1
+
+        for _ in range(100):
+            if await woken():
+                break
+        else:
+            raise AssertionError("the wait never woke on its organization's signal")
+        assert not waiting.done()  # woken, looked, not there yet: waits again
+
+        seen = looks["org-a"]
+        await runtime.cache.bump({"org-b"})  # another tenant's commit
+        await asyncio.sleep(0.3)
+        assert looks["org-a"] == seen and not waiting.done()
+
+        cols = await runtime.read_model.active(fresh=True)
+        await apply_batch(runtime.mongo, cols, [new_event(EventType.CREATED, payment)])
+        await runtime.cache.bump({"org-a"})  # what the projector does after its commit
+        await asyncio.wait_for(waiting, 10)  # returns: the payment is there
+    finally:
+        waiting.cancel()
+        runtime.read_model.versions = versions
