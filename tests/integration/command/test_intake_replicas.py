@@ -13,24 +13,21 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from devstack.system import GROUP_INSTANCE_ID_ENV, isolated, member_env
+from devstack.system import isolated
 from services.command.bootstrap import CommandRuntime
 from shared.kafka import consumer_options
 from shared.net import free_port
-from shared.processes import BY_NAME
 from shared.settings import Settings
+from tests.integration.children import ChildProcess, eventually
 
 PAYMENTS = 120
 PHASES = 4  # the stream is produced in four parts, one before each step
@@ -38,68 +35,17 @@ ORGS = 3
 PREFIX = "com.gyroscops.payment.command."
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-class IntakeProcess:
-    """``payments intake`` as a real subprocess (so it can be SIGKILLed). ``slot``: its static
-    group instance id (devstack.system.member_env); None for a dynamic extra replica."""
+class IntakeProcess(ChildProcess):
+    """``payments intake`` with its own ops port (tests/integration/children.py)."""
 
     def __init__(self, env: dict[str, str], log_dir: Path, slot: int | None) -> None:
-        self.port = free_port()
-        self.env = {**env, "PAYMENTS_INTAKE_METRICS_PORT": str(self.port)}
-        self.env.pop(GROUP_INSTANCE_ID_ENV, None)
-        if slot is not None:
-            self.env.update(member_env(BY_NAME["intake"], slot))
-        self.log_dir, self.name = log_dir, f"intake-{slot}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-
-    def start(self) -> None:
-        self.runs += 1
-        log = open(self.log_dir / f"{self.name}-{self.runs}.log", "wb")  # noqa: SIM115 - the child's
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", "intake"], env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT)
-
-    async def ready(self, timeout: float = 30.0) -> None:
-        async def check() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, self.logs()
-            try:
-                async with httpx.AsyncClient() as client:
-                    return (await client.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1)).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await eventually(check, timeout, f"{self.name}'s /readyz")
+        port = free_port()
+        super().__init__("intake", {**env, "PAYMENTS_INTAKE_METRICS_PORT": str(port)}, log_dir, port, slot=slot)
 
     async def handled(self) -> float:
         """Commands this replica answered or dead-lettered (payments_intake_messages_total)."""
-        async with httpx.AsyncClient() as client:
-            metrics = (await client.get(f"http://127.0.0.1:{self.port}/metrics")).text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in (await self.metrics()).splitlines()
                    if line.startswith("payments_intake_messages_total{"))
-
-    def kill(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        return self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.log_dir.glob(f"{self.name}-*.log")))
 
 
 def _command(kind: str, cid: str, org: str, pid: str, data: dict[str, Any] | None = None) -> bytes:

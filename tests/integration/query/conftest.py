@@ -7,16 +7,11 @@ group members.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
-import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -24,27 +19,12 @@ from aiokafka import AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "unit"))  # test_projection_strategies
 
-from devstack.system import GROUP_INSTANCE_ID_ENV, member_env  # noqa: E402
 from services.query.bootstrap import QueryRuntime, query_runtime  # noqa: E402
 from services.query.http.app import create_app  # noqa: E402
 from shared.auth import SCOPE_READ, mint_token  # noqa: E402
 from shared.net import free_port  # noqa: E402
-from shared.processes import BY_NAME  # noqa: E402
 from shared.settings import Settings  # noqa: E402
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy (no fixed sleeps in tests)."""
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, 0.3)
+from tests.integration.children import ChildProcess, eventually  # noqa: E402, F401 - the query tests' eventually
 
 
 @pytest.fixture
@@ -69,62 +49,14 @@ def settings_env(s: Settings) -> dict[str, str]:
     return env
 
 
-class ProjectorProcess:
-    """``payments projector`` as a real subprocess (so it can be SIGKILLed). ``slot``: its
-    static group instance id, as the local stack gives it (devstack.system.member_env), so a
-    killed one started again takes its partitions back at once; None for an extra replica
-    that stops for good (dynamic membership: it leaves its group on SIGTERM)."""
+class ProjectorProcess(ChildProcess):
+    """``payments projector`` on the test's settings (tests/integration/children.py)."""
 
     def __init__(self, s: Settings, log_dir: Path, *args: str, slot: int | None = 0,
                  env: dict[str, str] | None = None) -> None:
-        self.settings, self.args, self.log_dir, self.slot, self.env = s, args, log_dir, slot, env
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-
-    def start(self) -> None:
-        self.runs += 1
-        log = open(self.log_dir / f"projector-{id(self)}-{self.runs}.log", "wb")  # noqa: SIM115
-        env = dict(self.env) if self.env is not None else settings_env(self.settings)
-        env.pop(GROUP_INSTANCE_ID_ENV, None)
-        if self.slot is not None:
-            env.update(member_env(BY_NAME["projector"], self.slot))
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", "projector", *self.args],
-                                     env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    async def ready(self, timeout: float = 30.0) -> None:
-        url = f"http://127.0.0.1:{self.settings.projector_metrics_port}/readyz"
-
-        async def check() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, self.logs()
-            try:
-                async with httpx.AsyncClient() as client:
-                    return (await client.get(url, timeout=1)).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await eventually(check, timeout, "the projector's /readyz")
-
-    async def metrics(self) -> str:
-        async with httpx.AsyncClient() as client:
-            return (await client.get(f"http://127.0.0.1:{self.settings.projector_metrics_port}/metrics")).text
-
-    def kill(self, sig: int = signal.SIGKILL) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=30)
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-3000:]
-                         for p in sorted(self.log_dir.glob(f"projector-{id(self)}-*.log")))
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.settings = s
+        super().__init__("projector", env if env is not None else settings_env(s), log_dir,
+                         s.projector_metrics_port, *args, slot=slot)
 
 
 @pytest.fixture
