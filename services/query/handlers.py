@@ -134,13 +134,13 @@ class QueryHandlers:
         """Look in MongoDB (bypassing the cache) until it holds every payment of ``wanted``
         at that version or newer (a tombstone counts), or raise :class:`NotCaughtUp` when
         ``max_wait`` (default: this handler's bound) ends. It looks again as soon as the
-        projector signals a commit for ``org`` (adapters/projected_signal.py), and in any
+        projector signals a commit of one of these payments (adapters/projected_signal.py), and in any
         case after a backoff of :data:`POLL` (the fallback without the signal)."""
         max_wait = self.max_wait if max_wait is None else max_wait
         started = time.monotonic()
         delay, cap = self.poll
         ids = list(wanted)
-        watching = self.signal.watching(org) if self.signal is not None else contextlib.nullcontext(None)
+        watching = self.signal.watching(org, ids) if self.signal is not None else contextlib.nullcontext(None)
         async with watching as projected:
             while True:
                 if projected is not None:

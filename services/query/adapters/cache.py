@@ -35,7 +35,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -43,7 +43,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
-from services.query.adapters.projected_signal import projected_channel
+from services.query.adapters.projected_signal import announcements
 from shared.telemetry import CACHE_ERRORS
 
 log = logging.getLogger("payments.query.cache")
@@ -119,15 +119,27 @@ class QueryCache:
     # ----------------------------------------------------------------- epochs
 
     async def bump(self, orgs: set[str]) -> None:
-        """Invalidate every cached answer of these organizations (called by the projector
-        after its commit), and wake the reads waiting for their writes (projected_signal.py)."""
+        """Invalidate every cached answer of these organizations (called by the projector)."""
         if not orgs:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for org in sorted(orgs):
                 pipe.incr(epoch_key(self.prefix, org))
-                pipe.publish(projected_channel(self.prefix, org), b"")
             await pipe.execute()
+
+    async def announce(self, applied: Iterable[tuple[str, str]]) -> None:
+        """Wake the reads waiting for these (organization, payment id) writes, just
+        committed (projected_signal.py). Best effort: a failure costs them latency only."""
+        messages = announcements(self.prefix, applied)
+        if not messages or not self._available():
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for channel, payload in messages:
+                    pipe.publish(channel, payload)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
 
     # ----------------------------------------------------------------- read-through
 

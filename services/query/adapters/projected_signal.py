@@ -1,23 +1,29 @@
-"""Wake read-your-writes waits when the projector commits, instead of only polling.
+"""Wake read-your-writes waits when the projector commits their payments, instead of
+only polling.
 
 A read that waits for its writes (``min_version``, ``consistent_with``:
 services/query/handlers.py ``wait_for``) polls MongoDB with a backoff (10 ms, doubling),
-so a write committed just after a look is found up to one backoff step late (at 20
-creates/s: p50 41 ms from the projector's write to the answer, 32-36 ms with this
-signal; docs/benchmarks.md). So the projector publishes ``{prefix}:projected:{org}`` (in the pipeline of its
-cache-epoch bump, services/query/adapters/cache.py, i.e. after its MongoDB commit), and
-each query process keeps one subscription, waking the waits of that organization, which
-then look again. The signal only says "look now": the answer is still read from MongoDB,
-so a lost or late message costs latency, never correctness, and the backoff stays the
-fallback while Redis is away.
+so a write committed just after a look is found up to one backoff step late. So right
+after each MongoDB commit the projector publishes, per organization, the ids of the
+payments it wrote (``{prefix}:projected:{org}``, a JSON list; services/query/adapters/
+cache.py ``announce``), and each query process keeps one subscription that wakes the
+waits for exactly those payments: a wait wakes once for its own write, not for every
+commit of its organization (a first version woke every waiter of the organization at
+each commit, and at 90 creates/s in one organization their MongoDB looks saturated it).
+
+The signal only says "look now": the answer is still read from MongoDB, so a lost or
+late message costs latency, never correctness, and the backoff stays the fallback while
+Redis is away. Another organization's commit wakes nobody else's wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import AsyncIterator
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -25,10 +31,20 @@ from redis.exceptions import RedisError
 log = logging.getLogger("payments.query.projected_signal")
 
 RECONNECT_SECONDS = 1.0
+MAX_IDS = 1000  # past this many payments in one message: "*", every wait of the organization looks
 
 
 def projected_channel(prefix: str, org: str) -> str:
     return f"{prefix}:projected:{org}"
+
+
+def announcements(prefix: str, applied: Iterable[tuple[str, str]]) -> list[tuple[str, bytes]]:
+    """(channel, payload) per organization for these (organization, payment id) writes."""
+    by_org: dict[str, set[str]] = defaultdict(set)
+    for org, payment_id in applied:
+        by_org[org].add(payment_id)
+    return [(projected_channel(prefix, org), json.dumps(sorted(ids) if len(ids) <= MAX_IDS else "*").encode())
+            for org, ids in sorted(by_org.items())]
 
 
 class ProjectionSignal:
@@ -38,24 +54,44 @@ class ProjectionSignal:
         # Its own client: a subscription reads without a socket timeout (the cache's is 0.5 s).
         self._redis = aioredis.from_url(url, socket_connect_timeout=0.25, health_check_interval=30)
         self._prefix = prefix
-        self._waiting: dict[str, set[asyncio.Event]] = {}
+        self._waiting: dict[str, dict[str, set[asyncio.Event]]] = {}  # org -> payment id -> waits
         self._listener: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
-    async def watching(self, org: str) -> AsyncIterator[asyncio.Event]:
-        """An event set whenever the projector has committed a batch of ``org``'s events
-        (clear it before each look at MongoDB, so that no commit is missed in between)."""
+    async def watching(self, org: str, payment_ids: Iterable[str]) -> AsyncIterator[asyncio.Event]:
+        """An event set whenever the projector has committed one of these payments (clear
+        it before each look at MongoDB, so that no commit is missed in between)."""
         if self._listener is None or self._listener.done():
             self._listener = asyncio.get_running_loop().create_task(self._listen())
         event = asyncio.Event()
-        self._waiting.setdefault(org, set()).add(event)
+        ids = set(payment_ids)
+        waits = self._waiting.setdefault(org, {})
+        for payment_id in ids:
+            waits.setdefault(payment_id, set()).add(event)
         try:
             yield event
         finally:
-            waiting = self._waiting.get(org, set())
-            waiting.discard(event)
-            if not waiting:
+            for payment_id in ids:
+                events = waits.get(payment_id, set())
+                events.discard(event)
+                if not events:
+                    waits.pop(payment_id, None)
+            if not waits:
                 self._waiting.pop(org, None)
+
+    def _wake(self, org: str, payload: bytes) -> None:
+        waits = self._waiting.get(org)
+        if not waits:
+            return
+        try:
+            ids = json.loads(payload)
+        except ValueError:
+            ids = "*"
+        chosen = waits.values() if ids == "*" or not isinstance(ids, list) else (
+            waits[i] for i in ids if isinstance(i, str) and i in waits)
+        for events in list(chosen):
+            for event in events:
+                event.set()
 
     async def _listen(self) -> None:
         pattern = projected_channel(self._prefix, "*")
@@ -70,8 +106,7 @@ class ProjectionSignal:
                             continue
                         channel = message["channel"]
                         org = (channel.decode() if isinstance(channel, bytes) else channel)[cut:]
-                        for event in self._waiting.get(org, ()):
-                            event.set()
+                        self._wake(org, message["data"])
             except (RedisError, OSError) as exc:  # waits fall back to polling meanwhile
                 log.warning("projection signal lost, resubscribing", extra={"fields": {"error": repr(exc)[:200]}})
                 await asyncio.sleep(RECONNECT_SECONDS)

@@ -121,7 +121,12 @@ class Projector:
 
         valid, result = await poison.apply_without_poison(valid, apply, dead_letter)
         if result is not None:
-            report_batch([e for _, e in valid], result.outcomes, result.newest_event_time)
+            events = [e for _, e in valid]
+            report_batch(events, result.outcomes, result.newest_event_time)
+            # First the reads waiting for these payments (they read MongoDB, not the cache).
+            await self.runtime.cache.announce(
+                (e.organizationid, e.subject) for e, o in zip(events, result.outcomes, strict=True)
+                if o == domain.APPLIED)
             async with self._bumps_lock:
                 self.pending_bumps |= result.organizations
         await self.flush_bumps()

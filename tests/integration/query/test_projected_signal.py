@@ -1,9 +1,10 @@
 """The projector's commit signal wakes read-your-writes waits (adapters/projected_signal.py),
 through real MongoDB and Redis.
 
-The handlers here poll only after 30 s, so a wait that returns did so because the
-signal woke it: the projector's path is ``apply_batch`` then ``cache.bump`` (which
-publishes). Another organization's signal must not wake it.
+The handlers here poll only after 30 s, so a wait that looks again or returns did so
+because the signal woke it: the projector's path is ``apply_batch`` then
+``cache.announce`` of the payments it wrote. A commit of another payment, or of the same
+payment id in another organization, must not wake it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from shared.events import EventType, new_event
 SLOW_POLL = (30.0, 30.0)
 
 
-async def test_a_commit_signal_wakes_the_wait_of_its_organization_only(runtime):
+async def test_a_commit_signal_wakes_the_waits_of_its_payments_only(runtime):
     handlers = QueryHandlers(runtime.read_model, runtime.cache, max_wait=60, signal=runtime.handlers.signal,
                              poll=SLOW_POLL)
     looks = {"org-a": 0}
@@ -36,7 +37,7 @@ async def test_a_commit_signal_wakes_the_wait_of_its_organization_only(runtime):
         # Until the subscription is up a publish can be missed: publish until it is seen
         # (each wake is one more look). Only org-a's publishes count here.
         async def woken() -> bool:
-            await runtime.cache.bump({"org-a"})
+            await runtime.cache.announce([("org-a", "sig-1")])
             await asyncio.sleep(0.05)
             return looks["org-a"] > 1
 
@@ -48,13 +49,13 @@ async def test_a_commit_signal_wakes_the_wait_of_its_organization_only(runtime):
         assert not waiting.done()  # woken, looked, not there yet: waits again
 
         seen = looks["org-a"]
-        await runtime.cache.bump({"org-b"})  # another tenant's commit
+        await runtime.cache.announce([("org-b", "sig-1"), ("org-a", "sig-2")])  # not its payment
         await asyncio.sleep(0.3)
         assert looks["org-a"] == seen and not waiting.done()
 
         cols = await runtime.read_model.active(fresh=True)
         await apply_batch(runtime.mongo, cols, [new_event(EventType.CREATED, payment)])
-        await runtime.cache.bump({"org-a"})  # what the projector does after its commit
+        await runtime.cache.announce([("org-a", "sig-1")])  # what the projector does after its commit
         await asyncio.wait_for(waiting, 10)  # returns: the payment is there
     finally:
         waiting.cancel()
