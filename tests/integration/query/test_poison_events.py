@@ -264,8 +264,11 @@ async def test_redrive_survives_a_projector_sigkill_and_does_not_loop(qsettings,
     stored = await _payments_from_mongo(runtime)
     assert len(stored) == 60 and await _statistics_from_mongo(runtime) == recount(stored)
     back = await read_topic(qsettings.kafka_bootstrap, qsettings.dlq_topic, 122)
-    returned = [r for r in back if dict(r.headers).get("dlq-redrive-count") == b"1"]
-    assert [r.value for r in returned] == [b"{not an event"]  # the one that still fails, once
+    returned = [r for r in back if dict(r.headers).get("dlq-redrive-count") is not None]
+    # The one that still fails comes back, with its redrive count: once, or twice when the
+    # SIGKILL fell between its DLQ write and its batch's offset commit (at-least-once).
+    assert {r.value for r in returned} == {b"{not an event"} and len(returned) <= 2, returned
+    assert {dict(r.headers)["dlq-redrive-count"] for r in returned} == {b"1"}  # never redriven again: no loop
     assert dict(returned[0].headers)["dlq-kind"] == b"invalid" and dict(returned[0].headers)["trace"] == b"t-9"
 
     again = await asyncio.to_thread(_cli, qsettings, "redrive", "--all")
