@@ -11,7 +11,8 @@ Per batch:
    MongoDB errors with backoff and jitter; an event the read model
    refuses (or that makes our code fail) is found by :mod:`poison`, dead-lettered, and
    the batch applied without it;
-3. bump the Redis cache epoch of every organization that changed (recorded in the
+3. announce the payments written to the reads waiting for them (adapters/projected_signal.py),
+   and bump the Redis cache epoch of every organization that changed (recorded in the
    batch's transaction until Redis took it, so a crash cannot lose a bump);
 4. only then return, so the consumer commits the batch's offsets only after the read
    model write (a SIGKILL mid-batch leaves them uncommitted and the batch is projected
