@@ -30,7 +30,8 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger("payments.query.projected_signal")
 
-RECONNECT_SECONDS = 1.0
+RECONNECT_SECONDS = 1.0  # after a lost subscription, doubling up to MAX_RECONNECT_SECONDS
+MAX_RECONNECT_SECONDS = 60.0
 MAX_IDS = 1000  # past this many payments in one message: "*", every wait of the organization looks
 
 
@@ -96,10 +97,12 @@ class ProjectionSignal:
     async def _listen(self) -> None:
         pattern = projected_channel(self._prefix, "*")
         cut = len(projected_channel(self._prefix, ""))
+        pause = RECONNECT_SECONDS
         while True:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.psubscribe(pattern)
+                    pause = RECONNECT_SECONDS
                     while True:
                         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=30)
                         if message is None:
@@ -108,8 +111,10 @@ class ProjectionSignal:
                         org = (channel.decode() if isinstance(channel, bytes) else channel)[cut:]
                         self._wake(org, message["data"])
             except (RedisError, OSError) as exc:  # waits fall back to polling meanwhile
-                log.warning("projection signal lost, resubscribing", extra={"fields": {"error": repr(exc)[:200]}})
-                await asyncio.sleep(RECONNECT_SECONDS)
+                log.warning("projection signal lost, resubscribing", extra={"fields": {
+                    "error": repr(exc)[:200], "retry_in_seconds": pause}})
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, MAX_RECONNECT_SECONDS)  # a Redis that refuses PSUBSCRIBE: rarely
 
     async def close(self) -> None:
         if self._listener is not None:
