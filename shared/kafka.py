@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 
@@ -109,6 +110,17 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], *, create: b
         await admin.close()
 
 
+def partition_offsets(records: Iterable[Any], pick: Callable[[int, int], int] = max,
+                      shift: int = 1) -> dict[TopicPartition, int]:
+    """Per partition of ``records`` (aiokafka ConsumerRecords): by default the offset to
+    commit after them (one past the last); ``pick=min, shift=0``: the first, to seek back to."""
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        offsets[tp] = pick(offsets.get(tp, record.offset + shift), record.offset + shift)
+    return offsets
+
+
 async def stop_clients(*clients: Any) -> None:
     """Stop aiokafka consumers / producers (None: never started), each within 10 s. An
     error while stopping is dropped: the process is ending, and its offsets are committed
@@ -134,13 +146,14 @@ def sticky_assignor() -> type[StickyPartitionAssignor]:
     """The sticky assignor, with state of its own (aiokafka keeps it on the class, so two
     consumers in one process would otherwise advertise each other's partitions).
 
-    Sticky, not aiokafka's round-robin default: a static member that restarts as the
-    group's leader (SIGKILL, then the same group.instance.id) computes the assignment
-    without a rebalance of the others (KIP-345; KIP-814 fixed it only for JoinGroup v9,
-    which aiokafka does not speak). Round-robin then hands it a partition another
+    Sticky, not aiokafka's round-robin default: noida-db makes a static member that was
+    the group's leader and restarts (SIGKILL, then the same group.instance.id) leader
+    again, and it assigns anew without the others being told (Kafka answers it with the
+    old leader's id instead, KIP-345). Round-robin then hands it a partition another
     member still holds and leaves its own unowned; sticky keeps every member's reported
-    partitions where they are (measured: tests/integration/query/test_projector_replicas.py
-    stalled 3 runs of 4 with round-robin)."""
+    partitions where they are (measured: the projector replica test stalled 3 runs of 4
+    with round-robin, the intake's 3 of 3). On Kafka it also moves fewer partitions at
+    every rebalance (docs/design.md section 11)."""
     return type("StickyAssignor", (StickyPartitionAssignor,), {"member_assignment": None, "generation": -1})
 
 

@@ -63,7 +63,7 @@ def test_every_consumer_gets_a_sticky_assignor_with_state_of_its_own() -> None:
 def test_a_batch_commits_one_past_the_last_record_of_each_partition() -> None:
     from aiokafka import TopicPartition
 
-    from services.query.adapters.projector_consumer import next_offsets
+    from shared.kafka import partition_offsets
 
     Record = type("Record", (), {})
     records = []
@@ -71,4 +71,5 @@ def test_a_batch_commits_one_past_the_last_record_of_each_partition() -> None:
         record = Record()
         record.topic, record.partition, record.offset = "t", partition, offset
         records.append(record)
-    assert next_offsets(records) == {TopicPartition("t", 0): 8, TopicPartition("t", 1): 10}
+    assert partition_offsets(records) == {TopicPartition("t", 0): 8, TopicPartition("t", 1): 10}
+    assert partition_offsets(records, min, 0) == {TopicPartition("t", 0): 5, TopicPartition("t", 1): 9}

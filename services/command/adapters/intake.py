@@ -27,7 +27,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from services.command.adapters.intake_contract import (
@@ -43,7 +43,15 @@ from services.command.http.errors import Problem, problem_of
 from services.command.temporal.client import CommandFailed, PaymentCommandClient
 from shared.dlq import dlq_headers
 from shared.events import CONTENT_TYPE
-from shared.kafka import TopicMissing, command_topics, consumer_options, ensure_topics, producer_options, stop_clients
+from shared.kafka import (
+    TopicMissing,
+    command_topics,
+    consumer_options,
+    ensure_topics,
+    partition_offsets,
+    producer_options,
+    stop_clients,
+)
 from shared.payment import PaymentSnapshot
 from shared.telemetry import INTAKE_MESSAGES, bind_log_context, log_context
 
@@ -195,14 +203,6 @@ class CommandIntake:
             "reason": reason[:500], "partition": record.partition, "offset": record.offset}})
 
 
-def _offsets(records: Sequence[ConsumerRecord], pick: Callable[[int, int], int], shift: int) -> dict[TopicPartition, int]:
-    offsets: dict[TopicPartition, int] = {}
-    for record in records:
-        tp = TopicPartition(record.topic, record.partition)
-        offsets[tp] = pick(offsets.get(tp, record.offset + shift), record.offset + shift)
-    return offsets
-
-
 class IntakeConsumer:
     """The Kafka side: consumer group, producer, poll -> handle -> commit."""
 
@@ -253,11 +253,11 @@ class IntakeConsumer:
         except BaseException:
             # Not all of them were answered: read them again (re-running the answered
             # ones is harmless), rather than moving past them until the next restart.
-            for tp, first in _offsets(records, min, 0).items():
+            for tp, first in partition_offsets(records, min, 0).items():
                 self._consumer.seek(tp, first)
             raise
         try:
-            await self._consumer.commit(_offsets(records, max, 1))
+            await self._consumer.commit(partition_offsets(records))
         except CommitFailedError as exc:
             # A rebalance took the partition: its new owner re-runs these commands (harmless).
             log.warning("offset commit refused after a rebalance: %s", exc)

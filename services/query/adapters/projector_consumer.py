@@ -24,16 +24,16 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from shared.kafka import consumer_options, producer_options, stop_clients
+from shared.kafka import consumer_options, partition_offsets, producer_options, stop_clients
 from shared.settings import Settings
 
 log = logging.getLogger("payments.query.projector")
 
 
-class _CommitBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+class _FinishBatchBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, owner: ProjectorConsumer) -> None:
         self.owner = owner
 
@@ -43,15 +43,6 @@ class _CommitBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("partitions assigned", extra={"fields": {"partitions": sorted(tp.partition for tp in assigned)}})
-
-
-def next_offsets(records: Sequence[ConsumerRecord]) -> dict[TopicPartition, int]:
-    """The offsets to commit after ``records``: one past the last record of each partition."""
-    offsets: dict[TopicPartition, int] = {}
-    for record in records:
-        tp = TopicPartition(record.topic, record.partition)
-        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
-    return offsets
 
 
 class ProjectorConsumer:
@@ -65,7 +56,6 @@ class ProjectorConsumer:
         self.batch_wait = batch_wait
         self.fetch_max_wait_ms = fetch_max_wait_ms or settings.kafka_fetch_max_wait_ms
         self.batch_lock = asyncio.Lock()
-        self.kafka_ok = False
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -77,7 +67,7 @@ class ProjectorConsumer:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap, group_id=self.group, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=self.batch_size, **options)
-        self._consumer.subscribe([s.events_topic], listener=_CommitBeforeRevoke(self))
+        self._consumer.subscribe([s.events_topic], listener=_FinishBatchBeforeRevoke(self))
         await self._consumer.start()
 
     async def stop(self) -> None:
@@ -93,7 +83,6 @@ class ProjectorConsumer:
     async def poll(self) -> list[ConsumerRecord]:
         assert self._consumer is not None
         batches = await self._consumer.getmany(timeout_ms=1000, max_records=self.batch_size)
-        self.kafka_ok = True
         records = [r for rs in batches.values() for r in rs]
         if records and self.batch_wait > 0 and len(records) < self.batch_size:
             more = await self._consumer.getmany(timeout_ms=int(self.batch_wait * 1000),
@@ -104,7 +93,7 @@ class ProjectorConsumer:
     async def commit(self, records: Sequence[ConsumerRecord]) -> None:
         assert self._consumer is not None
         try:
-            await self._consumer.commit(next_offsets(records))
+            await self._consumer.commit(partition_offsets(records))
         except (CommitFailedError, IllegalStateError) as exc:
             # The group moved the partition meanwhile: its new owner projects these again (harmless).
             log.warning("offset commit refused after a rebalance: %s", exc)
@@ -125,6 +114,5 @@ class ProjectorConsumer:
             except Exception as exc:  # noqa: BLE001 - broker errors: poll again after a pause
                 if stop.is_set():
                     raise
-                self.kafka_ok = not isinstance(exc, KafkaError)
                 log.warning("projector poll failed, retrying: %r", exc)
                 await asyncio.sleep(1.0)
