@@ -2,9 +2,9 @@
 
 Plain aiokafka in the process's own event loop, like the intake's consumer
 (services/command/adapters/intake.py). It replaced a faust-streaming agent, whose
-consumer runs in a second thread and event loop: a lone event was readable 24-27 ms
-after it was produced against 11 ms here, most of it spent in the MongoDB round trips
-of a loop that shared the GIL with that thread (docs/benchmarks.md, "Projector latency").
+consumer runs in a second thread and event loop: in the same runs a lone event was
+readable 25.8-28.8 ms (p50) after it was produced through faust against 18.6-20.4 ms
+here (bench/projector_latency.py, docs/benchmarks.md).
 
 Per poll: up to ``batch_size`` records (what the fetcher holds already: under a backlog
 batches fill by themselves, and a lone event never waits), plus, with ``batch_wait``,
