@@ -238,18 +238,16 @@ class LocalStack(ServerLaunch, ReadinessChecks):
         there the production defaults apply and its topics are the deployment's."""
         if "kafka" in self.external:
             return {}
-        values: dict[str, object] = {
-            # One broker: replication 1, and the processes may (re)create a topic.
-            "kafka_create_topics": True,
-            "kafka_topic_replication_factor": 1,
-            "kafka_topic_min_insync_replicas": 1,
-        }
-        if self.kafka_broker == "tansu":
-            # Tansu's quirks (docs/design.md section 11): no idempotent producer, a waiting
-            # fetch is answered late, a group join takes session_timeout / 2.
-            values.update(kafka_producer_idempotence=False, kafka_fetch_max_wait_ms=25,
-                          kafka_session_timeout_seconds=2.0, kafka_heartbeat_interval_seconds=0.5)
-        return values
+        # One broker: replication 1, and the processes may (re)create a topic. Then the
+        # brokers' quirks (docs/design.md section 11): noida-db answers an empty fetch at
+        # once; Tansu has no idempotent producer, answers a waiting fetch late and takes
+        # session_timeout / 2 to join a group.
+        return {"kafka_create_topics": True, "kafka_topic_replication_factor": 1,
+                "kafka_topic_min_insync_replicas": 1,
+                **{"noida": {"kafka_empty_fetch_pause_ms": 5},
+                   "tansu": {"kafka_producer_idempotence": False, "kafka_fetch_max_wait_ms": 25,
+                             "kafka_session_timeout_seconds": 2.0, "kafka_heartbeat_interval_seconds": 0.5},
+                   }[self.kafka_broker]}
 
     def exited(self) -> dict[str, int]:
         """Children that have exited since start: name -> exit code."""

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
+from aiokafka.protocol.fetch import FetchRequest
 
 from shared.settings import Settings
 
@@ -168,3 +170,39 @@ def consumer_options(settings: Settings) -> dict[str, Any]:
     if settings.kafka_group_instance_id:  # static membership (the setting says when)
         options["group_instance_id"] = settings.kafka_group_instance_id
     return options
+
+
+def group_consumer(settings: Settings, *topics: str, **options: Any) -> AIOKafkaConsumer:
+    """A consumer-group member (the projector's, the intake's) with :func:`consumer_options`
+    (``options`` override them), its empty fetches paced by
+    ``PAYMENTS_KAFKA_EMPTY_FETCH_PAUSE_MS``."""
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=settings.kafka_bootstrap,
+                                **{**consumer_options(settings), **options})
+    pace_empty_fetches(consumer, settings.kafka_empty_fetch_pause_ms / 1000)
+    return consumer
+
+
+def pace_empty_fetches(consumer: AIOKafkaConsumer, pause: float) -> None:
+    """Let at least ``pause`` seconds pass between a fetch that came back empty and the
+    next one. Kafka holds an empty fetch for ``fetch_max_wait_ms`` (the pause never
+    applies there); a broker that answers at once (noida-db) would otherwise be fetched
+    from in a busy loop. aiokafka has no hook between fetches, so this wraps its client's
+    ``send``, the one seam."""
+    if pause <= 0:
+        return
+    client = consumer._client
+    send = client.send
+
+    async def paced(node_id: int, request: Any, *args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        response = await send(node_id, request, *args, **kwargs)
+        if isinstance(request, FetchRequest) and not _has_records(response):
+            await asyncio.sleep(max(0.0, started + pause - time.monotonic()))
+        return response
+
+    client.send = paced
+
+
+def _has_records(response: Any) -> bool:
+    # Each partition's record set is the last field of its entry, in every Fetch version.
+    return any(part[-1] for _, parts in response.topics for part in parts)

@@ -46,8 +46,8 @@ from shared.events import CONTENT_TYPE
 from shared.kafka import (
     TopicMissing,
     command_topics,
-    consumer_options,
     ensure_topics,
+    group_consumer,
     partition_offsets,
     producer_options,
     stop_clients,
@@ -230,10 +230,9 @@ class IntakeConsumer:
                 await asyncio.sleep(5)
         self._producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, **producer_options(s))
         await self._producer.start()
-        self._consumer = AIOKafkaConsumer(
-            s.commands_topic, bootstrap_servers=s.kafka_bootstrap, group_id=s.intake_group,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_interval_ms=s.intake_max_poll_interval_ms, **consumer_options(s),
+        self._consumer = group_consumer(
+            s, s.commands_topic, group_id=s.intake_group, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_interval_ms=s.intake_max_poll_interval_ms,
         )
         await self._consumer.start()
 

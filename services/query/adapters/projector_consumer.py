@@ -27,7 +27,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from shared.kafka import consumer_options, partition_offsets, producer_options, stop_clients
+from shared.kafka import group_consumer, partition_offsets, producer_options, stop_clients
 from shared.settings import Settings
 
 log = logging.getLogger("payments.query.projector")
@@ -63,10 +63,9 @@ class ProjectorConsumer:
         s = self.settings
         self._producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, **producer_options(s))
         await self._producer.start()
-        options = {**consumer_options(s), "fetch_max_wait_ms": self.fetch_max_wait_ms}
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap, group_id=self.group, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=self.batch_size, **options)
+        self._consumer = group_consumer(
+            s, group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest",
+            max_poll_records=self.batch_size, fetch_max_wait_ms=self.fetch_max_wait_ms)
         self._consumer.subscribe([s.events_topic], listener=_FinishBatchBeforeRevoke(self))
         await self._consumer.start()
 

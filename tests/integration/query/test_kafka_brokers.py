@@ -23,7 +23,7 @@ from test_projection_strategies import new_event, snapshot
 
 from devstack import LocalStack
 from shared.events import EventType
-from shared.kafka import TopicSpec, consumer_options, ensure_topics, producer_options
+from shared.kafka import TopicSpec, consumer_options, ensure_topics, group_consumer, producer_options
 from shared.settings import Settings
 
 ROOT = Path(__file__).parents[3]
@@ -170,3 +170,53 @@ async def test_projector_with_the_deployed_kafka_settings_joins_projects_and_com
     finally:
         projector.stop()
 
+
+
+async def test_an_idle_consumer_on_noida_db_is_paced_not_spinning(noida) -> None:
+    """noida-db answers an empty fetch at once instead of holding it for fetch_max_wait_ms:
+    unpaced, an idle consumer re-fetches in a busy loop. With the local stack's pause
+    (PAYMENTS_KAFKA_EMPTY_FETCH_PAUSE_MS) it fetches at most once per pause, and a record
+    produced meanwhile is still consumed."""
+    stack, bootstrap = noida
+    pause_ms = 20
+    assert stack.client_settings()["kafka_empty_fetch_pause_ms"] > 0
+    topic = f"paced-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(bootstrap, [TopicSpec(topic, 1, 1, 1)], create=True)
+    settings = Settings(kafka_bootstrap=bootstrap, kafka_empty_fetch_pause_ms=pause_ms)
+    counts = {"paced": 0, "unpaced": 0}
+
+    def counting(consumer: AIOKafkaConsumer, name: str) -> AIOKafkaConsumer:
+        send = consumer._client.send
+
+        async def counted(node_id, request, *args, **kwargs):
+            if type(request).__name__ == "FetchRequest":
+                counts[name] += 1
+            return await send(node_id, request, *args, **kwargs)
+
+        consumer._client.send = counted
+        return consumer
+
+    paced = group_consumer(settings, topic, group_id=f"p-{topic}", auto_offset_reset="earliest")
+    counting(paced, "paced")  # each call of the paced send is one fetch sent to the broker
+    unpaced = counting(AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"u-{topic}",
+                                        **consumer_options(Settings(kafka_bootstrap=bootstrap))), "unpaced")
+    await paced.start()
+    await unpaced.start()
+    try:
+        await paced.getmany(timeout_ms=2000)
+        await unpaced.getmany(timeout_ms=2000)
+        counts.update(paced=0, unpaced=0)
+        await asyncio.gather(paced.getmany(timeout_ms=1000), unpaced.getmany(timeout_ms=1000))
+        assert counts["paced"] <= 1.5 * 1000 / pause_ms, counts
+        assert counts["unpaced"] > 3 * counts["paced"], counts  # the quirk the pause is for
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"after the pause")
+        finally:
+            await producer.stop()
+        got = await paced.getmany(timeout_ms=2000)
+        assert [r.value for rs in got.values() for r in rs] == [b"after the pause"]
+    finally:
+        await paced.stop()
+        await unpaced.stop()
