@@ -33,14 +33,14 @@ class NaiveActivities:
     async def execute(self, cmd: CreatePayment) -> CommandResult:
         decision = domain.decide_create(cmd, activity.info().started_time)
         async with self.store.unit_of_work() as uow:
-            await uow.insert_payment(decision.snapshot)
+            await uow.insert_payments([decision.snapshot])
         return CommandResult(command_id=cmd.command_id, payment=decision.snapshot)
 
     @activity.defn(name="naive.publish")
     async def publish(self, result: CommandResult) -> None:
         decision = domain.Decision(result.payment, EventType.CREATED, {})
         async with self.store.unit_of_work() as uow:
-            await uow.add_event(decision.event(self.source))
+            await uow.add_events([decision.event(self.source)])
 
 
 @workflow.defn(name="NaiveCreatePayment")

@@ -1,5 +1,5 @@
 """The service layer: run one command against the store in one transaction (or a
-group-committed batch of commands in one transaction, a savepoint each: :func:`run_batch`).
+group-committed batch of commands in one transaction: :func:`run_batch`).
 
 validate (rules) -> execute (payment row) -> publish (outbox row), all in the same
 transaction; the command id is claimed first, so a retried activity returns the first
@@ -14,10 +14,11 @@ tests/unit/fakes.py in memory.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from services.command import domain
 from services.command.commands import (
@@ -55,17 +56,36 @@ class UnitOfWork(Protocol):
 
     async def get_payment(self, org: str, payment_id: str) -> PaymentSnapshot | None: ...
 
-    async def insert_payment(self, p: PaymentSnapshot) -> bool:
-        """False if the id is taken in the payment's organization."""
+    async def claim_commands(self, claims: Sequence[Claim]) -> set[tuple[str, str]]:
+        """Reserve many command ids at once, each with the result it will have; the
+        ``(organization, command id)`` pairs newly claimed (one claimed earlier without a
+        result counts as new)."""
+
+    async def command_results(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+        """The stored results (JSON) of the commands that have one."""
+
+    async def release_claims(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Forget claims of this transaction whose command was refused after all."""
+
+    async def insert_payments(self, payments: Sequence[PaymentSnapshot]) -> set[tuple[str, str]]:
+        """The ``(organization, id)`` pairs inserted; the other ids were taken."""
 
     async def update_payment(self, p: PaymentSnapshot, expected_version: int) -> bool:
         """Optimistic concurrency: False if the stored version is no longer ``expected_version``."""
 
-    async def add_event(self, event: PaymentEvent) -> None:
-        """Append the event to the outbox (published once the transaction commits)."""
+    async def add_events(self, events: Sequence[PaymentEvent]) -> None:
+        """Append the events to the outbox, in order (published once the transaction commits)."""
 
     def savepoint(self) -> AbstractAsyncContextManager[None]:
         """A nested transaction: if the block raises, only its statements are undone."""
+
+
+class Claim(NamedTuple):
+    organization_id: str
+    command_id: str
+    command_type: str
+    payment_id: str | None
+    result: Any  # JSON
 
 
 class CommandStore(Protocol):
@@ -88,12 +108,16 @@ async def _already_done(uow: UnitOfWork, cmd: CreatePayment | ModifyPayment) -> 
 async def _finish(uow: UnitOfWork, cmd: CreatePayment | ModifyPayment, decision: domain.Decision,
                   source: str) -> CommandResult:
     event = decision.event(source)
-    await uow.add_event(event)
-    log.info("%s event staged in the command's transaction", event.type.short, extra={"fields": {
-        "event_id": event.id, "payment_id": event.subject, "version": event.paymentversion}})
+    await uow.add_events([event])
+    _staged(event)
     result = CommandResult(command_id=cmd.command_id, payment=decision.snapshot)
     await uow.save_result(cmd.organization_id, cmd.command_id, result.model_dump(mode="json"))
     return result
+
+
+def _staged(event: PaymentEvent) -> None:
+    log.info("%s event staged in the command's transaction", event.type.short, extra={"fields": {
+        "event_id": event.id, "payment_id": event.subject, "version": event.paymentversion}})
 
 
 async def create(store: CommandStore, cmd: CreatePayment, *, source: str, clock: Clock = utc_now) -> CommandResult:
@@ -107,12 +131,54 @@ async def modify(store: CommandStore, cmd: ModifyPayment, *, source: str, clock:
 
 
 async def _create(uow: UnitOfWork, cmd: CreatePayment, source: str, clock: Clock) -> CommandResult:
-    if done := await _already_done(uow, cmd):
-        return done
-    decision = domain.decide_create(cmd, clock())
-    if not await uow.insert_payment(decision.snapshot):
-        raise Rejected(RejectionKind.CONFLICT, f"a payment with id {cmd.payment_id!r} already exists")
-    return await _finish(uow, cmd, decision, source)
+    (outcome,) = await _create_many(uow, [cmd], source, clock)
+    if isinstance(outcome, Rejected):
+        raise outcome
+    return outcome
+
+
+async def _create_many(uow: UnitOfWork, cmds: Sequence[CreatePayment], source: str,
+                       clock: Clock) -> list[CommandResult | Rejected]:
+    """Creates whose command ids and payment ids are all distinct, set-based: a handful of
+    statements for all of them rather than a handful each (a group-committed batch's
+    cost is its round trips). Each is still its own command: a command id claimed before
+    returns its first result, the rules or a taken payment id refuse it (its claim
+    released), and otherwise its payment, outbox row and result are written."""
+    now = clock()
+    outcomes: dict[int, CommandResult | Rejected] = {}
+    decided: dict[int, domain.Decision] = {}
+    for i, cmd in enumerate(cmds):
+        try:
+            decided[i] = domain.decide_create(cmd, now)
+        except Rejected as rejected:
+            outcomes[i] = rejected  # unless the command ran before (below)
+    results = {i: CommandResult(command_id=cmds[i].command_id, payment=d.snapshot) for i, d in decided.items()}
+    claimed = await uow.claim_commands([
+        Claim(cmds[i].organization_id, cmds[i].command_id, "create", cmds[i].payment_id,
+              results[i].model_dump(mode="json")) for i in decided]) if decided else set()
+    fresh = [i for i in decided if _key(cmds[i]) in claimed]
+    fresh_set = set(fresh)
+    if earlier := [i for i in range(len(cmds)) if i not in fresh_set]:
+        stored = await uow.command_results([_key(cmds[i]) for i in earlier])
+        outcomes |= {i: CommandResult.model_validate(stored[_key(cmds[i])]) for i in earlier
+                     if _key(cmds[i]) in stored}
+    inserted = await uow.insert_payments([decided[i].snapshot for i in fresh]) if fresh else set()
+    if taken := [i for i in fresh if (cmds[i].organization_id, cmds[i].payment_id) not in inserted]:
+        await uow.release_claims([_key(cmds[i]) for i in taken])
+        outcomes |= {i: Rejected(RejectionKind.CONFLICT, f"a payment with id {cmds[i].payment_id!r} already exists")
+                     for i in taken}
+    created = [i for i in fresh if i not in outcomes]
+    events = [decided[i].event(source) for i in created]
+    if events:
+        await uow.add_events(events)
+    for i, event in zip(created, events, strict=True):
+        _staged(event)
+        outcomes[i] = results[i]
+    return [outcomes[i] for i in range(len(cmds))]
+
+
+def _key(cmd: CreatePayment | ModifyPayment) -> tuple[str, str]:
+    return cmd.organization_id, cmd.command_id
 
 
 async def _modify(uow: UnitOfWork, cmd: ModifyPayment, source: str, clock: Clock) -> CommandResult:
@@ -139,23 +205,41 @@ async def _modify(uow: UnitOfWork, cmd: ModifyPayment, source: str, clock: Clock
 async def run_batch(
     store: CommandStore, batch: CommandBatch, *, source: str, clock: Clock = utc_now
 ) -> CommandBatchResult:
-    """Group commit: every item in ONE transaction, in arrival order, each behind its own
-    savepoint. An item runs exactly as alone (claim, rules, write, outbox row, result), so
-    a later item on the same payment sees the earlier one's write; a refused item rolls
-    back to its savepoint only. Anything else (database down, deadlock) aborts the whole
-    transaction: nothing of the batch is written and the activity is retried."""
-    outcomes: list[CommandResult | Rejection] = []
+    """Group commit: every item in ONE transaction. The creates independent of every
+    other item run together, set-based (:func:`_create_many`); the other items in arrival
+    order, each behind its own savepoint, exactly as alone (claim, rules, write, outbox
+    row, result), so a later item on the same payment sees the earlier one's write and a
+    refused item rolls back to its savepoint only. Anything else (database down, deadlock)
+    aborts the whole transaction: nothing of the batch is written and the activity is
+    retried."""
+    items = batch.items
+    together = _independent_creates(items)
+    outcomes: dict[int, CommandResult | Rejection] = {}
     async with store.unit_of_work() as uow:
-        for item in batch.items:
+        # Creates that share no command id and no payment with any other item commute with
+        # everything else in the batch: they run first, together; the rest in arrival order.
+        done = await _create_many(uow, [items[i] for i in together], source, clock) if together else []
+        for i, outcome in zip(together, done, strict=True):
+            outcomes[i] = Rejection.of(outcome) if isinstance(outcome, Rejected) else outcome
+        for i, item in enumerate(items):
+            if i in outcomes:
+                continue
             try:
                 async with uow.savepoint():
                     if isinstance(item, CreatePayment):
-                        outcomes.append(await _create(uow, item, source, clock))
+                        outcomes[i] = await _create(uow, item, source, clock)
                     else:
-                        outcomes.append(await _modify(uow, item, source, clock))
+                        outcomes[i] = await _modify(uow, item, source, clock)
             except Rejected as rejected:
-                outcomes.append(Rejection.of(rejected))
-    return CommandBatchResult(batch_id=batch.batch_id, items=outcomes)
+                outcomes[i] = Rejection.of(rejected)
+    return CommandBatchResult(batch_id=batch.batch_id, items=[outcomes[i] for i in range(len(items))])
+
+
+def _independent_creates(items: Sequence[CreatePayment | ModifyPayment]) -> list[int]:
+    """Indexes of the creates whose command id and payment occur once in ``items``."""
+    keys = Counter(k for item in items for k in (("c", *_key(item)), ("p", item.organization_id, item.payment_id)))
+    return [i for i, item in enumerate(items) if isinstance(item, CreatePayment)
+            and keys["c", *_key(item)] == 1 and keys["p", item.organization_id, item.payment_id] == 1]
 
 
 async def bulk_create(

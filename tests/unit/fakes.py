@@ -10,11 +10,12 @@ writer commits first (the stored version moves on) and the update matches nothin
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.command.handlers import Claim
 from shared.events import PaymentEvent
 from shared.payment import PaymentSnapshot
 
@@ -46,11 +47,29 @@ class FakeUnitOfWork:
     async def get_payment(self, org: str, payment_id: str) -> PaymentSnapshot | None:
         return self.state.payments.get((org, payment_id))
 
-    async def insert_payment(self, p: PaymentSnapshot) -> bool:
-        if (p.organization_id, p.id) in self.state.payments:
-            return False
-        self.state.payments[(p.organization_id, p.id)] = p
-        return True
+    async def claim_commands(self, claims: Sequence[Claim]) -> set[tuple[str, str]]:
+        claimed = set()
+        for c in claims:
+            key = (c.organization_id, c.command_id)
+            if self.state.commands.get(key, {}).get("result", None) is None:
+                self.state.commands[key] = {"type": c.command_type, "payment_id": c.payment_id, "result": c.result}
+                claimed.add(key)
+        return claimed
+
+    async def command_results(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+        return {k: r for k in keys if (r := self.state.commands.get(k, {}).get("result")) is not None}
+
+    async def release_claims(self, keys: Sequence[tuple[str, str]]) -> None:
+        for key in keys:
+            del self.state.commands[key]
+
+    async def insert_payments(self, payments: Sequence[PaymentSnapshot]) -> set[tuple[str, str]]:
+        inserted = set()
+        for p in payments:
+            if (p.organization_id, p.id) not in self.state.payments:
+                self.state.payments[(p.organization_id, p.id)] = p
+                inserted.add((p.organization_id, p.id))
+        return inserted
 
     async def update_payment(self, p: PaymentSnapshot, expected_version: int) -> bool:
         key = (p.organization_id, p.id)
@@ -62,8 +81,8 @@ class FakeUnitOfWork:
         self.state.payments[key] = p
         return True
 
-    async def add_event(self, event: PaymentEvent) -> None:
-        self.state.outbox.append(event)
+    async def add_events(self, events: Sequence[PaymentEvent]) -> None:
+        self.state.outbox.extend(events)
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from fake_temporal import Engine
 from fakes import FakeStore
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.command import handlers
 from services.command.commands import (
@@ -125,6 +127,48 @@ async def test_an_infrastructure_error_aborts_the_whole_batch(monkeypatch):
     with pytest.raises(ConnectionError):
         await run_batch(store, create_cmd("c-1", "p-1"), create_cmd("c-2", "p-2"))
     assert store.commits == 0 and store.payment(ORG, "p-1") is None
+
+
+command_ids = st.sampled_from([f"c-{i}" for i in range(6)])
+payment_ids = st.sampled_from(["p-1", "p-2", "p-3", "p-4"])
+items = st.one_of(
+    st.builds(lambda c, p, amount, currency: create_cmd(c, p, amount=amount, currency=currency),
+              command_ids, payment_ids, st.sampled_from([1250, 7, 0]), st.sampled_from(["EUR", "EUR", "XXX"])),
+    st.builds(lambda action, c, p: modify_cmd(action, c, p, **({"amount": 99} if action is PaymentCommand.UPDATE else {})),
+              st.sampled_from(list(PaymentCommand)), command_ids, payment_ids),
+)
+
+
+async def _alone(store: FakeStore, item: CreatePayment | ModifyPayment) -> CommandResult | Rejection:
+    try:
+        if isinstance(item, CreatePayment):
+            return await handlers.create(store, item, source="/t", clock=clock)
+        return await handlers.modify(store, item, source="/t", clock=clock)
+    except Rejected as rejected:
+        return Rejection.of(rejected)
+
+
+@settings(max_examples=150, deadline=None)
+@given(before=st.lists(items, max_size=4), batch=st.lists(items, min_size=1, max_size=10))
+def test_a_batch_does_exactly_what_its_items_do_alone_in_arrival_order(before, batch):
+    """Whatever the mix (independent creates, which run together and set-based; replays;
+    taken ids; refusals; several commands on one payment): the same outcome per item and
+    the same payments, command results and events as running each item alone, in order."""
+
+    async def run() -> None:
+        batched, alone = FakeStore(), FakeStore()
+        for item in before:
+            await _alone(batched, item)
+            await _alone(alone, item)
+        got = (await run_batch(batched, *batch)).items
+        assert got == [await _alone(alone, item) for item in batch]
+        assert batched.committed.payments == alone.committed.payments
+        assert batched.committed.commands == alone.committed.commands
+        for payment_id in ("p-1", "p-2", "p-3", "p-4"):
+            assert ([(e.type, e.paymentversion, e.payment) for e in batched.events(payment_id)]
+                    == [(e.type, e.paymentversion, e.payment) for e in alone.events(payment_id)])
+
+    asyncio.run(run())
 
 
 # --------------------------------------------------------------------------- the batcher

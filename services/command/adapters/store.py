@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from services.command.handlers import Claim
 from shared.events import PaymentEvent
 from shared.payment import PaymentSnapshot
 
@@ -116,15 +117,44 @@ class PostgresUnitOfWork:
         )
         return snapshot_from_row(row) if row else None
 
-    async def insert_payment(self, p: PaymentSnapshot) -> bool:
-        """False if the id is taken in the payment's organization (ids are per organization)."""
-        status = await self.conn.execute(
-            f"INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
-            " ON CONFLICT (organization_id, id) DO NOTHING",
-            p.id, p.organization_id, p.user_id, p.amount, p.currency, str(p.status), p.description,
-            p.metadata, p.version, p.created_at, p.updated_at, p.deleted_at,
+    # The set-based statements (a group-committed batch's creates: one round trip for all
+    # of them) take one array per column and unnest them.
+
+    async def claim_commands(self, claims: Sequence[Claim]) -> set[tuple[str, str]]:
+        rows = await self.conn.fetch(
+            "INSERT INTO commands (organization_id, command_id, command_type, payment_id, result)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[])"
+            " ON CONFLICT (organization_id, command_id) DO UPDATE SET result = EXCLUDED.result"
+            " WHERE commands.result IS NULL RETURNING organization_id, command_id",
+            *_columns(claims, 5),
         )
-        return status.endswith(" 1")
+        return {(r[0], r[1]) for r in rows}
+
+    async def command_results(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+        rows = await self.conn.fetch(
+            "SELECT organization_id, command_id, result FROM commands WHERE (organization_id, command_id)"
+            " IN (SELECT * FROM unnest($1::text[], $2::text[])) AND result IS NOT NULL",
+            *_columns(keys, 2),
+        )
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    async def release_claims(self, keys: Sequence[tuple[str, str]]) -> None:
+        await self.conn.execute(
+            "DELETE FROM commands WHERE (organization_id, command_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+            *_columns(keys, 2),
+        )
+
+    async def insert_payments(self, payments: Sequence[PaymentSnapshot]) -> set[tuple[str, str]]:
+        """Ids are per organization: a taken one is skipped, not an error."""
+        rows = await self.conn.fetch(
+            f"INSERT INTO payments ({PAYMENT_COLUMNS}) SELECT * FROM unnest($1::text[], $2::text[],"
+            " $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::int[],"
+            " $10::timestamptz[], $11::timestamptz[], $12::timestamptz[])"
+            " ON CONFLICT (organization_id, id) DO NOTHING RETURNING organization_id, id",
+            *_columns([(p.id, p.organization_id, p.user_id, p.amount, p.currency, str(p.status), p.description,
+                        p.metadata, p.version, p.created_at, p.updated_at, p.deleted_at) for p in payments], 12),
+        )
+        return {(r[0], r[1]) for r in rows}
 
     async def update_payment(self, p: PaymentSnapshot, expected_version: int) -> bool:
         """Optimistic concurrency: False if the stored version is no longer ``expected_version``."""
@@ -137,12 +167,13 @@ class PostgresUnitOfWork:
         )
         return status.endswith(" 1")
 
-    async def add_event(self, event: PaymentEvent) -> None:
+    async def add_events(self, events: Sequence[PaymentEvent]) -> None:
         await self.conn.execute(
             "INSERT INTO outbox (event_id, organization_id, payment_id, payment_version, event_type, payload,"
-            " created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            event.id, event.organizationid, event.subject, event.paymentversion, event.type.short,
-            event.to_json_bytes(), event.time,
+            " created_at) SELECT i, o, p, v, t, b, c FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[],"
+            " $5::text[], $6::bytea[], $7::timestamptz[]) WITH ORDINALITY AS e(i, o, p, v, t, b, c, n) ORDER BY n",
+            *_columns([(e.id, e.organizationid, e.subject, e.paymentversion, e.type.short, e.to_json_bytes(), e.time)
+                       for e in events], 7),
         )
         if not self.notified:  # delivered at commit
             await self.conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
@@ -157,6 +188,11 @@ class PostgresUnitOfWork:
         except BaseException:
             self.notified = notified  # a NOTIFY of a rolled-back savepoint is discarded with it
             raise
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows -> one list per column (the parameters of an ``unnest``)."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 class PaymentStore:

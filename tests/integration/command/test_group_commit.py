@@ -13,7 +13,16 @@ import uuid
 
 import pytest
 
-from services.command.commands import CommandState, CreatePayment, ModifyPayment, Rejected, RejectionKind
+from services.command import handlers as runtime_handlers
+from services.command.commands import (
+    CommandBatch,
+    CommandState,
+    CreatePayment,
+    ModifyPayment,
+    Rejected,
+    Rejection,
+    RejectionKind,
+)
 from shared.payment import PaymentCommand, PaymentStatus
 
 ORG = "org-gc"
@@ -127,3 +136,77 @@ async def test_a_burst_commits_every_command_once(runtime, db, count):
     async with db.pool.acquire() as conn:
         rows = await conn.fetch("SELECT payload FROM outbox WHERE payment_id LIKE $1", f"burst-{run}-%")
     assert sorted(json.loads(r["payload"])["subject"] for r in rows) == sorted(c.payment_id for c in commands)
+
+
+async def test_a_batch_on_postgresql_does_exactly_what_its_items_do_alone(runtime):
+    """The set-based path of a batch's independent creates (one statement per table for
+    all of them) against real PostgreSQL: one organization runs the items as one batch,
+    another runs the same items alone, in order; outcomes and rows must be the same.
+    (The same property over random batches, on the in-memory store:
+    tests/unit/test_group_commit_unit.py.)"""
+    run = uuid.uuid4().hex[:8]
+    store = runtime.store
+
+    def items(org: str) -> tuple[list, list]:
+        def create(command_id: str, payment_id: str, **fields) -> CreatePayment:
+            return CreatePayment(**({"command_id": command_id, "organization_id": org, "payment_id": payment_id,
+                                     "amount": 100, "currency": "EUR"} | fields))
+
+        before = [create("c-pre", "p-taken"), create("c-done", "p-done")]
+        batch = [
+            create("c-1", "p-1"),  # independent: set-based
+            create("c-2", "p-2", amount=0),  # refused by the rules
+            create("c-3", "p-3", currency="XXX"),
+            create("c-4", "p-taken"),  # the id is taken
+            create("c-done", "p-done"),  # ran before: its first result
+            create("c-10", "p-10", user_id="u-7", description="é ∑ \"quoted\"",
+                   metadata={"k": "é", "n": "1"}),
+            create("c-5", "p-5"),  # two on one payment: one by one
+            ModifyPayment(command_id="c-6", organization_id=org, action=PaymentCommand.UPDATE,
+                          payment_id="p-5", amount=7),
+            create("c-7", "p-7"), create("c-7", "p-7"),  # one command twice
+        ]
+        return before, batch
+
+    async def alone(item):
+        try:
+            return await (runtime_handlers.create if isinstance(item, CreatePayment) else runtime_handlers.modify)(
+                store, item, source="/t")
+        except Rejected as rejected:
+            return Rejection.of(rejected)
+
+    org_batch, org_alone = f"gcb-{run}", f"gca-{run}"
+    before, batch = items(org_batch)
+    for item in before:
+        await alone(item)
+    got = (await runtime_handlers.run_batch(store, CommandBatch(batch_id=f"b-{run}", items=batch), source="/t")).items
+    before, one_by_one = items(org_alone)
+    for item in before:
+        await alone(item)
+    expected = [await alone(item) for item in one_by_one]
+
+    def comparable(outcome):
+        if isinstance(outcome, Rejection):
+            return ("rejected", outcome.kind, outcome.detail.replace(org_alone, "ORG").replace(org_batch, "ORG"))
+        p = outcome.payment
+        return ("ok", outcome.command_id, p.id, p.user_id, p.amount, p.currency, p.status, p.description,
+                p.metadata, p.version)
+
+    assert [comparable(o) for o in got] == [comparable(o) for o in expected]
+    assert [o[0] for o in map(comparable, got)] == [
+        "ok", "rejected", "rejected", "rejected", "ok", "ok", "ok", "ok", "ok", "ok"]
+
+    async def rows(org: str) -> tuple:
+        async with runtime.pool.acquire() as conn:
+            payments = await conn.fetch(
+                "SELECT id, user_id, amount, currency, status, description, metadata, version FROM payments"
+                " WHERE organization_id = $1 ORDER BY id", org)
+            commands = await conn.fetch(
+                "SELECT command_id, command_type, payment_id, result -> 'payment' ->> 'version' AS v FROM commands"
+                " WHERE organization_id = $1 ORDER BY command_id", org)
+            events = await conn.fetch(
+                "SELECT payment_id, payment_version, event_type FROM outbox WHERE organization_id = $1"
+                " ORDER BY payment_id, payment_version", org)
+        return [tuple(r) for r in payments], [tuple(r) for r in commands], [tuple(r) for r in events]
+
+    assert await rows(org_batch) == await rows(org_alone)
