@@ -57,6 +57,9 @@ class ProjectionSignal:
         self._prefix = prefix
         self._waiting: dict[str, dict[str, set[asyncio.Event]]] = {}  # org -> payment id -> waits
         self._listener: asyncio.Task[None] | None = None
+        # Subscribed: a commit from now on reaches the waits (until an error says otherwise),
+        # so they need not poll often.
+        self.live = False
 
     @contextlib.asynccontextmanager
     async def watching(self, org: str, payment_ids: Iterable[str]) -> AsyncIterator[asyncio.Event]:
@@ -102,6 +105,7 @@ class ProjectionSignal:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.psubscribe(pattern)
+                    self.live = True
                     pause = RECONNECT_SECONDS
                     while True:
                         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=30)
@@ -111,12 +115,14 @@ class ProjectionSignal:
                         org = (channel.decode() if isinstance(channel, bytes) else channel)[cut:]
                         self._wake(org, message["data"])
             except (RedisError, OSError) as exc:  # waits fall back to polling meanwhile
+                self.live = False
                 log.warning("projection signal lost, resubscribing", extra={"fields": {
                     "error": repr(exc)[:200], "retry_in_seconds": pause}})
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, MAX_RECONNECT_SECONDS)  # a Redis that refuses PSUBSCRIBE: rarely
 
     async def close(self) -> None:
+        self.live = False
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
