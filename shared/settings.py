@@ -98,8 +98,8 @@ class Settings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(default=500, ge=1, le=30000)
     # Least time between a consumer's fetch and the next when the first came back empty.
     # Kafka holds an empty fetch for fetch_max_wait_ms, so 0 (off) is right there; noida-db
-    # answers it at once, and a consumer would re-fetch in a busy loop (measured: 1,580
-    # fetches/s and 70 % of a core per idle consumer), so the local stack on noida-db sets 5.
+    # answers it at once, and a consumer would re-fetch in a busy loop (bench/empty_fetch_pause.py:
+    # 1,880 fetches/s, 77 % of a core per idle consumer), so the local stack on noida-db sets 5.
     kafka_empty_fetch_pause_ms: int = Field(default=0, ge=0, le=1000)
     kafka_producer_acks: str = Field(default="all", pattern="^(all|-1|0|1)$")
     # Needs acks=all; Tansu has no idempotent producer, so the local stack on Tansu sets false.
