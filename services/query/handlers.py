@@ -138,8 +138,9 @@ class QueryHandlers:
         """Look in MongoDB (bypassing the cache) until it holds every payment of ``wanted``
         at that version or newer (a tombstone counts), or raise :class:`NotCaughtUp` when
         ``max_wait`` (default: this handler's bound) ends. It looks again as soon as the
-        projector signals a commit of one of these payments (adapters/projected_signal.py), and in any
-        case after a backoff of :data:`POLL` (the fallback without the signal)."""
+        projector signals a commit of one of these payments (adapters/projected_signal.py),
+        and besides every :data:`SIGNALLED_POLL` seconds while the signal is subscribed, or
+        with the backoff of :data:`POLL` while it is not."""
         max_wait = self.max_wait if max_wait is None else max_wait
         started = time.monotonic()
         delay, cap = self.poll
