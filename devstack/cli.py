@@ -19,14 +19,15 @@ import typer
 import devstack
 from devstack import DEFAULT_DATA_DIR, STACK_FILE_NAME, Endpoints, LocalStack, StackError
 from devstack.background import SERVER_ACTIONS, request_server_action, start_background
-from devstack.binaries import KAFKA_BROKERS
+from devstack.brokers import KAFKA_BROKERS
 from devstack.endpoints import PORT_NAMES, SERVICES
 from devstack.foreground import fail, run_in_foreground, start_or_fail
 
 stack_app = typer.Typer(
     name="stack",
     help=(
-        "The embedded local stack: Temporal dev server, Kafka (noida-db, or Tansu with --kafka tansu), "
+        "The embedded local stack: Temporal dev server, Kafka (noida-db; Apache Kafka with --kafka apache, "
+        "Tansu with --kafka tansu), "
         "MongoDB (SecantusDB), "
         "PostgreSQL and Redis (Valkey) on 127.0.0.1, all from the project's 'local' extra. "
         "Endpoints are written to <data-dir>/stack.json, where "
@@ -114,7 +115,8 @@ def up(
         "--data-dir across restarts (but with --kafka tansu: Tansu is memory-only)."),
     kafka: str = typer.Option(
         KAFKA_BROKERS[0], "--kafka", envvar="PAYMENTS_STACK_KAFKA",
-        help=f"The embedded Kafka broker: {' or '.join(KAFKA_BROKERS)} (docs/design.md section 11)."),
+        help=f"The Kafka broker to start: {', '.join(KAFKA_BROKERS)}. apache is Apache Kafka from Maven Central "
+             "(needs java 17+ and mvn; the jars are resolved into ~/.m2 the first time); docs/design.md section 11."),
     kafka_bootstrap: str = typer.Option(
         None, "--kafka-bootstrap", envvar="PAYMENTS_KAFKA_BOOTSTRAP",
         help="Use this Kafka instead of starting one (its topics are its deployment's)."),

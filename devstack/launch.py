@@ -5,15 +5,20 @@ server. The embedded PostgreSQL's own preparation is in ``postgres``."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared.net import free_port
+
+from .apache_kafka import BrokerLaunch
 from .binaries import INSTALL_HINT
 from .endpoints import HOST, SERVICES, Endpoints, StackError
 from .postgres import prepare_postgres
@@ -26,6 +31,14 @@ class Child:
     popen: subprocess.Popen[bytes]
     log_path: Path
     stop_signal: int = signal.SIGTERM
+    #: Called with the exit code once the stack stopped it (Apache Kafka keeps its class-data archive).
+    on_exit: Callable[[int | None], None] | None = None
+
+    def reap(self) -> None:
+        with contextlib.suppress(Exception):
+            self.popen.wait(timeout=1)
+        if self.on_exit is not None:
+            self.on_exit(self.popen.returncode)
 
 
 class ServerLaunch:
@@ -33,6 +46,7 @@ class ServerLaunch:
 
     # Set by LocalStack.__init__ / _pick_ports.
     data_dir: Path
+    logs_dir: Path
     persist: bool
     headless: bool
     kafka_broker: str
@@ -53,6 +67,7 @@ class ServerLaunch:
         *,
         stop_signal: int = signal.SIGTERM,
         cwd: Path | None = None,
+        on_exit: Callable[[int | None], None] | None = None,
         **kwargs: Any,
     ) -> None:
         log_path = self.log_path(name)
@@ -80,7 +95,7 @@ class ServerLaunch:
                 raise StackError(
                     f"could not start {name} ({cmd[0]}): {exc}; {INSTALL_HINT}"
                 ) from exc
-        self._children[name] = Child(name, popen, log_path, stop_signal)
+        self._children[name] = Child(name, popen, log_path, stop_signal, on_exit)
 
     def _launch(self, binaries: dict[str, Path]) -> Endpoints:
         for name in SERVICES:
@@ -131,6 +146,13 @@ class ServerLaunch:
 
     def _launch_kafka(self, binary: Path) -> None:
         port = self.ports["kafka"]
+        if self.kafka_broker == "apache":
+            # Like noida-db's, its log survives a restart of the server alone (not of the stack).
+            storage = self._server_data_dir("apache-kafka", fresh="kafka" not in self._children)
+            self.ports.setdefault("kafka_controller", free_port())
+            launch = BrokerLaunch(binary, storage, self.data_dir, self.logs_dir)
+            self._spawn("kafka", launch.command(port, self.ports["kafka_controller"]), on_exit=launch.exited)
+            return
         if self.kafka_broker == "tansu":  # memory only: nothing survives a restart
             url = f"tcp://{HOST}:{port}"
             cmd = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .background import SERVER_ACTIONS, answer_server_action, pending_server_actions
-from .binaries import KAFKA_BROKERS, check_binaries
+from .binaries import check_binaries
+from .brokers import KAFKA_BROKERS, broker
 from .endpoints import (
     DEFAULT_DATA_DIR,
     PORT_NAMES,
@@ -40,7 +41,8 @@ class LocalStack(ServerLaunch, ReadinessChecks):
     *_url / temporal_address / kafka_bootstrap
                use this existing server instead of starting one (checked for reachability)
     binaries   override the location of a server binary by service name
-    kafka_broker  the embedded Kafka: "noida" (default: noida-db, Kafka-strict, persistent) or "tansu" (memory only)
+    kafka_broker  the Kafka to start: "apache" (Apache Kafka, needs java 17+ and mvn), "noida" (noida-db) or
+               "tansu" (memory only); devstack/brokers.py
     """
 
     def __init__(
@@ -160,8 +162,7 @@ class LocalStack(ServerLaunch, ReadinessChecks):
                     self.stop_timeout,
                 )
                 for c in children.values():
-                    with contextlib.suppress(Exception):
-                        c.popen.wait(timeout=1)
+                    c.reap()
             # Forget the children only once they are gone, so that a stop() interrupted
             # (e.g. by a second Ctrl-C) can be retried.
             self._children = {}
@@ -192,8 +193,7 @@ class LocalStack(ServerLaunch, ReadinessChecks):
         child = self._own(name)
         if child.popen.poll() is None:
             terminate_pids({name: child.popen.pid}, {name: child.stop_signal}, self.stop_timeout)
-            with contextlib.suppress(Exception):
-                child.popen.wait(timeout=1)
+            child.reap()
 
     def start_server(self, name: str) -> None:
         """(Re)start one stopped or exited server on its port and wait until it answers;
@@ -238,16 +238,16 @@ class LocalStack(ServerLaunch, ReadinessChecks):
         there the production defaults apply and its topics are the deployment's."""
         if "kafka" in self.external:
             return {}
-        # One broker: replication 1, and the processes may (re)create a topic. Then the
-        # brokers' quirks (docs/design.md section 11): noida-db answers an empty fetch at
-        # once; Tansu has no idempotent producer, answers a waiting fetch late and takes
-        # session_timeout / 2 to join a group.
+        # One broker: replication 1, and the processes may (re)create a topic. Then a
+        # stand-in's quirks (devstack/brokers.py, docs/design.md section 11).
         return {"kafka_create_topics": True, "kafka_topic_replication_factor": 1,
-                "kafka_topic_min_insync_replicas": 1,
-                **{"noida": {"kafka_empty_fetch_pause_ms": 5},
-                   "tansu": {"kafka_producer_idempotence": False, "kafka_fetch_max_wait_ms": 25,
-                             "kafka_session_timeout_seconds": 2.0, "kafka_heartbeat_interval_seconds": 0.5},
-                   }[self.kafka_broker]}
+                "kafka_topic_min_insync_replicas": 1, **broker(self.kafka_broker).settings}
+
+    @property
+    def static_members(self) -> bool:
+        """Whether the processes on this stack need a static group instance id per slot
+        (devstack.system.member_env): only on the stand-in that never evicts a vanished member."""
+        return "kafka" not in self.external and broker(self.kafka_broker).static_members
 
     def exited(self) -> dict[str, int]:
         """Children that have exited since start: name -> exit code."""

@@ -38,11 +38,13 @@ GROUP_INSTANCE_ID_ENV = "PAYMENTS_KAFKA_GROUP_INSTANCE_ID"
 
 def member_env(process: Process, slot: int = 0) -> dict[str, str]:
     """The static Kafka group instance id of ``process`` in replica slot ``slot`` (none for a
-    process that joins no consumer group). A process killed and started again in the same
-    slot takes its partitions back at once instead of waiting for its session to expire
-    (on noida-db, which never expires one, instead of never). Give it only to a replica
-    that comes back: a static member that stops for good does not leave its group (aiokafka
-    sends no LeaveGroup for it), so an extra replica runs without one and leaves on SIGTERM."""
+    process that joins no consumer group), for a broker that needs one
+    (``LocalStack.static_members``: noida-db, which never expires a vanished member, so a
+    killed process started again in its slot takes its partitions back instead of never).
+    Give it only to a replica that comes back: a static member that stops for good does not
+    leave its group (aiokafka sends no LeaveGroup for it), so an extra replica runs without
+    one and leaves on SIGTERM. On Apache Kafka every process is a dynamic member, as in
+    production."""
     return {GROUP_INSTANCE_ID_ENV: f"{process.name}-{slot}"} if process.group_field else {}
 
 
@@ -92,21 +94,24 @@ def _healthy(url: str) -> bool:
 class RunningSystem:
     settings: Settings
     log_dir: Path
+    #: give each consumer its slot-0 static group instance id (``LocalStack.static_members``)
+    static_members: bool = False
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, env: dict[str, str], *, timeout: float = 60.0, names: list[str] | None = None,
               wait: bool = True) -> None:
         """Start the processes (all by default) and wait until each answers ``/readyz``
         (or, with ``wait=False``, only until each answers ``/healthz``). Each is slot 0 of
-        its kind: a consumer gets its static group instance id (``member_env``) unless
-        ``env`` names one."""
+        its kind: with ``static_members`` a consumer gets its static group instance id
+        (``member_env``) unless ``env`` names one."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         specs = [p for p in LONG_RUNNING if names is None or p.name in names]
         for spec in specs:
             log = open(self.log_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - owned by the child
             self.children[spec.name] = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", spec.name],
-                env={**member_env(spec), **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**(member_env(spec) if self.static_members else {}), **env}, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         pending = {s.name: s for s in specs}

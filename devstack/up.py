@@ -12,7 +12,7 @@ import httpx
 import typer
 
 from devstack import DEFAULT_DATA_DIR, LocalStack, port_is_free
-from devstack.binaries import KAFKA_BROKERS
+from devstack.brokers import KAFKA_BROKERS
 from devstack.foreground import fail, run_in_foreground, start_or_fail
 from devstack.system import ProcessStartError, RunningSystem, base_url, port_of
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
@@ -69,7 +69,7 @@ def up(
     PostgreSQL, Redis, Kafka, MongoDB and Temporal come from PAYMENTS_DATABASE_URL,
     PAYMENTS_REDIS_URL, PAYMENTS_KAFKA_BOOTSTRAP, PAYMENTS_MONGO_URL and
     PAYMENTS_TEMPORAL_ADDRESS when set (checked for reachability), embedded otherwise;
-    PAYMENTS_STACK_KAFKA picks the embedded Kafka (noida, the default, or tansu).
+    PAYMENTS_STACK_KAFKA picks the Kafka to start (noida, the default; apache; tansu).
     API ports: PAYMENTS_COMMAND_API_PORT (8001), PAYMENTS_QUERY_API_PORT (8002).
     """
     data_dir = data_dir.absolute()
@@ -93,7 +93,7 @@ def up(
                    err=True)
         env = {**os.environ, **endpoints.as_env(), "PAYMENTS_DATA_DIR": str(data_dir)}
         settings = Settings(**{k: v for k, v in endpoints.as_settings().items() if v is not None})
-        system = RunningSystem(settings, data_dir / "logs")
+        system = RunningSystem(settings, data_dir / "logs", static_members=stack.static_members)
         try:
             system.start(env, timeout=timeout)
         except ProcessStartError as exc:
