@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from devstack import Endpoints, LocalStack
-from devstack.binaries import KAFKA_BROKERS
+from devstack.brokers import session_broker
 
 _EXTERNAL_REQUIRED = ("PAYMENTS_TEMPORAL_ADDRESS", "PAYMENTS_KAFKA_BOOTSTRAP", "PAYMENTS_MONGO_URL")
 
@@ -106,14 +106,20 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Endpoints]:
         if value:
             external[name] = value
     data_dir = Path(str(_state["tmp"])) / "stack"
+    # Apache Kafka wherever java 17+ and mvn exist, else noida-db (one line says so);
+    # PAYMENTS_STACK_KAFKA=noida|tansu|apache chooses. The other brokers keep a smoke test
+    # each (tests/integration/query/test_noida_smoke.py, test_tansu_smoke.py).
+    broker = env.get("PAYMENTS_STACK_KAFKA")
+    if not broker:
+        broker, why = session_broker()
+        if why and "kafka_bootstrap" not in external:
+            sys.stderr.write(f"\n[payments] {why}\n")
     local = LocalStack(
         data_dir,
         headless=True,
         persist=False,
         temporal_namespace=env.get("PAYMENTS_TEMPORAL_NAMESPACE") or "default",
-        # The default broker is noida-db; PAYMENTS_STACK_KAFKA=tansu runs the suite on the
-        # other one (tests/integration/query/test_tansu_smoke.py checks Tansu in every run).
-        kafka_broker=env.get("PAYMENTS_STACK_KAFKA") or KAFKA_BROKERS[0],
+        kafka_broker=broker,
         **external,
     )
     _state["stack"] = local
@@ -121,12 +127,16 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Endpoints]:
     t0 = time.monotonic()
     endpoints = local.start()
     started = ", ".join(sorted(endpoints.pids)) or "nothing (all external)"
+    kafka = "external" if "kafka_bootstrap" in external else broker
     sys.stderr.write(
-        f"\n[payments] local stack ready in {time.monotonic() - t0:.1f}s (started: {started})\n"
+        f"\n[payments] local stack ready in {time.monotonic() - t0:.1f}s (started: {started}; Kafka: {kafka})\n"
     )
 
-    saved = {k: os.environ.get(k) for k in endpoints.as_env()}
-    os.environ.update(endpoints.as_env())
+    # PAYMENTS_STACK_KAFKA names the session's broker for the tests and their children
+    # (tests/integration/children.py gives static group ids only where it needs them).
+    exported = {**endpoints.as_env(), "PAYMENTS_STACK_KAFKA": "" if kafka == "external" else broker}
+    saved = {k: os.environ.get(k) for k in exported}
+    os.environ.update(exported)
 
     def restore_env() -> None:
         for k, v in saved.items():

@@ -18,6 +18,7 @@ import httpx
 
 from devstack.system import GROUP_INSTANCE_ID_ENV, member_env
 from shared.processes import BY_NAME
+from tests.integration.brokers import static_members
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0, what: str = "condition") -> Any:
@@ -36,17 +37,19 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0,
 
 class ChildProcess:
     """``payments <process> [args]`` with ``env``, its ops endpoint on ``port``, its output
-    in ``log_dir``. ``slot``: its static group instance id, as the local stack gives it
-    (devstack.system.member_env), so a killed one started again takes its partitions back
-    at once; None for an extra replica that stops for good (dynamic membership: it leaves
-    its group on SIGTERM)."""
+    in ``log_dir``. ``slot``: the replica slot of a process that comes back after a kill;
+    on a broker that needs it (noida-db: ``LocalStack.static_members``) it is a static
+    group instance id, as the local stack gives it (devstack.system.member_env), elsewhere
+    the process is a dynamic member, as in production (``static`` decides for a broker that
+    is not the session's). None for an extra replica that stops for good (always dynamic:
+    it leaves its group on SIGTERM)."""
 
     def __init__(self, process: str, env: dict[str, str], log_dir: Path, port: int, *args: str,
-                 slot: int | None = 0) -> None:
+                 slot: int | None = 0, static: bool | None = None) -> None:
         self.process, self.args, self.log_dir, self.port, self.slot = process, args, log_dir, port, slot
         self.env = dict(env)
         self.env.pop(GROUP_INSTANCE_ID_ENV, None)
-        if slot is not None:
+        if slot is not None and (static_members() if static is None else static):
             self.env.update(member_env(BY_NAME[process], slot))
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0

@@ -26,6 +26,7 @@ from devstack.system import RunningSystem, isolated
 from services.query.adapters.read_model import ReadModel
 from shared.auth import SCOPE_READ, SCOPE_WRITE, cursor_key, mint_token
 from shared.settings import Settings
+from tests.integration.brokers import static_members
 
 PROCESSES = ["intake", "relay", "projector", "query-api", "command-api"]
 PREFIX = "com.gyroscops.payment.command."
@@ -109,7 +110,7 @@ async def system(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
     await admin.close()
     database_url = urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{database}"))
     run_settings, env = isolated(settings, "intake", log_json=True, database_url=database_url)
-    running = RunningSystem(run_settings, tmp_path_factory.mktemp("intake-logs"))
+    running = RunningSystem(run_settings, tmp_path_factory.mktemp("intake-logs"), static_members=static_members())
     await asyncio.to_thread(running.start, env, timeout=90, names=PROCESSES)
     try:
         yield IntakeSystem(run_settings, running, env, database_url)

@@ -27,6 +27,7 @@ from devstack.system import RunningSystem, base_url, isolated
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
 from shared.processes import BY_NAME, LONG_RUNNING
 from shared.settings import Settings
+from tests.integration.brokers import static_members
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
 from metric_names import base_name, referenced_metric_names  # noqa: E402
@@ -43,7 +44,7 @@ async def system(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
         settings, "system", log_json=True,
         database_url=urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{database}")),
     )
-    running = RunningSystem(run_settings, tmp_path_factory.mktemp("system-logs"))
+    running = RunningSystem(run_settings, tmp_path_factory.mktemp("system-logs"), static_members=static_members())
     await asyncio.to_thread(running.start, env, timeout=90)
     try:
         yield run_settings

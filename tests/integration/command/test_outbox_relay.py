@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from devstack import LocalStack
 from services.command import handlers
 from services.command.adapters.relay import OutboxRelay
 from services.command.commands import CreatePayment
@@ -26,6 +25,7 @@ from shared.net import free_port
 from shared.payment import PaymentSnapshot
 from shared.settings import Settings
 from shared.telemetry import OUTBOX_BACKLOG, OUTBOX_PUBLISH_LAG
+from tests.integration.brokers import keeping_broker, private_kafka
 
 
 @contextlib.asynccontextmanager
@@ -171,21 +171,9 @@ async def _more_than(awaitable, n: int, *, invert: bool = False, total: int = 0)
     return (total - value) > n if invert else value > n
 
 
-@contextlib.contextmanager
-def private_kafka(tmp_path, settings: CommandSettings):
-    """A LocalStack of this test that starts only a Kafka broker, noida-db (it keeps its
-    log across a restart, as Kafka does); every other server is the session's."""
-    stack = LocalStack(tmp_path / "private-kafka", headless=True, write_stack_file=False, kafka_broker="noida", external_timeout=30,
-                       database_url=settings.database_url, redis_url=settings.redis_url,
-                       temporal_address=settings.temporal_address, mongo_url=settings.mongo_url)
-    try:
-        yield stack, stack.start()
-    finally:
-        stack.stop()
-
-
 async def test_broker_outage_commands_succeed_and_every_event_arrives_later(api, db, runtime, consume, tmp_path):
-    with private_kafka(tmp_path, runtime.settings) as (broker, endpoints):
+    # The session's kind of broker (one that keeps its log), but the test's own: it stops it.
+    with private_kafka(tmp_path / "private-kafka", runtime.settings, keeping_broker()) as (broker, endpoints):
         settings = CommandSettings.from_settings(runtime.settings, kafka_bootstrap=endpoints.kafka_bootstrap,
                                                  events_topic=f"outage-{uuid.uuid4().hex[:8]}")
         async with running_relay(runtime.pool, settings) as relay:
@@ -211,7 +199,8 @@ async def test_broker_outage_commands_succeed_and_every_event_arrives_later(api,
 
 
 async def test_relay_creates_its_topic_only_when_told_and_reports_why_not(db, runtime, tmp_path):
-    with private_kafka(tmp_path, runtime.settings) as (_, endpoints):  # Kafka-strict about replicas
+    # Kafka-strict about replicas
+    with private_kafka(tmp_path / "private-kafka", runtime.settings, keeping_broker()) as (_, endpoints):
         await _relay_topic_creation(db, runtime, endpoints.kafka_bootstrap)
 
 

@@ -53,10 +53,10 @@ class ProjectorProcess(ChildProcess):
     """``payments projector`` on the test's settings (tests/integration/children.py)."""
 
     def __init__(self, s: Settings, log_dir: Path, *args: str, slot: int | None = 0,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, static: bool | None = None) -> None:
         self.settings = s
         super().__init__("projector", env if env is not None else settings_env(s), log_dir,
-                         s.projector_metrics_port, *args, slot=slot)
+                         s.projector_metrics_port, *args, slot=slot, static=static)
 
 
 @pytest.fixture
