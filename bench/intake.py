@@ -30,13 +30,14 @@ from collections.abc import Callable
 from pathlib import Path
 from tempfile import mkdtemp
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.commands import percentile, run_load
 from bench.common import scratch_database
 from devstack.system import RunningSystem, isolated
 from services.command.config import CommandSettings
 from shared.auth import SCOPE_WRITE, mint_token
+from shared.kafka import topic_partitions
 
 
 def create_command(org: str) -> tuple[str, bytes, bytes]:
@@ -63,11 +64,10 @@ class Results:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
         await consumer.start()
         try:
-            partitions = consumer.partitions_for_topic(self.topic)
-            while not partitions:
-                await consumer._client.force_metadata_update()  # the intake creates the topic
-                partitions = consumer.partitions_for_topic(self.topic)
-            tps = [TopicPartition(self.topic, p) for p in partitions]
+            tps = await topic_partitions(consumer, self.topic)
+            while not tps:  # the intake creates the topic
+                await asyncio.sleep(0.1)
+                tps = await topic_partitions(consumer, self.topic)
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             while True:

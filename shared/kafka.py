@@ -123,6 +123,17 @@ def partition_offsets(records: Iterable[Any], pick: Callable[[int, int], int] = 
     return offsets
 
 
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of ``topic`` (none if it does not exist), for a consumer without a
+    group that assigns them itself (replay, the DLQ tools). aiokafka's ``topics()`` fetches
+    every topic's metadata but keeps it only in what it returns: ``partitions_for_topic``
+    afterwards knows only the topics the consumer asked for. noida-db answered the client's
+    background request naming no topic with every topic, Apache Kafka (rightly) with none,
+    so on a real broker that pair found no partitions (docs/design.md section 11)."""
+    cluster = await consumer._client.fetch_all_metadata()
+    return [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
+
+
 async def stop_clients(*clients: Any) -> None:
     """Stop aiokafka consumers / producers (None: never started), each within 10 s. An
     error while stopping is dropped: the process is ending, and its offsets are committed

@@ -82,7 +82,9 @@ def query_worker(
 
 
 def replay(
-    idle: float = typer.Option(3.0, "--idle", help="Stop after this many seconds without new events."),
+    idle: float = typer.Option(None, "--idle", help="Also stop after this many seconds without new events: only "
+                               "for a broker whose end offsets are wrong (Tansu). By default it reads to the end "
+                               "offsets seen at its start."),
     batch_size: int = typer.Option(1000, "--batch-size", help="Events per MongoDB transaction."),
     keep_old: bool = typer.Option(False, "--keep-old", help="Keep the previous generation's collections."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),

@@ -22,6 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.dlq import REDRIVE_HEADER
+from shared.kafka import topic_partitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +127,9 @@ async def read_all(bootstrap: str, topic: str) -> list[DeadLetter]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        if topic not in await consumer.topics():  # also refreshes the metadata
+        tps = await topic_partitions(consumer, topic)
+        if not tps:
             return []
-        numbers = sorted(consumer.partitions_for_topic(topic) or ())
-        if not numbers:
-            return []
-        tps = [TopicPartition(topic, p) for p in numbers]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)

@@ -6,13 +6,15 @@
 2. Read every partition from its beginning (the earliest retained offset) by manual
    assignment (no consumer group, so the projector's committed offsets are untouched) and
    apply the events with the projector's own code, in batches, up to the partitions'
-   ``end_offsets`` as the build started. ``idle`` seconds without new events also end it:
-   a broker that reports wrong end offsets (the Tansu stand-in) still finishes.
+   ``end_offsets`` as the build started. Only with ``idle`` do that many seconds without
+   new events also end it: for a broker that reports wrong end offsets (the Tansu
+   stand-in). On Kafka a pause of the records (a leader election, a broker restart) is
+   not the end: ending there switched queries to a generation missing events.
 3. Switch the pointer document to the new generation (one atomic write; cache keys
    contain the generation, so every cached answer is invalidated with it).
 4. Catch up once more: events the live projector applied to the old generation while
-   step 2 ran are in the topic, so reading on until idle puts them in the new one
-   (application is idempotent, overlap is harmless).
+   step 2 ran are in the topic, so reading on to the end offsets of the switch puts them
+   in the new one (application is idempotent, overlap is harmless).
 5. Drop the old generation (unless ``keep_old``) after readers' pointer cache expired.
 """
 
@@ -32,6 +34,7 @@ from services.query.adapters.batch_writes import AppliedBatch, apply_batch
 from services.query.adapters.read_model import Collections, ReadModel
 from services.query.bootstrap import query_runtime
 from shared.events import InvalidEvent, PaymentEvent, parse_event
+from shared.kafka import topic_partitions
 from shared.settings import Settings
 
 log = logging.getLogger("payments.query.replay")
@@ -66,18 +69,17 @@ class _Progress:
 async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float = 10.0) -> list[TopicPartition]:
     deadline = time.monotonic() + timeout
     while True:
-        await consumer.topics()  # refresh metadata
-        parts = consumer.partitions_for_topic(topic)
+        parts = await topic_partitions(consumer, topic)
         if parts:
-            return [TopicPartition(topic, p) for p in sorted(parts)]
+            return parts
         if time.monotonic() > deadline:
             return []
         await asyncio.sleep(0.2)
 
 
 async def _consume(consumer: AIOKafkaConsumer, mongo: Any, cols: Collections, ends: dict[TopicPartition, int],
-                   idle: float, batch_size: int, progress: _Progress, counts: dict[str, int]) -> None:
-    """Apply records until every partition reached ``ends`` (if given) or ``idle`` s pass empty."""
+                   idle: float | None, batch_size: int, progress: _Progress, counts: dict[str, int]) -> None:
+    """Apply records until every partition reached ``ends``, or (with ``idle``) ``idle`` s pass empty."""
     last_data = time.monotonic()
     while True:
         records = await consumer.getmany(timeout_ms=200, max_records=batch_size)
@@ -104,12 +106,12 @@ async def _consume(consumer: AIOKafkaConsumer, mongo: Any, cols: Collections, en
             for outcome in result.outcomes if result is not None else ():
                 counts[outcome] += 1
             progress.advance(len(messages))
-        reached = bool(ends) and all([await consumer.position(tp) >= end for tp, end in ends.items()])
-        if reached or time.monotonic() - last_data >= idle:
+        reached = all([await consumer.position(tp) >= end for tp, end in ends.items()])
+        if reached or (idle is not None and time.monotonic() - last_data >= idle):
             return
 
 
-async def run_replay(settings: Settings, *, idle: float = 3.0, batch_size: int = 1000, keep_old: bool = False,
+async def run_replay(settings: Settings, *, idle: float | None = None, batch_size: int = 1000, keep_old: bool = False,
                      progress: bool = True) -> str:
     """Rebuild the read model into a new generation (module docstring); returns a summary."""
     async with query_runtime(settings) as runtime:
@@ -138,7 +140,8 @@ async def run_replay(settings: Settings, *, idle: float = 3.0, batch_size: int =
                 switched = time.monotonic()
                 log.info("read model switched", extra={"fields": {"from": old, "to": new}})
                 if tps:  # catch up with what the live projector wrote to the old generation meanwhile
-                    await _consume(consumer, runtime.mongo, cols, {}, min(idle, 2.0), batch_size, bar, counts)
+                    await _consume(consumer, runtime.mongo, cols, await consumer.end_offsets(tps), idle, batch_size,
+                                   bar, counts)
             finally:
                 bar.stop()
             if not keep_old and old != new:

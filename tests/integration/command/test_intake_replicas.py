@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from devstack.system import isolated
 from services.command.bootstrap import CommandRuntime
-from shared.kafka import consumer_options
+from shared.kafka import consumer_options, topic_partitions
 from shared.net import free_port
 from shared.settings import Settings
 from tests.integration.children import ChildProcess, eventually
@@ -104,8 +104,7 @@ async def _read(settings: Settings, topic: str, done: Callable[[list[dict]], boo
     await consumer.start()
     seen: list[dict] = []
     try:
-        await consumer.topics()
-        consumer.assign([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()])
+        consumer.assign(await topic_partitions(consumer, topic))
         await consumer.seek_to_beginning()
         async with asyncio.timeout(timeout):
             while not done(seen):
@@ -121,8 +120,7 @@ async def _end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, **consumer_options(settings))
     await consumer.start()
     try:
-        await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        partitions = await topic_partitions(consumer, topic)
         assert partitions, f"no topic {topic}"
         return {tp.partition: end for tp, end in (await consumer.end_offsets(partitions)).items()}
     finally:

@@ -18,6 +18,7 @@ from shared.events import EventType, new_event
 from shared.kafka import consumer_options
 from shared.payment import PaymentStatus
 from shared.settings import Settings
+from tests.integration.brokers import session_broker
 
 
 def raw_event(pid: str, org: str = "org-x", *, version: int = 1, amount: int = 4200, currency: str = "EUR",
@@ -177,7 +178,8 @@ async def test_replay_rebuilds_the_same_read_model_in_a_new_generation(qsettings
     before_gen = (await runtime.read_model.active(fresh=True)).generation
     stats_before = await _statistics_from_mongo(runtime)
     result = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "services.cli", "replay", "--idle", "1", "--no-progress"],
+        subprocess.run, [sys.executable, "-m", "services.cli", "replay", "--no-progress",
+                         *(["--idle", "1"] if session_broker() == "tansu" else [])],  # Tansu's end offsets are wrong
         env=settings_env(qsettings), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "applied 25" in result.stdout
