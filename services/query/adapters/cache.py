@@ -27,6 +27,13 @@ instead of one GET). This relies on exactly one thing: the epoch key only grows
 Degradation: any Redis error counts in ``payments_cache_errors_total`` and the query is
 answered from MongoDB; after an error Redis is skipped for ``cooldown`` seconds so a
 dead Redis costs nothing per query.
+
+After an outage: while Redis was unreachable the projector may have applied events whose
+epoch bumps it could not make (it retries them, from MongoDB's pending-bumps record, once
+Redis answers, or after its own restart). So a process that saw Redis fail bumps each
+organization's epoch itself before its first cached read of that organization after the
+outage: no answer cached before the outage is served again, and an answer cached from then
+on was computed after every write of the outage was in MongoDB.
 """
 
 from __future__ import annotations
@@ -89,6 +96,8 @@ class QueryCache:
         self.cooldown = cooldown
         self._down_until = 0.0
         self._flights: dict[str, asyncio.Future[Any]] = {}
+        self._outages = 0  # Redis errors seen by this process
+        self._current: set[str] = set()  # organizations bumped since the last outage
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "payments:q") -> QueryCache:
@@ -107,7 +116,20 @@ class QueryCache:
     def _failed(self, exc: BaseException) -> None:
         CACHE_ERRORS.inc()
         self._down_until = time.monotonic() + self.cooldown
+        self._outages += 1
+        self._current.clear()
         log.warning("redis unavailable, answering from MongoDB", extra={"fields": {"error": repr(exc)[:200]}})
+
+    async def _after_outage(self, org: str) -> bool:
+        """False when Redis is unusable. After an outage this process saw, the first use of
+        ``org``'s epoch bumps it (module docstring)."""
+        if not self._outages or org in self._current:
+            return True
+        outages = self._outages
+        ok, _ = await self._safe(self.redis.incr(epoch_key(self.prefix, org)))
+        if ok and outages == self._outages:  # no newer outage while bumping
+            self._current.add(org)
+        return ok
 
     async def _safe(self, op: Awaitable[Any]) -> tuple[bool, Any]:
         try:
@@ -155,7 +177,7 @@ class QueryCache:
                 await reflect.wait()
             return await compute()
 
-        if not self._available():
+        if not self._available() or not await self._after_outage(org):
             return await direct(), "bypass"
         if reflect is None:
             ok, epoch = await self._safe(self.redis.get(epoch_key(self.prefix, org)))
