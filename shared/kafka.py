@@ -112,6 +112,42 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], *, create: b
         await admin.close()
 
 
+async def topic_drift(bootstrap: str, specs: Sequence[TopicSpec], *, request_timeout_ms: int = 5000) -> list[str]:
+    """How the topics on the broker differ from what ``specs`` promise, read back from it
+    (DescribeTopics: partitions and each one's replicas; DescribeConfigs: every config of
+    ``TopicSpec.configs()``); one line per difference, empty when they hold what was promised."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=request_timeout_ms)
+    await admin.start()
+    try:
+        described = {d["topic"]: d for d in await admin.describe_topics([s.name for s in specs])}
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, s.name) for s in specs])
+    finally:
+        await admin.close()
+    configs: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for code, _, _, name, entries, *_ in response.resources:
+            if code == 0:
+                configs[name] = {entry[0]: entry[1] for entry in entries}
+    drift = []
+    for spec in specs:
+        topic = described.get(spec.name) or {}
+        if topic.get("error_code", -1) != 0 or spec.name not in configs:
+            drift.append(f"{spec.name}: missing ({kafka_errors.for_code(topic.get('error_code', -1)).__name__})")
+            continue
+        partitions = topic["partitions"]
+        if len(partitions) != spec.partitions:
+            drift.append(f"{spec.name}: {len(partitions)} partitions, promised {spec.partitions}")
+        replicas = sorted({len(p["replicas"]) for p in partitions})
+        if replicas != [spec.replication_factor]:
+            drift.append(f"{spec.name}: replication {'/'.join(map(str, replicas))}, promised {spec.replication_factor}")
+        drift += [f"{spec.name}: {key}={configs[spec.name].get(key)}, promised {value}"
+                  for key, value in spec.configs().items() if configs[spec.name].get(key) != value]
+    return drift
+
+
 def partition_offsets(records: Iterable[Any], pick: Callable[[int, int], int] = max,
                       shift: int = 1) -> dict[TopicPartition, int]:
     """Per partition of ``records`` (aiokafka ConsumerRecords): by default the offset to

@@ -106,19 +106,28 @@ def show_settings(
         typer.echo(f"PAYMENTS_{name.upper()}={value}")
 
 
-def topics() -> None:
-    """Create the events and dead-letter topics if missing (the deployment's job: Helm
-    hook Job, compose kafka-init), with PAYMENTS_EVENTS_TOPIC_PARTITIONS,
+def topics(
+    check: bool = typer.Option(False, "--check", help="Exit 1 when a topic on the broker differs from what it "
+                               "would be created with."),
+) -> None:
+    """Create the events, commands and dead-letter topics if missing (the deployment's job:
+    Helm hook Job, compose kafka-init), with PAYMENTS_EVENTS_TOPIC_PARTITIONS,
     PAYMENTS_KAFKA_TOPIC_REPLICATION_FACTOR (3) and PAYMENTS_KAFKA_TOPIC_MIN_INSYNC_REPLICAS (2).
-    Existing topics are left as they are."""
+    Existing topics are left as they are; then every topic's partitions, replication and
+    configs are read back from the broker and each difference is reported."""
     import asyncio
 
-    from shared.kafka import TopicError, ensure_topics, topic_specs
+    from shared.kafka import TopicError, ensure_topics, topic_drift, topic_specs
 
     settings = Settings()
     specs = topic_specs(settings)
+
+    async def create_and_read_back() -> tuple[list[str], list[str]]:
+        created = await ensure_topics(settings.kafka_bootstrap, specs, create=True, request_timeout_ms=15000)
+        return created, await topic_drift(settings.kafka_bootstrap, specs, request_timeout_ms=15000)
+
     try:
-        created = asyncio.run(ensure_topics(settings.kafka_bootstrap, specs, create=True, request_timeout_ms=15000))
+        created, drift = asyncio.run(create_and_read_back())
     except TopicError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(1) from None
@@ -128,8 +137,13 @@ def topics() -> None:
         raise typer.Exit(1) from None
     for spec in specs:
         state = "created" if spec.name in created else "exists"
+        configs = ", ".join(f"{k} {v}" for k, v in spec.configs().items())
         typer.echo(f"{spec.name}: {state} (partitions {spec.partitions}, replication {spec.replication_factor}, "
-                   f"min.insync.replicas {spec.min_insync_replicas} when created)")
+                   f"{configs} when created)")
+    for line in drift:
+        typer.secho(f"differs: {line}", fg="yellow", err=True)
+    if drift and check:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
