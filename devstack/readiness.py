@@ -181,6 +181,9 @@ class ReadinessChecks:
         from shared.settings import Settings
 
         bootstrap = ep.kafka_bootstrap
+        host, _, port = bootstrap.split(",")[0].rpartition(":")
+        if not await asyncio.to_thread(tcp_answers, host, int(port), 0.5):
+            raise ConnectionError(f"nothing answers on {bootstrap} yet")  # (aiokafka would log each try)
         # Defaults plus the stack's values; nothing from the environment.
         specs = event_topics(Settings.model_construct(**ep.client_settings))
         external = "kafka" in self.external
