@@ -10,12 +10,13 @@ from typing import Any
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from pymongo import AsyncMongoClient
 
 from bench.fault_load import ORGS, ClientLog
 from services.query.adapters.read_model import ReadModel
 from shared.auth import SCOPE_READ, cursor_key, mint_token
+from shared.kafka import topic_partitions
 from shared.settings import Settings
 
 # --------------------------------------------------------------------------- the checks
@@ -62,13 +63,12 @@ def _recount(docs: dict[tuple[str, str], dict[str, Any]]) -> dict[str, dict[str,
     return out
 
 
-async def _dlq_records(settings: Settings) -> int:
+async def _dlq_records(settings: Settings, topic: str) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        await consumer.topics()  # refresh metadata
-        tps = [TopicPartition(settings.dlq_topic, p) for p in consumer.partitions_for_topic(settings.dlq_topic) or ()]
+        tps = await topic_partitions(consumer, topic)
         if not tps:
             return 0
         consumer.assign(tps)
@@ -123,9 +123,10 @@ async def check(settings: Settings, log: ClientLog) -> list[str]:
         problems += await _cached_answers(settings, docs)
     finally:
         await mongo.close()
-    dead = await _dlq_records(settings)
-    if dead:
-        problems.append(f"{dead} records in the dead-letter topic")
+    for topic in (settings.dlq_topic, settings.commands_dlq_topic):
+        dead = await _dlq_records(settings, topic)
+        if dead:
+            problems.append(f"{dead} records in the dead-letter topic {topic}")
     return problems
 
 

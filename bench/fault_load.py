@@ -1,11 +1,12 @@
 """The fault campaign's clients: bounded command load through the command API, each command
-with an Idempotency-Key, retried on 5xx, 202 and transport errors as a careful client would
-(bench/faults.py)."""
+with an Idempotency-Key, retried on 5xx, 202 and transport errors as a careful client would;
+and creates sent as Kafka commands to the intake, as another system would (bench/faults.py)."""
 
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 import uuid
@@ -14,8 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from shared.auth import SCOPE_WRITE, mint_token
+from shared.kafka import producer_options
 from shared.settings import Settings
 
 ORGS = ("org-a", "org-b", "org-c", "org-d")
@@ -100,3 +104,41 @@ async def run_load(settings: Settings, log: ClientLog, stop: asyncio.Event, rate
             await asyncio.gather(*pending)
 
 
+
+
+def create_command(org: str, payment_id: str, amount: int) -> bytes:
+    """A create command as a Kafka producer of another system sends it (docs/producers.md)."""
+    return json.dumps({"specversion": "1.0", "id": f"cmd-{payment_id}", "source": "/billing/faults",
+                       "type": "com.gyroscops.payment.command.create", "organizationid": org, "subject": payment_id,
+                       "data": {"amount": amount, "currency": "EUR"}}).encode()
+
+
+async def run_intake_load(settings: Settings, log: ClientLog, stop: asyncio.Event, rate: float) -> None:
+    """Creates through the intake at ``rate`` per second; one the broker acknowledged counts
+    as acknowledged (version 1) and must end in PostgreSQL. A send that failed (the broker
+    restarting) is sent again, same command id."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000,
+                                **producer_options(settings))
+    await producer.start()
+    rng = random.Random(11)
+    try:
+        i = 0
+        while not stop.is_set():
+            org = ORGS[i % len(ORGS)]
+            i += 1
+            if org in log.quiet:
+                continue
+            payment_id = f"k-{uuid.uuid4().hex[:12]}"
+            value = create_command(org, payment_id, rng.randint(1, 10_000))
+            while not stop.is_set():
+                try:
+                    await producer.send_and_wait(settings.commands_topic, value, key=payment_id.encode())
+                    log.statuses["kafka:acked"] += 1
+                    log.acked[(org, payment_id)] = max(log.acked.get((org, payment_id), 0), 1)
+                    break
+                except KafkaError as exc:
+                    log.statuses[f"kafka:{type(exc).__name__}"] += 1
+                    await asyncio.sleep(0.5)
+            await asyncio.sleep(1 / rate)
+    finally:
+        await producer.stop()

@@ -8,23 +8,27 @@ retrying on 5xx, 202 and transport errors as a careful client would. Meanwhile t
 faults run one after the other, each followed by a wait until every process is ready
 again. Then the load stops, the pipeline drains, and the checks run:
 
-* every acknowledged command is in PostgreSQL (version at least the acknowledged one);
+* every acknowledged command (HTTP, or Kafka through the intake) is in PostgreSQL (version
+  at least the acknowledged one);
 * the outbox holds versions 1..N of every payment, all published;
 * the read model equals PostgreSQL (no payment missing, extra or stale);
 * the statistics equal a recount of the read model;
 * no cached answer (search totals, statistics) differs from MongoDB;
-* the dead-letter topic is empty; every process is alive and ready.
+* the dead-letter topics (events, commands) are empty; every process is alive and ready.
 
 It prints a report: faults, time to recover, peak outbox backlog, what clients saw.
 
-    python -m bench.faults                      # the long run: every fault, on noida-db
-    python -m bench.faults --faults kill:projector,restart:kafka
-    python -m bench.faults --kafka tansu        # every fault Tansu allows
+    python -m bench.faults                      # the long run: every fault, on Apache Kafka
+    python -m bench.faults --faults dynamic-kill:projector,restart:kafka
+    python -m bench.faults --kafka noida        # every fault the PyPI broker allows
 
-The default broker, noida-db, takes every fault: it keeps its records across a restart,
-and the processes join their consumer groups as static members, so a killed projector
-started again takes its partitions back at once (docs/design.md section 11). Tansu is
-memory-only (a restart is a new, empty cluster), so the Kafka faults are left out there.
+The broker is Apache Kafka wherever java 17+ and mvn exist (else noida-db), and it takes
+every fault: the processes are dynamic group members, as in production, so a SIGKILLed
+consumer's partitions go back to the group after its session timeout; each dynamic kill
+must see its consumer back within the session timeout + 5 s. noida-db never evicts a
+vanished dynamic member (its processes join as static members, and the dynamic kills are
+left out there); Tansu is memory-only, so the Kafka faults are left out there
+(docs/design.md section 11).
 
 ``tests/resilience`` runs a short campaign in CI.
 """
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 import tempfile
@@ -43,8 +48,8 @@ from typing import Any
 
 from bench.fault_checks import converge
 from bench.fault_injection import ALL_FAULTS, UNSUPPORTED, Campaign
-from bench.fault_load import ClientLog, run_load
-from devstack.binaries import KAFKA_BROKERS
+from bench.fault_load import ClientLog, run_intake_load, run_load
+from devstack.brokers import KAFKA_BROKERS, session_broker
 
 # --------------------------------------------------------------------------- the campaign
 
@@ -55,6 +60,7 @@ async def campaign(campaign: Campaign, faults: list[str], rate: float, settle: f
     log = campaign.log = ClientLog()
     stop = asyncio.Event()
     load = asyncio.create_task(run_load(campaign.settings, log, stop, rate))
+    intake_load = asyncio.create_task(run_intake_load(campaign.settings, log, stop, rate / 4))
     watcher = asyncio.create_task(campaign.watch_backlog(stop))
     try:
         await asyncio.sleep(settle)
@@ -68,15 +74,21 @@ async def campaign(campaign: Campaign, faults: list[str], rate: float, settle: f
     finally:
         stop.set()
         await load
+        await intake_load
         await watcher
     problems, drained = await converge(campaign.settings, log, timeout=60)
     say(f"  pipeline drained in {drained:.1f}s")
+    problems += [f"{name} consumed again {seconds:.1f}s after the fault, beyond {bound:.0f}s (session timeout + 5 s)"
+                 for name, seconds, bound in campaign.consumer_recoveries if seconds > bound]
     return problems, log
 
 
 def report(problems: list[str], log: ClientLog, camp: Campaign) -> str:
     lines = ["", "fault campaign report", "====================="]
     lines += [f"fault {name:<40} recovered in {seconds:5.1f}s" for name, seconds in camp.recoveries]
+    lines += [f"consumer {name:<37} consuming again {seconds:5.1f}s after the fault (bound {bound:.0f}s)"
+              for name, seconds, bound in camp.consumer_recoveries]
+    lines.append(f"Kafka broker: {camp.stack.kafka_broker}")
     lines.append(f"acknowledged payments: {len(log.acked)}; peak outbox backlog: {camp.peak_backlog:.0f}")
     lines.append("what clients saw: " + ", ".join(f"{k}: {v}" for k, v in sorted(log.statuses.items())))
     lines.append(f"5xx answers: {sum(v for k, v in log.statuses.items() if k.startswith('5'))}")
@@ -86,18 +98,23 @@ def report(problems: list[str], log: ClientLog, camp: Campaign) -> str:
 
 
 async def run(faults: list[str], rate: float, settle: float, root: Path | None = None,
-              kafka: str = KAFKA_BROKERS[0]) -> tuple[list[str], ClientLog, str]:
+              kafka: str | None = None) -> tuple[list[str], ClientLog, str]:
     if root is None:
         root = Path(tempfile.mkdtemp(prefix="payments-faults-"))
         root.chmod(0o711)  # as root, the embedded PostgreSQL runs as another user and must enter it
     camp = Campaign(root, kafka)
-    print(f"starting a persistent stack and every process in {root}…", flush=True)
+    # The load's own Kafka clients log every retry while the broker restarts; what they
+    # saw is counted in the report instead.
+    kafka_log = logging.getLogger("aiokafka")
+    level, kafka_log.level = kafka_log.level, logging.CRITICAL
+    print(f"starting a persistent stack ({camp.stack.kafka_broker} Kafka) and every process in {root}…", flush=True)
     try:
         await asyncio.to_thread(camp.start)  # inside: a process failing to start still stops the stack
         problems, log = await campaign(camp, faults, rate, settle)
         problems += [f"process {n} not ready at the end" for n in await _unready(camp)]
     finally:
         await asyncio.to_thread(camp.stop)
+        kafka_log.setLevel(level)
     return problems, log, report(problems, log, camp)
 
 
@@ -112,7 +129,8 @@ async def _unready(camp: Campaign) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faults", default=None, help="comma-separated faults (default: all the broker allows)")
-    parser.add_argument("--kafka", choices=KAFKA_BROKERS, default=KAFKA_BROKERS[0], help="embedded Kafka broker")
+    parser.add_argument("--kafka", choices=KAFKA_BROKERS, default=session_broker()[0],
+                        help="the stack's Kafka broker (default: apache where java 17+ and mvn exist, else noida)")
     parser.add_argument("--rate", type=float, default=15.0, help="commands per second (default 15)")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds of load between faults (default 3)")
     args = parser.parse_args(argv)

@@ -13,12 +13,15 @@ from pathlib import Path
 
 from devstack import Endpoints, LocalStack
 from devstack.brokers import BROKERS
+from devstack.brokers import session_broker as devstack_session_broker
 from shared.settings import Settings
 
 
 def session_broker() -> str:
-    """The session's broker (apache, noida or tansu); empty for an external Kafka."""
-    return os.environ.get("PAYMENTS_STACK_KAFKA", "")
+    """The session's broker (apache, noida or tansu); empty for an external Kafka. Before
+    the session's stack started (a test that needs none), the broker it would start."""
+    name = os.environ.get("PAYMENTS_STACK_KAFKA")
+    return devstack_session_broker()[0] if name is None else name
 
 
 def static_members() -> bool:
