@@ -14,6 +14,14 @@ import asyncpg
 from shared.settings import Settings
 
 
+def kafka_env(settings: Settings) -> dict[str, str]:
+    """``settings``' Kafka client settings (bootstrap included) as PAYMENTS_KAFKA_* variables, for
+    a process started on another broker than the stack.json one."""
+    values = {name: getattr(settings, name) for name in Settings.model_fields if name.startswith("kafka_")}
+    return {f"PAYMENTS_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in values.items() if v is not None}
+
+
 def scratch_settings(**overrides: object) -> Settings:
     """Settings from the environment, with a fresh MongoDB database (and Redis prefix)."""
     return Settings(**{"mongo_db": f"bench_{uuid.uuid4().hex[:8]}", **overrides})

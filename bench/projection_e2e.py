@@ -4,7 +4,7 @@ The N events are produced to a fresh events topic as the relay produces them (ke
 payment id, value = the CloudEvent JSON, the content-type header, the relay's producer
 options), timed: the raw produce rate of the broker. A plain aiokafka consumer then reads
 them back (the raw consume rate). Then a real ``payments projector`` process starts
-(its own consumer group with a static group instance id, its own MongoDB database,
+(its own consumer group, joined as a dynamic member, its own MongoDB database,
 PAYMENTS_KAFKA_CREATE_TOPICS) on that backlog; its ``/metrics`` counter of projected
 events is polled until it reaches N, then the read model is checked to hold all N.
 Two times are reported: from the process's start (Python, faust, the group join
@@ -30,16 +30,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 
-from devstack.system import member_env
+from bench.common import kafka_env
 from services.query.adapters.read_model import ReadModel
 from shared.auth import cursor_key
 from shared.events import CONTENT_TYPE, PaymentEvent
 from shared.kafka import ensure_topics, event_topics, producer_options
 from shared.net import free_port
-from shared.processes import LONG_RUNNING
 from shared.settings import Settings
 
-PROJECTOR = next(p for p in LONG_RUNNING if p.name == "projector")
 METRIC = "payments_projection_events_total"
 POLL_S = 0.025
 
@@ -115,7 +113,7 @@ async def end_to_end(settings: Settings, events: list[PaymentEvent], batch: int,
     await ensure_topics(run.kafka_bootstrap, event_topics(run), create=True)
     produce_s = await produce(run, run.events_topic, events)
     consume_rate = await consume(run, run.events_topic, n)
-    env = {**os.environ, **member_env(PROJECTOR), "PAYMENTS_EVENTS_TOPIC": run.events_topic,
+    env = {**os.environ, **kafka_env(run), "PAYMENTS_EVENTS_TOPIC": run.events_topic,
            "PAYMENTS_DLQ_TOPIC": run.dlq_topic, "PAYMENTS_MONGO_DB": db_name,
            "PAYMENTS_PROJECTOR_GROUP": f"bench-e2e-{suffix}", "PAYMENTS_PROJECTOR_METRICS_PORT": str(port),
            "PAYMENTS_KAFKA_CREATE_TOPICS": "true", "PAYMENTS_LOG_LEVEL": "WARNING"}

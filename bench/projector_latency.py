@@ -3,7 +3,8 @@
 Runs `payments projector` three times in the same run, each on its own topic and MongoDB
 database: with the project's default (PAYMENTS_KAFKA_FETCH_MAX_WAIT_MS 500 ms, no batch
 wait), with a 5 ms batch wait, and with the 25 ms fetch wait the local stack writes for
-Tansu. Run it once per broker (``stack up --kafka tansu|noida``).
+Tansu. Run it once per broker (``stack up --kafka apache|noida|tansu``), or
+all brokers in one run with bench/kafka_brokers.py.
 Events are produced one at a time (a lone event is the worst case for batching); the
 time until the read model has the payment is polled every 2 ms. Baseline: a raw aiokafka
 produce -> consume round trip on the same broker.
@@ -27,6 +28,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
+from bench.common import kafka_env
 from bench.visibility import kafka_round_trips
 from services.query.adapters.read_model import ReadModel
 from shared.auth import cursor_key
@@ -51,7 +53,7 @@ def _event(i: int) -> tuple[bytes, bytes]:
 async def measure(settings: Settings, fetch_max_wait_ms: int, batch_wait: float, n: int) -> list[float]:
     suffix = uuid.uuid4().hex[:8]
     topic, db_name = f"bench.projector-latency-{suffix}", f"bench_projector_latency_{suffix}"
-    env = {**os.environ, "PAYMENTS_EVENTS_TOPIC": topic, "PAYMENTS_MONGO_DB": db_name,
+    env = {**os.environ, **kafka_env(settings), "PAYMENTS_EVENTS_TOPIC": topic, "PAYMENTS_MONGO_DB": db_name,
            "PAYMENTS_PROJECTOR_METRICS_PORT": str(free_port()), "PAYMENTS_LOG_LEVEL": "WARNING"}
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_url)
