@@ -120,8 +120,8 @@ def classpath(maven_log: Path) -> str:
         if jars and all(Path(jar).is_file() for jar in jars.split(os.pathsep)):
             return jars
     cached.parent.mkdir(parents=True, exist_ok=True)
-    sys.stderr.write(f"resolving Apache Kafka {KAFKA_VERSION} with Maven into ~/.m2 (once; about a minute the "
-                     f"first time; log: {maven_log})…\n")
+    sys.stderr.write(f"resolving Apache Kafka {KAFKA_VERSION} with Maven into ~/.m2 (once: about 55 MB from "
+                     f"Maven Central the first time; log: {maven_log})…\n")
     sys.stderr.flush()
     partial = cached.with_name(f"classpath.{os.getpid()}.tmp")
     with open(maven_log, "wb") as log:
