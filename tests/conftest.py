@@ -90,6 +90,12 @@ def scratch_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _say(request: pytest.FixtureRequest, line: str) -> None:
+    """One line on the terminal, past pytest's output capture (shown with -q too)."""
+    with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+        sys.stderr.write(f"\n[payments] {line}\n")
+
+
 @pytest.fixture(scope="session")
 def stack(request: pytest.FixtureRequest) -> Iterator[Endpoints]:
     """Endpoints of the servers the tests use (see the module docstring)."""
@@ -113,7 +119,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Endpoints]:
     if not broker:
         broker, why = session_broker()
         if why and "kafka_bootstrap" not in external:
-            sys.stderr.write(f"\n[payments] {why}\n")
+            _say(request, why)
     local = LocalStack(
         data_dir,
         headless=True,
@@ -128,9 +134,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Endpoints]:
     endpoints = local.start()
     started = ", ".join(sorted(endpoints.pids)) or "nothing (all external)"
     kafka = "external" if "kafka_bootstrap" in external else broker
-    sys.stderr.write(
-        f"\n[payments] local stack ready in {time.monotonic() - t0:.1f}s (started: {started}; Kafka: {kafka})\n"
-    )
+    _say(request, f"local stack ready in {time.monotonic() - t0:.1f}s (started: {started}; Kafka: {kafka})")
 
     # PAYMENTS_STACK_KAFKA names the session's broker for the tests and their children
     # (tests/integration/children.py gives static group ids only where it needs them).

@@ -1,12 +1,14 @@
-"""Kafka producers of commands and reconciliation, end to end: a foreign client
-(confluent-kafka, librdkafka) writes commands, real ``payments`` processes (intake, relay,
-projector, both APIs) run them; ``payments reconcile`` compares the two sides.
+"""Kafka producers of commands and reconciliation, end to end: foreign clients
+(confluent-kafka and Debian's kcat, both librdkafka) write commands and read results and
+events, real ``payments`` processes (intake, relay, projector, both APIs) run them on the
+session's broker (Apache Kafka in CI); ``payments reconcile`` compares the two sides.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -208,6 +210,49 @@ async def test_sigkill_mid_stream_loses_no_command_and_applies_none_twice(system
         " FROM payments p WHERE p.organization_id = $1", org)
     assert len(rows) == n
     assert {(r["version"], r["events"]) for r in rows} == {(1, 1)}
+
+
+def kcat(*args: str, stdin: str | None = None) -> list[str]:
+    """Debian's kcat (librdkafka 2.0, C): the output lines of ``kcat ARGS``."""
+    binary = shutil.which("kcat") or shutil.which("kafkacat")
+    if binary is None:
+        pytest.skip("kcat is not installed (Debian: apt-get install kcat; .ci/run fetches it)")
+    done = subprocess.run([binary, *args], input=stdin, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [line for line in done.stdout.splitlines() if line.strip()]
+
+
+async def test_foreign_clients_send_commands_and_read_results_and_events(system: IntakeSystem) -> None:
+    """kcat and confluent-kafka (both librdkafka) as another system would use them: each
+    sends a create to the commands topic; both read its result and its payment event."""
+    org, s = "org-foreign", system.settings
+    by_kcat, by_librdkafka = f"kcat-{uuid.uuid4().hex[:8]}", f"rdkafka-{uuid.uuid4().hex[:8]}"
+    kcat_id, kcat_create = command("create", org, by_kcat, {"amount": 700, "currency": "EUR"})
+    rdkafka_id, rdkafka_create = command("create", org, by_librdkafka, {"amount": 800, "currency": "EUR"})
+    await asyncio.to_thread(kcat, "-b", s.kafka_bootstrap, "-P", "-t", s.commands_topic, "-k", by_kcat,
+                            "-H", "content-type=application/cloudevents+json", stdin=json.dumps(kcat_create))
+    await asyncio.to_thread(system.send, record(rdkafka_create, by_librdkafka))
+
+    results = await asyncio.to_thread(system.results, {kcat_id, rdkafka_id})
+    assert {cid: [r["type"] for r in rs] for cid, rs in results.items()} == {
+        kcat_id: [PREFIX + "succeeded"], rdkafka_id: [PREFIX + "succeeded"]}
+    seen = [json.loads(line) for line in await asyncio.to_thread(
+        kcat, "-b", s.kafka_bootstrap, "-C", "-t", s.command_results_topic, "-o", "beginning", "-e", "-q", "-f", "%s\n")]
+    assert {kcat_id, rdkafka_id} <= {r["commandid"] for r in seen}
+
+    subjects = {by_kcat, by_librdkafka}
+    events = await asyncio.to_thread(system.read, s.events_topic,
+                                     lambda seen: subjects <= {json.loads(m.value())["subject"] for m in seen})
+    assert {json.loads(m.value())["type"] for m in events if json.loads(m.value())["subject"] in subjects} == {
+        "com.gyroscops.payment.created"}
+    deadline = time.monotonic() + 30
+    while True:
+        read = [json.loads(line) for line in await asyncio.to_thread(
+            kcat, "-b", s.kafka_bootstrap, "-C", "-t", s.events_topic, "-o", "beginning", "-e", "-q", "-f", "%s\n")]
+        if subjects <= {e["subject"] for e in read} or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert subjects <= {e["subject"] for e in read}, "kcat did not read the payment events"
 
 
 def reconcile(system: IntakeSystem, *args: str) -> tuple[int, dict[str, Any]]:
