@@ -31,8 +31,9 @@ from pathlib import Path
 from .endpoints import HOST, StackError
 from .processes import log_tail
 
-KAFKA_VERSION = "4.4.0"
 POM = Path(__file__).with_name("apache-kafka") / "pom.xml"
+#: The broker's release, as the pom names it (docker-compose.yml's image has the same).
+KAFKA_VERSION = re.search(r"<artifactId>kafka_2\.13</artifactId>\s*<version>([^<]+)</version>", POM.read_text())[1]
 MIN_JAVA = 17
 HEAP = "512m"
 INSTALL_JAVA_MAVEN = ("install a JDK 17 or newer and Maven (Debian: apt-get install openjdk-17-jdk-headless maven), "

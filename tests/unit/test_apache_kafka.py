@@ -66,3 +66,10 @@ def test_only_the_stand_in_that_never_evicts_a_member_needs_static_ids_and_paced
 def test_a_kraft_cluster_id_is_22_url_safe_characters() -> None:
     ids = {apache_kafka.cluster_id() for _ in range(50)}
     assert len(ids) == 50 and all(len(i) == 22 and not i.startswith("-") and "=" not in i for i in ids)
+
+
+def test_docker_compose_deploys_the_kafka_release_the_tests_run_on() -> None:
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
+    assert compose["services"]["kafka"]["image"] == f"apache/kafka:{apache_kafka.KAFKA_VERSION}"
