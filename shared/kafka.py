@@ -127,15 +127,19 @@ async def topic_drift(bootstrap: str, specs: Sequence[TopicSpec], *, request_tim
     finally:
         await admin.close()
     configs: dict[str, dict[str, str]] = {}
+    refused: dict[str, int] = {}
     for response in responses:
         for code, _, _, name, entries, *_ in response.resources:
             if code == 0:
                 configs[name] = {entry[0]: entry[1] for entry in entries}
+            refused[name] = code
     drift = []
     for spec in specs:
         topic = described.get(spec.name) or {}
-        if topic.get("error_code", -1) != 0 or spec.name not in configs:
-            drift.append(f"{spec.name}: missing ({kafka_errors.for_code(topic.get('error_code', -1)).__name__})")
+        code = topic.get("error_code", -1) or refused.get(spec.name, -1)
+        if code != 0:  # 3: unknown topic; others (ACLs...): not readable
+            drift.append(f"{spec.name}: {'missing' if code == 3 else 'not read back'} "
+                         f"({kafka_errors.for_code(code).__name__})")
             continue
         partitions = topic["partitions"]
         if len(partitions) != spec.partitions:
