@@ -6,7 +6,8 @@ or the ``/healthz`` ``/readyz`` ``/metrics`` endpoint of a worker); a one-shot c
 none. ``needs`` names the servers it waits for at start-up (keys of
 ``shared.dependencies.CHECKS``); ``metrics`` the Prometheus names of the metrics it exports
 (defined in ``shared.telemetry``); ``group_field`` the setting naming the Kafka consumer
-group it joins (the local stack gives such a process a static group instance id per slot).
+group it joins (on noida-db the local stack gives such a process a static group instance id
+per slot).
 
 Standard library only: deploy/docker/healthcheck.py imports this module inside the image
 and must never import the application's heavy dependencies.
