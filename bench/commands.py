@@ -76,7 +76,7 @@ async def serve(variant: str, port: int) -> None:
     from bench.naive_workflow import NaiveActivities, NaiveCreatePaymentWorkflow
     from services.command.bootstrap import command_runtime
     from services.command.commands import CommandResult, CreatePayment
-    from services.command.http.app import create_app
+    from services.command.entrypoints.http.app import create_app
 
     settings = CommandSettings()
     naive = variant == "naive"  # the other variants differ only in their PAYMENTS_* environment

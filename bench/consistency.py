@@ -32,8 +32,8 @@ from bench.common import scratch_settings
 from bench.projection import make_events
 from services.query.adapters.batch_writes import apply_batch
 from services.query.bootstrap import query_runtime
+from services.query.entrypoints.http.app import create_app
 from services.query.handlers import QueryHandlers
-from services.query.http.app import create_app
 from services.query.queries import SearchQuery
 from shared.auth import SCOPE_READ, mint_token
 from shared.consistency import ConsistencyTokens

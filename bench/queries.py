@@ -24,8 +24,8 @@ from bench.projection import make_events
 from services.query.adapters.batch_writes import apply_batch
 from services.query.adapters.read_queries import search_filter, sort_spec
 from services.query.bootstrap import query_runtime
+from services.query.entrypoints.http.app import create_app
 from services.query.handlers import QueryHandlers
-from services.query.http.app import create_app
 from services.query.queries import SearchQuery, StatisticsQuery
 from services.query.temporal.client import PaymentQueryClient
 from services.query.temporal.worker import create_worker

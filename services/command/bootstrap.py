@@ -2,7 +2,7 @@
 
 Every entry point (API, worker, intake, tests, benchmark) builds the same object graph
 here, as async context managers that close what they opened. How each process then runs
-(ops endpoint, SIGTERM) is services/command/processes.py.
+(ops endpoint, SIGTERM) is in services/command/entrypoints/.
 """
 
 from __future__ import annotations

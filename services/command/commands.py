@@ -2,7 +2,7 @@
 of a :class:`RejectionKind`): the service layer's language.
 
 Pure pydantic, safe to import in workflows; nothing here knows HTTP (the HTTP bodies and
-views are services/command/http/schemas.py). A result is stored in Temporal's history:
+views are services/command/entrypoints/http/schemas.py). A result is stored in Temporal's history:
 change a field only in a way old histories still read (see :class:`BulkCreateResult`).
 """
 

@@ -2,7 +2,7 @@
 new snapshot and its event, or refuse it with a typed :class:`Rejected`. No I/O, no
 clock (``now`` is passed in): the same function serves the workflow's validate step, the
 activity's execute step and property tests. What a rejection becomes on the wire (an HTTP
-status, a problem) is the edges' business (services/command/http/errors.py).
+status, a problem) is the edges' business (services/command/entrypoints/http/errors.py).
 """
 
 from __future__ import annotations

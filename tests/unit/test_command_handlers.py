@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from services.command import handlers
 from services.command.commands import BulkCreatePayments, BulkCreateResult, CreatePayment, ModifyPayment, Rejected, RejectionKind
-from services.command.http.schemas import BatchResult
+from services.command.entrypoints.http.schemas import BatchResult
 from shared.events import EventType
 from shared.payment import TRANSITIONS, PaymentCommand, PaymentStatus
 

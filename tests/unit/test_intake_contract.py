@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.command.adapters.intake_contract import (
+from services.command.commands import CreatePayment, ModifyPayment
+from services.command.entrypoints.http.errors import Problem
+from services.command.entrypoints.intake_contract import (
     CommandResultEvent,
     InvalidCommand,
     MalformedCommand,
@@ -19,8 +21,6 @@ from services.command.adapters.intake_contract import (
     parse_command,
     result_event,
 )
-from services.command.commands import CreatePayment, ModifyPayment
-from services.command.http.errors import Problem
 from shared.payment import PaymentCommand
 
 

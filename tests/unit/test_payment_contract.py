@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from test_projection_strategies import contract_metadata, contract_texts, snapshot
 
-from services.command.http.schemas import BatchCreateRequest, CreatePaymentRequest, UpdatePaymentRequest
+from services.command.entrypoints.http.schemas import BatchCreateRequest, CreatePaymentRequest, UpdatePaymentRequest
 from services.query.domain import payment_document
 from shared.events import EventType, InvalidEvent, new_event, parse_event
 from shared.payment import MAX_METADATA_BYTES, MAX_NUMBER, MIN_NUMBER

@@ -1,4 +1,4 @@
-"""Poison isolation decisions (services/query/adapters/poison.py): what is retried, which event is set aside."""
+"""Poison isolation decisions (services/query/poison.py): what is retried, which event is set aside."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pymongo.errors import AutoReconnect, BulkWriteError, DocumentTooLarge, OperationFailure, ServerSelectionTimeoutError
 
-from services.query.adapters import poison
+from services.query import poison
 
 
 def test_server_trouble_is_transient_and_data_trouble_is_not():

@@ -1,5 +1,5 @@
 """The command worker: workflows and (local) activities on ``payments-commands``
-(run as ``payments command-worker`` by services/command/processes.py, or embedded in the
+(run as ``payments command-worker`` by services/command/entrypoints/command_worker.py, or embedded in the
 API and intake processes by services/command/bootstrap.py)."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from services.command.http.idempotency import ID_NAMESPACE
+from services.command.entrypoints.http.idempotency import ID_NAMESPACE
 from shared.auth import SCOPE_READ
 from shared.consistency import ConsistencyTokens, Writes
 from shared.events import EventType

@@ -10,10 +10,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
 from prometheus_client import REGISTRY
 
-from services.command.adapters.intake import IntakeConsumer
 from services.command.bootstrap import CommandRuntime
 from services.command.commands import CommandState, CreatePayment, RejectionKind
 from services.command.config import CommandSettings
+from services.command.entrypoints.intake import IntakeConsumer
 from shared.kafka import consumer_options
 from shared.settings import Settings
 

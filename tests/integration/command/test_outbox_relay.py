@@ -17,9 +17,9 @@ import pytest
 
 from devstack import LocalStack
 from services.command import handlers
-from services.command.adapters.relay import OutboxRelay
 from services.command.commands import CreatePayment
 from services.command.config import CommandSettings
+from services.command.entrypoints.relay import OutboxRelay
 from shared.events import CONTENT_TYPE, EventType
 from shared.kafka import TopicError
 from shared.net import free_port

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 sys.path.insert(0, str(Path(__file__).parents[2] / "unit"))  # test_projection_strategies
 
 from services.query.bootstrap import QueryRuntime, query_runtime  # noqa: E402
-from services.query.http.app import create_app  # noqa: E402
+from services.query.entrypoints.http.app import create_app  # noqa: E402
 from shared.auth import SCOPE_READ, mint_token  # noqa: E402
 from shared.net import free_port  # noqa: E402
 from shared.settings import Settings  # noqa: E402

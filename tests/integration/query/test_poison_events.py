@@ -21,9 +21,9 @@ from test_projector import _payments_from_mongo, _statistics_from_mongo, raw_eve
 
 from services.query.adapters import batch_writes
 from services.query.adapters.cache import epoch_key
-from services.query.adapters.projector import Projector
 from services.query.adapters.read_model import META
 from services.query.bootstrap import query_runtime
+from services.query.projection import Projector
 from shared.dlq import dlq_headers
 from shared.net import free_port
 from shared.ops import ops_app

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from test_query_api import payments_of, seed
 
-from services.query.http.app import create_app
+from services.query.entrypoints.http.app import create_app
 
 PROBLEM = "application/problem+json"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from test_query_api import payments_of, seed
 
-from services.query.http.app import create_app
+from services.query.entrypoints.http.app import create_app
 from shared.auth import SCOPE_READ, mint_token
 
 

@@ -1,5 +1,5 @@
 """``payments dlq``: inspect, redrive and purge a dead-letter topic (thin entrypoint over
-services/query/adapters/dlq.py; registered by services/query/cli.py)."""
+services/query/adapters/dlq.py; registered by services/query/entrypoints/cli.py)."""
 
 from __future__ import annotations
 

@@ -1,21 +1,12 @@
-"""``payments intake``: Kafka producers' commands -> the same command service as the HTTP API.
+"""One poll of ``payments intake``: each record parsed against the Kafka command contract
+(entrypoints/intake_contract.py), its command run through the command client like an HTTP
+request, and one result (or a dead letter) published per record. One payment's commands
+(one key) run in order, different keys concurrently; a poll's leading creates of one
+organization run as one bulk create.
 
-Consumer group ``payments-intake`` on ``payments.commands``. Per poll (up to
-``PAYMENTS_INTAKE_MAX_POLL_RECORDS`` records):
-
-1. each record is parsed (:mod:`services.command.adapters.intake_contract`); a malformed one goes
-   to ``payments.commands.dlq`` with the reason in headers;
-2. the commands run through ``PaymentCommandClient`` (same rules, limits, workflows and
-   deterministic workflow ids ``payments/<org>/<command id>`` as HTTP): a redelivered or
-   re-sent command attaches to, or returns the result of, the first run. One payment's
-   commands (one key) run in order; different keys run concurrently;
-3. one result per command goes to ``payments.command-results`` (key = payment id);
-4. only after every result and dead letter of the poll is acknowledged by Kafka are the
-   offsets committed: a crash re-delivers, and the re-run changes nothing.
-
-Infrastructure failures (Temporal unreachable) are retried until they pass; a command
-whose workflow keeps failing for another reason is dead-lettered after
-``PAYMENTS_INTAKE_MAX_ATTEMPTS``, so one command never stalls its partition forever.
+Outages (Temporal unreachable) are retried until they pass; a command whose workflow
+keeps failing otherwise is dead-lettered after ``PAYMENTS_INTAKE_MAX_ATTEMPTS``, so one
+command never stalls its partition.
 """
 
 from __future__ import annotations
@@ -27,31 +18,21 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import ConsumerRecord
 
-from services.command.adapters.intake_contract import (
+from services.command.commands import BulkCreatePayments, BulkCreateResult, Command, CreatePayment, Rejected, command_type
+from services.command.config import CommandSettings
+from services.command.entrypoints.http.errors import Problem, problem_of
+from services.command.entrypoints.intake_contract import (
     InvalidCommand,
     MalformedCommand,
     label_of,
     parse_command,
     result_event,
 )
-from services.command.commands import BulkCreatePayments, BulkCreateResult, Command, CreatePayment, Rejected, command_type
-from services.command.config import CommandSettings
-from services.command.http.errors import Problem, problem_of
 from services.command.temporal.client import CommandFailed, PaymentCommandClient
 from shared.dlq import dlq_headers
 from shared.events import CONTENT_TYPE
-from shared.kafka import (
-    TopicMissing,
-    command_topics,
-    ensure_topics,
-    group_consumer,
-    partition_offsets,
-    producer_options,
-    stop_clients,
-)
 from shared.payment import PaymentSnapshot
 from shared.telemetry import INTAKE_MESSAGES, bind_log_context, log_context
 
@@ -201,78 +182,3 @@ class CommandIntake:
         INTAKE_MESSAGES.labels(label, DEAD_LETTERED).inc()
         log.warning("command sent to the dead-letter topic", extra={"fields": {
             "reason": reason[:500], "partition": record.partition, "offset": record.offset}})
-
-
-class IntakeConsumer:
-    """The Kafka side: consumer group, producer, poll -> handle -> commit."""
-
-    def __init__(self, service: PaymentCommandClient, settings: CommandSettings) -> None:
-        self.settings = settings
-        self.kafka_ok = False
-        self.handled = 0
-        self._producer: AIOKafkaProducer | None = None
-        self._consumer: AIOKafkaConsumer | None = None
-        self.intake = CommandIntake(service, self._publish, settings)
-
-    async def _publish(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-        assert self._producer is not None
-        delivery = await self._producer.send(topic, value=value, key=key, headers=headers)
-        await delivery  # acknowledged before the command's offset can be committed
-
-    async def start(self) -> None:
-        s = self.settings
-        while True:  # topics are the deployment's: wait for them (readiness says so meanwhile)
-            try:
-                await ensure_topics(s.kafka_bootstrap, command_topics(s), create=s.kafka_create_topics)
-                break
-            except TopicMissing as exc:
-                log.warning("%s; retrying in 5 s", exc)
-                await asyncio.sleep(5)
-        self._producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, **producer_options(s))
-        await self._producer.start()
-        self._consumer = group_consumer(
-            s, s.commands_topic, group_id=s.intake_group, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_interval_ms=s.intake_max_poll_interval_ms,
-        )
-        await self._consumer.start()
-
-    async def stop(self) -> None:
-        await stop_clients(self._consumer, self._producer)
-
-    async def poll_once(self, timeout_ms: int = 500) -> int:
-        """Poll, handle and commit one batch; returns how many records it handled."""
-        assert self._consumer is not None
-        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self.settings.intake_max_poll_records)
-        self.kafka_ok = True
-        records = [r for rs in batches.values() for r in rs]
-        if not records:
-            return 0
-        try:
-            await self.intake.handle(records)
-        except BaseException:
-            # Not all of them were answered: read them again (re-running the answered
-            # ones is harmless), rather than moving past them until the next restart.
-            for tp, first in partition_offsets(records, min, 0).items():
-                self._consumer.seek(tp, first)
-            raise
-        try:
-            await self._consumer.commit(partition_offsets(records))
-        except CommitFailedError as exc:
-            # A rebalance took the partition: its new owner re-runs these commands (harmless).
-            log.warning("offset commit refused after a rebalance: %s", exc)
-        self.handled += len(records)
-        return len(records)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        token = bind_log_context(component="intake", topic=self.settings.commands_topic)
-        try:
-            while not stop.is_set():
-                try:
-                    await self.poll_once()
-                except Exception as exc:  # noqa: BLE001 - broker errors: the poll is read again after a pause
-                    self.kafka_ok = not isinstance(exc, KafkaError)
-                    log.warning("intake poll failed, reading it again: %r", exc)
-                    await asyncio.sleep(self.settings.intake_retry_backoff_seconds)
-        finally:
-            log_context.reset(token)
-

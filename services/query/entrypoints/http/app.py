@@ -15,7 +15,7 @@ from fastapi_offline import FastAPIOffline
 from pymongo.errors import PyMongoError
 
 from services.query.bootstrap import QueryRuntime, ops_checks, query_runtime
-from services.query.http.routes import router
+from services.query.entrypoints.http.routes import router
 from shared.auth import Authenticate
 from shared.http import install_health_routes, install_problem_handlers
 from shared.settings import Settings, get_settings

@@ -10,9 +10,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from services.query.handlers import QueryHandlers
-from services.query.http.errors import query_problems, typed
-from services.query.http.schemas import (
+from services.query.entrypoints.http.errors import query_problems, typed
+from services.query.entrypoints.http.schemas import (
     COMMON_ERRORS,
     CONSISTENCY_ERRORS,
     DATE_SCHEMA,
@@ -20,6 +19,7 @@ from services.query.http.schemas import (
     PROBLEM,
     ConsistentWith,
 )
+from services.query.handlers import QueryHandlers
 from services.query.queries import (
     DEFAULT_LIMIT,
     MAX_LIMIT,

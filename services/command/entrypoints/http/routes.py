@@ -23,11 +23,11 @@ from services.command.commands import (
     ModifyPayment,
     Rejected,
 )
-from services.command.http import idempotency
-from services.command.http.errors import Problem, problem_of, rejection_response
-from services.command.http.headers import IfMatch, Prefer, parse_if_match, token_header, wants_async
-from services.command.http.idempotency import IdempotencyKey, fingerprint, idempotent
-from services.command.http.schemas import (
+from services.command.entrypoints.http import idempotency
+from services.command.entrypoints.http.errors import Problem, problem_of, rejection_response
+from services.command.entrypoints.http.headers import IfMatch, Prefer, parse_if_match, token_header, wants_async
+from services.command.entrypoints.http.idempotency import IdempotencyKey, fingerprint, idempotent
+from services.command.entrypoints.http.schemas import (
     ACCEPTED_DOC,
     COMMAND_ID_PATTERN,
     COMMON_PROBLEMS,

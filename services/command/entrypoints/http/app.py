@@ -2,7 +2,7 @@
 
 The factory, its lifespan (the runtime from services/command/bootstrap.py), the
 middleware (auth outermost, then the body limit), the health routes and the OpenAPI
-document's settings-dependent limits. The routes are services/command/http/routes.py.
+document's settings-dependent limits. The routes are services/command/entrypoints/http/routes.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from fastapi_offline import FastAPIOffline
 
 from services.command.bootstrap import CommandRuntime, command_runtime, ops_checks
 from services.command.config import CommandSettings
-from services.command.http.body_limit import MAX_BODY_BYTES, BodyLimit
-from services.command.http.routes import router
+from services.command.entrypoints.http.body_limit import MAX_BODY_BYTES, BodyLimit
+from services.command.entrypoints.http.routes import router
 from shared.auth import Authenticate
 from shared.http import install_health_routes, install_problem_handlers
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 
-from services.query.adapters import poison
+from services.query import poison
 from services.query.domain import APPLIED
 from shared.events import EventType, PaymentEvent
 from shared.telemetry import (

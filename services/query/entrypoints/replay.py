@@ -26,8 +26,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.query import domain
-from services.query.adapters import poison
+from services.query import domain, poison
 from services.query.adapters.batch_writes import AppliedBatch, apply_batch
 from services.query.adapters.read_model import Collections, ReadModel
 from services.query.bootstrap import query_runtime

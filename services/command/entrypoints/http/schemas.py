@@ -1,7 +1,7 @@
 """What the command API reads and writes: request bodies, the HTTP views of results and
-the OpenAPI response documents (the problem model is services/command/http/errors.py).
+the OpenAPI response documents (the problem model is services/command/entrypoints/http/errors.py).
 
-The bodies are also the ``data`` of Kafka commands (services/command/adapters/intake_contract.py):
+The bodies are also the ``data`` of Kafka commands (services/command/entrypoints/intake_contract.py):
 one set of limits for both doors. The service layer's results (services/command/commands.py)
 become these views at the edge (:meth:`BatchResult.of`).
 """
@@ -13,15 +13,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.command.commands import BulkCreateResult, CommandState
-from services.command.http.errors import Problem, problem_of
-from services.command.http.headers import TOKEN_HEADER_DOC
+from services.command.entrypoints.http.errors import Problem, problem_of
+from services.command.entrypoints.http.headers import TOKEN_HEADER_DOC
 from shared.http import PROBLEM_CONTENT_TYPE
 from shared.money import Amount, Currency
 from shared.payment import Description, Metadata, UserId
 from shared.payment_view import Payment
 
 PAYMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
-# Command ids are built from payment ids and digests (services/command/http/idempotency.py).
+# Command ids are built from payment ids and digests (services/command/entrypoints/http/idempotency.py).
 COMMAND_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
 
 _AMOUNT_DOC = "Amount in minor units of the currency (cents; JPY has none), a positive integer"

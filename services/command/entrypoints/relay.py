@@ -28,9 +28,11 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from services.command.adapters.store import OUTBOX_CHANNEL
+from services.command.bootstrap import open_store
 from services.command.config import CommandSettings
 from shared.events import CONTENT_TYPE
 from shared.kafka import ensure_topics, event_topics, producer_options
+from shared.ops import serving, until_stopped_or_done
 from shared.telemetry import OUTBOX_BACKLOG, OUTBOX_PUBLISH_LAG, bind_log_context, log_context
 
 log = logging.getLogger("payments.command.relay")
@@ -219,3 +221,25 @@ async def _wait_any(stop: asyncio.Event, wake: asyncio.Event | None, timeout: fl
         for waiter in waiters:
             waiter.cancel()
 
+
+
+async def run_relay(settings: CommandSettings) -> None:
+    """``payments relay``: the outbox to Kafka (needs PostgreSQL and Kafka, not Temporal)."""
+    async with open_store(settings, pool_size=2) as store:
+        relay = OutboxRelay(store.pool, settings)
+
+        async def kafka() -> None:
+            if not relay.kafka_ok:
+                raise RuntimeError(f"the last publish round failed: {relay.last_error}")
+
+        async with serving("payments outbox relay", settings.host, settings.relay_metrics_port,
+                           {"postgres": store.ping, "kafka": kafka}):
+            stop = asyncio.Event()
+            task = asyncio.create_task(relay.run(stop))
+            log.info("relay publishing to %s on %s", settings.events_topic, settings.kafka_bootstrap)
+            try:
+                await until_stopped_or_done(task)
+            finally:
+                stop.set()
+                await task
+            log.info("relay stopped", extra={"fields": {"published": relay.published}})

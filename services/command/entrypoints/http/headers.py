@@ -1,5 +1,5 @@
 """The command API's request and response headers besides Idempotency-Key
-(services/command/http/idempotency.py): ``If-Match``, ``Prefer`` and ``Consistency-Token``."""
+(services/command/entrypoints/http/idempotency.py): ``If-Match``, ``Prefer`` and ``Consistency-Token``."""
 
 from __future__ import annotations
 

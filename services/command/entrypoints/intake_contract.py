@@ -25,8 +25,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.command.commands import Command, CreatePayment, ModifyPayment
-from services.command.http.errors import Problem
-from services.command.http.schemas import PAYMENT_ID_PATTERN, CreatePaymentRequest, UpdatePaymentRequest
+from services.command.entrypoints.http.errors import Problem
+from services.command.entrypoints.http.schemas import PAYMENT_ID_PATTERN, CreatePaymentRequest, UpdatePaymentRequest
 from shared.events import describe_validation_error, structured_cloudevent
 from shared.http import PROBLEM_BASE
 from shared.payment import MAX_ID_LENGTH, PaymentCommand, PaymentSnapshot

@@ -18,7 +18,7 @@ Idempotency-Key; uuid5 ids are in :data:`ID_NAMESPACE`):
   ``<action>-<payment id>-<uuid4 hex>`` (nothing identifies a retry).
 
 Workflow ids are ``payments/<org>/<command id>`` (services/command/temporal/client.py);
-Kafka commands bring their own command id (services/command/adapters/intake_contract.py).
+Kafka commands bring their own command id (services/command/entrypoints/intake_contract.py).
 """
 
 from __future__ import annotations

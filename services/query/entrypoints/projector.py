@@ -1,7 +1,7 @@
 """The projector's Kafka side: consumer group, DLQ producer, poll -> handle -> commit.
 
 Plain aiokafka in the process's own event loop, like the intake's consumer
-(services/command/adapters/intake.py). It replaced a faust-streaming agent, whose
+(services/command/entrypoints/intake.py). It replaced a faust-streaming agent, whose
 consumer runs in a second thread and event loop: in the same runs a lone event was
 readable 25.8-28.8 ms (p50) after it was produced through faust against 18.6-20.4 ms
 here (bench/projector_latency.py, docs/benchmarks.md).
@@ -9,7 +9,7 @@ here (bench/projector_latency.py, docs/benchmarks.md).
 Per poll: up to ``batch_size`` records (what the fetcher holds already: under a backlog
 batches fill by themselves, and a lone event never waits), plus, with ``batch_wait``,
 one more poll of that many seconds for the rest. The batch is handed to
-:class:`~services.query.adapters.projector.Projector`, which returns only once every
+:class:`~services.query.projection.Projector`, which returns only once every
 record is applied or dead-lettered; only then are its offsets committed. A SIGKILL
 in between re-delivers the batch, and projecting it again changes nothing.
 
@@ -27,7 +27,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from shared.kafka import group_consumer, partition_offsets, producer_options, stop_clients
+from services.query.bootstrap import ops_checks, query_runtime
+from services.query.projection import Projector
+from shared.kafka import ensure_topics, event_topics, group_consumer, partition_offsets, producer_options, stop_clients
+from shared.ops import serving, until_stopped
 from shared.settings import Settings
 
 log = logging.getLogger("payments.query.projector")
@@ -115,3 +118,57 @@ class ProjectorConsumer:
                     raise
                 log.warning("projector poll failed, retrying: %r", exc)
                 await asyncio.sleep(1.0)
+
+
+BUMP_RETRY_SECONDS = 1.0  # how often cache-epoch bumps that failed are tried again
+
+
+async def _retry_bumps(projector: Projector) -> None:
+    while True:
+        await asyncio.sleep(BUMP_RETRY_SECONDS)
+        await projector.flush_bumps()
+
+
+async def run_projector(settings: Settings, *, group: str | None = None, batch_size: int = 500,
+                        batch_wait: float = 0.0, fetch_max_wait_ms: int | None = None) -> None:
+    """``payments projector``: the events topic into the read model. Every Kafka client
+    option comes from the PAYMENTS_KAFKA_* settings (``fetch_max_wait_ms`` overrides one,
+    for benchmarks); topics are created only with PAYMENTS_KAFKA_CREATE_TOPICS, else
+    ``/readyz`` names a missing one."""
+    group = group or settings.projector_group
+    if settings.kafka_create_topics:
+        await ensure_topics(settings.kafka_bootstrap, event_topics(settings), create=True)
+    async with query_runtime(settings) as runtime:
+        await runtime.read_model.ensure_indexes()
+        consumer = ProjectorConsumer(settings, group, batch_size=batch_size, batch_wait=batch_wait,
+                                     fetch_max_wait_ms=fetch_max_wait_ms)
+        projector = Projector(runtime, consumer.dead_letter, group)
+
+        async def kafka_topics() -> None:  # not ready while the deployment has not created them
+            await ensure_topics(settings.kafka_bootstrap, event_topics(settings), create=False)
+
+        await consumer.start()
+        try:
+            async with serving("payments projector", settings.host, settings.projector_metrics_port,
+                               {**ops_checks(runtime), "projection": projector.health.check,
+                                "kafka_topics": kafka_topics}):
+                log.info("projector started", extra={"fields": {"group": group, "topic": settings.events_topic}})
+                stop = asyncio.Event()
+                consuming = asyncio.create_task(consumer.run(projector.handle, stop))
+                bumps = asyncio.create_task(_retry_bumps(projector))
+                stopper = asyncio.create_task(until_stopped())
+                try:
+                    await asyncio.wait([consuming, stopper], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    # The batch in hand finishes (a failing one gives up instead of retrying).
+                    stop.set()
+                    projector.stopping = True
+                    for task in (stopper, bumps):
+                        task.cancel()
+                    try:
+                        await consuming
+                    except Exception as exc:  # noqa: BLE001 - its offsets stay uncommitted: re-delivered
+                        log.warning("batch in hand given up at shutdown: %r", exc)
+        finally:
+            await consumer.stop()
+        log.info("projector stopped", extra={"fields": {"group": group}})

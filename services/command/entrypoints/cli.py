@@ -57,7 +57,7 @@ def command_api(
     """
     import uvicorn
 
-    from services.command.http.app import create_app
+    from services.command.entrypoints.http.app import create_app
 
     settings = _settings(command_api_port=port, host=host, command_api_embedded_worker=embedded_worker)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.command_api_port,
@@ -70,7 +70,7 @@ def command_worker() -> None:
     /healthz, /readyz and /metrics on PAYMENTS_COMMAND_WORKER_METRICS_PORT (9101).
     Stops cleanly on SIGTERM (finishes in-flight tasks, up to 10 s).
     """
-    from services.command.processes import run_worker
+    from services.command.entrypoints.command_worker import run_worker
 
     asyncio.run(run_worker(_settings()))
 
@@ -81,7 +81,7 @@ def relay() -> None:
     Several replicas may run. /healthz, /readyz and /metrics on PAYMENTS_RELAY_METRICS_PORT
     (9102); published rows are purged after PAYMENTS_OUTBOX_RETENTION_SECONDS.
     """
-    from services.command.processes import run_relay
+    from services.command.entrypoints.relay import run_relay
 
     asyncio.run(run_relay(_settings()))
 
@@ -94,7 +94,7 @@ def intake() -> None:
     group PAYMENTS_INTAKE_GROUP). /healthz, /readyz and /metrics on
     PAYMENTS_INTAKE_METRICS_PORT (9105). Stops cleanly on SIGTERM.
     """
-    from services.command.processes import run_intake
+    from services.command.entrypoints.intake import run_intake
 
     asyncio.run(run_intake(_settings()))
 

@@ -36,7 +36,7 @@ def query_api(
 
     settings = _settings(log_level)
     uvicorn.run(
-        "services.query.http.app:create_app", factory=True,
+        "services.query.entrypoints.http.app:create_app", factory=True,
         host=host or settings.host, port=port or settings.query_api_port, workers=workers,
         log_config=None, access_log=False, timeout_graceful_shutdown=10,  # logs: our handler (JSON)
     )
@@ -62,7 +62,7 @@ def projector(
     Invalid events go to the dead-letter topic; offsets are committed only after the
     read model is written. Ops endpoints on PAYMENTS_PROJECTOR_METRICS_PORT (9103).
     """
-    from services.query.processes import run_projector
+    from services.query.entrypoints.projector import run_projector
 
     asyncio.run(run_projector(_settings(log_level), group=group, batch_size=batch_size, batch_wait=batch_wait,
                               fetch_max_wait_ms=fetch_max_wait_ms))
@@ -76,7 +76,7 @@ def query_worker(
 
     Ops endpoints on PAYMENTS_QUERY_WORKER_METRICS_PORT (9104).
     """
-    from services.query.temporal.worker import run_query_worker
+    from services.query.entrypoints.query_worker import run_query_worker
 
     asyncio.run(run_query_worker(_settings(log_level), max_concurrent=max_concurrent))
 
@@ -94,7 +94,7 @@ def replay(
     one, then switches the pointer atomically and catches up once more. Run it while
     the projector runs or not: both are idempotent.
     """
-    from services.query.adapters.replay import run_replay
+    from services.query.entrypoints.replay import run_replay
 
     summary = asyncio.run(run_replay(_settings(log_level), idle=idle, batch_size=batch_size,
                                      keep_old=keep_old, progress=progress))
@@ -104,6 +104,6 @@ def replay(
 def register(app: typer.Typer) -> None:
     """Add ``payments dlq`` to the ``payments`` app (the processes above are registered
     from the process table, shared/processes.py)."""
-    from services.query.dlq_cli import app as dlq_app
+    from services.query.entrypoints.dlq_cli import app as dlq_app
 
     app.add_typer(dlq_app, name="dlq")

@@ -1,7 +1,7 @@
 """The projector's batch handler: payment events -> the MongoDB read model.
 
 Consumer group ``PAYMENTS_PROJECTOR_GROUP`` on the events topic (the Kafka side is
-:mod:`services.query.adapters.projector_consumer`; the process, services/query/processes.py).
+:mod:`services.query.entrypoints.projector`; the process).
 Per batch:
 
 1. parse every message against the event contract; invalid ones go to the dead-letter
@@ -27,12 +27,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from services.query import domain
-from services.query.adapters import poison
+from services.query import domain, poison
 from services.query.adapters.batch_writes import AppliedBatch, PendingBumps, RecordedSessions, apply_batch
-from services.query.adapters.projector_health import StallWatch, event_id_of, report_batch, type_label
 from services.query.adapters.read_model import META
 from services.query.bootstrap import QueryRuntime
+from services.query.projection_health import StallWatch, event_id_of, report_batch, type_label
 from shared.dlq import dlq_headers
 from shared.events import InvalidEvent, PaymentEvent, parse_event
 from shared.telemetry import (
