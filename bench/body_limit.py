@@ -2,9 +2,10 @@
 
 Two uvicorn servers on 127.0.0.1, each in its own process, serve the same FastAPI route
 that takes a JSON body (as every command route does); one is wrapped in the command API's
-``BodyLimit`` (services/command/entrypoints/http/body_limit.py). Each receives the same chunked bodies, none announcing its length, and the
-script reports the growth of each server's peak resident memory and its answers. The server
-without the limit is the baseline of the same run.
+``BodyLimit`` (services/command/entrypoints/http/body_limit.py). Each receives the same
+chunked bodies, none announcing its length, and the script reports the growth of each
+server's peak resident memory and its answers. The server without the limit is the
+baseline of the same run.
 
     python -m bench.body_limit --mib 50 --requests 3
 """

@@ -12,10 +12,8 @@ process table (shared/processes.py), real servers.
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -27,9 +25,7 @@ from devstack.system import RunningSystem, base_url, isolated
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
 from shared.processes import BY_NAME, LONG_RUNNING
 from shared.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
-from metric_names import base_name, referenced_metric_names  # noqa: E402
+from tests.support.metric_names import base_name, referenced_metric_names
 
 
 @pytest.fixture(scope="module")

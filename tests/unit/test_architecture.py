@@ -113,6 +113,31 @@ def forbidden_imports(graph: dict[str, set[str]]) -> list[str]:
     )
 
 
+def helper_imports(root: Path) -> list[str]:
+    """Imports of a test module or conftest, or of a test helper outside tests/support, by
+    any module under tests/ (``importer -> imported`` lines): a test module is never a
+    library, and helpers live in one place."""
+    tests = root / "tests"
+    local = {p.stem for p in tests.rglob("*.py")}  # names a sys.path hack could import bare
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.ImportFrom):
+                names = ["." * node.level + (node.module or "")]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if name.startswith("tests.support") or (top not in local and top != "tests" and top):
+                    continue
+                found.append(f"{path.relative_to(root)} -> {name}")
+    return found
+
+
 def too_long(root: Path, packages: tuple[str, ...]) -> dict[str, int]:
     counts = {}
     for package in packages:
@@ -156,6 +181,10 @@ def test_the_process_table_needs_only_the_standard_library() -> None:
                  if isinstance(node, ast.ImportFrom) and node.module and not node.level}
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
     assert (ROOT / "shared" / "__init__.py").read_text().strip() == "", "importing shared must stay free"
+
+
+def test_tests_import_helpers_only_from_tests_support() -> None:
+    assert helper_imports(ROOT) == []
 
 
 def test_no_module_is_over_300_lines() -> None:
@@ -202,6 +231,24 @@ def test_a_planted_cycle_through_a_function_level_import_is_caught(tmp_path: Pat
     assert find_cycle(import_graph(tmp_path, ("shared",))) == ["shared.a", "shared.b", "shared.c", "shared.a"]
     (tmp_path / "shared" / "c.py").write_text("")
     assert find_cycle(import_graph(tmp_path, ("shared",))) is None
+
+
+def test_a_planted_import_of_a_test_module_or_conftest_is_caught(tmp_path: Path) -> None:
+    _plant(tmp_path, {
+        "tests/conftest.py": "",
+        "tests/support/__init__.py": "",
+        "tests/support/builders.py": "",
+        "tests/unit/test_a.py": "from tests.support.builders import x\nimport pytest\n",  # allowed
+        "tests/unit/test_b.py": "from test_a import thing\nfrom conftest import fixture\n",
+        "tests/unit/helper.py": "",
+        "tests/unit/test_c.py": "def f():\n    import helper\n    from tests.unit import test_a\n",
+    })
+    assert helper_imports(tmp_path) == [
+        "tests/unit/test_b.py -> test_a",
+        "tests/unit/test_b.py -> conftest",
+        "tests/unit/test_c.py -> helper",
+        "tests/unit/test_c.py -> tests.unit",
+    ]
 
 
 def test_a_planted_long_module_is_caught(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from fakes import FakeStore
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +16,7 @@ from services.command.commands import BulkCreatePayments, BulkCreateResult, Crea
 from services.command.entrypoints.http.schemas import BatchResult
 from shared.events import EventType
 from shared.payment import TRANSITIONS, PaymentCommand, PaymentStatus
+from tests.support.command_fakes import FakeStore
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ORG = "org-a"

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 
 from aiokafka import ConsumerRecord
-from fakes import FakeStore
 
 from services.command import handlers
 from services.command.commands import BulkCreatePayments, Command, CreatePayment
 from services.command.config import CommandSettings
 from services.command.entrypoints.intake import CommandIntake
+from tests.support.command_fakes import FakeStore
 
 
 class HandlersOnly:

@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_projection_strategies import contract_metadata, contract_texts
 
 from services.command.commands import CreatePayment, ModifyPayment, Rejected, RejectionKind
 from services.command.domain import decide_create, decide_modify
 from shared.events import EventType, parse_event
 from shared.money import ISO_4217, MAX_AMOUNT
 from shared.payment import COMMAND_TARGET, UNDELETABLE, PaymentCommand, PaymentStatus
+from tests.support.strategies import contract_metadata, contract_texts
 
 T0 = datetime(2024, 12, 19, 12, 0, tzinfo=UTC)
 amounts = st.integers(min_value=1, max_value=MAX_AMOUNT)

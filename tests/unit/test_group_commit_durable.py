@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from fake_temporal import BATCHES, Engine
 
 from services.command.commands import CommandBatch, CommandResult, CreatePayment, ModifyPayment, Rejected, RejectionKind
 from services.command.temporal.group_commit import GroupCommit, QueuedTooLong
 from shared.payment import PaymentCommand
+from tests.support.fake_temporal import BATCHES, Engine
 
 ORG = "org-a"
 

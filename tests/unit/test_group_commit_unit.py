@@ -11,8 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from fake_temporal import Engine
-from fakes import FakeStore
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +26,8 @@ from services.command.commands import (
 )
 from services.command.temporal.group_commit import GroupCommit
 from shared.payment import PaymentCommand, PaymentStatus
+from tests.support.command_fakes import FakeStore
+from tests.support.fake_temporal import Engine
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ORG = "org-a"

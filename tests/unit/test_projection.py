@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 from hypothesis import given, settings
-from test_projection_strategies import (
-    MemoryReadModel,
-    deliveries,
-    history,
-    newest_versions,
-    recount,
-    snapshot,
-)
 
 from services.query.domain import APPLIED, DUPLICATE, BucketKey, document_id, plan_batch, utc_day
 from shared.events import EventType, new_event
 from shared.payment import PaymentStatus
+from tests.support.builders import MemoryReadModel, history, newest_versions, recount, snapshot
+from tests.support.strategies import deliveries
 
 
 @settings(max_examples=300, deadline=None)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from test_projection_strategies import snapshot
-from test_query_api import seed
 
 from services.query.adapters.batch_writes import apply_batch
 from services.query.bootstrap import query_runtime
@@ -22,6 +20,8 @@ from shared.events import EventType, new_event
 from shared.payment import PaymentStatus
 from shared.telemetry import QUERIES
 from shared.temporal import connect
+from tests.support.builders import snapshot
+from tests.support.read_side import seed
 
 
 @pytest.fixture

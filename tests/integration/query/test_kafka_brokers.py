@@ -18,13 +18,13 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import InvalidSessionTimeoutError
-from conftest import ProjectorProcess, eventually
-from test_projection_strategies import new_event, snapshot
 
 from devstack import LocalStack
 from shared.events import EventType
 from shared.kafka import TopicSpec, consumer_options, ensure_topics, group_consumer, producer_options
 from shared.settings import Settings
+from tests.support.builders import new_event, snapshot
+from tests.support.children import ProjectorProcess, eventually
 
 ROOT = Path(__file__).parents[3]
 DEFAULTS = Settings.model_construct()  # field defaults only: no env, no stack.json

@@ -14,10 +14,7 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from conftest import eventually, settings_env
 from prometheus_client import REGISTRY
-from test_projection_strategies import recount
-from test_projector import _payments_from_mongo, _statistics_from_mongo, raw_event, read_topic
 
 from services.query.adapters import batch_writes
 from services.query.adapters.cache import epoch_key
@@ -27,6 +24,9 @@ from services.query.projection import Projector
 from shared.dlq import dlq_headers
 from shared.net import free_port
 from shared.ops import ops_app
+from tests.support.builders import recount
+from tests.support.children import eventually, settings_env
+from tests.support.read_side import payments_from_mongo, raw_event, read_topic, statistics_from_mongo
 
 PARTITIONS = 3
 
@@ -81,8 +81,8 @@ async def test_a_foreign_poison_event_is_dead_lettered_and_every_other_event_pro
         return view is not None and view.amount == 700
 
     await eventually(superseded, 30, "the later good version of the poison payment")
-    stored = await _payments_from_mongo(runtime)
-    assert await _statistics_from_mongo(runtime) == recount(stored)
+    stored = await payments_from_mongo(runtime)
+    assert await statistics_from_mongo(runtime) == recount(stored)
     metrics = await process.metrics()
     assert 'payments_projection_dead_letters_total{reason="invalid"} 1.0' in metrics
     assert "payments_projector_stalled 0.0" in metrics
@@ -146,7 +146,7 @@ async def test_a_bug_on_one_event_dead_letters_it_and_projection_continues(qsett
     assert headers["dlq-source-offset"] == b"17"
     assert _sample("payments_projection_dead_letters_total", reason="error") == before + 1
     await projector.health.check()  # ready: it progressed
-    assert await _statistics_from_mongo(runtime) == recount(await _payments_from_mongo(runtime))
+    assert await statistics_from_mongo(runtime) == recount(await payments_from_mongo(runtime))
 
 
 async def test_a_projector_that_cannot_progress_says_so(qsettings, dead_letters):
@@ -261,8 +261,8 @@ async def test_redrive_survives_a_projector_sigkill_and_does_not_loop(qsettings,
         return await cols.payments.count_documents({"status": "completed"}) == 60
 
     await eventually(all_completed, 60, "every redriven payment after the restart")
-    stored = await _payments_from_mongo(runtime)
-    assert len(stored) == 60 and await _statistics_from_mongo(runtime) == recount(stored)
+    stored = await payments_from_mongo(runtime)
+    assert len(stored) == 60 and await statistics_from_mongo(runtime) == recount(stored)
     back = await read_topic(qsettings.kafka_bootstrap, qsettings.dlq_topic, 122)
     returned = [r for r in back if dict(r.headers).get("dlq-redrive-count") is not None]
     # The one that still fails comes back, with its redrive count: once, or twice when the

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
 
 import pytest
-from conftest import eventually
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
-from test_projection_strategies import deliveries, newest_versions, recount, snapshot
-from test_projector import _payments_from_mongo, _statistics_from_mongo
 
 from services.query.adapters.batch_writes import apply_batch
 from services.query.adapters.cache import epoch_key
@@ -24,18 +20,10 @@ from shared.events import EventType, new_event
 from shared.payment import PaymentStatus
 from shared.telemetry import CACHE_ERRORS, QUERIES
 from shared.temporal import connect
-
-
-async def seed(runtime, payments):  # noqa: ANN001, ANN201
-    """Project creation events directly (the projector's own write path)."""
-    cols = await runtime.read_model.active(fresh=True)
-    await apply_batch(runtime.mongo, cols, [new_event(EventType.CREATED, p) for p in payments])
-
-
-def payments_of(org: str, n: int, **kw) -> list:  # noqa: ANN003
-    base = snapshot("x").created_at
-    return [snapshot(f"{org}-{i:03d}", org, amount=100 + (i * 37) % 500, created_at=base + timedelta(minutes=i),
-                     user_id=f"u{i % 3}", **kw) for i in range(n)]
+from tests.support.builders import newest_versions, recount, snapshot
+from tests.support.children import eventually
+from tests.support.read_side import payments_from_mongo, payments_of, seed, statistics_from_mongo
+from tests.support.strategies import deliveries
 
 
 async def test_search_filters_sorts_and_paginates_by_cursor_and_page(runtime, api, auth):
@@ -180,7 +168,7 @@ async def test_a_crash_between_two_writes_leaves_nothing_half_written(runtime):
         raise AssertionError("the injected crash did not happen")
     assert await cols.payments.count_documents({}) == 0
     await apply_batch(runtime.mongo, cols, [new_event(EventType.CREATED, snapshot("crash-1"))])
-    assert await _statistics_from_mongo(runtime) == recount(await _payments_from_mongo(runtime))
+    assert await statistics_from_mongo(runtime) == recount(await payments_from_mongo(runtime))
 
 
 @hsettings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
@@ -197,7 +185,7 @@ async def test_property_on_real_mongodb(runtime, case):  # noqa: ANN001
     newest = newest_versions(lives)
     live = {pid: e.paymentversion for pid, e in newest.items() if e.type is not EventType.DELETED}
     assert {d["_id"]: d["version"] async for d in cols.payments.find()} == live
-    assert await _statistics_from_mongo(runtime) == recount(await _payments_from_mongo(runtime))
+    assert await statistics_from_mongo(runtime) == recount(await payments_from_mongo(runtime))
     await rm.drop(generation)
 
 

@@ -11,13 +11,13 @@ import sys
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from conftest import ProjectorProcess, eventually, settings_env
-from test_projection_strategies import new_event, snapshot
 
 from devstack import LocalStack
 from shared.events import EventType
 from shared.kafka import producer_options
 from shared.settings import Settings
+from tests.support.builders import new_event, snapshot
+from tests.support.children import ProjectorProcess, eventually, settings_env
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,12 @@
 """A long-running ``payments`` process as a real child of a test (so that it can be
 SIGKILLed and started again), and ``eventually``, the one polling wait of the tests
-(no fixed sleeps). Used by the projector and intake replica tests and the query fixtures.
+(no fixed sleeps). ``ProjectorProcess`` is ``payments projector`` on a query test's settings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import httpx
 
 from devstack.system import GROUP_INSTANCE_ID_ENV, member_env
 from shared.processes import BY_NAME
+from shared.settings import Settings
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0, what: str = "condition") -> Any:
@@ -94,3 +96,22 @@ class ChildProcess:
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:]
                          for p in sorted(self.log_dir.glob(f"{self._log_prefix}*.log")))
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """The environment a child process reads ``s`` from (what a query test moved)."""
+    env = dict(os.environ)
+    for name in ("kafka_bootstrap", "mongo_url", "mongo_db", "redis_url", "events_topic", "dlq_topic",
+                 "projector_group", "projector_metrics_port", "data_dir", "jwt_secret"):
+        env[f"PAYMENTS_{name.upper()}"] = str(getattr(s, name))
+    return env
+
+
+class ProjectorProcess(ChildProcess):
+    """``payments projector`` on the test's settings."""
+
+    def __init__(self, s: Settings, log_dir: Path, *args: str, slot: int | None = 0,
+                 env: dict[str, str] | None = None) -> None:
+        self.settings = s
+        super().__init__("projector", env if env is not None else settings_env(s), log_dir,
+                         s.projector_metrics_port, *args, slot=slot)

@@ -12,11 +12,10 @@ import asyncio
 import contextlib
 from typing import Any
 
-from fakes import FakeStore
-
 from services.command import handlers
 from services.command.commands import CommandBatch, CreatePayment
 from services.command.temporal.client import workflow_id
+from tests.support.command_fakes import FakeStore
 
 BATCHES = "batch"  # the key of `Engine.held` that holds every batch
 
