@@ -88,8 +88,9 @@ async def serve(variant: str, port: int) -> None:
             await server.serve()
             return
         acts = NaiveActivities(runtime.store, settings.event_source)
-        runtime.service.routes[CreatePayment] = (NaiveCreatePaymentWorkflow.run, CommandResult)
-        async with Worker(runtime.client, task_queue=settings.command_task_queue,
+        client = getattr(runtime.commands, "client", runtime.commands)  # group commit wraps the client
+        client.routes[CreatePayment] = (NaiveCreatePaymentWorkflow.run, CommandResult)
+        async with Worker(runtime.temporal, task_queue=settings.command_task_queue,
                           workflows=[NaiveCreatePaymentWorkflow],
                           activities=[acts.validate, acts.execute, acts.publish]):
             await server.serve()

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from services.command.entrypoints.http.schemas import CreatePaymentRequest
+from services.command.entrypoints.bodies import CreatePaymentRequest
 from services.command.entrypoints.intake_contract import (
     DATA_MODELS,
     CommandResultEvent,

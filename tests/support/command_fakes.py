@@ -1,6 +1,6 @@
 """An in-memory write store for fast tests of the command handlers (cosmicpython's
 FakeUnitOfWork): it implements the port the handlers declare
-(services/command/handlers.py: CommandStore, UnitOfWork), as the PostgreSQL adapter does.
+(services/command/ports.py: CommandStore, UnitOfWork), as the PostgreSQL adapter does.
 
 A unit of work works on a copy and commits it only when its block ends normally, as a
 transaction does. ``concurrent_updates`` makes the next updates lose a race: another
@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.command.handlers import Claim
+from services.command.ports import Claim
 from shared.events import PaymentEvent
 from shared.payment import PaymentSnapshot
 

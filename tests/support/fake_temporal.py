@@ -1,5 +1,5 @@
 """What PaymentCommandClient does for GroupCommit (services/command/temporal/group_commit.py),
-in process and on the in-memory store (tests/unit/fakes.py): ``start`` keeps one
+in process and on the in-memory store (tests/support/command_fakes.py): ``start`` keeps one
 "workflow" per id as Temporal does with USE_EXISTING and ALLOW_DUPLICATE_FAILED_ONLY (a
 running or completed one is attached to, a failed one runs again; a delayed one starts
 when woken or when its delay ends), ``run`` starts and waits. Executions wait for gates

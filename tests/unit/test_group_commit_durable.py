@@ -28,7 +28,7 @@ def complete_cmd(command_id: str, payment_id: str) -> ModifyPayment:
 
 async def _busy(engine: Engine, **options: float) -> tuple[GroupCommit, asyncio.Task]:
     """A batcher with one command (c-0) in flight: what is submitted next queues."""
-    batcher = GroupCommit(engine.run, engine.start, engine.wake, **options)
+    batcher = GroupCommit(engine, **options)
     blocker = asyncio.create_task(batcher.submit(create_cmd("c-0", "p-0"), None))
     await asyncio.sleep(0)
     return batcher, blocker

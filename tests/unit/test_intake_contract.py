@@ -10,7 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.command.commands import CreatePayment, ModifyPayment
-from services.command.entrypoints.http.errors import Problem
 from services.command.entrypoints.intake_contract import (
     CommandResultEvent,
     InvalidCommand,
@@ -21,6 +20,7 @@ from services.command.entrypoints.intake_contract import (
     parse_command,
     result_event,
 )
+from services.command.entrypoints.problems import Problem
 from shared.payment import PaymentCommand
 
 

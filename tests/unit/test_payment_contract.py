@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from services.command.entrypoints.http.schemas import BatchCreateRequest, CreatePaymentRequest, UpdatePaymentRequest
+from services.command.entrypoints.bodies import CreatePaymentRequest, UpdatePaymentRequest
+from services.command.entrypoints.http.schemas import BatchCreateRequest
 from services.query.domain import payment_document
 from shared.events import EventType, InvalidEvent, new_event, parse_event
 from shared.payment import MAX_METADATA_BYTES, MAX_NUMBER, MIN_NUMBER

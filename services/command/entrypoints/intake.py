@@ -12,20 +12,19 @@ import asyncio
 import contextlib
 import logging
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from services.command.bootstrap import command_runtime, ops_checks
+from services.command.adapters.kafka_producer import KafkaProducer
+from services.command.bootstrap import Commands, command_runtime, ops_checks
 from services.command.config import CommandSettings
 from services.command.entrypoints.intake_poll import CommandIntake
-from services.command.temporal.client import PaymentCommandClient
 from shared.kafka import (
     TopicMissing,
     command_topics,
     ensure_topics,
     group_consumer,
     partition_offsets,
-    producer_options,
     stop_clients,
 )
 from shared.ops import serving, until_stopped_or_done
@@ -37,18 +36,14 @@ log = logging.getLogger("payments.command.intake")
 class IntakeConsumer:
     """The Kafka side: consumer group, producer, poll -> handle -> commit."""
 
-    def __init__(self, service: PaymentCommandClient, settings: CommandSettings) -> None:
+    def __init__(self, commands: Commands, settings: CommandSettings) -> None:
         self.settings = settings
         self.kafka_ok = False
         self.handled = 0
-        self._producer: AIOKafkaProducer | None = None
+        # Results and dead letters: acknowledged before the commands' offsets are committed.
+        self._producer = KafkaProducer(settings)
         self._consumer: AIOKafkaConsumer | None = None
-        self.intake = CommandIntake(service, self._publish, settings)
-
-    async def _publish(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-        assert self._producer is not None
-        delivery = await self._producer.send(topic, value=value, key=key, headers=headers)
-        await delivery  # acknowledged before the command's offset can be committed
+        self.intake = CommandIntake(commands, self._producer.send, settings)
 
     async def start(self) -> None:
         s = self.settings
@@ -59,7 +54,6 @@ class IntakeConsumer:
             except TopicMissing as exc:
                 log.warning("%s; retrying in 5 s", exc)
                 await asyncio.sleep(5)
-        self._producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, **producer_options(s))
         await self._producer.start()
         self._consumer = group_consumer(
             s, s.commands_topic, group_id=s.intake_group, enable_auto_commit=False,
@@ -68,7 +62,8 @@ class IntakeConsumer:
         await self._consumer.start()
 
     async def stop(self) -> None:
-        await stop_clients(self._consumer, self._producer)
+        await stop_clients(self._consumer)
+        await self._producer.stop(timeout=10)
 
     async def poll_once(self, timeout_ms: int = 500) -> int:
         """Poll, handle and commit one batch; returns how many records it handled."""
@@ -111,7 +106,7 @@ class IntakeConsumer:
 async def run_intake(settings: CommandSettings) -> None:
     """``payments intake``: Kafka commands through the command service, one result each."""
     async with command_runtime(settings, embedded_worker=settings.intake_embedded_worker) as runtime:
-        intake = IntakeConsumer(runtime.service, settings)
+        intake = IntakeConsumer(runtime.commands, settings)
         await intake.start()
 
         async def kafka() -> None:

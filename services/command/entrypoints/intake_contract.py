@@ -25,14 +25,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.command.commands import Command, CreatePayment, ModifyPayment
-from services.command.entrypoints.http.errors import Problem
-from services.command.entrypoints.http.schemas import PAYMENT_ID_PATTERN, CreatePaymentRequest, UpdatePaymentRequest
+from services.command.entrypoints.bodies import (
+    MAX_COMMAND_ID_LENGTH,
+    PAYMENT_ID_PATTERN,
+    CreatePaymentRequest,
+    UpdatePaymentRequest,
+)
+from services.command.entrypoints.problems import Problem, invalid_body
 from shared.events import describe_validation_error, structured_cloudevent
-from shared.http import PROBLEM_BASE
 from shared.payment import MAX_ID_LENGTH, PaymentCommand, PaymentSnapshot
 
 COMMAND_TYPE_PREFIX = "com.gyroscops.payment.command."
-MAX_COMMAND_ID_LENGTH = 200
 # Payment ids derived from a create's command id (no subject) live in their own namespace.
 _DERIVED_ID_NAMESPACE = uuid.UUID("9d3f0c59-4a7e-4f55-8d0e-2b6f3c1a7e42")
 _RESULT_ID_NAMESPACE = uuid.UUID("5b1e2f9a-8c4d-4e1b-9f6a-0d7c3e2a1b55")
@@ -127,8 +130,7 @@ class InvalidCommand(ValueError):
         self.detail = detail
 
     def problem(self) -> Problem:
-        return Problem(type=PROBLEM_BASE + "validation-error", title="Unprocessable Content", status=422,
-                       detail=self.detail)
+        return invalid_body(self.detail)
 
 
 def derived_payment_id(org: str, command_id: str) -> str:

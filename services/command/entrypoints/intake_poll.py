@@ -20,9 +20,9 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
+from services.command.bootstrap import Commands
 from services.command.commands import BulkCreatePayments, BulkCreateResult, Command, CreatePayment, Rejected, command_type
 from services.command.config import CommandSettings
-from services.command.entrypoints.http.errors import Problem, problem_of
 from services.command.entrypoints.intake_contract import (
     InvalidCommand,
     MalformedCommand,
@@ -30,7 +30,8 @@ from services.command.entrypoints.intake_contract import (
     parse_command,
     result_event,
 )
-from services.command.temporal.client import CommandFailed, PaymentCommandClient
+from services.command.entrypoints.problems import Problem, problem_of
+from services.command.temporal.client import CommandFailed
 from shared.dlq import dlq_headers
 from shared.events import CONTENT_TYPE
 from shared.payment import PaymentSnapshot
@@ -46,8 +47,8 @@ SUCCEEDED, REJECTED, DEAD_LETTERED = "succeeded", "rejected", "dead_lettered"
 class CommandIntake:
     """The per-poll logic, independent of the consumer (``publish`` awaits the broker's ack)."""
 
-    def __init__(self, service: PaymentCommandClient, publish: Publish, settings: CommandSettings) -> None:
-        self.service = service
+    def __init__(self, commands: Commands, publish: Publish, settings: CommandSettings) -> None:
+        self.commands = commands
         self.publish = publish
         self.settings = settings
         self.stopping = False
@@ -100,7 +101,7 @@ class CommandIntake:
         digest = hashlib.sha256("\n".join(c.command_id for c in items).encode()).hexdigest()[:32]
         bulk = BulkCreatePayments(command_id=f"intake-batch-{digest}", organization_id=items[0].organization_id,
                                   items=items)
-        result = await self.service.process(bulk)
+        result = await self.commands.process(bulk)
         assert isinstance(result, BulkCreateResult)
         answered = []
         for (chain_key, record, command), item in zip(group, result.items, strict=True):
@@ -142,7 +143,7 @@ class CommandIntake:
         failures = 0
         while True:
             try:
-                result = await self.service.process(command)
+                result = await self.commands.process(command)
                 assert not isinstance(result, BulkCreateResult)
                 return result.payment
             except Rejected as rejection:
@@ -164,9 +165,9 @@ class CommandIntake:
     async def _answer(self, org: str, command_id: str, subject: str | None, outcome: PaymentSnapshot | Problem,
                       label: str, record: ConsumerRecord) -> None:
         event = result_event(org, command_id, subject, outcome, source=self.settings.event_source)
-        if isinstance(outcome, PaymentSnapshot) and self.service.tokens is not None:
+        if isinstance(outcome, PaymentSnapshot) and self.commands.tokens is not None:
             # The same read-your-writes token an HTTP caller gets in Consistency-Token.
-            event.consistencytoken = self.service.tokens.issue([outcome])
+            event.consistencytoken = self.commands.tokens.issue([outcome])
         key = subject.encode() if subject else record.key
         await self.publish(self.settings.command_results_topic, key, event.to_json_bytes(), _HEADERS)
         result = SUCCEEDED if isinstance(outcome, PaymentSnapshot) else REJECTED

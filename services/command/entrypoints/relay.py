@@ -1,19 +1,12 @@
-"""The outbox relay: PostgreSQL ``outbox`` rows -> Kafka ``payments.events``.
+"""``payments relay``: the outbox to Kafka ``payments.events``, at least once, in version
+order per payment.
 
-At least once, in version order per payment:
-
-- a batch is claimed in one transaction: first the payment ids with unpublished rows,
-  each guarded by a transaction-level advisory lock (so several relay replicas never
-  publish the same payment concurrently), then their rows in id order with
-  ``FOR UPDATE SKIP LOCKED``;
-- the rows are sent (``acks=all``, key = payment id, header content-type) and awaited,
-  then marked published in the same transaction. A crash or broker error before the
-  commit rolls back: the rows are sent again (duplicates are harmless, consumers dedupe
-  on the event id and payment version);
-- it wakes on ``LISTEN payments_outbox`` (NOTIFY at each command's commit) with a polling
-  fallback, backs off while Kafka or Postgres is down (and while its topic is missing:
-  the deployment creates it, the relay only with PAYMENTS_KAFKA_CREATE_TOPICS), exports
-  backlog and lag gauges and purges published rows older than the retention.
+Each round claims a batch (adapters/outbox.py), sends it (key = payment id) and waits for
+every acknowledgement, then marks it published in the claim's transaction: a crash or a
+broker error before the commit sends the rows again (consumers dedupe on event id and
+version). It wakes on each command's NOTIFY with a polling fallback, backs off while
+Kafka or PostgreSQL is away (or its topic is missing: the deployment creates it), exports
+the backlog and lag gauges, and purges published rows and expired Idempotency-Keys.
 """
 
 from __future__ import annotations
@@ -25,93 +18,44 @@ import time
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 
-from services.command.adapters.store import OUTBOX_CHANNEL
+from services.command.adapters.idempotency_records import PostgresIdempotencyRecords
+from services.command.adapters.kafka_producer import KafkaProducer
+from services.command.adapters.outbox import Outbox
 from services.command.bootstrap import open_store
 from services.command.config import CommandSettings
 from shared.events import CONTENT_TYPE
-from shared.kafka import ensure_topics, event_topics, producer_options
+from shared.kafka import ensure_topics, event_topics
 from shared.ops import serving, until_stopped_or_done
 from shared.telemetry import OUTBOX_BACKLOG, OUTBOX_PUBLISH_LAG, bind_log_context, log_context
 
 log = logging.getLogger("payments.command.relay")
-_KEY_LOCK_SEED = 724_311_002
-
-CLAIM_KEYS = """
-SELECT payment_id FROM (
-    SELECT payment_id, min(id) AS first_id FROM outbox WHERE published_at IS NULL
-    GROUP BY payment_id ORDER BY first_id LIMIT $1
-) AS pending
-WHERE pg_try_advisory_xact_lock(hashtextextended(payment_id, $2))
-"""
-CLAIM_ROWS = """
-SELECT id, event_id, payment_id, payload FROM outbox
-WHERE published_at IS NULL AND payment_id = ANY($1::text[])
-ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
-"""
-BACKLOG = "SELECT count(*) AS n, extract(epoch FROM now() - min(created_at)) AS lag FROM outbox WHERE published_at IS NULL"
-PURGE = """
-DELETE FROM outbox WHERE id IN (
-    SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1) LIMIT 5000)
-"""
-# A key older than its retention no longer replays: the same key then runs as a new request.
-PURGE_IDEMPOTENCY_KEYS = """
-DELETE FROM idempotency_keys WHERE (organization_id, key) IN (
-    SELECT organization_id, key FROM idempotency_keys
-    WHERE created_at < now() - make_interval(secs => $1) LIMIT 5000)
-"""
-PURGE_BATCH = 5000
-
-
-async def _delete_in_batches(conn: asyncpg.Connection, statement: str, retention_seconds: float) -> int:
-    total = 0
-    while True:  # bounded batches: no long lock on a large backlog of expired rows
-        deleted = int((await conn.execute(statement, float(retention_seconds))).split()[-1])
-        total += deleted
-        if deleted < PURGE_BATCH:
-            return total
+_HEADERS = [("content-type", CONTENT_TYPE.encode())]
 
 
 class OutboxRelay:
     def __init__(self, pool: asyncpg.Pool, settings: CommandSettings) -> None:
-        self.pool = pool
+        self.outbox = Outbox(pool, settings.database_url)
+        self.keys = PostgresIdempotencyRecords(pool)
         self.settings = settings
         self.topic = settings.events_topic
-        self._producer: AIOKafkaProducer | None = None
-        self._listener: asyncpg.Connection | None = None
+        self._producer: KafkaProducer | None = None
         self._wake = asyncio.Event()
         self._last_purge = 0.0
         self.published = 0  # events sent and marked, since start
         self.kafka_ok = False
         self.last_error = "not connected yet"  # why kafka_ok is False, for the readiness probe
 
-    # ------------------------------------------------------------------ connections
-
-    async def _ensure_listener(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        try:
-            self._listener = await asyncpg.connect(self.settings.database_url)
-            await self._listener.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
-        except (OSError, asyncpg.PostgresError) as exc:
-            self._listener = None  # polling still works; LISTEN is retried next round
-            log.warning("LISTEN %s unavailable (%s); polling", OUTBOX_CHANNEL, exc)
-
     async def _ensure_topic(self) -> None:
         spec = next(t for t in event_topics(self.settings) if t.name == self.topic)
         for name in await ensure_topics(self.settings.kafka_bootstrap, [spec], create=self.settings.kafka_create_topics):
             log.info("created topic %s", name)
 
-    async def _ensure_producer(self) -> AIOKafkaProducer:
+    async def _ensure_producer(self) -> KafkaProducer:
         if self._producer is None:
             await self._ensure_topic()
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.kafka_bootstrap,
-                **producer_options(self.settings),
-                request_timeout_ms=int(self.settings.relay_send_timeout_seconds * 1000),
-                retry_backoff_ms=200,
-            )
+            producer = KafkaProducer(self.settings, retry_backoff_ms=200,
+                                     request_timeout_ms=int(self.settings.relay_send_timeout_seconds * 1000))
             await producer.start()
             self._producer = producer
         return self._producer
@@ -119,50 +63,25 @@ class OutboxRelay:
     async def _drop_producer(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 5)
-
-    async def close(self) -> None:
-        await self._drop_producer()
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
-            self._listener = None
-
-    # ------------------------------------------------------------------ work
+            await producer.stop(timeout=5)
 
     async def publish_batch(self) -> int:
         """Publish one batch; returns how many rows were published."""
         producer = await self._ensure_producer()
-        limit = self.settings.relay_batch_size
-        async with self.pool.acquire() as conn, conn.transaction():
-            keys = [r["payment_id"] for r in await conn.fetch(CLAIM_KEYS, limit, _KEY_LOCK_SEED)]
-            if not keys:
-                return 0
-            rows = await conn.fetch(CLAIM_ROWS, keys, limit)
-            if not rows:
-                return 0
-            headers = [("content-type", CONTENT_TYPE.encode())]
-            pending = [
-                await producer.send(self.topic, value=bytes(row["payload"]), key=row["payment_id"].encode(),
-                                    headers=headers)
-                for row in rows
-            ]
-            await asyncio.wait_for(asyncio.gather(*pending), self.settings.relay_send_timeout_seconds)
-            await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                               [row["id"] for row in rows])
+        async with self.outbox.claim(self.settings.relay_batch_size) as rows:
+            if rows:
+                await producer.send_all(self.topic, [(row.payment_id.encode(), row.payload) for row in rows],
+                                        _HEADERS, timeout=self.settings.relay_send_timeout_seconds)
         self.published += len(rows)
-        # Every event id, so one payment can be followed from its command to the projection.
-        log.info("published %d events", len(rows), extra={"fields": {
-            "event_ids": [str(row["event_id"]) for row in rows], "payment_ids": sorted({r["payment_id"] for r in rows})}})
+        if rows:  # every event id, so one payment can be followed from its command to the projection
+            log.info("published %d events", len(rows), extra={"fields": {
+                "event_ids": [row.event_id for row in rows], "payment_ids": sorted({r.payment_id for r in rows})}})
         return len(rows)
 
     async def refresh_metrics(self) -> tuple[int, float]:
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(BACKLOG)
-        backlog, lag = int(row["n"]), float(row["lag"] or 0.0)
+        backlog, lag = await self.outbox.backlog()
         OUTBOX_BACKLOG.set(backlog)
-        OUTBOX_PUBLISH_LAG.set(max(lag, 0.0))
+        OUTBOX_PUBLISH_LAG.set(lag)
         return backlog, lag
 
     async def purge(self, *, force: bool = False) -> int:
@@ -171,10 +90,8 @@ class OutboxRelay:
         if not force and now - self._last_purge < self.settings.outbox_purge_interval_seconds:
             return 0
         self._last_purge = now
-        async with self.pool.acquire() as conn:
-            rows = await _delete_in_batches(conn, PURGE, self.settings.outbox_retention_seconds)
-            keys = await _delete_in_batches(conn, PURGE_IDEMPOTENCY_KEYS,
-                                            self.settings.idempotency_key_retention_seconds)
+        rows = await self.outbox.purge(self.settings.outbox_retention_seconds)
+        keys = await self.keys.purge(self.settings.idempotency_key_retention_seconds)
         if rows or keys:
             log.info("purged %d published outbox rows and %d expired idempotency keys", rows, keys)
         return rows
@@ -188,7 +105,7 @@ class OutboxRelay:
             while not stop.is_set():
                 self._wake.clear()
                 try:
-                    await self._ensure_listener()
+                    await self.outbox.listen(self._wake.set)
                     sent = await self.publish_batch()
                     self.kafka_ok = True
                     await self.refresh_metrics()
@@ -210,6 +127,10 @@ class OutboxRelay:
             log_context.reset(token)
             await self.close()
 
+    async def close(self) -> None:
+        await self._drop_producer()
+        await self.outbox.close()
+
 
 async def _wait_any(stop: asyncio.Event, wake: asyncio.Event | None, timeout: float) -> None:
     waiters: list[asyncio.Task[Any]] = [asyncio.ensure_future(stop.wait())]
@@ -220,7 +141,6 @@ async def _wait_any(stop: asyncio.Event, wake: asyncio.Event | None, timeout: fl
     finally:
         for waiter in waiters:
             waiter.cancel()
-
 
 
 async def run_relay(settings: CommandSettings) -> None:

@@ -42,7 +42,7 @@ async def _batches_with(runtime, command_ids: set[str]) -> list[list[str]]:
     wanted = {f"{ORG}/{c}" for c in command_ids}
     for _ in range(50):  # the dev server's visibility store lags a little
         found = []
-        async for execution in runtime.client.list_workflows("WorkflowType = 'CommandBatch'"):
+        async for execution in runtime.temporal.list_workflows("WorkflowType = 'CommandBatch'"):
             commands = (await execution.memo()).get("commands", [])
             if wanted & set(commands):
                 found.append(commands)
@@ -53,7 +53,7 @@ async def _batches_with(runtime, command_ids: set[str]) -> list[list[str]]:
 
 
 async def test_batched_commands_get_their_own_outcomes_in_arrival_order(runtime, db):
-    service = runtime.service
+    service = runtime.commands
     run = uuid.uuid4().hex[:8]
     existing = f"gc-{run}-existing"
     await service.process(_create(existing))
@@ -131,7 +131,7 @@ async def test_concurrent_http_requests_each_get_their_own_answer(api, db, runti
 async def test_a_burst_commits_every_command_once(runtime, db, count):
     run = uuid.uuid4().hex[:8]
     commands = [_create(f"burst-{run}-{n}", metadata={"n": n}) for n in range(count)]
-    results = await asyncio.gather(*[runtime.service.process(c) for c in commands])
+    results = await asyncio.gather(*[runtime.commands.process(c) for c in commands])
     assert [r.payment.metadata["n"] for r in results] == list(range(count))
     async with db.pool.acquire() as conn:
         rows = await conn.fetch("SELECT payload FROM outbox WHERE payment_id LIKE $1", f"burst-{run}-%")

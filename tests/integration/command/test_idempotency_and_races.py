@@ -128,7 +128,7 @@ async def test_concurrent_blind_updates_lose_nothing(api, db):
 
 async def test_a_retried_command_never_executes_twice(runtime, db):
     """The facade, started twice with one command id: one workflow, one write."""
-    service = runtime.service
+    service = runtime.commands
     payment_id = f"retry-{uuid.uuid4().hex[:8]}"
     create = CreatePayment(command_id=f"create-{payment_id}", organization_id="org-r", payment_id=payment_id,
                            amount=10, currency="EUR")
@@ -139,7 +139,7 @@ async def test_a_retried_command_never_executes_twice(runtime, db):
     results = [await service.process(update) for _ in range(3)]
     assert {r.payment.version for r in results} == {2}
     assert [r["payment_version"] for r in await db.outbox(payment_id)] == [1, 2]
-    handle = runtime.client.get_workflow_handle(workflow_id("org-r", update.command_id))
+    handle = runtime.temporal.get_workflow_handle(workflow_id("org-r", update.command_id))
     assert (await handle.describe()).status.name == "COMPLETED"
 
 

@@ -26,13 +26,12 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Header, Request
 from fastapi.responses import Response
 
-from services.command.adapters.store import PaymentStore
+from services.command.ports import IdempotencyRecords
 from shared.http import ProblemError
 from shared.payment import PaymentCommand
 
@@ -88,35 +87,47 @@ def modify_command_id(action: PaymentCommand, payment_id: str, key: str | None, 
 # --------------------------------------------------------------------------- the protocol
 
 
-async def idempotent(
-    store: PaymentStore, org: str, key: str | None, request_hash: str, run: Callable[[], Awaitable[Response]]
-) -> Response:
-    """Replay the stored response for (org, key) or run and store it (2xx and 4xx)."""
-    if key is None:
-        return await run()
-    record = await store.claim_idempotency_key(org, key, request_hash)
-    if record is not None:
-        if record.request_hash != request_hash:
-            raise ProblemError(409, "Idempotency-Key reused",
-                               "this Idempotency-Key was already used with a different request; use a new key",
-                               type_="idempotency-key-reused")
-        if record.complete:
-            return Response(record.body, status_code=record.status_code,
-                            headers={**record.headers, "Idempotent-Replayed": "true"})
-        # The first request is still in flight: the deterministic workflow id makes this
-        # one attach to it and return the same result.
-    try:
-        response = await run()
-    except BaseException:
-        await store.release_idempotency_key(org, key)
-        raise
-    if response.status_code >= 500:
-        await store.release_idempotency_key(org, key)
-    elif response.status_code == 202:
-        # Still running: the key stays claimed but unanswered, so a retry attaches to the
-        # same workflow and gets the final answer instead of this 202 again.
-        pass
-    else:
-        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
-        await store.save_idempotent_response(org, key, response.status_code, bytes(response.body), headers)
-    return response
+class Idempotent:
+    """One request under an Idempotency-Key (none: every request runs).
+
+    ``async with Idempotent(...) as request``: ``request.replay`` is the stored answer to
+    send again, if any; otherwise run the command and pass its answer through
+    :meth:`answer`, which records it (2xx, 4xx), frees the key (5xx) or keeps it claimed but
+    unanswered (202: a retry then attaches to the same workflow, its ids being
+    deterministic, and gets the final answer). A block that raises frees the key.
+    """
+
+    def __init__(self, records: IdempotencyRecords, org: str, key: str | None, request_hash: str) -> None:
+        self.records, self.org, self.key, self.request_hash = records, org, key, request_hash
+        self.replay: Response | None = None
+        self._answered = False
+
+    async def __aenter__(self) -> Idempotent:
+        if self.key is None:
+            return self
+        record = await self.records.claim(self.org, self.key, self.request_hash)
+        if record is not None:
+            if record.request_hash != self.request_hash:
+                raise ProblemError(409, "Idempotency-Key reused",
+                                   "this Idempotency-Key was already used with a different request; use a new key",
+                                   type_="idempotency-key-reused")
+            if record.complete:
+                self.replay = Response(record.body, status_code=record.status_code,
+                                       headers={**record.headers, "Idempotent-Replayed": "true"})
+            # Else the first request is still in flight: this one attaches to its workflow.
+        return self
+
+    async def answer(self, response: Response) -> Response:
+        self._answered = True
+        if self.key is None or response.status_code == 202:
+            return response
+        if response.status_code >= 500:
+            await self.records.release(self.org, self.key)
+        else:
+            headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+            await self.records.save(self.org, self.key, response.status_code, bytes(response.body), headers)
+        return response
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.key is not None and not self._answered and self.replay is None:
+            await self.records.release(self.org, self.key)

@@ -23,27 +23,24 @@ from services.command.commands import (
     ModifyPayment,
     Rejected,
 )
+from services.command.entrypoints.bodies import COMMAND_ID_PATTERN, PAYMENT_ID_PATTERN, CreatePaymentRequest, UpdatePaymentRequest
 from services.command.entrypoints.http import idempotency
-from services.command.entrypoints.http.errors import Problem, problem_of, rejection_response
 from services.command.entrypoints.http.headers import IfMatch, Prefer, parse_if_match, token_header, wants_async
-from services.command.entrypoints.http.idempotency import IdempotencyKey, fingerprint, idempotent
+from services.command.entrypoints.http.idempotency import IdempotencyKey, Idempotent, fingerprint
 from services.command.entrypoints.http.schemas import (
     ACCEPTED_DOC,
-    COMMAND_ID_PATTERN,
     COMMON_PROBLEMS,
     MODIFY_PROBLEMS,
-    PAYMENT_ID_PATTERN,
     BatchCreateRequest,
     BatchResult,
     CommandStatus,
-    CreatePaymentRequest,
-    UpdatePaymentRequest,
     problem_doc,
     written_doc,
 )
+from services.command.entrypoints.problems import Problem, problem_of
 from services.command.temporal.client import CommandFailed, CommandPending, workflow_id
 from shared.auth import SCOPE_WRITE, Principal, require_scope
-from shared.http import PROBLEM_BASE, ProblemError, problem_response
+from shared.http import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, ProblemError, problem_response
 from shared.payment import PaymentCommand
 from shared.payment_view import Payment
 from shared.telemetry import bind_log_context, log_context
@@ -69,6 +66,12 @@ def _accepted(command_id: str) -> JSONResponse:
                         headers={"Location": url, "Preference-Applied": "respond-async", "Retry-After": "1"})
 
 
+def _rejection_response(rejection: Rejected, instance: str) -> JSONResponse:
+    problem = problem_of(rejection, instance)
+    return JSONResponse(problem.model_dump(exclude_none=True), status_code=problem.status,
+                        media_type=PROBLEM_CONTENT_TYPE)
+
+
 def _answer(result: CommandResult | BulkCreateResult, status: int, command_id: str) -> JSONResponse:
     headers = {"Command-Id": command_id, **token_header(result.consistency_token)}
     if isinstance(result, BulkCreateResult):
@@ -86,12 +89,12 @@ async def _execute(request: Request, command: Command, prefer: str | None, succe
     runtime = _runtime(request)
     try:
         if wants_async(prefer):
-            await runtime.service.process_async(command)
+            await runtime.commands.process_async(command)
             return _accepted(command.command_id)
-        result = await runtime.service.process(command, wait_timeout=runtime.settings.command_wait_timeout_seconds)
+        result = await runtime.commands.process(command, wait_timeout=runtime.settings.command_wait_timeout_seconds)
         return _answer(result, success_status, command.command_id)
     except Rejected as rejection:
-        return rejection_response(rejection, request.url.path)
+        return _rejection_response(rejection, request.url.path)
     except CommandPending:
         return _accepted(command.command_id)
     except CommandFailed as err:
@@ -125,8 +128,10 @@ async def create_payment(
     request_hash = fingerprint(request, body)
     payment_id, command_id = idempotency.create_ids(principal.org, idempotency_key, body.id, request_hash)
     command = _create_command(principal, body, payment_id, command_id)
-    return await idempotent(_runtime(request).store, principal.org, idempotency_key, request_hash,
-                            lambda: _execute(request, command, prefer, 201))
+    async with Idempotent(_runtime(request).idempotency, principal.org, idempotency_key, request_hash) as once:
+        if once.replay is not None:
+            return once.replay
+        return await once.answer(await _execute(request, command, prefer, 201))
 
 
 @router.post(
@@ -150,8 +155,10 @@ async def create_batch(
                                                                           item.id))
              for index, item in enumerate(body.items)]
     command = BulkCreatePayments(command_id=batch_id, organization_id=principal.org, items=items)
-    return await idempotent(_runtime(request).store, principal.org, idempotency_key, request_hash,
-                            lambda: _execute(request, command, prefer, 200))
+    async with Idempotent(_runtime(request).idempotency, principal.org, idempotency_key, request_hash) as once:
+        if once.replay is not None:
+            return once.replay
+        return await once.answer(await _execute(request, command, prefer, 200))
 
 
 async def _modify(
@@ -165,8 +172,10 @@ async def _modify(
     fields = body.model_dump(exclude_unset=True) if body is not None else {}
     command = ModifyPayment(command_id=command_id, organization_id=principal.org, action=action,
                             payment_id=payment_id, expected_version=expected, **fields)
-    return await idempotent(_runtime(request).store, principal.org, idempotency_key, request_hash,
-                            lambda: _execute(request, command, prefer, 200))
+    async with Idempotent(_runtime(request).idempotency, principal.org, idempotency_key, request_hash) as once:
+        if once.replay is not None:
+            return once.replay
+        return await once.answer(await _execute(request, command, prefer, 200))
 
 
 @router.patch(
@@ -230,7 +239,7 @@ async def command_status(
 ) -> JSONResponse:
     """`running`, `completed` with the `result` (the payment, or the batch results) and the
     `Consistency-Token` header, or `failed` with the `problem` the synchronous call would have answered."""
-    found = await _runtime(request).service.status(principal.org, command_id)
+    found = await _runtime(request).commands.status(principal.org, command_id)
     if found is None:
         raise ProblemError(404, "Not Found", f"no command {command_id!r}", type_="command-not-found")
     state, value = found

@@ -1,17 +1,14 @@
-"""The one mapping from a typed rejection to RFC 9457 problem+json: HTTP status, title
-and problem type per :class:`~services.command.commands.RejectionKind`.
-
-The HTTP answers, the batch results, the command status and the intake's ``rejected``
-result events all take their problem from :func:`problem_of`.
+"""RFC 9457 problems of the command side: the one mapping from a typed rejection to its
+HTTP status, title and problem type. The HTTP answers, the batch results, the command
+status and the intake's ``rejected`` results all take their problem from here.
 """
 
 from __future__ import annotations
 
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from services.command.commands import Rejected, Rejection, RejectionKind
-from shared.http import PROBLEM_BASE, PROBLEM_CONTENT_TYPE
+from shared.http import PROBLEM_BASE
 
 HTTP_STATUS: dict[RejectionKind, int] = {
     RejectionKind.VALIDATION: 422,
@@ -52,7 +49,7 @@ def problem_of(rejection: Rejected | Rejection, instance: str | None = None) -> 
     )
 
 
-def rejection_response(rejection: Rejected, instance: str) -> JSONResponse:
-    problem = problem_of(rejection, instance)
-    return JSONResponse(problem.model_dump(exclude_none=True), status_code=problem.status,
-                        media_type=PROBLEM_CONTENT_TYPE)
+def invalid_body(detail: str) -> Problem:
+    """A command whose body breaks the contract (the 422 a schema error gets)."""
+    return Problem(type=PROBLEM_BASE + "validation-error", title="Unprocessable Content", status=422,
+                   detail=detail)
