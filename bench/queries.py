@@ -28,7 +28,7 @@ from services.query.entrypoints.http.app import create_app
 from services.query.handlers import QueryHandlers
 from services.query.queries import SearchQuery, StatisticsQuery
 from services.query.temporal.client import PaymentQueryClient
-from services.query.temporal.worker import create_worker
+from services.query.temporal.worker import build_worker
 from shared.auth import SCOPE_READ, mint_token
 from shared.temporal import connect
 
@@ -83,7 +83,7 @@ async def main(n: int) -> None:
         client = await connect(settings, with_metrics=False)
         async with app.router.lifespan_context(app), httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://q",
-                headers={"Authorization": f"Bearer {token}"}) as http, create_worker(client, runtime, settings):
+                headers={"Authorization": f"Bearer {token}"}) as http, build_worker(client, runtime.handlers, settings):
             facade = PaymentQueryClient(client, settings.query_task_queue)
             print(summary("HTTP GET /v1/payments (cached, in-process)",
                           await latencies(lambda: http.get("/v1/payments", params={"limit": 20}), n)))

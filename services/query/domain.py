@@ -26,15 +26,20 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from shared.events import EventType, PaymentEvent
 from shared.payment import PaymentSnapshot
 
-APPLIED = "applied"
-DUPLICATE = "duplicate"
-INVALID = "invalid"
-DEAD_LETTERED = "dead_lettered"  # valid, but the read model (or our code) could not take it
+
+class Outcome(StrEnum):
+    """What became of an event: the ``result`` label of payments_projection_events_total."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # a version the read model holds already (duplicate, replay, out of order)
+    INVALID = "invalid"  # it breaks the event contract
+    DEAD_LETTERED = "dead_lettered"  # valid, but the read model (or our code) could not take it
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -152,7 +157,7 @@ def plan_batch(stored: Mapping[str, Stored], events: Sequence[PaymentEvent]) -> 
         pid = document_id(event.organizationid, event.subject)
         before = current.get(pid)
         if before is not None and event.paymentversion <= before.version:
-            plan.outcomes.append(DUPLICATE)
+            plan.outcomes.append(Outcome.DUPLICATE)
             continue
         after = Stored(event.paymentversion, contribution_of(event.payment))
         old = before.contribution if before is not None else None
@@ -168,7 +173,7 @@ def plan_batch(stored: Mapping[str, Stored], events: Sequence[PaymentEvent]) -> 
         else:
             plan.tombstones.pop(pid, None)
             plan.upserts[pid] = event
-        plan.outcomes.append(APPLIED)
+        plan.outcomes.append(Outcome.APPLIED)
     return plan
 
 

@@ -13,9 +13,7 @@ import contextlib
 import time
 from collections.abc import Mapping, Sequence
 
-from services.query.adapters.cache import QueryCache, Reflect
-from services.query.adapters.projected_signal import ProjectionSignal
-from services.query.adapters.read_model import ReadModel
+from services.query.ports import Cache, ReadModel, Reflect, Signal
 from services.query.queries import PaymentView, SearchQuery, SearchResult, Statistics, StatisticsQuery
 from shared.consistency import ConsistencyTokens, Writes
 from shared.telemetry import QUERIES, QUERY_DURATION
@@ -57,9 +55,9 @@ class NotCaughtUp(TimeoutError):
 
 
 class QueryHandlers:
-    def __init__(self, read_model: ReadModel, cache: QueryCache | None,
+    def __init__(self, read_model: ReadModel, cache: Cache | None,
                  tokens: ConsistencyTokens | None = None, *, max_wait: float = MAX_WAIT_SECONDS,
-                 signal: ProjectionSignal | None = None, poll: tuple[float, float] = POLL) -> None:
+                 signal: Signal | None = None, poll: tuple[float, float] = POLL) -> None:
         self.read_model = read_model
         self.cache = cache
         self.tokens = tokens
@@ -86,7 +84,7 @@ class QueryHandlers:
                     await reflect.wait()
                 value, outcome = await compute(), "bypass"
             else:
-                generation = (await self.read_model.active()).generation
+                generation = await self.read_model.generation()
                 value, outcome = await self.cache.get_or_compute(kind, org, generation, query, model, compute,
                                                                  reflect=reflect)
             QUERIES.labels(kind, outcome).inc()

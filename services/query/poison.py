@@ -1,77 +1,32 @@
-"""Poison-event isolation: which failures to retry, and which event of a batch to set aside.
-
-A batch that fails to apply is either hit by something transient (MongoDB away, a
-write conflict, a primary election): retried as a whole, with backoff; or by one event
-the read model refuses (a value BSON cannot hold, a document too large, a bug in our
-code on an odd input): that event is found, dead-lettered, and the batch re-applied
-without it. Pure decisions, no I/O (the trial apply is passed in).
+"""Which event of a failing batch is the poison: the search for it, pure (the trial apply
+and the store's judgement of its errors are passed in). A batch hit by something
+transient is retried whole; one event the read model refuses is set aside
+(dead-lettered) and the batch applied without it.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from enum import StrEnum
 from typing import TypeVar
-
-from pymongo.errors import (
-    ConnectionFailure,
-    ExecutionTimeout,
-    OperationFailure,
-    PyMongoError,
-    WTimeoutError,
-)
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-# Reason classes: the ``reason`` label of payments_projection_dead_letters_total and the
-# ``dlq-kind`` header. Bounded, so safe as a metric label.
-INVALID = "invalid"  # the event breaks the contract (parse_event refused it)
-REFUSED = "refused"  # the read model refused it (BSON / MongoDB data error)
-ERROR = "error"  # an unexpected exception while applying it (a bug-like failure)
-REASONS = (INVALID, REFUSED, ERROR)
 
-_TRANSIENT_LABELS = ("TransientTransactionError", "UnknownTransactionCommitResult", "RetryableWriteError")
-# Server codes that say something about the server, not about the event: retried (and,
-# if they last, the projector reports itself stalled) rather than dead-lettering every
-# event of the batch one after the other.
-_SERVER_CODES = frozenset({
-    6, 7, 89, 202, 9001,  # host unreachable, host not found, network timeouts, socket error
-    24, 112, 251, 262, 50,  # lock timeout, WriteConflict, NoSuchTransaction, time limits
-    91, 189, 10107, 11600, 11601, 11602, 13435, 13436,  # shutdown, step-down, not primary, interrupted
-    43, 133,  # cursor lost, no server for the read preference
-    13, 14031,  # Unauthorized, OutOfDiskSpace: an operator's problem, never an event's
-    20, 263,  # transactions not supported by this deployment / this operation
-})
+class DeadLetterKind(StrEnum):
+    """Why an event was dead-lettered: the ``dlq-kind`` header and the ``reason`` label of
+    payments_projection_dead_letters_total (bounded, so safe as a label)."""
+
+    INVALID = "invalid"  # it breaks the event contract (parse_event refused it)
+    REFUSED = "refused"  # the read model refused it (a data error of the store)
+    ERROR = "error"  # an unexpected exception while applying it (a bug-like failure)
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Whether retrying the same batch may succeed (nothing wrong with its events)."""
-    if isinstance(exc, ConnectionFailure | ExecutionTimeout | WTimeoutError):
-        return True
-    if isinstance(exc, PyMongoError) and any(exc.has_error_label(label) for label in _TRANSIENT_LABELS):
-        return True
-    if isinstance(exc, OperationFailure):
-        codes = {exc.code}
-        details = exc.details or {}
-        codes |= {e.get("code") for e in details.get("writeErrors", ()) if isinstance(e, dict)}
-        if (details.get("writeConcernError") or {}).get("code") is not None:
-            return True
-        return bool(codes & _SERVER_CODES)
-    return False
-
-
-def reason_class(exc: BaseException) -> str:
-    """``refused`` for data errors of the driver or server, ``error`` for anything else."""
-    from bson.errors import BSONError
-
-    if isinstance(exc, PyMongoError | BSONError | OverflowError | UnicodeError):
-        return REFUSED
-    return ERROR
-
-
-def describe(exc: BaseException) -> str:
-    return f"{reason_class(exc)}: {type(exc).__name__}: {exc}"[:1000]
+def describe(kind: DeadLetterKind, exc: BaseException) -> str:
+    """The ``dlq-reason`` of an event set aside."""
+    return f"{kind}: {type(exc).__name__}: {exc}"[:1000]
 
 
 async def first_failing(items: Sequence[T], fails: Callable[[Sequence[T]], Awaitable[BaseException | None]]
@@ -99,12 +54,12 @@ async def first_failing(items: Sequence[T], fails: Callable[[Sequence[T]], Await
 
 async def apply_without_poison(
     items: list[T], apply: Callable[[list[T], bool], Awaitable[R]],
-    on_poison: Callable[[T, BaseException], Awaitable[None]],
+    on_poison: Callable[[T, BaseException], Awaitable[None]], is_transient: Callable[[BaseException], bool],
 ) -> tuple[list[T], R | None]:
     """Apply ``items`` (``apply(items, dry_run)``); each event that makes it fail for a
-    non-transient reason goes to ``on_poison`` and the rest is applied again. Returns the
-    items applied and ``apply``'s result (``None`` if nothing was left). Transient errors
-    propagate (the caller retries them)."""
+    reason ``is_transient`` denies goes to ``on_poison`` and the rest is applied again.
+    Returns the items applied and ``apply``'s result (``None`` if nothing was left).
+    Transient errors propagate (the caller retries them)."""
     items = list(items)
 
     async def fails(prefix: Sequence[T]) -> BaseException | None:

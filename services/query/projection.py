@@ -1,82 +1,53 @@
-"""The projector's batch handler: payment events -> the MongoDB read model.
-
-Consumer group ``PAYMENTS_PROJECTOR_GROUP`` on the events topic (the Kafka side is
-:mod:`services.query.entrypoints.projector`; the process).
-Per batch:
-
-1. parse every message against the event contract; invalid ones go to the dead-letter
-   topic (original bytes as value, the reason and the origin in headers);
-2. apply the valid ones (the decisions of :mod:`services.query.domain`, written by
-   :func:`batch_writes.apply_batch` in one MongoDB transaction), retrying transient
-   MongoDB errors with backoff and jitter; an event the read model
-   refuses (or that makes our code fail) is found by :mod:`poison`, dead-lettered, and
-   the batch applied without it;
-3. announce the payments written to the reads waiting for them (adapters/projected_signal.py),
-   and bump the Redis cache epoch of every organization that changed (recorded in the
-   batch's transaction until Redis took it, so a crash cannot lose a bump);
-4. only then return, so the consumer commits the batch's offsets only after the read
-   model write (a SIGKILL mid-batch leaves them uncommitted and the batch is projected
-   again, harmlessly).
+"""The projection, the query side's handler of payment events: parse each message, isolate
+the poison, apply the rest in one transaction, announce the writes to the waiting reads,
+bump the changed organizations' cache epochs. It works over ports (services/query/ports.py),
+so it returns only once every message is applied or dead-lettered, and the consumer then
+commits (entrypoints/projector.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from services.query import domain, poison
-from services.query.adapters.batch_writes import AppliedBatch, PendingBumps, RecordedSessions, apply_batch
-from services.query.adapters.read_model import META
-from services.query.bootstrap import QueryRuntime
+from services.query import poison
+from services.query.domain import Outcome
+from services.query.poison import DeadLetterKind
+from services.query.ports import AppliedBatch, DeadLetter, ProjectionStore, Readers
 from services.query.projection_health import StallWatch, event_id_of, report_batch, type_label
 from shared.dlq import dlq_headers
 from shared.events import InvalidEvent, PaymentEvent, parse_event
-from shared.telemetry import (
-    PROJECTION_DEAD_LETTERS,
-    PROJECTION_EVENTS,
-    bind_log_context,
-    log_context,
-)
+from shared.telemetry import PROJECTION_DEAD_LETTERS, PROJECTION_EVENTS, bind_log_context, log_context
 
 log = logging.getLogger("payments.query.projector")
 
 UNTRUSTED_SOURCE = "untrusted source"
 
 
-class Projector:
-    """The batch handler (Kafka records in, read model written).
+class Projection:
+    """``handle(messages)``: Kafka records (topic, partition, offset, key, value, headers)
+    in, read model written. Transient failures are retried with backoff and jitter, and
+    any other failure too while ``health`` (``/readyz``) says the projector is stalled; it
+    raises only while the process stops (``stopping``), so the consuming loop never dies."""
 
-    :meth:`handle` returns only when every message of the batch is applied or
-    dead-lettered: a poison event is isolated (:mod:`poison`), transient failures are
-    retried with backoff and jitter, and any other failure is retried too while
-    ``/readyz`` (``health.check``) and the metrics say the projector is stalled.
-    It never raises, except while the process stops, so the consuming loop never dies.
-    """
-
-    def __init__(self, runtime: QueryRuntime, dead_letter: Any, group: str) -> None:
-        self.runtime = runtime
-        self.meta = runtime.read_model.db[META]  # the projector's bookkeeping beside the pointer
-        self.dead_letter = dead_letter  # async (key, value, headers) -> None
+    def __init__(self, store: ProjectionStore, readers: Readers, dead_letter: DeadLetter, *, group: str,
+                 trusted_sources: set[str]) -> None:
+        self.store = store
+        self.readers = readers
+        self.dead_letter = dead_letter
         self.group = group
+        self.trusted_sources = trusted_sources
         self.pending_bumps: set[str] = set()
-        self.pending = PendingBumps(self.meta, group, uuid.uuid4().hex)
-        self.sessions = RecordedSessions(self.meta, group)
         self.health = StallWatch()
         self.stopping = False
         self._recovered = False
         self._bumps_lock = asyncio.Lock()
-        self.trusted_sources = runtime.settings.trusted_sources()
 
     async def recover(self) -> None:
-        """Abort the transactions a killed predecessor of this consumer group left open
-        (:class:`RecordedSessions`), and take over the cache bumps it had not flushed."""
-        killed = await self.sessions.kill_recorded(self.runtime.mongo)
-        if killed:
-            log.info("aborted transactions of previous projector sessions", extra={"fields": {"sessions": killed}})
-        unflushed = await self.pending.adopt()
+        """Take over what a killed predecessor left: its open transactions, its unflushed bumps."""
+        unflushed = await self.store.recover()
         if unflushed:
             log.info("cache bumps left by a previous projector", extra={"fields": {"organizations": len(unflushed)}})
         self.pending_bumps |= unflushed
@@ -85,7 +56,6 @@ class Projector:
     # ----------------------------------------------------------------- one batch
 
     async def handle(self, messages: Sequence[Any]) -> None:
-        """``messages``: Kafka records (topic, partition, offset, key, value, headers)."""
         settled: set[tuple[int, int]] = set()  # dead-lettered already: not again on a retry
         attempt = 0
         while True:
@@ -97,7 +67,8 @@ class Projector:
                 if self.stopping:
                     raise
                 attempt += 1
-                self.health.failed(exc, attempt, messages[0] if messages else None)
+                self.health.failed(exc, attempt, messages[0] if messages else None,
+                                   transient=self.store.is_transient(exc))
                 await asyncio.sleep(poison.backoff(attempt))
 
     async def _handle(self, messages: Sequence[Any], settled: set[tuple[int, int]]) -> None:
@@ -108,7 +79,7 @@ class Projector:
             try:
                 valid.append((msg, self._parse(msg.value)))
             except InvalidEvent as exc:
-                await self._reject(msg, exc.reason, poison.INVALID)
+                await self._reject(msg, exc.reason, DeadLetterKind.INVALID)
                 settled.add((msg.partition, msg.offset))
 
         async def apply(items: list[tuple[Any, PaymentEvent]], dry_run: bool) -> AppliedBatch:
@@ -116,17 +87,18 @@ class Projector:
 
         async def dead_letter(item: tuple[Any, PaymentEvent], error: BaseException) -> None:
             msg, event = item
-            await self._reject(msg, poison.describe(error), poison.reason_class(error), event)
+            kind = self.store.refusal(error)
+            await self._reject(msg, poison.describe(kind, error), kind, event)
             settled.add((msg.partition, msg.offset))
 
-        valid, result = await poison.apply_without_poison(valid, apply, dead_letter)
+        valid, result = await poison.apply_without_poison(valid, apply, dead_letter, self.store.is_transient)
         if result is not None:
             events = [e for _, e in valid]
             report_batch(events, result.outcomes, result.newest_event_time)
-            # First the reads waiting for these payments (they read MongoDB, not the cache).
-            await self.runtime.cache.announce(
+            # First the reads waiting for these payments (they read the read model, not the cache).
+            await self.readers.announce(
                 (e.organizationid, e.subject) for e, o in zip(events, result.outcomes, strict=True)
-                if o == domain.APPLIED)
+                if o == Outcome.APPLIED)
             async with self._bumps_lock:
                 self.pending_bumps |= result.organizations
         await self.flush_bumps()
@@ -140,27 +112,27 @@ class Projector:
         return event
 
     async def _apply(self, events: list[PaymentEvent], *, dry_run: bool = False) -> AppliedBatch:
-        """Apply (or try) ``events``, retrying transient MongoDB errors; raises any other."""
+        """Apply (or try) ``events``, retrying transient errors; raises any other."""
         attempt = 0
         while True:
             ready = False  # until then a failure is not the events' fault: always retried
             try:
                 if not self._recovered:
                     await self.recover()
-                cols = await self.runtime.read_model.active(fresh=True)
+                await self.store.refresh()
                 ready = True
-                return await apply_batch(self.runtime.mongo, cols, events, self.sessions.record,
-                                         pending=self.pending, dry_run=dry_run)
+                return await self.store.apply(events, dry_run=dry_run)
             except Exception as exc:
-                if self.stopping or (ready and not poison.is_transient(exc)):
+                transient = self.store.is_transient(exc)
+                if self.stopping or (ready and not transient):
                     raise
                 attempt += 1
-                self.health.failed(exc, attempt, None)
+                self.health.failed(exc, attempt, None, transient=transient)
                 await asyncio.sleep(poison.backoff(attempt))
 
-    async def _reject(self, msg: Any, reason: str, kind: str, event: PaymentEvent | None = None) -> None:
+    async def _reject(self, msg: Any, reason: str, kind: DeadLetterKind, event: PaymentEvent | None = None) -> None:
         label = type_label(msg.value, event)
-        result = domain.INVALID if kind == poison.INVALID else domain.DEAD_LETTERED
+        result = Outcome.INVALID if kind is DeadLetterKind.INVALID else Outcome.DEAD_LETTERED
         PROJECTION_EVENTS.labels(label, result).inc()
         headers = dlq_headers(reason, msg.topic, msg.partition, msg.offset, self.group,
                               list(msg.headers or []), kind=kind)
@@ -176,9 +148,8 @@ class Projector:
     # ----------------------------------------------------------------- cache
 
     async def flush_bumps(self) -> None:
-        """Bump the cache epochs of the changed organizations, then forget them
-        (in memory and in the read model). The lock keeps a batch from adding an
-        organization between the bump and the forgetting."""
+        """Bump the cache epochs of the changed organizations, then forget them (here and
+        in the store). The lock keeps a batch from adding one between bump and forgetting."""
         if not self._recovered:  # an idle restarted projector still owes its predecessor's bumps
             try:
                 await self.recover()
@@ -190,8 +161,8 @@ class Projector:
                 return
             orgs = set(self.pending_bumps)
             try:
-                await self.runtime.cache.bump(orgs)
-                await self.pending.remove(orgs)
+                await self.readers.bump(orgs)
+                await self.store.bumped(orgs)
                 self.pending_bumps -= orgs
             except Exception as exc:  # noqa: BLE001 - retried with the next batch or tick
                 log.warning("cache epoch bump failed; will retry", extra={"fields": {"error": repr(exc)[:200]}})

@@ -10,8 +10,8 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 
-from services.query import poison
-from services.query.domain import APPLIED
+from services.query.domain import Outcome
+from services.query.poison import DeadLetterKind
 from shared.events import EventType, PaymentEvent
 from shared.telemetry import (
     PROJECTION_DEAD_LETTERS,
@@ -24,7 +24,7 @@ from shared.telemetry import (
 log = logging.getLogger("payments.query.projector")
 
 KNOWN_TYPES = {t.value: t.short for t in EventType}
-for _reason in poison.REASONS:  # every series exists from the start: increase() alerts see the first one
+for _reason in DeadLetterKind:  # every series exists from the start: increase() alerts see the first one
     PROJECTION_DEAD_LETTERS.labels(_reason)
 
 
@@ -38,7 +38,7 @@ class StallWatch:
         self._failing_since: float | None = None
         self._last_error = ""
 
-    def failed(self, exc: BaseException, attempt: int, first: object | None) -> None:
+    def failed(self, exc: BaseException, attempt: int, first: object | None, *, transient: bool) -> None:
         now = time.monotonic()
         if self._failing_since is None:
             self._failing_since = now
@@ -47,7 +47,7 @@ class StallWatch:
         PROJECTOR_CONSECUTIVE_FAILURES.set(self.failures)
         PROJECTOR_STALLED.set(1 if now - self._failing_since >= self.stall_after else 0)
         where = {"partition": first.partition, "offset": first.offset} if first is not None else {}  # type: ignore[attr-defined]
-        log.warning("projection failed, retrying", exc_info=not poison.is_transient(exc), extra={"fields": {
+        log.warning("projection failed, retrying", exc_info=not transient, extra={"fields": {
             "error": self._last_error, "attempt": attempt, "consecutive_failures": self.failures, **where}})
 
     def progressed(self) -> None:
@@ -78,7 +78,7 @@ def report_batch(events: Sequence[PaymentEvent], outcomes: Sequence[str], newest
     if newest_event_time is not None:
         PROJECTION_LAG.set(max(0.0, time.time() - newest_event_time.timestamp()))
     log.info("projected batch", extra={"fields": {
-        "events": len(events), "applied": list(outcomes).count(APPLIED),
+        "events": len(events), "applied": list(outcomes).count(Outcome.APPLIED),
         "first_event_id": events[0].id, "last_event_id": events[-1].id}})
 
 

@@ -134,7 +134,7 @@ def test_label_values_match_the_code() -> None:
     from services.command.entrypoints import intake_poll as intake
     from services.query import domain
 
-    results = {domain.APPLIED, domain.DUPLICATE, intake.SUCCEEDED, intake.REJECTED, intake.DEAD_LETTERED}
+    results = {domain.Outcome.APPLIED, domain.Outcome.DUPLICATE, intake.SUCCEEDED, intake.REJECTED, intake.DEAD_LETTERED}
     text = DASHBOARD.read_text() + ALERTS.read_text()
     for value in re.findall(r'result=\\?"(\w+)\\?"', text):
         assert value in results | {"invalid"}, value

@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from pymongo import AsyncMongoClient
 
 from devstack.system import RunningSystem, isolated
-from services.query.adapters.read_model import ReadModel
+from services.query.adapters.read_model import MongoReadModel
 from shared.auth import SCOPE_READ, SCOPE_WRITE, cursor_key, mint_token
 from shared.settings import Settings
 
@@ -234,7 +234,7 @@ async def test_reconcile_finds_and_repairs_read_side_drift(system: IntakeSystem)
 
     mongo: AsyncMongoClient = AsyncMongoClient(system.settings.mongo_url, tz_aware=True)
     try:
-        cols = await ReadModel(mongo[system.settings.mongo_db], cursor_key(system.settings)).active(fresh=True)
+        cols = await MongoReadModel(mongo[system.settings.mongo_db], cursor_key(system.settings)).active(fresh=True)
         assert (await cols.payments.delete_one({"organization_id": org, "id": "rec-0"})).deleted_count == 1
         altered = await cols.statistics.find_one_and_update(
             {"organization_id": org, "status": "completed"}, {"$inc": {"sum": 1}})

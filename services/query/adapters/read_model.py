@@ -75,7 +75,7 @@ class Collections:
     statistics: Any
 
 
-class ReadModel:
+class MongoReadModel:
     """The collections of the active generation, and the queries on them."""
 
     POINTER_TTL = 1.0  # seconds a reader trusts its copy of the active-generation pointer
@@ -104,6 +104,9 @@ class ReadModel:
         cols = self.collections(await self.active_generation())
         self._active = (now, cols)
         return cols
+
+    async def generation(self) -> str:
+        return (await self.active()).generation
 
     async def activate(self, generation: str) -> None:
         """Point readers and the projector at ``generation`` (one atomic document write)."""

@@ -1,6 +1,6 @@
 """The read model's queries, pure: the MongoDB filter and sort of a search, the page it
 answers, and the statistics filter and the folding of its buckets into the answer.
-:class:`read_model.ReadModel` runs them; they are unit-tested without MongoDB.
+:class:`read_model.MongoReadModel` runs them; they are unit-tested without MongoDB.
 """
 
 from __future__ import annotations

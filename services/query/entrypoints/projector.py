@@ -9,7 +9,7 @@ here (bench/projector_latency.py, docs/benchmarks.md).
 Per poll: up to ``batch_size`` records (what the fetcher holds already: under a backlog
 batches fill by themselves, and a lone event never waits), plus, with ``batch_wait``,
 one more poll of that many seconds for the rest. The batch is handed to
-:class:`~services.query.projection.Projector`, which returns only once every
+the projection (:class:`~services.query.projection.Projection`), which returns only once every
 record is applied or dead-lettered; only then are its offsets committed. A SIGKILL
 in between re-delivers the batch, and projecting it again changes nothing.
 
@@ -27,8 +27,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from services.query.bootstrap import ops_checks, query_runtime
-from services.query.projection import Projector
+from services.query.bootstrap import ops_checks, projection, query_runtime
+from services.query.projection import Projection
 from shared.kafka import ensure_topics, event_topics, group_consumer, partition_offsets, producer_options, stop_clients
 from shared.ops import serving, until_stopped
 from shared.settings import Settings
@@ -49,7 +49,7 @@ class _FinishBatchBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class ProjectorConsumer:
-    """``handle(records)`` is the Projector's; ``run(stop)`` consumes until ``stop`` is set."""
+    """``handle(records)`` is the projection's; ``run(stop)`` consumes until ``stop`` is set."""
 
     def __init__(self, settings: Settings, group: str, *, batch_size: int = 500, batch_wait: float = 0.0,
                  fetch_max_wait_ms: int | None = None) -> None:
@@ -123,7 +123,7 @@ class ProjectorConsumer:
 BUMP_RETRY_SECONDS = 1.0  # how often cache-epoch bumps that failed are tried again
 
 
-async def _retry_bumps(projector: Projector) -> None:
+async def _retry_bumps(projector: Projection) -> None:
     while True:
         await asyncio.sleep(BUMP_RETRY_SECONDS)
         await projector.flush_bumps()
@@ -142,7 +142,7 @@ async def run_projector(settings: Settings, *, group: str | None = None, batch_s
         await runtime.read_model.ensure_indexes()
         consumer = ProjectorConsumer(settings, group, batch_size=batch_size, batch_wait=batch_wait,
                                      fetch_max_wait_ms=fetch_max_wait_ms)
-        projector = Projector(runtime, consumer.dead_letter, group)
+        projector = projection(runtime, consumer.dead_letter, group)
 
         async def kafka_topics() -> None:  # not ready while the deployment has not created them
             await ensure_topics(settings.kafka_bootstrap, event_topics(settings), create=False)

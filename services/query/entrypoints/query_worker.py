@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from services.query.bootstrap import ops_checks, query_runtime
-from services.query.temporal.worker import create_worker
+from services.query.temporal.worker import build_worker
 from shared.ops import serving, until_stopped
 from shared.settings import Settings
 from shared.temporal import connect
@@ -24,7 +24,7 @@ async def run_query_worker(settings: Settings, max_concurrent: int = 200) -> Non
 
         checks = {**ops_checks(runtime), "temporal": temporal}
         async with serving("payments query worker", settings.host, settings.query_worker_metrics_port, checks), \
-                create_worker(client, runtime, settings, max_concurrent):
+                build_worker(client, runtime.handlers, settings, max_concurrent):
             log.info("query worker started", extra={"fields": {"task_queue": settings.query_task_queue}})
             await until_stopped()
             log.info("query worker stopping")

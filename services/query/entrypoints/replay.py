@@ -26,10 +26,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.query import domain, poison
+from services.query import poison
+from services.query.adapters import mongo_errors
 from services.query.adapters.batch_writes import AppliedBatch, apply_batch
-from services.query.adapters.read_model import Collections, ReadModel
+from services.query.adapters.read_model import Collections, MongoReadModel
 from services.query.bootstrap import query_runtime
+from services.query.domain import Outcome
 from shared.events import InvalidEvent, PaymentEvent, parse_event
 from shared.settings import Settings
 
@@ -88,18 +90,18 @@ async def _consume(consumer: AIOKafkaConsumer, mongo: Any, cols: Collections, en
                 try:
                     events.append(parse_event(msg.value))
                 except InvalidEvent:
-                    counts[domain.INVALID] += 1
+                    counts[Outcome.INVALID] += 1
 
             async def apply(items: list[PaymentEvent], dry_run: bool) -> AppliedBatch:
                 return await apply_batch(mongo, cols, items, dry_run=dry_run)
 
             async def skip(event: PaymentEvent, error: BaseException) -> None:
                 # the live projector dead-lettered it; a rebuild must not stop on it either
-                counts[domain.DEAD_LETTERED] += 1
+                counts[Outcome.DEAD_LETTERED] += 1
                 log.warning("event the read model refuses, skipped", extra={"fields": {
-                    "event_id": event.id, "reason": poison.describe(error)[:300]}})
+                    "event_id": event.id, "reason": poison.describe(mongo_errors.refusal(error), error)[:300]}})
 
-            _, result = await poison.apply_without_poison(events, apply, skip)
+            _, result = await poison.apply_without_poison(events, apply, skip, mongo_errors.is_transient)
             for outcome in result.outcomes if result is not None else ():
                 counts[outcome] += 1
             progress.advance(len(messages))
@@ -112,7 +114,7 @@ async def run_replay(settings: Settings, *, idle: float = 3.0, batch_size: int =
                      progress: bool = True) -> str:
     """Rebuild the read model into a new generation (module docstring); returns a summary."""
     async with query_runtime(settings) as runtime:
-        rm: ReadModel = runtime.read_model
+        rm: MongoReadModel = runtime.read_model
         old = await rm.active_generation()
         new = f"r{int(time.time())}{uuid.uuid4().hex[:6]}"
         cols = rm.collections(new)
@@ -120,7 +122,7 @@ async def run_replay(settings: Settings, *, idle: float = 3.0, batch_size: int =
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
                                     group_id=None, auto_offset_reset="earliest")
         await consumer.start()
-        counts = {domain.APPLIED: 0, domain.DUPLICATE: 0, domain.INVALID: 0, domain.DEAD_LETTERED: 0}
+        counts = dict.fromkeys(Outcome, 0)
         try:
             tps = await _partitions(consumer, settings.events_topic)
             consumer.assign(tps)
@@ -141,7 +143,7 @@ async def run_replay(settings: Settings, *, idle: float = 3.0, batch_size: int =
             finally:
                 bar.stop()
             if not keep_old and old != new:
-                await asyncio.sleep(max(0.0, 2 * ReadModel.POINTER_TTL - (time.monotonic() - switched)))
+                await asyncio.sleep(max(0.0, 2 * MongoReadModel.POINTER_TTL - (time.monotonic() - switched)))
                 await rm.drop(old)
         finally:
             await consumer.stop()

@@ -5,14 +5,14 @@ from __future__ import annotations
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from services.query.bootstrap import QueryRuntime
+from services.query.handlers import QueryHandlers
 from services.query.temporal.activities import QueryActivities
 from services.query.temporal.workflows import PaymentQueryWorkflow
 from shared.settings import Settings
 
 
-def create_worker(client: Client, runtime: QueryRuntime, settings: Settings, max_concurrent: int = 200) -> Worker:
-    acts = QueryActivities(runtime.handlers)
+def build_worker(client: Client, handlers: QueryHandlers, settings: Settings, max_concurrent: int = 200) -> Worker:
+    acts = QueryActivities(handlers)
     return Worker(
         client,
         task_queue=settings.query_task_queue,

@@ -19,8 +19,7 @@ from prometheus_client import REGISTRY
 from services.query.adapters import batch_writes
 from services.query.adapters.cache import epoch_key
 from services.query.adapters.read_model import META
-from services.query.bootstrap import query_runtime
-from services.query.projection import Projector
+from services.query.bootstrap import projection, query_runtime
 from shared.dlq import dlq_headers
 from shared.net import free_port
 from shared.ops import ops_app
@@ -134,7 +133,7 @@ async def test_a_bug_on_one_event_dead_letters_it_and_projection_continues(qsett
     events = [raw_event(f"b{i}", "org-b", amount=10 + i) for i in range(40)]
     events.insert(17, raw_event("bug-1", "org-b"))
     before = _sample("payments_projection_dead_letters_total", reason="error")
-    projector = Projector(runtime, dead_letters, "g-test")
+    projector = projection(runtime, dead_letters, "g-test")
     await projector.handle(_messages(qsettings.events_topic, events))
 
     cols = await runtime.read_model.active(fresh=True)
@@ -158,7 +157,7 @@ async def test_a_projector_that_cannot_progress_says_so(qsettings, dead_letters)
 
 
 async def _stalls(qsettings, dead, dead_letters) -> None:  # noqa: ANN001
-    projector = Projector(dead, dead_letters, "g-stall")
+    projector = projection(dead, dead_letters, "g-stall")
     projector.health.stall_after = 0.5
     task = asyncio.create_task(projector.handle(_messages(qsettings.events_topic, [raw_event("s1")])))
 
@@ -192,19 +191,19 @@ async def test_cache_bumps_survive_a_projector_crash_while_redis_is_down(qsettin
     assert first.status_code == 200 and first.json()["data"] == []  # cached now
     async with query_runtime(qsettings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})) \
             as redis_down:
-        crashed = Projector(redis_down, dead_letters, "g-bump")
+        crashed = projection(redis_down, dead_letters, "g-bump")
         await crashed.handle(_messages(qsettings.events_topic, [raw_event("c1", "org-c")]))
         assert crashed.pending_bumps == {"org-c"}, "Redis was down: the bump must still be pending"
     del crashed  # SIGKILL: its memory is gone
     stale = await api.get(search, headers=auth("org-c"))
     assert stale.json()["data"] == [], "the test needs a cached answer older than the read model"
 
-    restarted = Projector(runtime, dead_letters, "g-bump")
+    restarted = projection(runtime, dead_letters, "g-bump")
     await restarted.flush_bumps()  # its 1 s timer, before any event arrives
     fresh = await api.get(search, headers=auth("org-c"))
     assert [p["id"] for p in fresh.json()["data"]] == ["c1"]
     assert int(await runtime.cache.redis.get(epoch_key(runtime.cache.prefix, "org-c"))) >= 1
-    assert await restarted.pending.load() == set()
+    assert await restarted.store.pending.load() == set()
     left = await runtime.read_model.db[META].count_documents(
         {"_id": {"$regex": "^pending-bumps:g-bump:"}, "orgs": {"$ne": []}})
     assert left == 0, "the crashed projector's record must be taken over, then cleared"

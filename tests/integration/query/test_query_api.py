@@ -11,11 +11,11 @@ from hypothesis import settings as hsettings
 
 from services.query.adapters.batch_writes import apply_batch
 from services.query.adapters.cache import epoch_key
-from services.query.adapters.read_model import ReadModel
+from services.query.adapters.read_model import MongoReadModel
 from services.query.bootstrap import query_runtime
 from services.query.queries import SearchQuery, StatisticsQuery
 from services.query.temporal.client import PaymentQueryClient
-from services.query.temporal.worker import create_worker
+from services.query.temporal.worker import build_worker
 from shared.events import EventType, new_event
 from shared.payment import PaymentStatus
 from shared.telemetry import CACHE_ERRORS, QUERIES
@@ -138,7 +138,7 @@ async def test_queries_answer_with_redis_down(qsettings, runtime, auth):
 async def test_temporal_query_workflow_answers_like_http(qsettings, runtime, api, auth):
     await seed(runtime, payments_of("org-a", 5))
     client = await connect(qsettings, with_metrics=False)
-    async with create_worker(client, runtime, qsettings):
+    async with build_worker(client, runtime.handlers, qsettings):
         facade = PaymentQueryClient(client, qsettings.query_task_queue)
         via_temporal = await facade.search_payments("org-a", SearchQuery(limit=3, sort="amount"))
         via_http = (await api.get("/v1/payments", params={"limit": 3, "sort": "amount"}, headers=auth("org-a"))).json()
@@ -175,7 +175,7 @@ async def test_a_crash_between_two_writes_leaves_nothing_half_written(runtime):
 @given(case=deliveries(max_payments=4))
 async def test_property_on_real_mongodb(runtime, case):  # noqa: ANN001
     lives, batches = case
-    rm: ReadModel = runtime.read_model
+    rm: MongoReadModel = runtime.read_model
     generation = f"h{uuid.uuid4().hex[:8]}"
     cols = rm.collections(generation)
     await rm.ensure_indexes(cols)
