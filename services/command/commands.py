@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.payment import MAX_ID_LENGTH, PaymentCommand, PaymentSnapshot
+from shared.payment import MAX_ID_LENGTH, PaymentAction, PaymentSnapshot
 
 # --------------------------------------------------------------------------- commands
 
@@ -59,7 +59,7 @@ class ModifyPayment(CommandBase):
     """A command on an existing payment: update, a status transition or delete."""
 
     kind: Literal["modify"] = "modify"
-    action: PaymentCommand
+    action: PaymentAction
     payment_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     expected_version: int | None = Field(default=None, ge=1)
     # update only: the fields to change (None = unchanged)

@@ -16,9 +16,9 @@ from pydantic import ValidationError
 from services.command.commands import CreatePayment, ModifyPayment, Rejected, RejectionKind
 from shared.events import EventType, PaymentEvent, describe_validation_error, new_event
 from shared.payment import (
-    COMMAND_TARGET,
+    ACTION_TARGET,
     INITIAL_STATUS,
-    PaymentCommand,
+    PaymentAction,
     PaymentSnapshot,
     is_allowed,
     rejection_reason,
@@ -68,7 +68,7 @@ def decide_create(cmd: CreatePayment, now: datetime) -> Decision:
 
 def validate_update_fields(cmd: ModifyPayment) -> None:
     """Field checks of an update that need no current state (run in the workflow)."""
-    if cmd.action is not PaymentCommand.UPDATE:
+    if cmd.action is not PaymentAction.UPDATE:
         return
     requested = {name: getattr(cmd, name) for name in UPDATABLE_FIELDS if getattr(cmd, name) is not None}
     if not requested:
@@ -93,14 +93,14 @@ def decide_modify(current: PaymentSnapshot | None, cmd: ModifyPayment, now: date
     validate_update_fields(cmd)
     values = current.model_dump()
     values.update(version=current.version + 1, updated_at=now)
-    if cmd.action is PaymentCommand.UPDATE:
+    if cmd.action is PaymentAction.UPDATE:
         values.update({n: getattr(cmd, n) for n in UPDATABLE_FIELDS if getattr(cmd, n) is not None})
         event_type = EventType.UPDATED
-    elif cmd.action is PaymentCommand.DELETE:
+    elif cmd.action is PaymentAction.DELETE:
         values["deleted_at"] = now
         event_type = EventType.DELETED
     else:
-        values["status"] = COMMAND_TARGET[cmd.action]
+        values["status"] = ACTION_TARGET[cmd.action]
         event_type = EventType.STATUS_CHANGED
     snapshot = _snapshot(values)
     changes = {

@@ -131,7 +131,7 @@ async def test_facade_commands_and_queries_over_temporal(system: Settings) -> No
     from services.command.commands import CreatePayment, ModifyPayment, Rejected
     from services.facade import PaymentCqsService
     from services.query.queries import SearchQuery, StatisticsQuery
-    from shared.payment import PaymentCommand
+    from shared.payment import PaymentAction
 
     cqs = await PaymentCqsService.connect(system)
     payment_id = f"facade-{uuid.uuid4().hex[:8]}"
@@ -142,11 +142,11 @@ async def test_facade_commands_and_queries_over_temporal(system: Settings) -> No
     assert (await cqs.process_command(create)).payment == result.payment  # a retry: same result
 
     complete = ModifyPayment(command_id=f"complete-{payment_id}", organization_id="org-facade",
-                             action=PaymentCommand.COMPLETE, payment_id=payment_id, expected_version=1)
+                             action=PaymentAction.COMPLETE, payment_id=payment_id, expected_version=1)
     assert await cqs.process_command_async(complete) == cqs.workflow_id(complete)
     with pytest.raises(Rejected):
         await cqs.process_command(ModifyPayment(
-            command_id=f"update-{payment_id}", organization_id="org-facade", action=PaymentCommand.UPDATE,
+            command_id=f"update-{payment_id}", organization_id="org-facade", action=PaymentAction.UPDATE,
             payment_id=payment_id, amount=-5))
 
     # The projection is asynchronous: the started command's result (the same workflow) is

@@ -11,7 +11,7 @@ import pytest
 
 from services.command.commands import CommandBatch, CommandResult, CreatePayment, ModifyPayment, Rejected, RejectionKind
 from services.command.temporal.group_commit import GroupCommit, QueuedTooLong
-from shared.payment import PaymentCommand
+from shared.payment import PaymentAction
 from tests.support.fake_temporal import BATCHES, Engine
 
 ORG = "org-a"
@@ -22,7 +22,7 @@ def create_cmd(command_id: str, payment_id: str) -> CreatePayment:
 
 
 def complete_cmd(command_id: str, payment_id: str) -> ModifyPayment:
-    return ModifyPayment(command_id=command_id, organization_id=ORG, action=PaymentCommand.COMPLETE,
+    return ModifyPayment(command_id=command_id, organization_id=ORG, action=PaymentAction.COMPLETE,
                          payment_id=payment_id)
 
 

@@ -21,7 +21,7 @@ from services.command.entrypoints.intake_contract import (
     result_event,
 )
 from services.command.entrypoints.problems import Problem
-from shared.payment import PaymentCommand
+from shared.payment import PaymentAction
 
 
 def envelope(kind: str = "create", **fields: Any) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def test_create_without_subject_derives_the_payment_id_per_organization() -> Non
 @pytest.mark.parametrize("action", ["complete", "fail", "cancel", "refund", "delete"])
 def test_transitions_carry_the_optional_expected_version(action: str) -> None:
     cmd = parse_command(raw(envelope(action, subject="pay-1", data={"expected_version": 2})))
-    assert cmd == ModifyPayment(command_id="cmd-1", organization_id="org-a", action=PaymentCommand(action),
+    assert cmd == ModifyPayment(command_id="cmd-1", organization_id="org-a", action=PaymentAction(action),
                                 payment_id="pay-1", expected_version=2)
     assert parse_command(raw(envelope(action, subject="pay-1", data=None))).expected_version is None
 
@@ -64,7 +64,7 @@ def test_transitions_carry_the_optional_expected_version(action: str) -> None:
 def test_update_takes_the_patch_fields() -> None:
     cmd = parse_command(raw(envelope("update", subject="pay-1", data={"amount": 7, "description": "x"})))
     assert isinstance(cmd, ModifyPayment)
-    assert (cmd.action, cmd.amount, cmd.description, cmd.metadata) == (PaymentCommand.UPDATE, 7, "x", None)
+    assert (cmd.action, cmd.amount, cmd.description, cmd.metadata) == (PaymentAction.UPDATE, 7, "x", None)
 
 
 @pytest.mark.parametrize(("value", "reason"), [

@@ -33,7 +33,7 @@ from services.command.entrypoints.bodies import (
 )
 from services.command.entrypoints.problems import Problem, invalid_body
 from shared.events import describe_validation_error, structured_cloudevent
-from shared.payment import MAX_ID_LENGTH, PaymentCommand, PaymentSnapshot
+from shared.payment import MAX_ID_LENGTH, PaymentAction, PaymentSnapshot
 
 COMMAND_TYPE_PREFIX = "com.gyroscops.payment.command."
 # Payment ids derived from a create's command id (no subject) live in their own namespace.
@@ -173,7 +173,7 @@ def parse_command(raw: bytes | None) -> Command:
     if envelope.subject is None:
         raise InvalidCommand(cid, org, None, f"subject: the payment id is required for {envelope.type.short}")
     fields = data.model_dump(exclude_unset=True)
-    return ModifyPayment(command_id=cid, organization_id=org, action=PaymentCommand(envelope.type.short),
+    return ModifyPayment(command_id=cid, organization_id=org, action=PaymentAction(envelope.type.short),
                          payment_id=envelope.subject, **fields)
 
 

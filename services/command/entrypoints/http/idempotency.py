@@ -33,7 +33,7 @@ from fastapi.responses import Response
 
 from services.command.ports import IdempotencyRecords
 from shared.http import ProblemError
-from shared.payment import PaymentCommand
+from shared.payment import PaymentAction
 
 ID_NAMESPACE = uuid.UUID("3f8a4f8e-5d1c-4c3e-9a43-6f1f2b8c9d01")
 
@@ -73,7 +73,7 @@ def batch_item_ids(batch_id: str, index: int, keyed: bool, chosen_id: str | None
     return payment_id, f"{batch_id}.{index}"
 
 
-def modify_command_id(action: PaymentCommand, payment_id: str, key: str | None, expected: int | None,
+def modify_command_id(action: PaymentAction, payment_id: str, key: str | None, expected: int | None,
                       request_hash: str) -> str:
     if key:
         return f"{action}-{payment_id}-k{digest(key)[:16]}"

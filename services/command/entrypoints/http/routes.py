@@ -41,7 +41,7 @@ from services.command.entrypoints.problems import Problem, problem_of
 from services.command.temporal.client import CommandFailed, CommandPending, workflow_id
 from shared.auth import SCOPE_WRITE, Principal, require_scope
 from shared.http import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, ProblemError, problem_response
-from shared.payment import PaymentCommand
+from shared.payment import PaymentAction
 from shared.payment_view import Payment
 from shared.telemetry import bind_log_context, log_context
 
@@ -162,7 +162,7 @@ async def create_batch(
 
 
 async def _modify(
-    request: Request, principal: Principal, action: PaymentCommand, payment_id: str,
+    request: Request, principal: Principal, action: PaymentAction, payment_id: str,
     if_match: str | None, idempotency_key: str | None, prefer: str | None,
     body: UpdatePaymentRequest | None = None,
 ) -> Response:
@@ -188,11 +188,11 @@ async def update_payment(
 ) -> Response:
     """Change amount, description and/or metadata while the payment is `processing`.
     Send `If-Match` with the version you read: a stale version is a 412 and nothing changes."""
-    return await _modify(request, principal, PaymentCommand.UPDATE, payment_id, if_match, idempotency_key,
+    return await _modify(request, principal, PaymentAction.UPDATE, payment_id, if_match, idempotency_key,
                          prefer, body)
 
 
-def _transition_route(action: PaymentCommand, summary: str) -> None:
+def _transition_route(action: PaymentAction, summary: str) -> None:
     async def transition(
         payment_id: PaymentId, request: Request, principal: Writer,
         if_match: IfMatch = None, idempotency_key: IdempotencyKey = None, prefer: Prefer = None,
@@ -207,10 +207,10 @@ def _transition_route(action: PaymentCommand, summary: str) -> None:
     )
 
 
-_transition_route(PaymentCommand.COMPLETE, "Complete a processing payment")
-_transition_route(PaymentCommand.FAIL, "Mark a processing payment failed")
-_transition_route(PaymentCommand.CANCEL, "Cancel a processing payment")
-_transition_route(PaymentCommand.REFUND, "Refund a completed payment")
+_transition_route(PaymentAction.COMPLETE, "Complete a processing payment")
+_transition_route(PaymentAction.FAIL, "Mark a processing payment failed")
+_transition_route(PaymentAction.CANCEL, "Cancel a processing payment")
+_transition_route(PaymentAction.REFUND, "Refund a completed payment")
 
 
 @router.delete(
@@ -223,7 +223,7 @@ async def delete_payment(
 ) -> Response:
     """Soft-delete a payment (refused for completed and refunded payments: 409). Answers
     with the deleted payment (`deleted_at` set)."""
-    return await _modify(request, principal, PaymentCommand.DELETE, payment_id, if_match, idempotency_key, prefer)
+    return await _modify(request, principal, PaymentAction.DELETE, payment_id, if_match, idempotency_key, prefer)
 
 
 @router.get(
