@@ -77,6 +77,7 @@ async def serve(variant: str, port: int) -> None:
     from services.command.bootstrap import command_runtime
     from services.command.commands import CommandResult, CreatePayment
     from services.command.entrypoints.http.app import create_app
+    from services.command.temporal.registry import Route
 
     settings = CommandSettings()
     naive = variant == "naive"  # the other variants differ only in their PAYMENTS_* environment
@@ -89,7 +90,7 @@ async def serve(variant: str, port: int) -> None:
             return
         acts = NaiveActivities(runtime.store, settings.event_source)
         client = getattr(runtime.commands, "client", runtime.commands)  # group commit wraps the client
-        client.routes[CreatePayment] = (NaiveCreatePaymentWorkflow.run, CommandResult)
+        client.routes[CreatePayment] = Route(CreatePayment, NaiveCreatePaymentWorkflow, CommandResult)
         async with Worker(runtime.temporal, task_queue=settings.command_task_queue,
                           workflows=[NaiveCreatePaymentWorkflow],
                           activities=[acts.validate, acts.execute, acts.publish]):

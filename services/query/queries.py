@@ -1,4 +1,5 @@
-"""Typed inputs and outputs of the query side, shared by HTTP, Temporal and the handlers."""
+"""The query side's language: typed queries and their answers, shared by HTTP, the
+handlers and Temporal (whose query workflows take one of the ``*Input`` below each)."""
 
 from __future__ import annotations
 
@@ -164,3 +165,22 @@ class Statistics(BaseModel):
     by_status: dict[str, int] = Field(description="Payment count per status, all currencies")
     currencies: list[CurrencyStatistics] = Field(description="Money figures per currency (never summed across)")
 
+
+# --------------------------------------------------------------------------- Temporal inputs
+
+
+class ReadInput(BaseModel):
+    organization_id: str
+    consistent_with: list[str] = Field(default_factory=list, description="Consistency tokens to reflect")
+
+
+class SearchInput(ReadInput):
+    query: SearchQuery
+
+
+class GetInput(ReadInput):
+    payment_id: str
+
+
+class StatisticsInput(ReadInput):
+    query: StatisticsQuery

@@ -16,42 +16,26 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from services.command.adapters.store import PaymentStore
 from services.command.commands import (
-    BulkCreatePayments,
     BulkCreateResult,
     Command,
     CommandBatch,
-    CommandBatchResult,
     CommandResult,
     CommandState,
     CreatePayment,
-    ModifyPayment,
     Rejected,
-    RejectionKind,
     command_type,
 )
+from services.command.temporal import registry
+from services.command.temporal.failures import rejection_of
 from services.command.temporal.local_results import LocalResults
-from services.command.temporal.workflows import (
-    BulkCreatePaymentsWorkflow,
-    CommandBatchWorkflow,
-    CreatePaymentWorkflow,
-    ModifyPaymentWorkflow,
-)
 from shared.consistency import ConsistencyTokens
 from shared.telemetry import COMMAND_DURATION, COMMANDS
 
-_ROUTES: dict[type, tuple[Any, type]] = {
-    CreatePayment: (CreatePaymentWorkflow.run, CommandResult),
-    ModifyPayment: (ModifyPaymentWorkflow.run, CommandResult),
-    BulkCreatePayments: (BulkCreatePaymentsWorkflow.run, BulkCreateResult),
-    CommandBatch: (CommandBatchWorkflow.run, CommandBatchResult),
-}
-_RESULT_BY_WORKFLOW_TYPE = {"CreatePayment": CommandResult, "ModifyPayment": CommandResult,
-                            "BulkCreatePayments": BulkCreateResult}
 _FAILED = {WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TIMED_OUT,
            WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.CANCELED}
 
@@ -79,17 +63,6 @@ class CommandPending(Exception):
     def __init__(self, command_id: str) -> None:
         super().__init__(command_id)
         self.command_id = command_id
-
-
-def rejection_from(error: BaseException) -> Rejected | None:
-    """The business rejection carried by a workflow failure, if it is one."""
-    cause = error.cause if isinstance(error, WorkflowFailureError) else error
-    while cause is not None and not isinstance(cause, ApplicationError):
-        cause = cause.__cause__
-    if not isinstance(cause, ApplicationError) or cause.type not in RejectionKind.__members__.values():
-        return None
-    details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
-    return Rejected(RejectionKind(cause.type), cause.message, current_version=details.get("current_version"))
 
 
 @contextlib.contextmanager
@@ -134,15 +107,15 @@ class PaymentCommandClient:
         # With a worker in this process, results come straight from its activities.
         self.local_results = LocalResults(local_result_wait) if local_results else None
         self.tokens = tokens
-        # Command type -> (workflow run method, result type); the benchmark swaps in its
+        # Command type -> its route (temporal/registry.py); the benchmark swaps in its
         # naive workflow here.
-        self.routes: dict[type, tuple[Any, type]] = dict(_ROUTES)
+        self.routes: dict[type, registry.Route] = dict(registry.BY_COMMAND)
 
     async def start(self, command: Command | CommandBatch, delay: float | None = None, *,
                     wake: bool = False) -> WorkflowHandle[Any, Any]:
         """Start the command's workflow, or attach to it; with ``delay``, its first task waits
         that many seconds unless :meth:`wake` comes first."""
-        run, _ = self.routes[type(command)]
+        run = self.routes[type(command)].workflow.run
         wid = _workflow_id_of(command)
         memo = None
         if isinstance(command, CommandBatch):  # what the Temporal UI shows the batch ran
@@ -195,7 +168,7 @@ class PaymentCommandClient:
             assert not isinstance(command, CommandBatch)  # a batch is awaited without a timeout
             raise CommandPending(command.command_id) from None
         except WorkflowFailureError as err:
-            rejection = rejection_from(err)
+            rejection = rejection_of(err)
             if rejection is None:
                 what = f"batch {command.batch_id}" if isinstance(command, CommandBatch) else f"command {command.command_id}"
                 raise CommandFailed(f"{what} failed: {err.cause or err}") from err
@@ -230,10 +203,10 @@ class PaymentCommandClient:
             try:
                 await handle.result()
             except WorkflowFailureError as err:
-                return CommandState.FAILED, rejection_from(err) or CommandFailed(str(err.cause or err))
+                return CommandState.FAILED, rejection_of(err) or CommandFailed(str(err.cause or err))
             return CommandState.FAILED, CommandFailed(f"command ended as {desc.status.name.lower()}")
-        result_type = _RESULT_BY_WORKFLOW_TYPE.get(desc.workflow_type, CommandResult)
-        return CommandState.COMPLETED, self.stamped(result_type.model_validate(await handle.result()))
+        route = registry.BY_WORKFLOW_TYPE.get(desc.workflow_type, registry.BY_COMMAND[CreatePayment])
+        return CommandState.COMPLETED, self.stamped(route.result.model_validate(await handle.result()))
 
     async def _stored_status(self, org: str, command_id: str) -> tuple[CommandState, Any] | None:
         """Temporal does not know the id (batched, or past retention): the write store may."""

@@ -72,7 +72,8 @@ def query_worker(
     max_concurrent: int = typer.Option(200, "--max-concurrent", help="Concurrent activities and workflow tasks."),
     log_level: str = LOG_LEVEL,
 ) -> None:
-    """Run the Temporal worker of PaymentQueryWorkflow on task queue payments-queries.
+    """Run the Temporal worker of the query workflows (search, get, statistics) on task queue
+    payments-queries.
 
     Ops endpoints on PAYMENTS_QUERY_WORKER_METRICS_PORT (9104).
     """

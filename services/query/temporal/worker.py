@@ -1,4 +1,4 @@
-"""The query worker: ``PaymentQueryWorkflow`` and its activities on ``payments-queries``."""
+"""The query worker: the registry's workflows and activities on ``payments-queries``."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from services.query.handlers import QueryHandlers
+from services.query.temporal import registry
 from services.query.temporal.activities import QueryActivities
-from services.query.temporal.workflows import PaymentQueryWorkflow
 from shared.settings import Settings
 
 
@@ -16,8 +16,8 @@ def build_worker(client: Client, handlers: QueryHandlers, settings: Settings, ma
     return Worker(
         client,
         task_queue=settings.query_task_queue,
-        workflows=[PaymentQueryWorkflow],
-        activities=[acts.search, acts.get, acts.statistics],
+        workflows=registry.WORKFLOWS,
+        activities=registry.activities(acts),
         max_concurrent_activities=max_concurrent,
         max_concurrent_local_activities=max_concurrent,
         max_concurrent_workflow_tasks=max_concurrent,
