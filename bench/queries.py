@@ -60,7 +60,7 @@ async def main(n: int) -> None:
         for i in range(0, len(events), 500):
             await apply_batch(runtime.mongo, cols, events[i:i + 500])
         q = SearchQuery(limit=20, sort="-created_at")
-        uncached = QueryHandlers(runtime.read_model, None)
+        uncached = QueryHandlers(runtime.read_model, None, max_wait=runtime.settings.read_wait_seconds)
         await runtime.cache.redis.set("bench:raw", (await runtime.handlers.search("org-1", q)).model_dump_json())
         flt = search_filter("org-1", q)
         print(f"search (org-1 of 1000 payments, limit 20), n={n}")

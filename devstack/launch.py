@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from .binaries import INSTALL_HINT
 from .endpoints import HOST, SERVICES, Endpoints, StackError
+from .pids_and_ports import PREEXEC_DIE_WITH_PARENT
 from .postgres import prepare_postgres
-from .processes import PREEXEC_DIE_WITH_PARENT
 
 
 @dataclass

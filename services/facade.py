@@ -14,8 +14,8 @@ by the HTTP APIs (lower latency, see docs/benchmarks.md).
 
 Read-your-writes: every read takes ``consistent_with=`` a command result (or its
 ``consistency_token``, or several of either) and answers only once the read model
-reflects those writes, waiting at most ``PAYMENTS_READ_WAIT_SECONDS`` (5 s by default)
-before raising ``NotCaughtUp``:
+reflects those writes, waiting at most ``PAYMENTS_READ_WAIT_SECONDS`` before raising
+``NotCaughtUp``:
 
     result = await cqs.process_command(CreatePayment(...))
     page = await cqs.search_payments("acme", SearchQuery(), consistent_with=result)  # sees it
@@ -31,9 +31,10 @@ from datetime import timedelta
 
 from services.command.commands import BulkCreateResult, Command, CommandResult
 from services.command.temporal.client import PaymentCommandClient, workflow_id
-from services.query.queries import PaymentView, SearchQuery, SearchResult, Statistics, StatisticsQuery
+from services.query.queries import SearchQuery, SearchResult, Statistics, StatisticsQuery
 from services.query.temporal.client import PaymentQueryClient
 from shared.consistency import ConsistencyTokens
+from shared.payment_view import Payment
 from shared.settings import Settings
 from shared.temporal import connect
 
@@ -90,7 +91,7 @@ class PaymentCqsService:
         return await self.queries.search_payments(organization_id, query, tokens_of(consistent_with))
 
     async def get_payment(self, organization_id: str, payment_id: str, *,
-                          consistent_with: ConsistentWith = None) -> PaymentView | None:
+                          consistent_with: ConsistentWith = None) -> Payment | None:
         """The payment or None; with ``consistent_with`` it reflects those command results."""
         return await self.queries.get_payment(organization_id, payment_id, tokens_of(consistent_with))
 

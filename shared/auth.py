@@ -32,7 +32,7 @@ import jwt
 from fastapi import Depends, FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.http import ProblemError, problem_response
+from shared.http import ProblemError, problem_response, retry_after
 from shared.settings import DEV_JWT_SECRET, Settings, get_settings
 
 SCOPE_READ = "payments:read"
@@ -149,7 +149,7 @@ class JwksKeys:
             except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
                 if not self._keys:
                     raise ProblemError(503, "Service Unavailable", "the identity provider's key set cannot be read",
-                                       type_="jwks-unavailable", headers={"Retry-After": "5"}) from exc
+                                       type_="jwks-unavailable", headers=retry_after("jwks-unavailable")) from exc
                 return  # keep the keys we have; retried after min_refresh_seconds
             finally:
                 self._fetched_at = time.monotonic()

@@ -25,7 +25,11 @@ MAX_METADATA_KEYS = 50
 MAX_METADATA_KEY_LENGTH = 64
 MAX_METADATA_VALUE_LENGTH = 500
 MAX_METADATA_BYTES = 16384  # the whole map, encoded as compact UTF-8 JSON
-MAX_ID_LENGTH = 128
+MAX_ID_LENGTH = 128  # organization and user ids; a stored snapshot's id (events are history)
+# A payment id wherever a client or producer names one (HTTP paths and bodies, Kafka
+# subjects, commands, the facade): the one rule.
+MAX_PAYMENT_ID_LENGTH = 64
+PAYMENT_ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{MAX_PAYMENT_ID_LENGTH - 1}}}$"
 # Numbers must fit a signed 64-bit integer (MongoDB's widest integer; BSON refuses more).
 MIN_NUMBER = -(2**63)
 MAX_NUMBER = 2**63 - 1

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.payment import MAX_ID_LENGTH, PaymentAction, PaymentSnapshot
+from shared.payment import MAX_ID_LENGTH, PAYMENT_ID_PATTERN, PaymentAction, PaymentSnapshot
 
 # --------------------------------------------------------------------------- commands
 
@@ -45,7 +45,7 @@ class CommandBase(BaseModel):
 
 class CreatePayment(CommandBase):
     kind: Literal["create"] = "create"
-    payment_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    payment_id: str = Field(pattern=PAYMENT_ID_PATTERN)
     user_id: str | None = None
     # Deliberately loose here: the rules validate, so that a non-HTTP caller of the facade
     # gets the same typed rejection as the API.
@@ -60,7 +60,7 @@ class ModifyPayment(CommandBase):
 
     kind: Literal["modify"] = "modify"
     action: PaymentAction
-    payment_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    payment_id: str = Field(pattern=PAYMENT_ID_PATTERN)
     expected_version: int | None = Field(default=None, ge=1)
     # update only: the fields to change (None = unchanged)
     amount: int | None = None

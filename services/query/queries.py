@@ -81,10 +81,6 @@ class SearchQuery(BaseModel):
         return self.sort.startswith("-")
 
 
-# One representation of a payment for both APIs and the facade (shared/payment_view.py).
-PaymentView = Payment
-
-
 class SearchResult(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -93,7 +89,7 @@ class SearchResult(BaseModel):
         }
     )
 
-    data: list[PaymentView]
+    data: list[Payment]
     total: int = Field(description="Payments matching the filters (all pages)")
     has_more: bool
     next_cursor: str | None = Field(description="Pass as starting_after to get the next page")

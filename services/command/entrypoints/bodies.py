@@ -1,7 +1,7 @@
 """The bodies of the command side's two doors: what ``POST /v1/payments`` and ``PATCH
 /v1/payments/{id}`` read, which are also the ``data`` of Kafka commands
 (entrypoints/intake_contract.py), so both doors share one set of limits; and the shape of
-the ids a client names.
+the command ids a client names (payment ids: shared/payment.py).
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.money import Amount, Currency
-from shared.payment import Description, Metadata, UserId
+from shared.payment import PAYMENT_ID_PATTERN, Description, Metadata, UserId
 
-PAYMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 # A command id a client names: a Kafka command's ``id``, or the HTTP status path's (the ids
 # the API builds from payment ids and digests, http/idempotency.py, fit it too).
 MAX_COMMAND_ID_LENGTH = 200

@@ -27,13 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from services.command.commands import Command, CreatePayment, ModifyPayment
 from services.command.entrypoints.bodies import (
     MAX_COMMAND_ID_LENGTH,
-    PAYMENT_ID_PATTERN,
     CreatePaymentRequest,
     UpdatePaymentRequest,
 )
 from services.command.entrypoints.problems import Problem, invalid_body
 from shared.events import describe_validation_error, structured_cloudevent
-from shared.payment import MAX_ID_LENGTH, PaymentAction, PaymentSnapshot
+from shared.payment import MAX_ID_LENGTH, PAYMENT_ID_PATTERN, PaymentAction, PaymentSnapshot
 
 COMMAND_TYPE_PREFIX = "com.gyroscops.payment.command."
 # Payment ids derived from a create's command id (no subject) live in their own namespace.

@@ -35,7 +35,8 @@ from services.query.adapters.read_queries import (
     summarize,
 )
 from services.query.domain import document_id
-from services.query.queries import PaymentView, SearchQuery, SearchResult, Statistics, StatisticsQuery
+from services.query.queries import SearchQuery, SearchResult, Statistics, StatisticsQuery
+from shared.payment_view import Payment
 
 META = "read_model_meta"
 DEFAULT_GENERATION = "g0"
@@ -142,7 +143,7 @@ class MongoReadModel:
         total = await cols.payments.count_documents(flt)
         return page_result(self.cursor_key, org, q, docs, total)
 
-    async def get(self, org: str, payment_id: str) -> PaymentView | None:
+    async def get(self, org: str, payment_id: str) -> Payment | None:
         cols = await self.active()
         doc = await cols.payments.find_one({"_id": document_id(org, payment_id)})
         return payment_of(doc) if doc else None

@@ -44,14 +44,14 @@ IdempotencyKey = Annotated[
 ]
 
 
-def digest(*parts: Any) -> str:
+def sha256_hex(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def fingerprint(request: Request, body: Any, *headers: str) -> str:
     """What makes two requests the same: method, path, the fields sent, and ``headers``."""
     payload = body.model_dump(mode="json", exclude_unset=True) if body is not None else None
-    return digest(request.method, request.url.path, payload, [request.headers.get(h) for h in headers])
+    return sha256_hex(request.method, request.url.path, payload, [request.headers.get(h) for h in headers])
 
 
 # --------------------------------------------------------------------------- ids (table above)
@@ -64,7 +64,7 @@ def create_ids(org: str, key: str | None, chosen_id: str | None, request_hash: s
 
 
 def batch_command_id(org: str, key: str | None) -> str:
-    return f"batch-{digest(org, key)[:24]}" if key else f"batch-{uuid.uuid4().hex}"
+    return f"batch-{sha256_hex(org, key)[:24]}" if key else f"batch-{uuid.uuid4().hex}"
 
 
 def batch_item_ids(batch_id: str, index: int, keyed: bool, chosen_id: str | None) -> tuple[str, str]:
@@ -76,7 +76,7 @@ def batch_item_ids(batch_id: str, index: int, keyed: bool, chosen_id: str | None
 def modify_command_id(action: PaymentAction, payment_id: str, key: str | None, expected: int | None,
                       request_hash: str) -> str:
     if key:
-        return f"{action}-{payment_id}-k{digest(key)[:16]}"
+        return f"{action}-{payment_id}-k{sha256_hex(key)[:16]}"
     if expected is not None:
         return f"{action}-{payment_id}-v{expected}-{request_hash[:12]}"
     # Nothing identifies a retry: a fresh command (a repeated transition is then honestly

@@ -23,7 +23,7 @@ from services.command.commands import (
     ModifyPayment,
     Rejected,
 )
-from services.command.entrypoints.bodies import COMMAND_ID_PATTERN, PAYMENT_ID_PATTERN, CreatePaymentRequest, UpdatePaymentRequest
+from services.command.entrypoints.bodies import COMMAND_ID_PATTERN, CreatePaymentRequest, UpdatePaymentRequest
 from services.command.entrypoints.http import idempotency
 from services.command.entrypoints.http.headers import IfMatch, Prefer, parse_if_match, token_header, wants_async
 from services.command.entrypoints.http.idempotency import IdempotencyKey, Idempotent, fingerprint
@@ -40,8 +40,8 @@ from services.command.entrypoints.http.schemas import (
 from services.command.entrypoints.problems import Problem, problem_of
 from services.command.temporal.client import CommandFailed, CommandPending, workflow_id
 from shared.auth import SCOPE_WRITE, Principal, require_scope
-from shared.http import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, ProblemError, problem_response
-from shared.payment import PaymentAction
+from shared.http import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, ProblemError, problem_response, retry_after
+from shared.payment import PAYMENT_ID_PATTERN, PaymentAction
 from shared.payment_view import Payment
 from shared.telemetry import bind_log_context, log_context
 
@@ -63,7 +63,7 @@ def _accepted(command_id: str) -> JSONResponse:
     url = _status_url(command_id)
     body = CommandStatus(command_id=command_id, status=CommandState.RUNNING, status_url=url)
     return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=202,
-                        headers={"Location": url, "Preference-Applied": "respond-async", "Retry-After": "1"})
+                        headers={"Location": url, "Preference-Applied": "respond-async", **retry_after("command-running")})
 
 
 def _rejection_response(rejection: Rejected, instance: str) -> JSONResponse:
@@ -101,7 +101,7 @@ async def _execute(request: Request, command: Command, prefer: str | None, succe
         log.warning("command failed: %s", err)
         return problem_response(503, "Service Unavailable", f"the command could not complete: {err}; retry",
                                 type_=PROBLEM_BASE + "command-failed", instance=request.url.path,
-                                headers={"Retry-After": "1"})
+                                headers=retry_after("command-failed"))
     finally:
         log_context.reset(token)
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from services.query.adapters.cursors import InvalidCursor
 from services.query.handlers import NotCaughtUp, PaymentNotFound
 from shared.consistency import ForeignConsistencyToken, InvalidConsistencyToken
-from shared.http import ProblemError
+from shared.http import ProblemError, retry_after
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -44,6 +44,6 @@ def query_problems() -> Iterator[None]:
         raise ProblemError(404, "Not Found", str(exc), type_="consistency-token-not-found") from None
     except NotCaughtUp as exc:
         raise ProblemError(409, "Read model behind", str(exc), type_="read-model-behind",
-                           headers={"Retry-After": "1"}, wanted_version=exc.wanted, projected_version=exc.seen,
+                           headers=retry_after("read-model-behind"), wanted_version=exc.wanted, projected_version=exc.seen,
                            behind=[{"payment_id": p, "wanted_version": w, "projected_version": v}
                                    for p, w, v in exc.behind]) from None

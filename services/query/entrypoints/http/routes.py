@@ -17,6 +17,7 @@ from services.query.entrypoints.http.schemas import (
     DATE_SCHEMA,
     DATETIME_SCHEMA,
     PROBLEM,
+    READ_WAIT_DEFAULT,
     ConsistentWith,
 )
 from services.query.handlers import QueryHandlers
@@ -25,7 +26,6 @@ from services.query.queries import (
     MAX_LIMIT,
     MAX_PAGE,
     SORTS,
-    PaymentView,
     SearchQuery,
     SearchResult,
     Statistics,
@@ -33,7 +33,8 @@ from services.query.queries import (
 )
 from shared.auth import SCOPE_READ, Principal, require_scope
 from shared.money import CURRENCY_SCHEMA, MAX_AMOUNT
-from shared.payment import PaymentStatus
+from shared.payment import PAYMENT_ID_PATTERN, PaymentStatus
+from shared.payment_view import Payment
 
 router = APIRouter(prefix="/v1")
 
@@ -89,7 +90,7 @@ async def search_payments(
 
 
 @router.get(
-    "/payments/{payment_id}", response_model=PaymentView, tags=["payments"], summary="Get a payment",
+    "/payments/{payment_id}", response_model=Payment, tags=["payments"], summary="Get a payment",
     responses={
         **COMMON_ERRORS,
         **CONSISTENCY_ERRORS,
@@ -100,13 +101,13 @@ async def search_payments(
 async def get_payment(
     principal: Reader,
     h: Handlers,
-    payment_id: Annotated[str, Path(min_length=1, max_length=128)],
+    payment_id: Annotated[str, Path(pattern=PAYMENT_ID_PATTERN)],
     min_version: Annotated[int | None, Query(ge=1, description=(
-        "Read-your-writes: wait (at most PAYMENTS_READ_WAIT_SECONDS, 5 s by default) until the read "
+        f"Read-your-writes: wait (at most PAYMENTS_READ_WAIT_SECONDS, {READ_WAIT_DEFAULT} by default) until the read "
         "model holds at least "
         "this version (the `version` a command returned)"))] = None,
     consistent_with: ConsistentWith = None,
-) -> PaymentView:
+) -> Payment:
     """One payment of the token's organization; another organization's payment is a 404."""
     with query_problems():
         return await h.get(principal.org, payment_id, min_version, consistent_with=consistent_with or ())

@@ -10,11 +10,15 @@ from pydantic import StringConstraints
 
 from services.query.queries import RFC3339_DATE, RFC3339_DATETIME
 from shared.http import PROBLEM_CONTENT_TYPE
+from shared.settings import Settings
 
 # Typed as text and parsed by the query models, which accept RFC 3339 only (FastAPI's own
 # parsing would also take a number of seconds, which the document does not allow).
 DATETIME_SCHEMA = {"format": "date-time", "pattern": RFC3339_DATETIME}
 DATE_SCHEMA = {"format": "date", "pattern": RFC3339_DATE}
+
+# The read-your-writes bound's default, as the parameters' descriptions state it.
+READ_WAIT_DEFAULT = f"{Settings.model_fields['read_wait_seconds'].default:g} s"
 
 PROBLEM = {"content": {PROBLEM_CONTENT_TYPE: {"schema": {"type": "object"}}}}
 COMMON_ERRORS = {
@@ -39,6 +43,6 @@ ConsistencyToken = Annotated[str, StringConstraints(pattern=r"^ct1\.[A-Za-z0-9_-
 ConsistentWith = Annotated[list[ConsistencyToken] | None, Query(max_length=MAX_URL_TOKENS, description=(
     "Read-your-writes: the `Consistency-Token` of one or more command results (repeat the parameter for "
     f"several, at most {MAX_URL_TOKENS} of {MAX_URL_TOKEN_CHARS} characters). The answer waits (at most "
-    "PAYMENTS_READ_WAIT_SECONDS, 5 s by default) until the read model reflects every write they name, "
+    f"PAYMENTS_READ_WAIT_SECONDS, {READ_WAIT_DEFAULT} by default) until the read model reflects every write they name, "
     "else 409 `read-model-behind` with `Retry-After`. A malformed or altered token is a 400; a token "
     "issued to another organization is a 404 that reveals nothing about it."))]

@@ -1,4 +1,4 @@
-"""Processes and ports of the local stack: pid and process-group checks and signals,
+"""The host side of the local stack: pid and process-group checks and signals,
 free/answering TCP ports and picking them, die-with-parent for children, and one-line
 log excerpts."""
 
