@@ -20,10 +20,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import InvalidSessionTimeoutError
 
 from devstack import LocalStack
-from shared.events import EventType
+from shared.events import EventType, new_event
 from shared.kafka import TopicSpec, consumer_options, ensure_topics, group_consumer, producer_options
 from shared.settings import Settings
-from tests.support.builders import new_event, snapshot
+from tests.support.builders import snapshot
 from tests.support.children import ProjectorProcess, eventually
 
 ROOT = Path(__file__).parents[3]

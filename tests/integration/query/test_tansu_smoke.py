@@ -10,13 +10,13 @@ import subprocess
 import sys
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from devstack import LocalStack
-from shared.events import EventType
+from shared.events import EventType, new_event
 from shared.kafka import producer_options
 from shared.settings import Settings
-from tests.support.builders import new_event, snapshot
+from tests.support.builders import snapshot
 from tests.support.children import ProjectorProcess, eventually, settings_env
 
 
@@ -30,6 +30,24 @@ def tansu(tmp_path_factory, settings: Settings):
     endpoints = stack.start()
     yield endpoints
     stack.stop()
+
+
+async def _records(s: Settings, topic: str, expected: int) -> list:
+    """The first ``expected`` records of ``topic``, read without a consumer group (Tansu's)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=s.kafka_bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    records: list = []
+    try:
+        async def enough() -> bool:
+            batch = await consumer.getmany(timeout_ms=300)
+            records.extend(r for rs in batch.values() for r in rs)
+            return len(records) >= expected
+
+        await eventually(enough, 30, f"{expected} record(s) on {topic}")
+    finally:
+        await consumer.stop()
+    return records
 
 
 async def test_projector_and_replay_on_tansu(tansu, qsettings, runtime, tmp_path) -> None:
@@ -55,6 +73,10 @@ async def test_projector_and_replay_on_tansu(tansu, qsettings, runtime, tmp_path
             return await (await runtime.read_model.active(fresh=True)).payments.count_documents({}) == 5
 
         await eventually(projected, 30, "the events projected on Tansu")
+        [dead] = await _records(s, s.dlq_topic, 1)
+        headers = dict(dead.headers)
+        assert (dead.key, dead.value) == (b"junk", b"{not an event")
+        assert headers["dlq-kind"] == b"invalid" and headers["dlq-source-topic"] == s.events_topic.encode()
     finally:
         projector.stop()
     replay = await asyncio.to_thread(
