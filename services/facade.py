@@ -1,27 +1,7 @@
-"""``PaymentCqsService``: the seed's facade for other Python services, over Temporal.
-
-It joins the two sides without either importing the other: commands go through the
-command workflows (``services.command.temporal.client.PaymentCommandClient``), reads through the
-query workflows (``services.query.temporal.client.PaymentQueryClient``). A caller needs only a
-Temporal connection; no database, broker or cache. Interactive clients are better served
-by the HTTP APIs (lower latency, see docs/benchmarks.md).
-
-    cqs = await PaymentCqsService.connect(Settings())
-    result = await cqs.process_command(CreatePayment(...))
-    workflow_id = await cqs.process_command_async(ModifyPayment(...))
-    page = await cqs.search_payments("acme", SearchQuery(status="completed"))
-    stats = await cqs.payment_statistics("acme", StatisticsQuery())
-
-Read-your-writes: every read takes ``consistent_with=`` a command result (or its
-``consistency_token``, or several of either) and answers only once the read model
-reflects those writes, waiting at most ``PAYMENTS_READ_WAIT_SECONDS`` before raising
-``NotCaughtUp``:
-
-    result = await cqs.process_command(CreatePayment(...))
-    page = await cqs.search_payments("acme", SearchQuery(), consistent_with=result)  # sees it
-
-A token of another organization raises ``ForeignConsistencyToken``, a malformed one
-``InvalidConsistencyToken`` (shared/consistency.py).
+"""``PaymentCqsService``: the seed's facade for other Python services, over Temporal only
+(``PaymentCommandClient`` and ``PaymentQueryClient``), so a caller needs no database,
+broker or cache. Reads take ``consistent_with=`` command results and answer once the
+read model reflects them, else ``NotCaughtUp``.
 """
 
 from __future__ import annotations

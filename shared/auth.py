@@ -1,19 +1,7 @@
-"""Bearer-JWT authentication shared by both HTTP APIs.
-
-Tokens carry ``org`` (the organization every request is scoped to) and ``scope``
-(RFC 8693 / RFC 9068: a space-separated string, or a list of strings:
-``payments:write``, ``payments:read``). The organization always comes from the token,
-never from a request body.
-
-Two ways to verify a token:
-
-* production: ``PAYMENTS_JWT_JWKS_URL``, the identity provider's key set (RS256, ES256,
-  EdDSA), cached and refreshed when a token names an unknown ``kid`` (at most once per
-  ``PAYMENTS_JWT_JWKS_MIN_REFRESH_SECONDS``, so random ``kid`` values cannot flood the IdP);
-* local use: a shared HS256 secret (``PAYMENTS_JWT_SECRET``), which ``mint_token`` uses.
-
-:class:`Authenticate` checks the token before anything reads the body: without a valid
-token a request is a 401 whatever it carries.
+"""Bearer-JWT authentication of both APIs: the organization always comes from the token's
+``org`` claim (never a body), the scopes from ``scope``. Production verifies the identity
+provider's tokens against its JWKS (``PAYMENTS_JWT_JWKS_URL``), local use a shared HS256
+secret; :class:`Authenticate` checks the token before anything reads the body.
 """
 
 from __future__ import annotations
@@ -158,8 +146,8 @@ class JwksKeys:
 
 # A verified token is remembered (by its whole text, signature included) for at most
 # this long and never past its exp, so a client reusing its token is not verified again
-# on every request (measured: JWT decoding was a tenth of the command API's CPU under
-# load, docs/benchmarks.md). Bounded: the least recently used are forgotten first.
+# on every request (its share of the API's CPU: docs/benchmarks.md). Bounded: the least
+# recently used are forgotten first.
 VERIFIED_SECONDS = 60.0
 VERIFIED_TOKENS = 4096
 
@@ -268,7 +256,7 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     """FastAPI dependency: the caller's principal, which must hold ``scope``."""
 
     # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per
-    # request that measured as a visible share of the command API's CPU under load.
+    # request (docs/benchmarks.md).
     async def dependency(principal: Principal = Depends(principal_from_request)) -> Principal:
         if not principal.has(scope):
             raise ProblemError(403, "Forbidden", f"this operation needs the '{scope}' scope", type_="forbidden")

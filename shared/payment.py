@@ -1,11 +1,7 @@
-"""The payment: its snapshot, its status machine and the limits on its fields.
-
-This is the one place that says which transitions and which commands are allowed in
-which status (DESIGN section 3), and what a payment may hold (the content contract:
-the command API, the command rules, the event JSON Schema and the projector all use
-the types below, so a value one of them accepts every store downstream accepts too:
-PostgreSQL refuses NUL in text/jsonb, MongoDB integers beyond 64 bits, JSON NaN).
-Pure: no I/O.
+"""The payment: its snapshot, its status machine, what each action may do in each status,
+and what a payment may hold. One content contract for the command API, the rules, the
+event schema and the projector, so whatever one accepts every store downstream accepts
+(PostgreSQL refuses NUL, MongoDB integers beyond 64 bits, JSON NaN). Pure.
 """
 
 from __future__ import annotations

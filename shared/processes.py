@@ -1,15 +1,7 @@
-"""The processes of payments-cqs: one table that the CLI, start-up checks, telemetry, the
-local stack, the container health check and the deploy tests all read.
-
-Each row is one ``payments`` sub-command. A long-running process has a port (its HTTP API,
-or the ``/healthz`` ``/readyz`` ``/metrics`` endpoint of a worker); a one-shot command has
-none. ``needs`` names the servers it waits for at start-up (keys of
-``shared.dependencies.CHECKS``); ``metrics`` the Prometheus names of the metrics it exports
-(defined in ``shared.telemetry``); ``group_field`` the setting naming the Kafka consumer
-group it joins (the local stack gives such a process a static group instance id per slot).
-
-Standard library only: deploy/docker/healthcheck.py imports this module inside the image
-and must never import the application's heavy dependencies.
+"""The one table of the ``payments`` processes (sub-command, entry point, port, the servers
+it waits for, the metrics it exports, the consumer group it joins), read by the CLI,
+start-up checks, telemetry, the local stack, the container health check and the deploy
+tests. Standard library only: the image's health check imports it.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
-"""The service layer: run one command against the store in one transaction (or a
-group-committed batch of commands in one transaction: :func:`run_batch`).
-
-validate (rules) -> execute (payment row) -> publish (outbox row), all in the same
-transaction; the command id is claimed first, so a retried activity returns the first
-result instead of applying the command twice. Refusals are typed (:class:`Rejected`);
-what they become on the wire is the edges' business.
-
-The handlers need only the ports of services/command/ports.py (a store of units of
-work): services/command/adapters/store.py implements them on PostgreSQL,
-tests/support/command_fakes.py in memory.
+"""The command service layer: one command, or a group-committed batch of them
+(:func:`run_batch`), in one unit of work: rules, payment row, outbox row and result
+commit together, and a command id already claimed returns its first result instead of
+running twice. Refusals are typed (``Rejected``); the wire is the edges' business.
 """
 
 from __future__ import annotations

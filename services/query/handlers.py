@@ -20,10 +20,9 @@ from shared.payment_view import Payment
 from shared.telemetry import QUERIES, QUERY_DURATION
 
 # A read-your-writes wait looks again after 10 ms, doubling up to 200 ms, unless the
-# projector's signal wakes it first. While the signal is subscribed, it looks besides only
+# projection's signal wakes it first. While the signal is subscribed, it looks besides only
 # every SIGNALLED_POLL seconds (for a signal lost with a Redis connection): every look
-# costs the read model two queries per waiting read, and at 90 creates/s the fast polls
-# of the waits were most of SecantusDB's work.
+# costs the read model two queries per waiting read (docs/query-service.md).
 POLL = (0.01, 0.2)
 SIGNALLED_POLL = 1.0
 

@@ -1,21 +1,8 @@
-"""``payments reconcile``: PostgreSQL (the source of truth) against the read model.
-
-It reads both sides, which is why it lives here, beside the facade, and not in either
-wing (the two wings never import each other). Per organization:
-
-- payments **missing** from the read model (live in PostgreSQL, absent there), **extra**
-  (in the read model but absent or deleted in PostgreSQL) and **stale** (both, but the
-  read model's version or fields differ);
-- statistics **buckets** that differ from a recount of PostgreSQL's live payments.
-
-Payments changed in the last ``grace_seconds`` are still on their way through the outbox
-and the projector: they, and their buckets, are not counted as drift.
-
-``repair`` rewrites what differs on the read side, from PostgreSQL: the payment document
-(or its removal and tombstone), then each affected bucket recomputed from the read
-model's payments, then a cache-epoch bump of the organization. Every write is
-conditional on what was read (a payment the projector changed meanwhile is left to it),
-so a repair is idempotent and the next run reports what is left, normally nothing.
+"""``payments reconcile``: PostgreSQL, the source of truth, against the read model: missing,
+extra and stale payments and differing statistics buckets per organization (recent
+changes, still on their way, excepted), and with ``repair`` the read side rewritten from
+PostgreSQL, each write conditional on what was read. It reads both wings' stores, so it
+lives beside the facade, in neither wing.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
-"""PostgreSQL adapter (asyncpg) of the command handlers' port: the pool and migrations,
-payments, outbox rows and command results.
-
-A command runs in ONE transaction (:meth:`PaymentStore.unit_of_work`): it claims its
-command id, reads the payment, writes the change with optimistic concurrency
-(``UPDATE ... WHERE version = $n``), appends the CloudEvent to the outbox and records the
-result, so that a payment change without its event (or the reverse) cannot exist. It
-implements the port the handlers declare (services/command/ports.py).
+"""The command handlers' store on PostgreSQL (asyncpg): one unit of work per command,
+claiming its id, writing the payment with optimistic concurrency, appending its outbox
+row and recording its result in one transaction, so no change exists without its event;
+and the pool and migrations.
 """
 
 from __future__ import annotations

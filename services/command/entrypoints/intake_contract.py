@@ -1,17 +1,7 @@
-"""The Kafka command contract: command CloudEvents in, result CloudEvents out (pure).
-
-A producer writes a CloudEvents 1.0 structured-mode JSON value on ``payments.commands``
-(key = payment id). :func:`parse_command` turns its bytes into the same typed command the
-HTTP API builds (same body models, hence the same limits), or raises:
-
-- :class:`MalformedCommand` when no result can be addressed (not JSON, not CloudEvents
-  1.0, no ``id``, no ``organizationid``, unknown ``type``): the record goes to the
-  commands dead-letter topic with the reason in its headers;
-- :class:`InvalidCommand` when the command is addressable but its subject or data break
-  the payment contract: a ``rejected`` result with a 422 problem naming each field, and
-  nothing is written.
-
-:func:`result_event` builds the one result per command for ``payments.command-results``.
+"""The Kafka command contract, pure: a command CloudEvent's bytes become the typed command
+the HTTP API would build (same bodies, same limits), or ``MalformedCommand`` (nothing to
+answer: dead-lettered) or ``InvalidCommand`` (answered with a 422 problem, nothing
+written); :func:`result_event` is the one result per command.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
-"""One poll of ``payments intake``: each record parsed against the Kafka command contract
-(entrypoints/intake_contract.py), its command run through the command client like an HTTP
-request, and one result (or a dead letter) published per record. One payment's commands
-(one key) run in order, different keys concurrently; a poll's leading creates of one
-organization run as one bulk create.
-
-Outages (Temporal unreachable) are retried until they pass; a command whose workflow
-keeps failing otherwise is dead-lettered after ``PAYMENTS_INTAKE_MAX_ATTEMPTS``, so one
-command never stalls its partition.
+"""One poll of ``payments intake``: each record parsed (entrypoints/intake_contract.py), run
+through the command client like an HTTP request, and answered with one result or one dead
+letter. One payment's commands run in order, payments concurrently, a poll's leading
+creates of an organization as one bulk create. Outages are retried until they pass; a
+command whose workflow keeps failing otherwise is dead-lettered: none stalls its partition.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
-"""``payments relay``: the outbox to Kafka ``payments.events``, at least once, in version
-order per payment.
-
-Each round claims a batch (adapters/outbox.py), sends it (key = payment id) and waits for
-every acknowledgement, then marks it published in the claim's transaction: a crash or a
-broker error before the commit sends the rows again (consumers dedupe on event id and
-version). It wakes on each command's NOTIFY with a polling fallback, backs off while
-Kafka or PostgreSQL is away (or its topic is missing: the deployment creates it), exports
-the backlog and lag gauges, and purges published rows and expired Idempotency-Keys.
+"""``payments relay``: the outbox to Kafka, at least once and in version order per payment.
+Each round claims a batch (adapters/outbox.py), sends it and waits for every ack, then
+marks it published in the claim's transaction, so a crash re-sends rather than loses
+(consumers dedupe). It wakes on each commit's NOTIFY (polling besides), backs off while a
+server is away, exports the backlog gauges and purges what is past its retention.
 """
 
 from __future__ import annotations

@@ -159,11 +159,11 @@ class GroupCommit:
         self._in_flight -= 1
         if batch > 1 and self.max_hold > 0 and self._in_flight == 0 and len(self._queue) < batch:
             # A batch of `batch` callers just got their answers, and under a closed-loop load
-            # most send their next command within a moment: start the queue's few commands
-            # now and those callers would queue behind them, splitting every round into a
-            # small execution and a big one (measured: half the executions, as slow as the
-            # batch). So hold the queue until it is as big again, or for as long as the batch
-            # took (at most max_hold). Only after a batch: a lone command never waits.
+            # most send their next command within a moment: started now, the queue's few
+            # commands would split every round into a small execution and a big one
+            # (docs/command-service.md, "Group commit"). So hold the queue until it is as
+            # big again, or for as long as the batch took (at most max_hold). Only after a
+            # batch: a lone command never waits.
             self._hold_for = batch
             self._hold = asyncio.get_running_loop().call_later(min(took, self.max_hold), self._release)
             return

@@ -1,11 +1,7 @@
-"""Command workflows on task queue ``payments-commands``: the seed's validate -> execute ->
-publish. Validate is the pure rules, run in the workflow; execute + publish is one local
-activity whose one transaction writes the payment change and its outbox row. A business
-rejection fails the workflow, never retried (temporal/failures.py).
-
-They live in histories: keep them deterministic (only the pure rules, ``workflow.now()``
-and their activity) and check every change against the recorded histories
-(tests/unit/test_workflow_replay.py).
+"""Command workflows on ``payments-commands``: the seed's validate -> execute -> publish, the
+rules in the workflow, the write and its outbox row in one local activity's transaction;
+a business rejection fails the workflow, never retried (temporal/failures.py). They live
+in histories: keep them deterministic, as tests/workflows/test_workflow_replay.py checks.
 """
 
 from __future__ import annotations

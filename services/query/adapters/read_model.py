@@ -1,17 +1,7 @@
-"""The MongoDB read model: collections per generation, their indexes, and the queries
-run on them (built by the pure :mod:`read_queries`).
-
-Collections are versioned by a *generation* (so ``payments replay`` can build a fresh set
-and switch to it atomically by updating one pointer document):
-
-* ``payments_<gen>``: live payments (``_id`` = organization + payment id, as payment ids
-  are per organization), one document per payment;
-* ``tombstones_<gen>``: deleted payments (``_id``, ``version``): keep an older replayed
-  event from resurrecting them;
-* ``statistics_<gen>``: one document per organization × UTC day × currency × status with
-  ``count``, ``sum``, ``min``, ``max``;
-* ``read_model_meta`` (:data:`META`): ``{_id: "active", generation: <gen>}``, the pointer,
-  beside the projector's own bookkeeping documents.
+"""The MongoDB read model: ``payments``, ``tombstones`` and ``statistics`` collections per
+*generation* (``payments replay`` builds a fresh one and switches the pointer document
+in ``read_model_meta``), their indexes, and the queries on them (built by the pure
+:mod:`read_queries`). docs/query-service.md shows the documents.
 """
 
 from __future__ import annotations

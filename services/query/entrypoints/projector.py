@@ -1,20 +1,8 @@
-"""The projector's Kafka side: consumer group, DLQ producer, poll -> handle -> commit.
-
-Plain aiokafka in the process's own event loop, like the intake's consumer
-(services/command/entrypoints/intake.py). It replaced a faust-streaming agent, whose
-consumer runs in a second thread and event loop: in the same runs a lone event was
-readable 25.8-28.8 ms (p50) after it was produced through faust against 18.6-20.4 ms
-here (bench/projector_latency.py, docs/benchmarks.md).
-
-Per poll: up to ``batch_size`` records (what the fetcher holds already: under a backlog
-batches fill by themselves, and a lone event never waits), plus, with ``batch_wait``,
-one more poll of that many seconds for the rest. The batch is handed to
-the projection (:class:`~services.query.projection.Projection`), which returns only once every
-record is applied or dead-lettered; only then are its offsets committed. A SIGKILL
-in between re-delivers the batch, and projecting it again changes nothing.
-
-A rebalance waits for the batch in hand (the revoke callback takes the same lock), so
-a graceful hand-over re-delivers nothing.
+"""``payments projector``: the consumer loop (aiokafka, in the process's own event loop)
+around the projection. Each poll is handed to the projection, which returns once every
+record is applied or dead-lettered; only then are the offsets committed, so a SIGKILL
+re-delivers the batch and projecting it again changes nothing. A rebalance waits for the
+batch in hand. Why not faust: docs/design.md section 11.
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
-"""``payments replay``: rebuild the read model and statistics from the events topic.
-
-1. Create a fresh *generation* of collections (``payments_<gen>``, ``statistics_<gen>``,
-   ``tombstones_<gen>``); queries keep reading the active generation meanwhile, so no
-   half-built statistics are ever served.
-2. Read every partition from its beginning (the earliest retained offset) by manual
-   assignment (no consumer group, so the projector's committed offsets are untouched) and
-   apply the events with the projector's own code, in batches, up to the partitions'
-   ``end_offsets`` as the build started. ``idle`` seconds without new events also end it:
-   a broker that reports wrong end offsets (the Tansu stand-in) still finishes.
-3. Switch the pointer document to the new generation (one atomic write; cache keys
-   contain the generation, so every cached answer is invalidated with it).
-4. Catch up once more: events the live projector applied to the old generation while
-   step 2 ran are in the topic, so reading on until idle puts them in the new one
-   (application is idempotent, overlap is harmless).
-5. Drop the old generation (unless ``keep_old``) after readers' pointer cache expired.
+"""``payments replay``: rebuild the read model from the events topic into a new generation
+while queries keep reading the current one, switch the pointer atomically, catch up with
+what the live projector wrote meanwhile, then drop the old generation. It applies events
+with the projection's own writes and reads partitions by assignment (no consumer group:
+the projector's offsets stay). Steps: docs/query-service.md, "Replay".
 """
 
 from __future__ import annotations

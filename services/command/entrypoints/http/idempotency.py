@@ -1,24 +1,7 @@
-"""The Idempotency-Key protocol, request fingerprints and the ids derived from them.
-
-A request with ``Idempotency-Key`` claims (organization, key) in PostgreSQL with the
-request's fingerprint: the same key with the same request replays the stored answer (2xx
-and 4xx), with another request it is a 409; while the first is still running, the retry
-attaches to the same workflow (the ids below are deterministic) and gets its answer.
-
-The id schemes, all of them (``fp`` = the request fingerprint, ``key`` = the
-Idempotency-Key; uuid5 ids are in :data:`ID_NAMESPACE`):
-
-- create, payment id: the body's ``id``; else uuid5(``<org>\\n<key>``) with a key; else uuid4.
-- create, command id: ``create-<payment id>-<fp[:12]>``.
-- batch, command id: ``batch-<sha256(org, key)[:24]>`` with a key; else ``batch-<uuid4 hex>``.
-- batch item, payment id: the item's ``id``; else uuid5(``<batch id>\\n<index>``) with a key;
-  else uuid4. Its command id: ``<batch id>.<index>``.
-- update / transition / delete, command id: ``<action>-<payment id>-k<sha256(key)[:16]>``
-  with a key; else ``<action>-<payment id>-v<If-Match>-<fp[:12]>`` with If-Match; else
-  ``<action>-<payment id>-<uuid4 hex>`` (nothing identifies a retry).
-
-Workflow ids are ``payments/<org>/<command id>`` (services/command/temporal/client.py);
-Kafka commands bring their own command id (services/command/entrypoints/intake_contract.py).
+"""The Idempotency-Key protocol and the ids derived from requests: the same key with the
+same request replays the stored answer (another request: a 409), and a retry of a
+request still running attaches to its workflow, because every id here is deterministic.
+The id schemes: docs/command-service.md, "Deterministic workflow ids".
 """
 
 from __future__ import annotations
