@@ -14,6 +14,7 @@ from pymongo import AsyncMongoClient
 
 from services.query.adapters.batch_writes import MongoProjectionStore
 from services.query.adapters.cache import QueryCache
+from services.query.adapters.dead_letters import KafkaDeadLetters
 from services.query.adapters.projected_signal import ProjectionSignal
 from services.query.adapters.read_model import MongoReadModel
 from services.query.handlers import QueryHandlers
@@ -64,6 +65,17 @@ def projection(runtime: QueryRuntime, dead_letter: DeadLetter, group: str) -> Pr
     """The projection of one projector process of consumer group ``group``."""
     return Projection(MongoProjectionStore(runtime.mongo, runtime.read_model, group), runtime.cache, dead_letter,
                       group=group, trusted_sources=runtime.settings.trusted_sources())
+
+
+@contextlib.asynccontextmanager
+async def open_projection(runtime: QueryRuntime, group: str) -> AsyncIterator[Projection]:
+    """The projector process's projection, its dead letters sent to Kafka."""
+    dead_letters = KafkaDeadLetters(runtime.settings)
+    await dead_letters.start()
+    try:
+        yield projection(runtime, dead_letters, group)
+    finally:
+        await dead_letters.stop()
 
 
 def ops_checks(runtime: QueryRuntime) -> dict[str, ReadinessCheck]:

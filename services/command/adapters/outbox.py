@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from services.command.adapters.store import OUTBOX_CHANNEL
+
 log = logging.getLogger("payments.command.relay")
 
-OUTBOX_CHANNEL = "payments_outbox"  # NOTIFY at each command's commit
 _KEY_LOCK_SEED = 724_311_002
 # Bounded deletes: no long lock on a large backlog of expired rows.
 PURGE_BATCH = 5000

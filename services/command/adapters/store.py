@@ -16,12 +16,13 @@ from typing import Any
 
 import asyncpg
 
-from services.command.adapters.outbox import OUTBOX_CHANNEL
 from services.command.ports import Claim
 from shared.events import PaymentEvent
 from shared.payment import PaymentSnapshot
 
 log = logging.getLogger("payments.command.store")
+
+OUTBOX_CHANNEL = "payments_outbox"  # NOTIFY at each command's commit (the relay LISTENs)
 
 _MIGRATION_LOCK = 724_311_001  # pg_advisory_lock key: one migrator at a time
 

@@ -12,12 +12,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from services.query.bootstrap import ops_checks, projection, query_runtime
+from services.query.bootstrap import open_projection, ops_checks, query_runtime
 from services.query.projection import Projection
-from shared.kafka import ensure_topics, event_topics, group_consumer, partition_offsets, producer_options, stop_clients
+from shared.kafka import ensure_topics, event_topics, group_consumer, partition_offsets, stop_clients
 from shared.ops import serving, until_stopped
 from shared.settings import Settings
 
@@ -48,12 +48,9 @@ class ProjectorConsumer:
         self.fetch_max_wait_ms = fetch_max_wait_ms or settings.kafka_fetch_max_wait_ms
         self.batch_lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
         s = self.settings
-        self._producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, **producer_options(s))
-        await self._producer.start()
         self._consumer = group_consumer(
             s, group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=self.batch_size, fetch_max_wait_ms=self.fetch_max_wait_ms)
@@ -61,14 +58,7 @@ class ProjectorConsumer:
         await self._consumer.start()
 
     async def stop(self) -> None:
-        await stop_clients(self._consumer, self._producer)
-
-    async def dead_letter(self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
-        """Write a DLQ record and wait for the broker's ack (before the original's offset is committed)."""
-        assert self._producer is not None
-        delivery = await self._producer.send(self.settings.dlq_topic, value=value if value is not None else b"",
-                                             key=key, headers=headers)
-        await delivery
+        await stop_clients(self._consumer)
 
     async def poll(self) -> list[ConsumerRecord]:
         assert self._consumer is not None
@@ -126,11 +116,10 @@ async def run_projector(settings: Settings, *, group: str | None = None, batch_s
     group = group or settings.projector_group
     if settings.kafka_create_topics:
         await ensure_topics(settings.kafka_bootstrap, event_topics(settings), create=True)
-    async with query_runtime(settings) as runtime:
+    async with query_runtime(settings) as runtime, open_projection(runtime, group) as projector:
         await runtime.read_model.ensure_indexes()
         consumer = ProjectorConsumer(settings, group, batch_size=batch_size, batch_wait=batch_wait,
                                      fetch_max_wait_ms=fetch_max_wait_ms)
-        projector = projection(runtime, consumer.dead_letter, group)
 
         async def kafka_topics() -> None:  # not ready while the deployment has not created them
             await ensure_topics(settings.kafka_bootstrap, event_topics(settings), create=False)
