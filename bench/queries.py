@@ -87,7 +87,7 @@ async def main(n: int) -> None:
             facade = PaymentQueryClient(client, settings.query_task_queue)
             print(summary("HTTP GET /v1/payments (cached, in-process)",
                           await latencies(lambda: http.get("/v1/payments", params={"limit": 20}), n)))
-            print(summary("Temporal PaymentQueryWorkflow search",
+            print(summary("Temporal SearchPayments workflow",
                           await latencies(lambda: facade.search_payments("org-1", q), max(50, n // 10), warmup=5)))
         await runtime.mongo.drop_database(settings.mongo_db)
 
