@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from services.command.commands import BulkCreateResult, Command, CommandResult
+from services.command.commands import BulkCreateResult, Command, CommandResult, with_actor
 from services.command.temporal.client import PaymentCommandClient, workflow_id
 from services.query.queries import SearchQuery, SearchResult, Statistics, StatisticsQuery
 from services.query.temporal.client import PaymentQueryClient
@@ -39,27 +39,32 @@ def tokens_of(consistent_with: ConsistentWith) -> list[str]:
 
 
 class PaymentCqsService:
-    def __init__(self, commands: PaymentCommandClient, queries: PaymentQueryClient) -> None:
+    """``actor``: who the events of commands that name no ``actor`` are recorded as (the
+    calling service, e.g. ``billing-service``)."""
+
+    def __init__(self, commands: PaymentCommandClient, queries: PaymentQueryClient, *, actor: str = "facade") -> None:
         self.commands = commands
         self.queries = queries
+        self.actor = actor
 
     @classmethod
-    async def connect(cls, settings: Settings, *, command_timeout: timedelta = timedelta(minutes=5)) -> PaymentCqsService:
+    async def connect(cls, settings: Settings, *, command_timeout: timedelta = timedelta(minutes=5),
+                      actor: str = "facade") -> PaymentCqsService:
         client = await connect(settings, with_metrics=False)
         return cls(
             PaymentCommandClient(client, task_queue=settings.command_task_queue, workflow_timeout=command_timeout,
                                   tokens=ConsistencyTokens(settings.consistency_token_secret)),
-            PaymentQueryClient(client, settings.query_task_queue),
+            PaymentQueryClient(client, settings.query_task_queue), actor=actor,
         )
 
     async def process_command(self, command: Command) -> CommandResult | BulkCreateResult:
         """Run a command and wait: its result (with its ``consistency_token``: pass the
         result as ``consistent_with`` to read it back), or ``Rejected`` for a business rule."""
-        return await self.commands.process(command)
+        return await self.commands.process(with_actor(command, self.actor))
 
     async def process_command_async(self, command: Command) -> str:
         """Start a command; returns its (deterministic) workflow id."""
-        return await self.commands.process_async(command)
+        return await self.commands.process_async(with_actor(command, self.actor))
 
     @staticmethod
     def workflow_id(command: Command) -> str:

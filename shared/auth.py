@@ -38,6 +38,12 @@ class Principal:
     def has(self, scope: str) -> bool:
         return scope in self.scopes
 
+    @property
+    def actor(self) -> str:
+        """Who the commands of this token are recorded as (events' ``actor``): its ``sub``,
+        or ``org:<org>`` for a token that names no subject."""
+        return self.subject or f"org:{self.org}"
+
 
 class AuthError(ProblemError):
     def __init__(self, detail: str) -> None:

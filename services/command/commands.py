@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.events import MAX_COMMAND_ID_LENGTH, Actor
 from shared.payment import MAX_ID_LENGTH, PAYMENT_ID_PATTERN, PaymentAction, PaymentSnapshot
 
 # --------------------------------------------------------------------------- commands
@@ -39,8 +40,11 @@ class Rejected(Exception):
 class CommandBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    command_id: str = Field(min_length=1, max_length=300, description="Public command id")
+    command_id: str = Field(min_length=1, max_length=MAX_COMMAND_ID_LENGTH, description="Public command id")
     organization_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    # Who sent it (the events' ``actor``): set by every door; None only in inputs recorded
+    # before actors existed, which Temporal histories still hold.
+    actor: Actor | None = None
 
 
 class CreatePayment(CommandBase):
@@ -80,11 +84,19 @@ class CommandBatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    batch_id: str = Field(min_length=1, max_length=300)
+    batch_id: str = Field(min_length=1, max_length=MAX_COMMAND_ID_LENGTH)
     items: list[Annotated[CreatePayment | ModifyPayment, Field(discriminator="kind")]] = Field(min_length=1)
 
 
 Command = CreatePayment | ModifyPayment | BulkCreatePayments
+
+
+def with_actor(command: Command, actor: str) -> Command:
+    """``command`` recorded as sent by ``actor`` (its items too), unless it names its own."""
+    if isinstance(command, BulkCreatePayments):
+        items = [with_actor(item, actor) for item in command.items]
+        return command.model_copy(update={"items": items, "actor": command.actor or actor})
+    return command if command.actor else command.model_copy(update={"actor": actor})
 
 
 def command_type(command: Command) -> str:

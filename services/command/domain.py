@@ -33,11 +33,13 @@ class Decision:
     snapshot: PaymentSnapshot
     event_type: EventType
     changes: dict[str, tuple[Any, Any]]
+    command_id: str
+    actor: str | None
 
     def event(self, source: str, *, event_id: str | None = None) -> PaymentEvent:
         return new_event(
-            self.event_type, self.snapshot, self.changes, source=source, event_id=event_id,
-            time=self.snapshot.updated_at,
+            self.event_type, self.snapshot, self.changes, source=source, actor=self.actor,
+            command_id=self.command_id, event_id=event_id, time=self.snapshot.updated_at,
         )
 
 
@@ -63,7 +65,7 @@ def validate_create(cmd: CreatePayment, now: datetime) -> PaymentSnapshot:
 def decide_create(cmd: CreatePayment, now: datetime) -> Decision:
     snapshot = validate_create(cmd, now)
     changes = {name: (None, _plain(getattr(snapshot, name))) for name in CREATED_FIELDS}
-    return Decision(snapshot, EventType.CREATED, changes)
+    return Decision(snapshot, EventType.CREATED, changes, cmd.command_id, cmd.actor)
 
 
 def validate_update_fields(cmd: ModifyPayment) -> None:
@@ -108,7 +110,7 @@ def decide_modify(current: PaymentSnapshot | None, cmd: ModifyPayment, now: date
         for name in ("amount", "description", "metadata", "status", "deleted_at")
         if getattr(current, name) != getattr(snapshot, name)
     }
-    return Decision(snapshot, event_type, changes)
+    return Decision(snapshot, event_type, changes, cmd.command_id, cmd.actor)
 
 
 def _plain(value: Any) -> Any:

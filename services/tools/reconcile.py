@@ -24,7 +24,7 @@ from services.query.domain import (
     payment_document,
     tombstone_document,
 )
-from shared.events import EventType, new_event
+from shared.events import EventType, new_event, system_actor
 from shared.payment import PaymentSnapshot
 
 log = logging.getLogger("payments.reconcile")
@@ -32,6 +32,8 @@ log = logging.getLogger("payments.reconcile")
 # Fields of a read-model payment document that must equal PostgreSQL's.
 COMPARED = ("organization_id", "user_id", "amount", "currency", "status", "description", "metadata", "version")
 Figures = dict[str, int]
+
+RECONCILE_ACTOR = system_actor("reconcile")  # repairs write read-model documents, never events
 
 
 # --------------------------------------------------------------------------- pure comparison
@@ -199,11 +201,11 @@ class Reconciler:
                 if guard is not None and (await cols.payments.delete_one(guard)).deleted_count:
                     applied += 1
                 if payment is not None:  # deleted in PostgreSQL: keep its tombstone
-                    event = new_event(EventType.DELETED, payment, source=self.source)
+                    event = new_event(EventType.DELETED, payment, source=self.source, actor=RECONCILE_ACTOR)
                     await cols.tombstones.replace_one(key, tombstone_document(event, now), upsert=True)
                 continue
             kind = EventType.CREATED if payment.version == 1 else EventType.UPDATED
-            document = payment_document(new_event(kind, payment, source=self.source), now)
+            document = payment_document(new_event(kind, payment, source=self.source, actor=RECONCILE_ACTOR), now)
             if (contribution := contribution_of(payment)) is not None:
                 touched.add(contribution.bucket)
             await cols.tombstones.delete_one(key)  # live in PostgreSQL: no tombstone

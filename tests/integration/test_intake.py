@@ -25,6 +25,7 @@ from pymongo import AsyncMongoClient
 from devstack.system import RunningSystem, isolated
 from services.query.adapters.read_model import MongoReadModel
 from shared.auth import SCOPE_READ, SCOPE_WRITE, cursor_key, mint_token
+from shared.events import parse_event
 from shared.settings import Settings
 
 PROCESSES = ["intake", "relay", "projector", "query-api", "command-api"]
@@ -148,6 +149,16 @@ async def test_create_then_complete_from_kafka_is_visible_through_the_query_api(
         assert (status.json()["status"], status.json()["result"]["status"]) == ("completed", "completed")
         other = await http.get(f"{command_api}/v1/commands/{completed_id}", headers=system.auth("org-other"))
         assert other.status_code == 404
+    # The events name the producer's source as their actor, and the command that caused each.
+    conn = await asyncpg.connect(system.settings.database_url)
+    try:
+        rows = await conn.fetch("SELECT payload FROM outbox WHERE organization_id = 'org-k' AND payment_id = $1 "
+                                "ORDER BY payment_version", pid)
+    finally:
+        await conn.close()
+    events = [parse_event(bytes(row["payload"])) for row in rows]
+    assert [(e.actor, e.commandid) for e in events] == [("/billing/invoicing", created_id),
+                                                         ("/billing/invoicing", completed_id)]
 
 
 async def test_duplicates_run_once_bad_input_is_answered_or_dead_lettered(system: IntakeSystem) -> None:

@@ -40,6 +40,18 @@ def test_create_makes_version_1_processing_and_a_valid_created_event(amount, cur
     assert all(change.old is None for change in event.data.changes.values())
 
 
+@pytest.mark.parametrize("actor", ["user-42", "/billing/invoicing", "system:expiry", None])
+def test_events_name_the_command_and_its_actor(actor):
+    created = decide_create(create_cmd(actor=actor, command_id="create-1"), T0)
+    modify = ModifyPayment(command_id="complete-1", organization_id="org-a", actor=actor,
+                           action=PaymentAction.COMPLETE, payment_id="p1")
+    completed = decide_modify(created.snapshot, modify, T0 + timedelta(seconds=1))
+    for decision, command_id in ((created, "create-1"), (completed, "complete-1")):
+        event = parse_event(decision.event("/payments/command").to_json_bytes())
+        assert (event.actor, event.commandid) == (actor, command_id)
+        assert (event.model_dump(exclude_none=True).get("actor")) == actor  # absent, not null, when unknown
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [({"amount": 0}, "greater than 0"), ({"amount": -1}, "greater than 0"), ({"amount": MAX_AMOUNT + 1}, "less"),

@@ -21,7 +21,7 @@ from services.command.entrypoints.bodies import (
     UpdatePaymentRequest,
 )
 from services.command.entrypoints.problems import Problem, invalid_body
-from shared.events import describe_validation_error, structured_cloudevent
+from shared.events import Actor, describe_validation_error, structured_cloudevent
 from shared.payment import MAX_ID_LENGTH, PAYMENT_ID_PATTERN, PaymentAction, PaymentSnapshot
 
 COMMAND_TYPE_PREFIX = "com.gyroscops.payment.command."
@@ -83,7 +83,8 @@ class PaymentCommandEvent(BaseModel):
     specversion: Literal["1.0"] = "1.0"
     id: str = Field(min_length=1, max_length=MAX_COMMAND_ID_LENGTH,
                     description="The command id: a re-sent or redelivered command runs once")
-    source: str = Field(min_length=1, max_length=1024, description="Producer URI, e.g. /billing/invoicing")
+    source: Actor = Field(description="Producer URI, e.g. /billing/invoicing; the actor of the events the "
+                          "command causes")
     type: CommandType
     subject: str | None = Field(
         default=None, pattern=PAYMENT_ID_PATTERN,
@@ -156,14 +157,14 @@ def parse_command(raw: bytes | None) -> Command:
         if data.id is not None and envelope.subject not in (None, data.id):
             raise InvalidCommand(cid, org, subject, f"data.id {data.id!r} differs from subject {subject!r}")
         payment_id = envelope.subject or data.id or derived_payment_id(org, cid)
-        return CreatePayment(command_id=cid, organization_id=org, payment_id=payment_id, user_id=data.user_id,
-                             amount=data.amount, currency=data.currency, description=data.description,
+        return CreatePayment(command_id=cid, organization_id=org, actor=envelope.source, payment_id=payment_id,
+                             user_id=data.user_id, amount=data.amount, currency=data.currency, description=data.description,
                              metadata=data.metadata)
     if envelope.subject is None:
         raise InvalidCommand(cid, org, None, f"subject: the payment id is required for {envelope.type.short}")
     fields = data.model_dump(exclude_unset=True)
-    return ModifyPayment(command_id=cid, organization_id=org, action=PaymentAction(envelope.type.short),
-                         payment_id=envelope.subject, **fields)
+    return ModifyPayment(command_id=cid, organization_id=org, actor=envelope.source,
+                         action=PaymentAction(envelope.type.short), payment_id=envelope.subject, **fields)
 
 
 # --------------------------------------------------------------------------- results

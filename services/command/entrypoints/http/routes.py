@@ -108,7 +108,7 @@ async def _execute(request: Request, command: Command, prefer: str | None, succe
 
 def _create_command(principal: Principal, body: CreatePaymentRequest, payment_id: str, command_id: str) -> CreatePayment:
     return CreatePayment(
-        command_id=command_id, organization_id=principal.org, payment_id=payment_id,
+        command_id=command_id, organization_id=principal.org, actor=principal.actor, payment_id=payment_id,
         user_id=body.user_id or principal.subject, amount=body.amount, currency=body.currency,
         description=body.description, metadata=body.metadata,
     )
@@ -154,7 +154,8 @@ async def create_batch(
     items = [_create_command(principal, item, *idempotency.batch_item_ids(batch_id, index, bool(idempotency_key),
                                                                           item.id))
              for index, item in enumerate(body.items)]
-    command = BulkCreatePayments(command_id=batch_id, organization_id=principal.org, items=items)
+    command = BulkCreatePayments(command_id=batch_id, organization_id=principal.org, actor=principal.actor,
+                                 items=items)
     async with Idempotent(_runtime(request).idempotency, principal.org, idempotency_key, request_hash) as once:
         if once.replay is not None:
             return once.replay
@@ -170,8 +171,8 @@ async def _modify(
     request_hash = fingerprint(request, body, "if-match")
     command_id = idempotency.modify_command_id(action, payment_id, idempotency_key, expected, request_hash)
     fields = body.model_dump(exclude_unset=True) if body is not None else {}
-    command = ModifyPayment(command_id=command_id, organization_id=principal.org, action=action,
-                            payment_id=payment_id, expected_version=expected, **fields)
+    command = ModifyPayment(command_id=command_id, organization_id=principal.org, actor=principal.actor,
+                            action=action, payment_id=payment_id, expected_version=expected, **fields)
     async with Idempotent(_runtime(request).idempotency, principal.org, idempotency_key, request_hash) as once:
         if once.replay is not None:
             return once.replay
