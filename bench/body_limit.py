@@ -2,9 +2,10 @@
 
 Two uvicorn servers on 127.0.0.1, each in its own process, serve the same FastAPI route
 that takes a JSON body (as every command route does); one is wrapped in the command API's
-``BodyLimit`` (services/command/http/body_limit.py). Each receives the same chunked bodies, none announcing its length, and the
-script reports the growth of each server's peak resident memory and its answers. The server
-without the limit is the baseline of the same run.
+``BodyLimit`` (services/command/entrypoints/http/body_limit.py). Each receives the same
+chunked bodies, none announcing its length, and the script reports the growth of each
+server's peak resident memory and its answers. The server without the limit is the
+baseline of the same run.
 
     python -m bench.body_limit --mib 50 --requests 3
 """
@@ -26,7 +27,7 @@ SERVER = """
 import sys, uvicorn
 from typing import Any
 from fastapi import FastAPI
-from services.command.http.body_limit import MAX_BODY_BYTES, BodyLimit
+from services.command.entrypoints.http.body_limit import MAX_BODY_BYTES, BodyLimit
 app = FastAPI()
 @app.post("/v1/payments")
 async def create(body: dict[str, Any]) -> dict[str, int]:

@@ -76,7 +76,8 @@ async def serve(variant: str, port: int) -> None:
     from bench.naive_workflow import NaiveActivities, NaiveCreatePaymentWorkflow
     from services.command.bootstrap import command_runtime
     from services.command.commands import CommandResult, CreatePayment
-    from services.command.http.app import create_app
+    from services.command.entrypoints.http.app import create_app
+    from services.command.temporal.registry import Route
 
     settings = CommandSettings()
     naive = variant == "naive"  # the other variants differ only in their PAYMENTS_* environment
@@ -88,8 +89,9 @@ async def serve(variant: str, port: int) -> None:
             await server.serve()
             return
         acts = NaiveActivities(runtime.store, settings.event_source)
-        runtime.service.routes[CreatePayment] = (NaiveCreatePaymentWorkflow.run, CommandResult)
-        async with Worker(runtime.client, task_queue=settings.command_task_queue,
+        client = getattr(runtime.commands, "client", runtime.commands)  # group commit wraps the client
+        client.routes[CreatePayment] = Route(CreatePayment, NaiveCreatePaymentWorkflow, CommandResult)
+        async with Worker(runtime.temporal, task_queue=settings.command_task_queue,
                           workflows=[NaiveCreatePaymentWorkflow],
                           activities=[acts.validate, acts.execute, acts.publish]):
             await server.serve()

@@ -32,8 +32,8 @@ from bench.common import scratch_settings
 from bench.projection import make_events
 from services.query.adapters.batch_writes import apply_batch
 from services.query.bootstrap import query_runtime
+from services.query.entrypoints.http.app import create_app
 from services.query.handlers import QueryHandlers
-from services.query.http.app import create_app
 from services.query.queries import SearchQuery
 from shared.auth import SCOPE_READ, mint_token
 from shared.consistency import ConsistencyTokens
@@ -79,7 +79,7 @@ async def main(n: int) -> None:
         fresh = (tokens.issue(pair) for pair in itertools.combinations(org1[1:], 2))
         q = SearchQuery(limit=20, sort="-created_at")
         h = runtime.handlers
-        uncached = QueryHandlers(runtime.read_model, None)
+        uncached = QueryHandlers(runtime.read_model, None, max_wait=runtime.settings.read_wait_seconds)
         print(f"search (org-1 of 1000 payments, limit 20), n={n} per variant, samples alternate")
         report("handler, in-process", await alternating({
             "no token, cached": lambda: h.search("org-1", q),

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer
 from pymongo import AsyncMongoClient
 
 from bench.fault_load import ORGS, ClientLog
-from services.query.adapters.read_model import ReadModel
+from services.query.adapters.read_model import MongoReadModel
 from shared.auth import SCOPE_READ, cursor_key, mint_token
 from shared.kafka import topic_partitions
 from shared.settings import Settings
@@ -44,7 +44,7 @@ async def _postgres_state(url: str) -> tuple[dict[tuple[str, str], asyncpg.Recor
 async def _read_model_state(mongo: AsyncMongoClient, settings: Settings) -> tuple[
         dict[tuple[str, str], dict[str, Any]], set[tuple[str, str]], dict[str, dict[str, int]]]:
     """(live payments, tombstones, statistics buckets) of the active generation."""
-    cols = await ReadModel(mongo[settings.mongo_db], cursor_key(settings)).active(fresh=True)
+    cols = await MongoReadModel(mongo[settings.mongo_db], cursor_key(settings)).active(fresh=True)
     docs = {(d["organization_id"], d["id"]): d async for d in cols.payments.find({})}
     tombs = {(d["organization_id"], d["id"]) async for d in cols.tombstones.find({})}
     stats = {d["_id"]: {k: d[k] for k in ("count", "sum", "min", "max")} async for d in cols.statistics.find({})}

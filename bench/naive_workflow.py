@@ -38,7 +38,7 @@ class NaiveActivities:
 
     @activity.defn(name="naive.publish")
     async def publish(self, result: CommandResult) -> None:
-        decision = domain.Decision(result.payment, EventType.CREATED, {})
+        decision = domain.Decision(result.payment, EventType.CREATED, {}, result.command_id, None)
         async with self.store.unit_of_work() as uow:
             await uow.add_events([decision.event(self.source)])
 

@@ -31,7 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 
 from bench.common import kafka_env
-from services.query.adapters.read_model import ReadModel
+from services.query.adapters.read_model import MongoReadModel
 from shared.auth import cursor_key
 from shared.events import CONTENT_TYPE, PaymentEvent
 from shared.kafka import ensure_topics, event_topics, producer_options
@@ -134,7 +134,7 @@ async def end_to_end(settings: Settings, events: list[PaymentEvent], batch: int,
             await asyncio.sleep(POLL_S if done < n else 0)
         finished = time.perf_counter()
         cpu = cpu_seconds(child.pid) - cpu_first
-        cols = await ReadModel(mongo[db_name], cursor_key(settings)).active(fresh=True)
+        cols = await MongoReadModel(mongo[db_name], cursor_key(settings)).active(fresh=True)
         stored = await cols.payments.count_documents({})
         if stored != n:
             raise RuntimeError(f"projector settled {n} events but the read model holds {stored}; see {log_path}")

@@ -30,7 +30,7 @@ from pymongo import AsyncMongoClient
 
 from bench.common import kafka_env
 from bench.visibility import kafka_round_trips
-from services.query.adapters.read_model import ReadModel
+from services.query.adapters.read_model import MongoReadModel
 from shared.auth import cursor_key
 from shared.events import EventType, new_event
 from shared.net import free_port
@@ -57,7 +57,7 @@ async def measure(settings: Settings, fetch_max_wait_ms: int, batch_wait: float,
            "PAYMENTS_PROJECTOR_METRICS_PORT": str(free_port()), "PAYMENTS_LOG_LEVEL": "WARNING"}
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_url)
-    read_model = ReadModel(mongo[db_name], cursor_key(settings))
+    read_model = MongoReadModel(mongo[db_name], cursor_key(settings))
     await producer.start()
     projector = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "projector", "--fetch-max-wait-ms", str(fetch_max_wait_ms),

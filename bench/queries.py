@@ -24,11 +24,11 @@ from bench.projection import make_events
 from services.query.adapters.batch_writes import apply_batch
 from services.query.adapters.read_queries import search_filter, sort_spec
 from services.query.bootstrap import query_runtime
+from services.query.entrypoints.http.app import create_app
 from services.query.handlers import QueryHandlers
-from services.query.http.app import create_app
 from services.query.queries import SearchQuery, StatisticsQuery
 from services.query.temporal.client import PaymentQueryClient
-from services.query.temporal.worker import create_worker
+from services.query.temporal.worker import build_worker
 from shared.auth import SCOPE_READ, mint_token
 from shared.temporal import connect
 
@@ -60,7 +60,7 @@ async def main(n: int) -> None:
         for i in range(0, len(events), 500):
             await apply_batch(runtime.mongo, cols, events[i:i + 500])
         q = SearchQuery(limit=20, sort="-created_at")
-        uncached = QueryHandlers(runtime.read_model, None)
+        uncached = QueryHandlers(runtime.read_model, None, max_wait=runtime.settings.read_wait_seconds)
         await runtime.cache.redis.set("bench:raw", (await runtime.handlers.search("org-1", q)).model_dump_json())
         flt = search_filter("org-1", q)
         print(f"search (org-1 of 1000 payments, limit 20), n={n}")
@@ -83,11 +83,11 @@ async def main(n: int) -> None:
         client = await connect(settings, with_metrics=False)
         async with app.router.lifespan_context(app), httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://q",
-                headers={"Authorization": f"Bearer {token}"}) as http, create_worker(client, runtime, settings):
+                headers={"Authorization": f"Bearer {token}"}) as http, build_worker(client, runtime.handlers, settings):
             facade = PaymentQueryClient(client, settings.query_task_queue)
             print(summary("HTTP GET /v1/payments (cached, in-process)",
                           await latencies(lambda: http.get("/v1/payments", params={"limit": 20}), n)))
-            print(summary("Temporal PaymentQueryWorkflow search",
+            print(summary("Temporal SearchPayments workflow",
                           await latencies(lambda: facade.search_payments("org-1", q), max(50, n // 10), warmup=5)))
         await runtime.mongo.drop_database(settings.mongo_db)
 

@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
 from devstack.system import RunningSystem, isolated
-from services.query.adapters.read_model import ReadModel
+from services.query.adapters.read_model import MongoReadModel
 from services.query.domain import document_id
 from shared.auth import SCOPE_READ, SCOPE_WRITE, cursor_key, mint_token
 from shared.kafka import consumer_options
@@ -79,7 +79,7 @@ async def split_lag(settings: Settings, written: dict[str, tuple[float, float]])
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_url, tz_aware=True)
     parts: dict[str, list[float]] = {"201 -> projector's write": [], "projector's write -> answer": []}
     try:
-        cols = await ReadModel(mongo[settings.mongo_db], cursor_key(settings)).active(fresh=True)
+        cols = await MongoReadModel(mongo[settings.mongo_db], cursor_key(settings)).active(fresh=True)
         async for doc in cols.payments.find({"_id": {"$in": [document_id("bench-org", p) for p in written]}},
                                             {"projected_at": 1}):
             t201, answered = written[json.loads(doc["_id"])[1]]

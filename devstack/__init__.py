@@ -81,7 +81,7 @@ from .endpoints import (
     read_stack_file,
     redact,
 )
-from .processes import kill_group, log_tail, port_is_free
+from .pids_and_ports import kill_group, log_tail, port_is_free
 from .stack import LocalStack
 
 __all__ = [

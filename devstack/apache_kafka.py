@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 
 from .endpoints import HOST, StackError
-from .processes import log_tail
+from .pids_and_ports import log_tail
 
 POM = Path(__file__).with_name("apache-kafka") / "pom.xml"
 #: The broker's release, as the pom names it (docker-compose.yml's image has the same).

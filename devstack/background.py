@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .endpoints import DEFAULT_DATA_DIR, HOST, SERVICES, STACK_FILE_NAME, StackError, read_stack_file, redact
-from .processes import group_alive, kill_group, pid_alive, pid_cmdline, tcp_answers, terminate_pids
+from .pids_and_ports import group_alive, kill_group, pid_alive, pid_cmdline, tcp_answers, terminate_pids
 
 
 @dataclass

@@ -21,8 +21,8 @@ from shared.net import free_port
 from .apache_kafka import BrokerLaunch
 from .binaries import INSTALL_HINT
 from .endpoints import HOST, SERVICES, Endpoints, StackError
+from .pids_and_ports import PREEXEC_DIE_WITH_PARENT
 from .postgres import prepare_postgres
-from .processes import PREEXEC_DIE_WITH_PARENT
 
 
 @dataclass

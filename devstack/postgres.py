@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .endpoints import HOST, StackError
-from .processes import log_tail, one_line
+from .pids_and_ports import log_tail, one_line
 
 PG_SYSTEM_USER = "embedded_postgres"
 

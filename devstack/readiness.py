@@ -16,7 +16,7 @@ from shared.dependencies import ping_mongo, ping_postgres
 
 from .endpoints import HOST, SERVICES, Endpoints, StackError, redact
 from .launch import Child
-from .processes import log_tail, one_line, tcp_answers
+from .pids_and_ports import log_tail, one_line, tcp_answers
 
 
 def run_async(factory: Callable[[], Awaitable[Any]]) -> Any:

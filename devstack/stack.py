@@ -27,7 +27,7 @@ from .endpoints import (
     write_stack_file,
 )
 from .launch import Child, ServerLaunch
-from .processes import pick_ports, pid_alive, terminate_pids
+from .pids_and_ports import pick_ports, pid_alive, terminate_pids
 from .readiness import ReadinessChecks, run_async
 
 

@@ -16,7 +16,7 @@ import sys
 import typer
 import typer.core
 
-from services.query import cli as query_cli
+from services.query.entrypoints import cli as query_cli
 from services.tools import cli as tools_cli
 from shared.auth import uses_dev_secret
 from shared.dependencies import DependencyUnavailable, wait_for

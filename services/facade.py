@@ -1,27 +1,7 @@
-"""``PaymentCqsService``: the seed's facade for other Python services, over Temporal.
-
-It joins the two sides without either importing the other: commands go through the
-command workflows (``services.command.temporal.client.PaymentCommandClient``), reads through the
-query workflows (``services.query.temporal.client.PaymentQueryClient``). A caller needs only a
-Temporal connection; no database, broker or cache. Interactive clients are better served
-by the HTTP APIs (lower latency, see docs/benchmarks.md).
-
-    cqs = await PaymentCqsService.connect(Settings())
-    result = await cqs.process_command(CreatePayment(...))
-    workflow_id = await cqs.process_command_async(ModifyPayment(...))
-    page = await cqs.search_payments("acme", SearchQuery(status="completed"))
-    stats = await cqs.payment_statistics("acme", StatisticsQuery())
-
-Read-your-writes: every read takes ``consistent_with=`` a command result (or its
-``consistency_token``, or several of either) and answers only once the read model
-reflects those writes, waiting at most ``PAYMENTS_READ_WAIT_SECONDS`` (5 s by default)
-before raising ``NotCaughtUp``:
-
-    result = await cqs.process_command(CreatePayment(...))
-    page = await cqs.search_payments("acme", SearchQuery(), consistent_with=result)  # sees it
-
-A token of another organization raises ``ForeignConsistencyToken``, a malformed one
-``InvalidConsistencyToken`` (shared/consistency.py).
+"""``PaymentCqsService``: the seed's facade for other Python services, over Temporal only
+(``PaymentCommandClient`` and ``PaymentQueryClient``), so a caller needs no database,
+broker or cache. Reads take ``consistent_with=`` command results and answer once the
+read model reflects them, else ``NotCaughtUp``.
 """
 
 from __future__ import annotations
@@ -29,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from services.command.commands import BulkCreateResult, Command, CommandResult
+from services.command.commands import BulkCreateResult, Command, CommandResult, with_actor
 from services.command.temporal.client import PaymentCommandClient, workflow_id
-from services.query.queries import PaymentView, SearchQuery, SearchResult, Statistics, StatisticsQuery
+from services.query.queries import SearchQuery, SearchResult, Statistics, StatisticsQuery
 from services.query.temporal.client import PaymentQueryClient
 from shared.consistency import ConsistencyTokens
+from shared.payment_view import Payment
 from shared.settings import Settings
 from shared.temporal import connect
 
@@ -58,27 +39,32 @@ def tokens_of(consistent_with: ConsistentWith) -> list[str]:
 
 
 class PaymentCqsService:
-    def __init__(self, commands: PaymentCommandClient, queries: PaymentQueryClient) -> None:
+    """``actor``: who the events of commands that name no ``actor`` are recorded as (the
+    calling service, e.g. ``billing-service``)."""
+
+    def __init__(self, commands: PaymentCommandClient, queries: PaymentQueryClient, *, actor: str = "facade") -> None:
         self.commands = commands
         self.queries = queries
+        self.actor = actor
 
     @classmethod
-    async def connect(cls, settings: Settings, *, command_timeout: timedelta = timedelta(minutes=5)) -> PaymentCqsService:
+    async def connect(cls, settings: Settings, *, command_timeout: timedelta = timedelta(minutes=5),
+                      actor: str = "facade") -> PaymentCqsService:
         client = await connect(settings, with_metrics=False)
         return cls(
             PaymentCommandClient(client, task_queue=settings.command_task_queue, workflow_timeout=command_timeout,
                                   tokens=ConsistencyTokens(settings.consistency_token_secret)),
-            PaymentQueryClient(client, settings.query_task_queue),
+            PaymentQueryClient(client, settings.query_task_queue), actor=actor,
         )
 
     async def process_command(self, command: Command) -> CommandResult | BulkCreateResult:
         """Run a command and wait: its result (with its ``consistency_token``: pass the
         result as ``consistent_with`` to read it back), or ``Rejected`` for a business rule."""
-        return await self.commands.process(command)
+        return await self.commands.process(with_actor(command, self.actor))
 
     async def process_command_async(self, command: Command) -> str:
         """Start a command; returns its (deterministic) workflow id."""
-        return await self.commands.process_async(command)
+        return await self.commands.process_async(with_actor(command, self.actor))
 
     @staticmethod
     def workflow_id(command: Command) -> str:
@@ -90,7 +76,7 @@ class PaymentCqsService:
         return await self.queries.search_payments(organization_id, query, tokens_of(consistent_with))
 
     async def get_payment(self, organization_id: str, payment_id: str, *,
-                          consistent_with: ConsistentWith = None) -> PaymentView | None:
+                          consistent_with: ConsistentWith = None) -> Payment | None:
         """The payment or None; with ``consistent_with`` it reflects those command results."""
         return await self.queries.get_payment(organization_id, payment_id, tokens_of(consistent_with))
 

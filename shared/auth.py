@@ -1,19 +1,7 @@
-"""Bearer-JWT authentication shared by both HTTP APIs.
-
-Tokens carry ``org`` (the organization every request is scoped to) and ``scope``
-(RFC 8693 / RFC 9068: a space-separated string, or a list of strings:
-``payments:write``, ``payments:read``). The organization always comes from the token,
-never from a request body.
-
-Two ways to verify a token:
-
-* production: ``PAYMENTS_JWT_JWKS_URL``, the identity provider's key set (RS256, ES256,
-  EdDSA), cached and refreshed when a token names an unknown ``kid`` (at most once per
-  ``PAYMENTS_JWT_JWKS_MIN_REFRESH_SECONDS``, so random ``kid`` values cannot flood the IdP);
-* local use: a shared HS256 secret (``PAYMENTS_JWT_SECRET``), which ``mint_token`` uses.
-
-:class:`Authenticate` checks the token before anything reads the body: without a valid
-token a request is a 401 whatever it carries.
+"""Bearer-JWT authentication of both APIs: the organization always comes from the token's
+``org`` claim (never a body), the scopes from ``scope``. Production verifies the identity
+provider's tokens against its JWKS (``PAYMENTS_JWT_JWKS_URL``), local use a shared HS256
+secret; :class:`Authenticate` checks the token before anything reads the body.
 """
 
 from __future__ import annotations
@@ -32,7 +20,7 @@ import jwt
 from fastapi import Depends, FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.http import ProblemError, problem_response
+from shared.http import ProblemError, problem_response, retry_after
 from shared.settings import DEV_JWT_SECRET, Settings, get_settings
 
 SCOPE_READ = "payments:read"
@@ -49,6 +37,12 @@ class Principal:
 
     def has(self, scope: str) -> bool:
         return scope in self.scopes
+
+    @property
+    def actor(self) -> str:
+        """Who the commands of this token are recorded as (events' ``actor``): its ``sub``,
+        or ``org:<org>`` for a token that names no subject."""
+        return self.subject or f"org:{self.org}"
 
 
 class AuthError(ProblemError):
@@ -149,7 +143,7 @@ class JwksKeys:
             except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
                 if not self._keys:
                     raise ProblemError(503, "Service Unavailable", "the identity provider's key set cannot be read",
-                                       type_="jwks-unavailable", headers={"Retry-After": "5"}) from exc
+                                       type_="jwks-unavailable", headers=retry_after("jwks-unavailable")) from exc
                 return  # keep the keys we have; retried after min_refresh_seconds
             finally:
                 self._fetched_at = time.monotonic()
@@ -158,8 +152,8 @@ class JwksKeys:
 
 # A verified token is remembered (by its whole text, signature included) for at most
 # this long and never past its exp, so a client reusing its token is not verified again
-# on every request (measured: JWT decoding was a tenth of the command API's CPU under
-# load, docs/benchmarks.md). Bounded: the least recently used are forgotten first.
+# on every request (its share of the API's CPU: docs/benchmarks.md). Bounded: the least
+# recently used are forgotten first.
 VERIFIED_SECONDS = 60.0
 VERIFIED_TOKENS = 4096
 
@@ -268,7 +262,7 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     """FastAPI dependency: the caller's principal, which must hold ``scope``."""
 
     # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per
-    # request that measured as a visible share of the command API's CPU under load.
+    # request (docs/benchmarks.md).
     async def dependency(principal: Principal = Depends(principal_from_request)) -> Principal:
         if not principal.has(scope):
             raise ProblemError(403, "Forbidden", f"this operation needs the '{scope}' scope", type_="forbidden")

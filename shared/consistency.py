@@ -1,16 +1,8 @@
-"""Consistency tokens: read-your-writes across the command and query services.
-
-A command result carries a token naming what the write produced: the organization and
-``(payment id, version)`` of each written payment. A read that presents it is answered
-only once the read model holds every named payment at that version or newer (a
-tombstone counts). The token is opaque to clients and tamper-proof:
-
-    ct1.<base64url(deflate(JSON {"o": org, "w": [[payment_id, version], ...]}))>.<base64url(MAC)>
-
-where MAC = HMAC-SHA256(PAYMENTS_CONSISTENCY_TOKEN_SECRET, "ct1." + payload)[:16]. Both
-services (and the facade) must share the secret. Deflate keeps a 100-payment batch's
-token near 3 KB (5.8 KB without), since it travels in a response header and a query
-string. Pure: no I/O, safe in workflows.
+"""Consistency tokens, read-your-writes across the two services: a command result names
+the ``(payment id, version)`` pairs it wrote, signed so that clients can neither forge
+nor alter them, deflated because it travels in headers and query strings. Made and
+checked only here (format: docs/design.md section 11); both services share the secret.
+Pure: safe in workflows.
 """
 
 from __future__ import annotations

@@ -19,8 +19,30 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from shared.payment import NO_NUL_PATTERN, AwareDatetime, PaymentSnapshot, check_text
 
 CONTENT_TYPE = "application/cloudevents+json"
+# Who caused an event (extension ``actor``): the token's ``sub`` of an HTTP command, the
+# CloudEvent ``source`` of a Kafka command, or ``system:<what>`` for the system's own acts.
+# A producer's source may be a long URI, hence the bound.
+MAX_ACTOR_LENGTH = 1024
+SYSTEM_ACTOR_PREFIX = "system:"
+UNKNOWN_ACTOR = "unknown"  # what the read side shows for events produced before actors existed
+# Any command id the service layer runs (the ids clients name are shorter: entrypoints/bodies.py).
+MAX_COMMAND_ID_LENGTH = 300
 SCHEMA_ID = "https://gyroscops.com/schemas/payments/cloudevent.schema.json"
 TYPE_PREFIX = "com.gyroscops.payment."
+
+
+def system_actor(what: str) -> str:
+    """The actor of something the system does by itself, e.g. ``system:expiry``."""
+    return f"{SYSTEM_ACTOR_PREFIX}{what}"
+
+
+def _bounded_text(max_length: int) -> Any:
+    return Annotated[str, AfterValidator(check_text),
+                     Field(min_length=1, max_length=max_length, json_schema_extra={"pattern": NO_NUL_PATTERN})]
+
+
+Actor = _bounded_text(MAX_ACTOR_LENGTH)
+CommandId = _bounded_text(MAX_COMMAND_ID_LENGTH)
 
 
 class EventType(StrEnum):
@@ -72,6 +94,12 @@ class PaymentEvent(BaseModel):
     datacontenttype: Literal["application/json"] | None = "application/json"
     organizationid: str = Field(min_length=1, description="Extension: owning organization")
     paymentversion: int = Field(ge=1, strict=True, description="Extension: payment version after this event")
+    actor: Actor | None = Field(
+        default=None, description="Extension: who caused the event: the token's `sub` (HTTP command), the "
+        "producer's CloudEvent `source` (Kafka command) or `system:<what>`; absent only on events produced "
+        "before actors were recorded")
+    commandid: CommandId | None = Field(
+        default=None, description="Extension: id of the command that caused the event (GET /v1/commands/{id})")
     data: PaymentEventData
 
     @model_validator(mode="after")
@@ -113,12 +141,16 @@ def new_event(
     changes: dict[str, tuple[Any, Any]] | None = None,
     *,
     source: str = "/payments/command",
+    actor: str | None = None,
+    command_id: str | None = None,
     event_id: str | None = None,
     time: datetime | None = None,
 ) -> PaymentEvent:
     return PaymentEvent(
         id=event_id or str(uuid.uuid4()),
         source=source,
+        actor=actor,
+        commandid=command_id,
         type=type_,
         subject=payment.id,
         time=time or datetime.now(UTC),

@@ -21,8 +21,22 @@ PROBLEM_BASE = "https://gyroscops.com/problems/"
 # answers within the probes' timeoutSeconds (3 s in the chart) even while a server
 # hangs instead of refusing connections.
 READINESS_CHECK_TIMEOUT = 2.0
-# What a client is told to wait before retrying a request that needed a missing server.
-RETRY_AFTER_SECONDS = 2
+# The one Retry-After policy: how long a client is told to wait, by the problem (or the
+# 202) that asks it to come back. Moments for what resolves by itself (a running command,
+# a projection just behind); longer for a server away, longest for the identity provider.
+RETRY_AFTER_SECONDS = {
+    "command-running": 1,  # 202: poll the command's status URL
+    "command-failed": 1,  # 503: the same request attaches to the command or runs it again
+    "read-model-behind": 1,  # 409: the projection is moments behind the write
+    "dependency-unavailable": 2,  # 503: a server the request needs is unreachable
+    "jwks-unavailable": 5,  # 503: the identity provider's key set cannot be read
+}
+
+
+def retry_after(reason: str) -> dict[str, str]:
+    """The Retry-After header of an answer that asks the client to come back (``reason``:
+    a key of :data:`RETRY_AFTER_SECONDS`)."""
+    return {"Retry-After": str(RETRY_AFTER_SECONDS[reason])}
 log = logging.getLogger("payments.http")
 
 
@@ -86,7 +100,7 @@ def outage_response(request: Request, exc: BaseException) -> JSONResponse:
         503, "Service Unavailable",
         "a server this request needs is unreachable right now; retry later",
         type_=PROBLEM_BASE + "dependency-unavailable", instance=request.url.path,
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        headers=retry_after("dependency-unavailable"),
     )
 
 

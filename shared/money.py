@@ -1,13 +1,6 @@
-"""Money as integer minor units, never floats.
-
-``Money(1234, "EUR")`` is 12.34 EUR. The ISO 4217 table below knows each currency's
-exponent (number of minor-unit digits): JPY has 0, EUR 2, BHD 3.
-
-The rules of money fields are written once here, as annotated types every model uses
-(command bodies and commands, the payment snapshot, the query filters): :data:`Amount`,
-:data:`Currency` (with the codes listed in its JSON Schema) and :data:`CurrencyCode` (the
-same check, schema without the list: the event schema as published). Each use site adds
-only its own description.
+"""Money as integer minor units, never floats: the ISO 4217 table (each currency's
+exponent: JPY 0, EUR 2, BHD 3) and the annotated types every model uses for amounts and
+currencies, so their rules are written once.
 """
 
 from __future__ import annotations

@@ -62,3 +62,12 @@ async def until_stopped() -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+async def until_stopped_or_done(task: asyncio.Task[None]) -> None:
+    """Wait for SIGTERM/SIGINT, or for ``task`` to end by itself (its error stays in it)."""
+    stopper = asyncio.create_task(until_stopped())
+    try:
+        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()

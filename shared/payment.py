@@ -1,11 +1,7 @@
-"""The payment: its snapshot, its status machine and the limits on its fields.
-
-This is the one place that says which transitions and which commands are allowed in
-which status (DESIGN section 3), and what a payment may hold (the content contract:
-the command API, the command rules, the event JSON Schema and the projector all use
-the types below, so a value one of them accepts every store downstream accepts too:
-PostgreSQL refuses NUL in text/jsonb, MongoDB integers beyond 64 bits, JSON NaN).
-Pure: no I/O.
+"""The payment: its snapshot, its status machine, what each action may do in each status,
+and what a payment may hold. One content contract for the command API, the rules, the
+event schema and the projector, so whatever one accepts every store downstream accepts
+(PostgreSQL refuses NUL, MongoDB integers beyond 64 bits, JSON NaN). Pure.
 """
 
 from __future__ import annotations
@@ -25,7 +21,11 @@ MAX_METADATA_KEYS = 50
 MAX_METADATA_KEY_LENGTH = 64
 MAX_METADATA_VALUE_LENGTH = 500
 MAX_METADATA_BYTES = 16384  # the whole map, encoded as compact UTF-8 JSON
-MAX_ID_LENGTH = 128
+MAX_ID_LENGTH = 128  # organization and user ids; a stored snapshot's id (events are history)
+# A payment id wherever a client or producer names one (HTTP paths and bodies, Kafka
+# subjects, commands, the facade): the one rule.
+MAX_PAYMENT_ID_LENGTH = 64
+PAYMENT_ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{MAX_PAYMENT_ID_LENGTH - 1}}}$"
 # Numbers must fit a signed 64-bit integer (MongoDB's widest integer; BSON refuses more).
 MIN_NUMBER = -(2**63)
 MAX_NUMBER = 2**63 - 1
@@ -40,8 +40,8 @@ class PaymentStatus(StrEnum):
     REFUNDED = "refunded"
 
 
-class PaymentCommand(StrEnum):
-    """Commands on an existing payment (create has no prior status)."""
+class PaymentAction(StrEnum):
+    """What a command does to an existing payment (create has no prior status)."""
 
     UPDATE = "update"
     COMPLETE = "complete"
@@ -63,12 +63,12 @@ TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     PaymentStatus.REFUNDED: frozenset(),
 }
 
-# Status-changing commands and the status they lead to.
-COMMAND_TARGET: dict[PaymentCommand, PaymentStatus] = {
-    PaymentCommand.COMPLETE: PaymentStatus.COMPLETED,
-    PaymentCommand.FAIL: PaymentStatus.FAILED,
-    PaymentCommand.CANCEL: PaymentStatus.CANCELLED,
-    PaymentCommand.REFUND: PaymentStatus.REFUNDED,
+# Status-changing actions and the status they lead to.
+ACTION_TARGET: dict[PaymentAction, PaymentStatus] = {
+    PaymentAction.COMPLETE: PaymentStatus.COMPLETED,
+    PaymentAction.FAIL: PaymentStatus.FAILED,
+    PaymentAction.CANCEL: PaymentStatus.CANCELLED,
+    PaymentAction.REFUND: PaymentStatus.REFUNDED,
 }
 
 # Delete is refused once money has moved (the seed's rule).
@@ -79,25 +79,25 @@ def can_transition(current: PaymentStatus, target: PaymentStatus) -> bool:
     return target in TRANSITIONS[current]
 
 
-def is_allowed(command: PaymentCommand, status: PaymentStatus) -> bool:
-    """Whether ``command`` may run on a payment in ``status``."""
-    if command is PaymentCommand.UPDATE:
+def is_allowed(action: PaymentAction, status: PaymentStatus) -> bool:
+    """Whether ``action`` may run on a payment in ``status``."""
+    if action is PaymentAction.UPDATE:
         return status is PaymentStatus.PROCESSING
-    if command is PaymentCommand.DELETE:
+    if action is PaymentAction.DELETE:
         return status not in UNDELETABLE
-    return can_transition(status, COMMAND_TARGET[command])
+    return can_transition(status, ACTION_TARGET[action])
 
 
-def allowed_commands(status: PaymentStatus) -> list[PaymentCommand]:
-    return [c for c in PaymentCommand if is_allowed(c, status)]
+def allowed_actions(status: PaymentStatus) -> list[PaymentAction]:
+    return [a for a in PaymentAction if is_allowed(a, status)]
 
 
-def rejection_reason(command: PaymentCommand, status: PaymentStatus) -> str:
-    if command is PaymentCommand.UPDATE:
+def rejection_reason(action: PaymentAction, status: PaymentStatus) -> str:
+    if action is PaymentAction.UPDATE:
         return f"a payment can only be updated while processing; it is {status}"
-    if command is PaymentCommand.DELETE:
+    if action is PaymentAction.DELETE:
         return f"a {status} payment cannot be deleted"
-    return f"cannot {command} a {status} payment (allowed: {', '.join(allowed_commands(status)) or 'none'})"
+    return f"cannot {action} a {status} payment (allowed: {', '.join(allowed_actions(status)) or 'none'})"
 
 
 def check_text(value: str) -> str:

@@ -1,16 +1,8 @@
-"""The processes of payments-cqs: one table that the CLI, start-up checks, telemetry, the
-local stack, the container health check and the deploy tests all read.
-
-Each row is one ``payments`` sub-command. A long-running process has a port (its HTTP API,
-or the ``/healthz`` ``/readyz`` ``/metrics`` endpoint of a worker); a one-shot command has
-none. ``needs`` names the servers it waits for at start-up (keys of
-``shared.dependencies.CHECKS``); ``metrics`` the Prometheus names of the metrics it exports
-(defined in ``shared.telemetry``); ``group_field`` the setting naming the Kafka consumer
-group it joins (on noida-db the local stack gives such a process a static group instance id
-per slot).
-
-Standard library only: deploy/docker/healthcheck.py imports this module inside the image
-and must never import the application's heavy dependencies.
+"""The one table of the ``payments`` processes (sub-command, entry point, port, the servers
+it waits for, the metrics it exports, the consumer group it joins: on noida-db the local
+stack gives its members static ids), read by the CLI,
+start-up checks, telemetry, the local stack, the container health check and the deploy
+tests. Standard library only: the image's health check imports it.
 """
 
 from __future__ import annotations
@@ -55,29 +47,29 @@ _QUERIES = ("payments_queries", "payments_query_duration_seconds", "payments_cac
 
 # In `payments --help` order.
 PROCESSES: tuple[Process, ...] = (
-    Process("migrate", COMMAND, "services.command.cli:migrate", ("postgres",)),
-    Process("command-api", COMMAND, "services.command.cli:command_api", ("postgres", "temporal"),
+    Process("migrate", COMMAND, "services.command.entrypoints.cli:migrate", ("postgres",)),
+    Process("command-api", COMMAND, "services.command.entrypoints.cli:command_api", ("postgres", "temporal"),
             "command_api_port", 8001, api=True, verifies_tokens=True, metrics=_COMMANDS),
-    Process("command-worker", COMMAND, "services.command.cli:command_worker", ("postgres", "temporal"),
+    Process("command-worker", COMMAND, "services.command.entrypoints.cli:command_worker", ("postgres", "temporal"),
             "command_worker_metrics_port", 9101, metrics=_COMMANDS),
     # Kafka may come later: the relay keeps the backlog meanwhile.
-    Process("relay", COMMAND, "services.command.cli:relay", ("postgres",),
+    Process("relay", COMMAND, "services.command.entrypoints.cli:relay", ("postgres",),
             "relay_metrics_port", 9102,
             metrics=("payments_outbox_backlog", "payments_outbox_publish_lag_seconds")),
-    Process("intake", COMMAND, "services.command.cli:intake", ("postgres", "temporal", "kafka"),
+    Process("intake", COMMAND, "services.command.entrypoints.cli:intake", ("postgres", "temporal", "kafka"),
             "intake_metrics_port", 9105, metrics=("payments_intake_messages", *_COMMANDS),
             group_field="intake_group"),
-    Process("query-api", QUERY, "services.query.cli:query_api", ("mongo",),
+    Process("query-api", QUERY, "services.query.entrypoints.cli:query_api", ("mongo",),
             "query_api_port", 8002, api=True, verifies_tokens=True, metrics=_QUERIES),
-    Process("projector", QUERY, "services.query.cli:projector", ("kafka", "mongo"),
+    Process("projector", QUERY, "services.query.entrypoints.cli:projector", ("kafka", "mongo"),
             "projector_metrics_port", 9103,
             metrics=("payments_projection_events", "payments_projection_lag_seconds",
                      "payments_projection_dead_letters", "payments_projector_stalled",
                      "payments_projector_consecutive_failures", "payments_cache_errors"),
             group_field="projector_group"),
-    Process("query-worker", QUERY, "services.query.cli:query_worker", ("mongo", "temporal"),
+    Process("query-worker", QUERY, "services.query.entrypoints.cli:query_worker", ("mongo", "temporal"),
             "query_worker_metrics_port", 9104, metrics=_QUERIES),
-    Process("replay", QUERY, "services.query.cli:replay", ("kafka", "mongo")),
+    Process("replay", QUERY, "services.query.entrypoints.cli:replay", ("kafka", "mongo")),
     # Pushes its gauges to a Pushgateway (it serves no port).
     Process("reconcile", TOOLS, "services.tools.reconcile_cli:reconcile", ("postgres", "mongo"),
             metrics=("payments_reconcile_drift", "payments_reconcile_last_run_timestamp_seconds")),

@@ -1,8 +1,7 @@
-"""Wiring from settings: pool + migrations + Temporal client + facade (+ worker).
-
-Every entry point (API, worker, intake, tests, benchmark) builds the same object graph
-here, as async context managers that close what they opened. How each process then runs
-(ops endpoint, SIGTERM) is services/command/processes.py.
+"""The command wing's composition root: from settings, the PostgreSQL pool (migrated), the
+store and the idempotency records, the Temporal connection, the command client with group
+commit around it, and the embedded worker. Every entry point, test and benchmark opens
+the same graph here and leaves it to close what it opened.
 """
 
 from __future__ import annotations
@@ -16,13 +15,18 @@ import asyncpg
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from services.command.adapters.idempotency_records import PostgresIdempotencyRecords
 from services.command.adapters.store import PaymentStore, create_pool, migrate
 from services.command.config import CommandSettings
 from services.command.temporal.client import PaymentCommandClient
+from services.command.temporal.group_commit import GroupCommit
 from services.command.temporal.worker import build_worker
 from shared.consistency import ConsistencyTokens
 from shared.http import ReadinessCheck
 from shared.temporal import connect
+
+# What the entry points send commands to: the client, or group commit around it.
+Commands = PaymentCommandClient | GroupCommit
 
 
 @dataclass
@@ -30,8 +34,9 @@ class CommandRuntime:
     settings: CommandSettings
     pool: asyncpg.Pool
     store: PaymentStore
-    client: Client
-    service: PaymentCommandClient
+    idempotency: PostgresIdempotencyRecords
+    temporal: Client
+    commands: Commands
     worker: Worker | None
 
 
@@ -56,9 +61,9 @@ async def command_runtime(
     """Open everything a command process needs; close it all on exit."""
     embedded = settings.command_api_embedded_worker if embedded_worker is None else embedded_worker
     async with open_store(settings, run_migrations=run_migrations) as store:
-        client = await connect(settings)
-        service = PaymentCommandClient(
-            client, task_queue=settings.command_task_queue,
+        temporal = await connect(settings)
+        client = PaymentCommandClient(
+            temporal, task_queue=settings.command_task_queue,
             # Eager start hands the first workflow task to a worker of this same client,
             # whose local activity then hands the result straight to the waiting request.
             eager_start=settings.command_eager_start and embedded,
@@ -66,11 +71,12 @@ async def command_runtime(
             workflow_timeout=timedelta(seconds=settings.command_workflow_timeout_seconds),
             store=store,
             tokens=ConsistencyTokens(settings.consistency_token_secret),
-            group_commit=group_commit_options(settings),
         )
-        hand_over = service.local_results.deliver if service.local_results else None
-        worker = build_worker(client, store, settings, hand_over=hand_over) if embedded else None
-        runtime = CommandRuntime(settings, store.pool, store, client, service, worker)
+        commands = GroupCommit(client, **group_commit_options(settings)) if settings.command_group_commit else client
+        hand_over = client.local_results.deliver if client.local_results else None
+        worker = build_worker(temporal, store, settings, hand_over=hand_over) if embedded else None
+        runtime = CommandRuntime(settings, store.pool, store, PostgresIdempotencyRecords(store.pool), temporal,
+                                 commands, worker)
         if worker is None:
             yield runtime
         else:
@@ -78,10 +84,8 @@ async def command_runtime(
                 yield runtime
 
 
-def group_commit_options(settings: CommandSettings) -> dict[str, float] | None:
-    """GroupCommit's bounds from settings, or None when group commit is off."""
-    if not settings.command_group_commit:
-        return None
+def group_commit_options(settings: CommandSettings) -> dict[str, float]:
+    """GroupCommit's bounds from settings."""
     return {"max_items": settings.command_group_commit_max_items,
             "max_bytes": settings.command_group_commit_max_bytes,
             "max_in_flight": settings.command_group_commit_in_flight,
@@ -90,6 +94,6 @@ def group_commit_options(settings: CommandSettings) -> dict[str, float] | None:
 
 def ops_checks(runtime: CommandRuntime) -> dict[str, ReadinessCheck]:
     async def temporal() -> None:
-        await runtime.client.service_client.check_health(timeout=timedelta(seconds=2))
+        await runtime.temporal.service_client.check_health(timeout=timedelta(seconds=2))
 
     return {"postgres": runtime.store.ping, "temporal": temporal}

@@ -2,7 +2,7 @@
 of a :class:`RejectionKind`): the service layer's language.
 
 Pure pydantic, safe to import in workflows; nothing here knows HTTP (the HTTP bodies and
-views are services/command/http/schemas.py). A result is stored in Temporal's history:
+views are services/command/entrypoints/http/schemas.py). A result is stored in Temporal's history:
 change a field only in a way old histories still read (see :class:`BulkCreateResult`).
 """
 
@@ -13,7 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.payment import MAX_ID_LENGTH, PaymentCommand, PaymentSnapshot
+from shared.events import MAX_COMMAND_ID_LENGTH, Actor
+from shared.payment import MAX_ID_LENGTH, PAYMENT_ID_PATTERN, PaymentAction, PaymentSnapshot
 
 # --------------------------------------------------------------------------- commands
 
@@ -39,13 +40,16 @@ class Rejected(Exception):
 class CommandBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    command_id: str = Field(min_length=1, max_length=300, description="Public command id")
+    command_id: str = Field(min_length=1, max_length=MAX_COMMAND_ID_LENGTH, description="Public command id")
     organization_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    # Who sent it (the events' ``actor``): set by every door; None only in inputs recorded
+    # before actors existed, which Temporal histories still hold.
+    actor: Actor | None = None
 
 
 class CreatePayment(CommandBase):
     kind: Literal["create"] = "create"
-    payment_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    payment_id: str = Field(pattern=PAYMENT_ID_PATTERN)
     user_id: str | None = None
     # Deliberately loose here: the rules validate, so that a non-HTTP caller of the facade
     # gets the same typed rejection as the API.
@@ -59,8 +63,8 @@ class ModifyPayment(CommandBase):
     """A command on an existing payment: update, a status transition or delete."""
 
     kind: Literal["modify"] = "modify"
-    action: PaymentCommand
-    payment_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    action: PaymentAction
+    payment_id: str = Field(pattern=PAYMENT_ID_PATTERN)
     expected_version: int | None = Field(default=None, ge=1)
     # update only: the fields to change (None = unchanged)
     amount: int | None = None
@@ -80,11 +84,19 @@ class CommandBatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    batch_id: str = Field(min_length=1, max_length=300)
+    batch_id: str = Field(min_length=1, max_length=MAX_COMMAND_ID_LENGTH)
     items: list[Annotated[CreatePayment | ModifyPayment, Field(discriminator="kind")]] = Field(min_length=1)
 
 
 Command = CreatePayment | ModifyPayment | BulkCreatePayments
+
+
+def with_actor(command: Command, actor: str) -> Command:
+    """``command`` recorded as sent by ``actor`` (its items too), unless it names its own."""
+    if isinstance(command, BulkCreatePayments):
+        items = [with_actor(item, actor) for item in command.items]
+        return command.model_copy(update={"items": items, "actor": command.actor or actor})
+    return command if command.actor else command.model_copy(update={"actor": actor})
 
 
 def command_type(command: Command) -> str:

@@ -75,8 +75,7 @@ class CommandSettings(Settings):
     intake_retry_backoff_seconds: float = Field(default=0.5, gt=0)
     intake_max_backoff_seconds: float = Field(default=10.0, gt=0)
     # Run a poll's leading creates of one organization as one BulkCreatePayments workflow
-    # (per-command results kept): 3.6x the creates/s of one workflow each on a backlog
-    # without group commit; with it (the default) 260 vs 250 creates/s (bench/intake.py,
+    # (per-command results kept): fewer workflow executions on a backlog (bench/intake.py,
     # docs/benchmarks.md).
     intake_batch_creates: bool = True
     # Host a command worker (eager workflow start, results handed over in process).

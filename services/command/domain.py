@@ -2,7 +2,7 @@
 new snapshot and its event, or refuse it with a typed :class:`Rejected`. No I/O, no
 clock (``now`` is passed in): the same function serves the workflow's validate step, the
 activity's execute step and property tests. What a rejection becomes on the wire (an HTTP
-status, a problem) is the edges' business (services/command/http/errors.py).
+status, a problem) is the edges' business (services/command/entrypoints/http/errors.py).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pydantic import ValidationError
 from services.command.commands import CreatePayment, ModifyPayment, Rejected, RejectionKind
 from shared.events import EventType, PaymentEvent, describe_validation_error, new_event
 from shared.payment import (
-    COMMAND_TARGET,
+    ACTION_TARGET,
     INITIAL_STATUS,
-    PaymentCommand,
+    PaymentAction,
     PaymentSnapshot,
     is_allowed,
     rejection_reason,
@@ -33,11 +33,13 @@ class Decision:
     snapshot: PaymentSnapshot
     event_type: EventType
     changes: dict[str, tuple[Any, Any]]
+    command_id: str
+    actor: str | None
 
     def event(self, source: str, *, event_id: str | None = None) -> PaymentEvent:
         return new_event(
-            self.event_type, self.snapshot, self.changes, source=source, event_id=event_id,
-            time=self.snapshot.updated_at,
+            self.event_type, self.snapshot, self.changes, source=source, actor=self.actor,
+            command_id=self.command_id, event_id=event_id, time=self.snapshot.updated_at,
         )
 
 
@@ -63,12 +65,12 @@ def validate_create(cmd: CreatePayment, now: datetime) -> PaymentSnapshot:
 def decide_create(cmd: CreatePayment, now: datetime) -> Decision:
     snapshot = validate_create(cmd, now)
     changes = {name: (None, _plain(getattr(snapshot, name))) for name in CREATED_FIELDS}
-    return Decision(snapshot, EventType.CREATED, changes)
+    return Decision(snapshot, EventType.CREATED, changes, cmd.command_id, cmd.actor)
 
 
 def validate_update_fields(cmd: ModifyPayment) -> None:
     """Field checks of an update that need no current state (run in the workflow)."""
-    if cmd.action is not PaymentCommand.UPDATE:
+    if cmd.action is not PaymentAction.UPDATE:
         return
     requested = {name: getattr(cmd, name) for name in UPDATABLE_FIELDS if getattr(cmd, name) is not None}
     if not requested:
@@ -93,14 +95,14 @@ def decide_modify(current: PaymentSnapshot | None, cmd: ModifyPayment, now: date
     validate_update_fields(cmd)
     values = current.model_dump()
     values.update(version=current.version + 1, updated_at=now)
-    if cmd.action is PaymentCommand.UPDATE:
+    if cmd.action is PaymentAction.UPDATE:
         values.update({n: getattr(cmd, n) for n in UPDATABLE_FIELDS if getattr(cmd, n) is not None})
         event_type = EventType.UPDATED
-    elif cmd.action is PaymentCommand.DELETE:
+    elif cmd.action is PaymentAction.DELETE:
         values["deleted_at"] = now
         event_type = EventType.DELETED
     else:
-        values["status"] = COMMAND_TARGET[cmd.action]
+        values["status"] = ACTION_TARGET[cmd.action]
         event_type = EventType.STATUS_CHANGED
     snapshot = _snapshot(values)
     changes = {
@@ -108,7 +110,7 @@ def decide_modify(current: PaymentSnapshot | None, cmd: ModifyPayment, now: date
         for name in ("amount", "description", "metadata", "status", "deleted_at")
         if getattr(current, name) != getattr(snapshot, name)
     }
-    return Decision(snapshot, event_type, changes)
+    return Decision(snapshot, event_type, changes, cmd.command_id, cmd.actor)
 
 
 def _plain(value: Any) -> Any:

@@ -1,14 +1,7 @@
-"""The service layer: run one command against the store in one transaction (or a
-group-committed batch of commands in one transaction: :func:`run_batch`).
-
-validate (rules) -> execute (payment row) -> publish (outbox row), all in the same
-transaction; the command id is claimed first, so a retried activity returns the first
-result instead of applying the command twice. Refusals are typed (:class:`Rejected`);
-what they become on the wire is the edges' business.
-
-The handlers own their port: :class:`UnitOfWork` and :class:`CommandStore` below say what
-they need; services/command/adapters/store.py implements them on PostgreSQL and
-tests/unit/fakes.py in memory.
+"""The command service layer: one command, or a group-committed batch of them
+(:func:`run_batch`), in one unit of work: rules, payment row, outbox row and result
+commit together, and a command id already claimed returns its first result instead of
+running twice. Refusals are typed (``Rejected``); the wire is the edges' business.
 """
 
 from __future__ import annotations
@@ -16,9 +9,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol
 
 from services.command import domain
 from services.command.commands import (
@@ -35,77 +26,24 @@ from services.command.commands import (
     RejectionKind,
     command_type,
 )
+from services.command.ports import Claim, CommandStore, UnitOfWork
 from shared.events import PaymentEvent
-from shared.payment import PaymentSnapshot
 
 log = logging.getLogger("payments.command")
 Clock = Callable[[], datetime]
 MAX_RACE_RETRIES = 5
 
 
-class UnitOfWork(Protocol):
-    """The statements of one command, inside one transaction (all or nothing)."""
-
-    async def claim_command(self, org: str, command_id: str, command_type: str, payment_id: str | None) -> bool:
-        """Reserve the command id; False if it already ran."""
-
-    async def command_result(self, org: str, command_id: str) -> Any:
-        """The stored result (JSON) of a command, or None."""
-
-    async def save_result(self, org: str, command_id: str, result: Any) -> None: ...
-
-    async def get_payment(self, org: str, payment_id: str) -> PaymentSnapshot | None: ...
-
-    async def claim_commands(self, claims: Sequence[Claim]) -> set[tuple[str, str]]:
-        """Reserve many command ids at once, each with the result it will have; the
-        ``(organization, command id)`` pairs newly claimed (one claimed earlier without a
-        result counts as new)."""
-
-    async def command_results(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
-        """The stored results (JSON) of the commands that have one."""
-
-    async def release_claims(self, keys: Sequence[tuple[str, str]]) -> None:
-        """Forget claims of this transaction whose command was refused after all."""
-
-    async def insert_payments(self, payments: Sequence[PaymentSnapshot]) -> set[tuple[str, str]]:
-        """The ``(organization, id)`` pairs inserted; the other ids were taken."""
-
-    async def update_payment(self, p: PaymentSnapshot, expected_version: int) -> bool:
-        """Optimistic concurrency: False if the stored version is no longer ``expected_version``."""
-
-    async def add_events(self, events: Sequence[PaymentEvent]) -> None:
-        """Append the events to the outbox, in order (published once the transaction commits)."""
-
-    def savepoint(self) -> AbstractAsyncContextManager[None]:
-        """A nested transaction: if the block raises, only its statements are undone."""
-
-
-class Claim(NamedTuple):
-    organization_id: str
-    command_id: str
-    command_type: str
-    payment_id: str | None
-    result: Any  # JSON
-
-
-class CommandStore(Protocol):
-    def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
-        """A transaction: committed when the block exits normally, rolled back otherwise."""
-
-
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _already_done(uow: UnitOfWork, cmd: CreatePayment | ModifyPayment) -> CommandResult | None:
+async def _already_done(uow: UnitOfWork, cmd: ModifyPayment) -> CommandResult | None:
     claimed = await uow.claim_command(cmd.organization_id, cmd.command_id, command_type(cmd), cmd.payment_id)
-    if claimed:
-        return None
-    stored = await uow.command_result(cmd.organization_id, cmd.command_id)
-    return CommandResult.model_validate(stored) if stored is not None else None
+    return None if claimed else await _earlier_result(uow, cmd)
 
 
-async def _finish(uow: UnitOfWork, cmd: CreatePayment | ModifyPayment, decision: domain.Decision,
+async def _finish(uow: UnitOfWork, cmd: ModifyPayment, decision: domain.Decision,
                   source: str) -> CommandResult:
     event = decision.event(source)
     await uow.add_events([event])
@@ -131,10 +69,32 @@ async def modify(store: CommandStore, cmd: ModifyPayment, *, source: str, clock:
 
 
 async def _create(uow: UnitOfWork, cmd: CreatePayment, source: str, clock: Clock) -> CommandResult:
-    (outcome,) = await _create_many(uow, [cmd], source, clock)
-    if isinstance(outcome, Rejected):
-        raise outcome
-    return outcome
+    """One create: the rules, then its command id claimed with the result it will have
+    (one statement), the payment inserted, its event staged. A command that ran before
+    returns its first result; a taken payment id refuses it (raised: the claim rolls back)."""
+    try:
+        decision = domain.decide_create(cmd, clock())
+    except Rejected:
+        if (earlier := await _earlier_result(uow, cmd)) is not None:
+            return earlier
+        raise
+    result = CommandResult(command_id=cmd.command_id, payment=decision.snapshot)
+    claim = Claim(cmd.organization_id, cmd.command_id, "create", cmd.payment_id, result.model_dump(mode="json"))
+    if not await uow.claim_commands([claim]):
+        earlier = await _earlier_result(uow, cmd)
+        assert earlier is not None  # only a claim with a result is not claimed anew
+        return earlier
+    if not await uow.insert_payments([decision.snapshot]):
+        raise Rejected(RejectionKind.CONFLICT, f"a payment with id {cmd.payment_id!r} already exists")
+    event = decision.event(source)
+    await uow.add_events([event])
+    _staged(event)
+    return result
+
+
+async def _earlier_result(uow: UnitOfWork, cmd: CreatePayment | ModifyPayment) -> CommandResult | None:
+    stored = await uow.command_result(cmd.organization_id, cmd.command_id)
+    return CommandResult.model_validate(stored) if stored is not None else None
 
 
 async def _create_many(uow: UnitOfWork, cmds: Sequence[CreatePayment], source: str,

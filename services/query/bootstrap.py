@@ -1,6 +1,7 @@
-"""The one place that wires the query side: settings -> MongoDB, Redis, read model,
-cache and handlers. Every query process (API, projector, worker, replay, reconcile,
-benches, tests) opens :func:`query_runtime` and leaves it to close what it opened.
+"""The query wing's composition root: from settings, MongoDB, Redis, the read model, the
+cache and the projection signal behind the query handlers' ports, and the projection.
+Every query process, test and benchmark opens :func:`query_runtime` and leaves it to close
+what it opened.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from dataclasses import dataclass
 
 from pymongo import AsyncMongoClient
 
+from services.query.adapters.batch_writes import MongoProjectionStore
 from services.query.adapters.cache import QueryCache
+from services.query.adapters.dead_letters import KafkaDeadLetters
 from services.query.adapters.projected_signal import ProjectionSignal
-from services.query.adapters.read_model import ReadModel
+from services.query.adapters.read_model import MongoReadModel
 from services.query.handlers import QueryHandlers
+from services.query.ports import DeadLetter
+from services.query.projection import Projection
 from shared.auth import cursor_key
 from shared.consistency import ConsistencyTokens
 from shared.http import ReadinessCheck
@@ -30,7 +35,7 @@ def cache_prefix(settings: Settings) -> str:
 class QueryRuntime:
     settings: Settings
     mongo: AsyncMongoClient
-    read_model: ReadModel
+    read_model: MongoReadModel
     cache: QueryCache
     handlers: QueryHandlers
 
@@ -42,7 +47,7 @@ async def query_runtime(settings: Settings) -> AsyncIterator[QueryRuntime]:
     (its readiness says so)."""
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_url, tz_aware=True, serverSelectionTimeoutMS=5000)
     try:
-        read_model = ReadModel(mongo[settings.mongo_db], cursor_key(settings))
+        read_model = MongoReadModel(mongo[settings.mongo_db], cursor_key(settings))
         cache = QueryCache.from_url(settings.redis_url, cache_prefix(settings))
         signal = ProjectionSignal(settings.redis_url, cache_prefix(settings))  # subscribes on first use
         try:
@@ -54,6 +59,23 @@ async def query_runtime(settings: Settings) -> AsyncIterator[QueryRuntime]:
             await cache.close()
     finally:
         await mongo.close()
+
+
+def projection(runtime: QueryRuntime, dead_letter: DeadLetter, group: str) -> Projection:
+    """The projection of one projector process of consumer group ``group``."""
+    return Projection(MongoProjectionStore(runtime.mongo, runtime.read_model, group), runtime.cache, dead_letter,
+                      group=group, trusted_sources=runtime.settings.trusted_sources())
+
+
+@contextlib.asynccontextmanager
+async def open_projection(runtime: QueryRuntime, group: str) -> AsyncIterator[Projection]:
+    """The projector process's projection, its dead letters sent to Kafka."""
+    dead_letters = KafkaDeadLetters(runtime.settings)
+    await dead_letters.start()
+    try:
+        yield projection(runtime, dead_letters, group)
+    finally:
+        await dead_letters.stop()
 
 
 def ops_checks(runtime: QueryRuntime) -> dict[str, ReadinessCheck]:

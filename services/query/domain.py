@@ -1,23 +1,8 @@
-"""Projection of payment events into the read model: the decisions, pure.
-
-:func:`plan_batch` takes what the read model currently stores for the payments of a
-batch (version, and what each one contributes to the statistics) and the batch's
-events, and returns a :class:`BatchPlan`: the outcome of every event (applied /
-duplicate), the documents to write, and the statistics deltas per bucket (organization
-× UTC day of ``created_at`` × currency × status). No I/O, so it is property-tested in
-milliseconds; ``adapters/batch_writes.py`` loads the stored state, asks it, and writes
-the plan in one MongoDB transaction.
-
-Rules:
-
-* an event is applied only if its ``paymentversion`` is greater than the stored version
-  (live payment or tombstone); anything else is a duplicate, a replay or an out-of-order
-  delivery and changes nothing;
-* a ``deleted`` event removes the payment from search and leaves a tombstone carrying
-  the version, so an older replayed event cannot resurrect it;
-* statistics: ``count`` and ``sum`` move by exact ``$inc`` deltas; ``min``/``max`` cannot
-  be decremented, so a bucket that loses a member has them recomputed from its live
-  members (an indexed query bounded by the bucket) and is deleted when its count is 0.
+"""What projecting a batch of events decides, pure (property-tested without MongoDB): an
+event applies only above the stored version (a tombstone keeps its version, so nothing
+resurrects a deleted payment), and the statistics move by exact deltas per bucket
+(organization x UTC day x currency x status), a bucket that loses a member having its
+min/max recomputed. adapters/batch_writes.py loads the state and writes the plan.
 """
 
 from __future__ import annotations
@@ -26,15 +11,20 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from shared.events import EventType, PaymentEvent
 from shared.payment import PaymentSnapshot
 
-APPLIED = "applied"
-DUPLICATE = "duplicate"
-INVALID = "invalid"
-DEAD_LETTERED = "dead_lettered"  # valid, but the read model (or our code) could not take it
+
+class Outcome(StrEnum):
+    """What became of an event: the ``result`` label of payments_projection_events_total."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # a version the read model holds already (duplicate, replay, out of order)
+    INVALID = "invalid"  # it breaks the event contract
+    DEAD_LETTERED = "dead_lettered"  # valid, but the read model (or our code) could not take it
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -152,7 +142,7 @@ def plan_batch(stored: Mapping[str, Stored], events: Sequence[PaymentEvent]) -> 
         pid = document_id(event.organizationid, event.subject)
         before = current.get(pid)
         if before is not None and event.paymentversion <= before.version:
-            plan.outcomes.append(DUPLICATE)
+            plan.outcomes.append(Outcome.DUPLICATE)
             continue
         after = Stored(event.paymentversion, contribution_of(event.payment))
         old = before.contribution if before is not None else None
@@ -168,7 +158,7 @@ def plan_batch(stored: Mapping[str, Stored], events: Sequence[PaymentEvent]) -> 
         else:
             plan.tombstones.pop(pid, None)
             plan.upserts[pid] = event
-        plan.outcomes.append(APPLIED)
+        plan.outcomes.append(Outcome.APPLIED)
     return plan
 
 

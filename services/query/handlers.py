@@ -13,21 +13,16 @@ import contextlib
 import time
 from collections.abc import Mapping, Sequence
 
-from services.query.adapters.cache import QueryCache, Reflect
-from services.query.adapters.projected_signal import ProjectionSignal
-from services.query.adapters.read_model import ReadModel
-from services.query.queries import PaymentView, SearchQuery, SearchResult, Statistics, StatisticsQuery
+from services.query.ports import Cache, ReadModel, Reflect, Signal
+from services.query.queries import SearchQuery, SearchResult, Statistics, StatisticsQuery
 from shared.consistency import ConsistencyTokens, Writes
+from shared.payment_view import Payment
 from shared.telemetry import QUERIES, QUERY_DURATION
 
-# Default bound of a read-your-writes wait (min_version, consistent_with):
-# PAYMENTS_READ_WAIT_SECONDS.
-MAX_WAIT_SECONDS = 5.0
 # A read-your-writes wait looks again after 10 ms, doubling up to 200 ms, unless the
-# projector's signal wakes it first. While the signal is subscribed, it looks besides only
+# projection's signal wakes it first. While the signal is subscribed, it looks besides only
 # every SIGNALLED_POLL seconds (for a signal lost with a Redis connection): every look
-# costs the read model two queries per waiting read, and at 90 creates/s the fast polls
-# of the waits were most of SecantusDB's work.
+# costs the read model two queries per waiting read (docs/query-service.md).
 POLL = (0.01, 0.2)
 SIGNALLED_POLL = 1.0
 
@@ -57,13 +52,13 @@ class NotCaughtUp(TimeoutError):
 
 
 class QueryHandlers:
-    def __init__(self, read_model: ReadModel, cache: QueryCache | None,
-                 tokens: ConsistencyTokens | None = None, *, max_wait: float = MAX_WAIT_SECONDS,
-                 signal: ProjectionSignal | None = None, poll: tuple[float, float] = POLL) -> None:
+    def __init__(self, read_model: ReadModel, cache: Cache | None,
+                 tokens: ConsistencyTokens | None = None, *, max_wait: float,
+                 signal: Signal | None = None, poll: tuple[float, float] = POLL) -> None:
         self.read_model = read_model
         self.cache = cache
         self.tokens = tokens
-        self.max_wait = max_wait  # bound of every read-your-writes wait
+        self.max_wait = max_wait  # bound of every read-your-writes wait (PAYMENTS_READ_WAIT_SECONDS)
         self.signal = signal  # wakes the waits when the projector commits
         self.poll = poll
 
@@ -86,7 +81,7 @@ class QueryHandlers:
                     await reflect.wait()
                 value, outcome = await compute(), "bypass"
             else:
-                generation = (await self.read_model.active()).generation
+                generation = await self.read_model.generation()
                 value, outcome = await self.cache.get_or_compute(kind, org, generation, query, model, compute,
                                                                  reflect=reflect)
             QUERIES.labels(kind, outcome).inc()
@@ -105,7 +100,7 @@ class QueryHandlers:
                                   lambda: self.read_model.statistics(org, query), self._writes(org, consistent_with))
 
     async def get(self, org: str, payment_id: str, min_version: int | None = None,
-                  max_wait: float | None = None, consistent_with: Sequence[str] = ()) -> PaymentView:
+                  max_wait: float | None = None, consistent_with: Sequence[str] = ()) -> Payment:
         """The payment, once the read model holds at least ``min_version`` of it and
         reflects the writes of ``consistent_with``.
 
@@ -114,7 +109,7 @@ class QueryHandlers:
         """
         writes = self._writes(org, consistent_with)
         try:
-            view = await self._cached("get", org, payment_id, PaymentView,
+            view = await self._cached("get", org, payment_id, Payment,
                                       lambda: self._get_or_missing(org, payment_id), writes)
         except PaymentNotFound:
             if min_version is None:
@@ -124,13 +119,13 @@ class QueryHandlers:
             return view
         return await self._wait_for(org, payment_id, min_version, max_wait)
 
-    async def _get_or_missing(self, org: str, payment_id: str) -> PaymentView:
+    async def _get_or_missing(self, org: str, payment_id: str) -> Payment:
         view = await self.read_model.get(org, payment_id)
         if view is None:
             raise PaymentNotFound(payment_id)
         return view
 
-    async def _wait_for(self, org: str, payment_id: str, min_version: int, max_wait: float | None) -> PaymentView:
+    async def _wait_for(self, org: str, payment_id: str, min_version: int, max_wait: float | None) -> Payment:
         await self.wait_for(org, {payment_id: min_version}, max_wait)
         return await self._get_or_missing(org, payment_id)
 
@@ -166,7 +161,7 @@ class QueryHandlers:
                         await asyncio.wait_for(projected.wait(), min(pause, max_wait - waited))
                 delay = min(delay * 2, cap)
 
-    async def get_or_none(self, org: str, payment_id: str, consistent_with: Sequence[str] = ()) -> PaymentView | None:
+    async def get_or_none(self, org: str, payment_id: str, consistent_with: Sequence[str] = ()) -> Payment | None:
         try:
             return await self.get(org, payment_id, consistent_with=consistent_with)
         except PaymentNotFound:

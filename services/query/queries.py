@@ -1,4 +1,5 @@
-"""Typed inputs and outputs of the query side, shared by HTTP, Temporal and the handlers."""
+"""The query side's language: typed queries and their answers, shared by HTTP, the
+handlers and Temporal (whose query workflows take one of the ``*Input`` below each)."""
 
 from __future__ import annotations
 
@@ -80,10 +81,6 @@ class SearchQuery(BaseModel):
         return self.sort.startswith("-")
 
 
-# One representation of a payment for both APIs and the facade (shared/payment_view.py).
-PaymentView = Payment
-
-
 class SearchResult(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -92,7 +89,7 @@ class SearchResult(BaseModel):
         }
     )
 
-    data: list[PaymentView]
+    data: list[Payment]
     total: int = Field(description="Payments matching the filters (all pages)")
     has_more: bool
     next_cursor: str | None = Field(description="Pass as starting_after to get the next page")
@@ -164,3 +161,22 @@ class Statistics(BaseModel):
     by_status: dict[str, int] = Field(description="Payment count per status, all currencies")
     currencies: list[CurrencyStatistics] = Field(description="Money figures per currency (never summed across)")
 
+
+# --------------------------------------------------------------------------- Temporal inputs
+
+
+class ReadInput(BaseModel):
+    organization_id: str
+    consistent_with: list[str] = Field(default_factory=list, description="Consistency tokens to reflect")
+
+
+class SearchInput(ReadInput):
+    query: SearchQuery
+
+
+class GetInput(ReadInput):
+    payment_id: str
+
+
+class StatisticsInput(ReadInput):
+    query: StatisticsQuery

@@ -13,14 +13,14 @@ import yaml
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from services.command.adapters.intake_contract import (
+from services.command.entrypoints.bodies import CreatePaymentRequest
+from services.command.entrypoints.intake_contract import (
     DATA_MODELS,
     CommandResultEvent,
     PaymentCommandEvent,
     TransitionCommandData,
     UpdateCommandData,
 )
-from services.command.http.schemas import CreatePaymentRequest
 from shared.events import CONTENT_TYPE, PaymentEvent
 from shared.settings import Settings
 

@@ -1,21 +1,8 @@
-"""``payments reconcile``: PostgreSQL (the source of truth) against the read model.
-
-It reads both sides, which is why it lives here, beside the facade, and not in either
-wing (the two wings never import each other). Per organization:
-
-- payments **missing** from the read model (live in PostgreSQL, absent there), **extra**
-  (in the read model but absent or deleted in PostgreSQL) and **stale** (both, but the
-  read model's version or fields differ);
-- statistics **buckets** that differ from a recount of PostgreSQL's live payments.
-
-Payments changed in the last ``grace_seconds`` are still on their way through the outbox
-and the projector: they, and their buckets, are not counted as drift.
-
-``repair`` rewrites what differs on the read side, from PostgreSQL: the payment document
-(or its removal and tombstone), then each affected bucket recomputed from the read
-model's payments, then a cache-epoch bump of the organization. Every write is
-conditional on what was read (a payment the projector changed meanwhile is left to it),
-so a repair is idempotent and the next run reports what is left, normally nothing.
+"""``payments reconcile``: PostgreSQL, the source of truth, against the read model: missing,
+extra and stale payments and differing statistics buckets per organization (recent
+changes, still on their way, excepted), and with ``repair`` the read side rewritten from
+PostgreSQL, each write conditional on what was read. It reads both wings' stores, so it
+lives beside the facade, in neither wing.
 """
 
 from __future__ import annotations
@@ -37,7 +24,7 @@ from services.query.domain import (
     payment_document,
     tombstone_document,
 )
-from shared.events import EventType, new_event
+from shared.events import EventType, new_event, system_actor
 from shared.payment import PaymentSnapshot
 
 log = logging.getLogger("payments.reconcile")
@@ -45,6 +32,8 @@ log = logging.getLogger("payments.reconcile")
 # Fields of a read-model payment document that must equal PostgreSQL's.
 COMPARED = ("organization_id", "user_id", "amount", "currency", "status", "description", "metadata", "version")
 Figures = dict[str, int]
+
+RECONCILE_ACTOR = system_actor("reconcile")  # repairs write read-model documents, never events
 
 
 # --------------------------------------------------------------------------- pure comparison
@@ -212,11 +201,11 @@ class Reconciler:
                 if guard is not None and (await cols.payments.delete_one(guard)).deleted_count:
                     applied += 1
                 if payment is not None:  # deleted in PostgreSQL: keep its tombstone
-                    event = new_event(EventType.DELETED, payment, source=self.source)
+                    event = new_event(EventType.DELETED, payment, source=self.source, actor=RECONCILE_ACTOR)
                     await cols.tombstones.replace_one(key, tombstone_document(event, now), upsert=True)
                 continue
             kind = EventType.CREATED if payment.version == 1 else EventType.UPDATED
-            document = payment_document(new_event(kind, payment, source=self.source), now)
+            document = payment_document(new_event(kind, payment, source=self.source, actor=RECONCILE_ACTOR), now)
             if (contribution := contribution_of(payment)) is not None:
                 touched.add(contribution.bucket)
             await cols.tombstones.delete_one(key)  # live in PostgreSQL: no tombstone

@@ -24,6 +24,12 @@ import yaml
 from shared.kafka import topic_specs
 from shared.processes import BY_NAME, LONG_RUNNING, port_default
 from shared.settings import Settings
+from tests.support.deployment import (
+    PROCESSES,
+    SECRET_FIELDS,
+    command_settings_env_names,
+    settings_env_names,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -32,32 +38,9 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 HEALTHCHECK_SCRIPT = ROOT / "deploy" / "docker" / "healthcheck.py"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 
-# The settings (Settings field names) each long-running process cannot run without,
-# besides its host and port: what the deployment must give it.
-NEEDS: dict[str, set[str]] = {
-    "command-api": {"database_url", "temporal_address", "temporal_namespace", "jwt_secret",
-                    "jwt_algorithm", "consistency_token_secret"},
-    "command-worker": {"database_url", "temporal_address", "temporal_namespace"},
-    "relay": {"database_url", "kafka_bootstrap", "events_topic"},
-    "intake": {"database_url", "kafka_bootstrap", "temporal_address", "temporal_namespace",
-               "commands_topic", "command_results_topic", "commands_dlq_topic"},
-    "query-api": {"mongo_url", "mongo_db", "redis_url", "jwt_secret", "jwt_algorithm", "consistency_token_secret"},
-    "projector": {"kafka_bootstrap", "events_topic", "dlq_topic", "mongo_url", "mongo_db", "redis_url"},
-    "query-worker": {"mongo_url", "mongo_db", "redis_url", "temporal_address", "temporal_namespace",
-                     "consistency_token_secret"},
-}
-# The long-running processes of the process table (shared/processes.py): side, the
-# setting holding its port, and the settings it needs.
-PROCESSES: dict[str, dict] = {
-    p.name: {"side": p.wing, "port_field": p.port_setting, "needs": NEEDS[p.name] | {"host", p.port_setting}}
-    for p in LONG_RUNNING
-}
 ONE_SHOTS = {"migrate": {"database_url"}}
 # The one-shot service that creates the Kafka topics (`payments topics`).
 TOPICS_INIT = "kafka-init"
-# Secret settings: a process that does not need one must not receive it.
-SECRET_FIELDS = {"database_url", "mongo_url", "redis_url", "jwt_secret", "consistency_token_secret"}
-
 INFRA_IMAGES = {
     "postgres": r"postgres:17(\.\d+)*",
     "kafka": r"apache/kafka:\d+\.\d+\.\d+",
@@ -71,22 +54,6 @@ INFRA_IMAGES = {
 MONITORING = {"prometheus", "grafana"}
 
 _INTERPOLATION = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
-
-
-def settings_env_names() -> dict[str, str]:
-    """PAYMENTS_* variable -> Settings field, as pydantic-settings reads them."""
-    prefix = Settings.model_config.get("env_prefix", "")
-    return {f"{prefix}{name}".upper(): name for name in Settings.model_fields}
-
-
-def command_settings_env_names() -> dict[str, str]:
-    """The command service's own knobs (services/command/config.py), if importable."""
-    try:
-        from services.command.config import CommandSettings
-    except ImportError:  # pragma: no cover - command side not installed
-        return {}
-    prefix = CommandSettings.model_config.get("env_prefix", "")
-    return {f"{prefix}{name}".upper(): name for name in CommandSettings.model_fields}
 
 
 def interpolate(value: object) -> str:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from metric_names import (
+
+from tests.support.metric_names import (
     ALERTS,
     DASHBOARD,
     alert_exprs,
@@ -130,10 +131,10 @@ def test_dashboard_shows_every_design_metric() -> None:
 def test_label_values_match_the_code() -> None:
     """Label values filtered on exist: the projector's and the intake's results and the query
     cache states."""
-    from services.command.adapters import intake
+    from services.command.entrypoints import intake_poll as intake
     from services.query import domain
 
-    results = {domain.APPLIED, domain.DUPLICATE, intake.SUCCEEDED, intake.REJECTED, intake.DEAD_LETTERED}
+    results = {domain.Outcome.APPLIED, domain.Outcome.DUPLICATE, intake.SUCCEEDED, intake.REJECTED, intake.DEAD_LETTERED}
     text = DASHBOARD.read_text() + ALERTS.read_text()
     for value in re.findall(r'result=\\?"(\w+)\\?"', text):
         assert value in results | {"invalid"}, value

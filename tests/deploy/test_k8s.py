@@ -22,14 +22,14 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from test_compose import (
+
+from shared.processes import LONG_RUNNING
+from tests.support.deployment import (
     PROCESSES,
     SECRET_FIELDS,
     command_settings_env_names,
     settings_env_names,
 )
-
-from shared.processes import LONG_RUNNING
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "payments-cqs"

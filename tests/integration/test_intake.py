@@ -25,10 +25,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from pymongo import AsyncMongoClient
 
 from devstack.system import RunningSystem, isolated
-from services.query.adapters.read_model import ReadModel
+from services.query.adapters.read_model import MongoReadModel
 from shared.auth import SCOPE_READ, SCOPE_WRITE, cursor_key, mint_token
+from shared.events import parse_event
 from shared.settings import Settings
-from tests.integration.brokers import static_members
+from tests.support.brokers import static_members
 
 PROCESSES = ["intake", "relay", "projector", "query-api", "command-api"]
 PREFIX = "com.gyroscops.payment.command."
@@ -151,6 +152,16 @@ async def test_create_then_complete_from_kafka_is_visible_through_the_query_api(
         assert (status.json()["status"], status.json()["result"]["status"]) == ("completed", "completed")
         other = await http.get(f"{command_api}/v1/commands/{completed_id}", headers=system.auth("org-other"))
         assert other.status_code == 404
+    # The events name the producer's source as their actor, and the command that caused each.
+    conn = await asyncpg.connect(system.settings.database_url)
+    try:
+        rows = await conn.fetch("SELECT payload FROM outbox WHERE organization_id = 'org-k' AND payment_id = $1 "
+                                "ORDER BY payment_version", pid)
+    finally:
+        await conn.close()
+    events = [parse_event(bytes(row["payload"])) for row in rows]
+    assert [(e.actor, e.commandid) for e in events] == [("/billing/invoicing", created_id),
+                                                         ("/billing/invoicing", completed_id)]
 
 
 async def test_duplicates_run_once_bad_input_is_answered_or_dead_lettered(system: IntakeSystem) -> None:
@@ -280,7 +291,7 @@ async def test_reconcile_finds_and_repairs_read_side_drift(system: IntakeSystem)
 
     mongo: AsyncMongoClient = AsyncMongoClient(system.settings.mongo_url, tz_aware=True)
     try:
-        cols = await ReadModel(mongo[system.settings.mongo_db], cursor_key(system.settings)).active(fresh=True)
+        cols = await MongoReadModel(mongo[system.settings.mongo_db], cursor_key(system.settings)).active(fresh=True)
         assert (await cols.payments.delete_one({"organization_id": org, "id": "rec-0"})).deleted_count == 1
         altered = await cols.statistics.find_one_and_update(
             {"organization_id": org, "status": "completed"}, {"$inc": {"sum": 1}})

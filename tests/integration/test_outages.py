@@ -19,8 +19,8 @@ import pytest
 from devstack import Endpoints, LocalStack
 from services.command.bootstrap import command_runtime
 from services.command.config import CommandSettings
-from services.command.http.app import create_app as create_command_app
-from services.query.http.app import create_app as create_query_app
+from services.command.entrypoints.http.app import create_app as create_command_app
+from services.query.entrypoints.http.app import create_app as create_query_app
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
 from shared.http import READINESS_CHECK_TIMEOUT
 from shared.net import free_port

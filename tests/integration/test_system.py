@@ -12,10 +12,8 @@ process table (shared/processes.py), real servers.
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -27,10 +25,8 @@ from devstack.system import RunningSystem, base_url, isolated
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
 from shared.processes import BY_NAME, LONG_RUNNING
 from shared.settings import Settings
-from tests.integration.brokers import static_members
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
-from metric_names import base_name, referenced_metric_names  # noqa: E402
+from tests.support.brokers import static_members
+from tests.support.metric_names import base_name, referenced_metric_names
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +132,7 @@ async def test_facade_commands_and_queries_over_temporal(system: Settings) -> No
     from services.command.commands import CreatePayment, ModifyPayment, Rejected
     from services.facade import PaymentCqsService
     from services.query.queries import SearchQuery, StatisticsQuery
-    from shared.payment import PaymentCommand
+    from shared.payment import PaymentAction
 
     cqs = await PaymentCqsService.connect(system)
     payment_id = f"facade-{uuid.uuid4().hex[:8]}"
@@ -147,11 +143,11 @@ async def test_facade_commands_and_queries_over_temporal(system: Settings) -> No
     assert (await cqs.process_command(create)).payment == result.payment  # a retry: same result
 
     complete = ModifyPayment(command_id=f"complete-{payment_id}", organization_id="org-facade",
-                             action=PaymentCommand.COMPLETE, payment_id=payment_id, expected_version=1)
+                             action=PaymentAction.COMPLETE, payment_id=payment_id, expected_version=1)
     assert await cqs.process_command_async(complete) == cqs.workflow_id(complete)
     with pytest.raises(Rejected):
         await cqs.process_command(ModifyPayment(
-            command_id=f"update-{payment_id}", organization_id="org-facade", action=PaymentCommand.UPDATE,
+            command_id=f"update-{payment_id}", organization_id="org-facade", action=PaymentAction.UPDATE,
             payment_id=payment_id, amount=-5))
 
     # The projection is asynchronous: the started command's result (the same workflow) is

@@ -14,7 +14,7 @@ import pytest
 
 from bench.fault_injection import ALL_FAULTS, UNSUPPORTED
 from bench.faults import run
-from tests.integration.brokers import keeping_broker
+from tests.support.brokers import keeping_broker
 
 pytestmark = pytest.mark.resilience
 

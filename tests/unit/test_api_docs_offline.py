@@ -7,8 +7,8 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from services.command.http.app import create_app as command_app
-from services.query.http.app import create_app as query_app
+from services.command.entrypoints.http.app import create_app as command_app
+from services.query.entrypoints.http.app import create_app as query_app
 from shared.settings import Settings
 
 

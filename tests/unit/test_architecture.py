@@ -93,6 +93,29 @@ def inside(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
 
 
+WINGS = ("services.command", "services.query")
+# Each wing's service layer: pure rules, typed messages, handlers and the ports they need.
+SERVICE_LAYER = ("commands", "queries", "domain", "handlers", "ports", "projection", "projection_health", "poison")
+
+
+def wing_rules() -> list[tuple[str, str, tuple[str, ...]]]:
+    """Inside each wing: adapters are driven (they import neither the composition root nor
+    what drives the wing); the service layer knows only its ports; Temporal's room is
+    driven by the entry points and composed by the bootstrap."""
+    rules = []
+    for wing in WINGS:
+        for room in ("bootstrap", "entrypoints", "temporal"):
+            rules.append((f"{wing}.adapters", f"{wing}.{room}", ()))
+        for module in SERVICE_LAYER:
+            for room in ("adapters", "bootstrap", "entrypoints", "temporal"):
+                rules.append((f"{wing}.{module}", f"{wing}.{room}", ()))
+        for room in ("bootstrap", "entrypoints"):
+            rules.append((f"{wing}.temporal", f"{wing}.{room}", ()))
+        # HTTP is one door among others: what the Kafka door needs too lives beside it.
+        rules.append((f"{wing}.entrypoints", f"{wing}.entrypoints.http", (f"{wing}.entrypoints.cli",)))
+    return rules
+
+
 def forbidden_imports(graph: dict[str, set[str]]) -> list[str]:
     """Imports the module plan forbids, as ``importer -> imported`` lines."""
     rules = [
@@ -103,6 +126,7 @@ def forbidden_imports(graph: dict[str, set[str]]) -> list[str]:
         ("shared", "devstack", ()),
         # The dev tooling stays out of the product; the `payments` root may register it.
         ("services", "devstack", ("services.cli",)),
+        *wing_rules(),
     ]
     return sorted(
         f"{importer} -> {imported}"
@@ -110,7 +134,67 @@ def forbidden_imports(graph: dict[str, set[str]]) -> list[str]:
         for imported in targets
         for source, target, exempt in rules
         if inside(importer, source) and inside(imported, target) and importer not in exempt
+        and not inside(importer, target)  # a room may import itself
     )
+
+
+# What drives a wing (HTTP servers, CLIs, the ops endpoint and signal wait of a process)
+# is imported only by its entry points; the clients of the servers it drives only by its
+# adapters, its entry points (a Kafka consumer drives the wing) and its bootstrap.
+DRIVING = {"fastapi", "starlette", "uvicorn", "typer", "shared.ops"}
+DRIVEN = {"asyncpg", "pymongo", "bson", "redis", "aiokafka"}
+
+
+def library_imports(path: Path) -> set[str]:
+    """Top-level names (and ``shared.ops``) a module imports, anywhere in its body."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return {n if n.startswith("shared.ops") else n.split(".")[0] for n in names}
+
+
+def misplaced(root: Path) -> list[str]:
+    """Wing modules outside the room their imports say they belong to."""
+    found = []
+    for name, path in module_files(root, ("services",)).items():
+        wing = next((w for w in WINGS if inside(name, w)), None)
+        if wing is None:
+            continue
+        used = library_imports(path)
+        if used & DRIVING and not inside(name, f"{wing}.entrypoints"):
+            found.append(f"{name} drives: {sorted(used & DRIVING)}")
+        rooms = [f"{wing}.adapters", f"{wing}.entrypoints", f"{wing}.bootstrap"]
+        if used & DRIVEN and not any(inside(name, r) for r in rooms):
+            found.append(f"{name} is driven: {sorted(used & DRIVEN)}")
+    return sorted(found)
+
+
+def helper_imports(root: Path) -> list[str]:
+    """Imports of a test module or conftest, or of a test helper outside tests/support, by
+    any module under tests/ (``importer -> imported`` lines): a test module is never a
+    library, and helpers live in one place."""
+    tests = root / "tests"
+    local = {p.stem for p in tests.rglob("*.py")}  # names a sys.path hack could import bare
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.ImportFrom):
+                names = ["." * node.level + (node.module or "")]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if name.startswith("tests.support") or (top not in local and top != "tests" and top):
+                    continue
+                found.append(f"{path.relative_to(root)} -> {name}")
+    return found
 
 
 def too_long(root: Path, packages: tuple[str, ...]) -> dict[str, int]:
@@ -133,7 +217,7 @@ def graph() -> dict[str, set[str]]:
 
 def test_the_graph_sees_the_project(graph: dict[str, set[str]]) -> None:
     """A parser that found nothing would pass every test below."""
-    assert {"services.cli", "shared.settings", "devstack.stack", "services.command.cli"} <= set(graph)
+    assert {"services.cli", "shared.settings", "devstack.stack", "services.command.entrypoints.cli"} <= set(graph)
     assert "shared.processes" in graph["services.cli"]
     assert "devstack.endpoints" in graph["devstack.stack"]  # a relative import
     assert "shared.settings" in graph["devstack.endpoints"]
@@ -156,6 +240,14 @@ def test_the_process_table_needs_only_the_standard_library() -> None:
                  if isinstance(node, ast.ImportFrom) and node.module and not node.level}
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
     assert (ROOT / "shared" / "__init__.py").read_text().strip() == "", "importing shared must stay free"
+
+
+def test_entry_points_and_adapters_are_in_their_own_folders() -> None:
+    assert misplaced(ROOT) == []
+
+
+def test_tests_import_helpers_only_from_tests_support() -> None:
+    assert helper_imports(ROOT) == []
 
 
 def test_no_module_is_over_300_lines() -> None:
@@ -192,6 +284,48 @@ def test_a_planted_cross_wing_or_devstack_import_is_caught(tmp_path: Path) -> No
     ]
 
 
+def test_a_planted_adapter_importing_its_bootstrap_or_a_handler_an_adapter_is_caught(tmp_path: Path) -> None:
+    _plant(tmp_path, {
+        "services/__init__.py": "",
+        "services/query/__init__.py": "",
+        "services/query/bootstrap.py": "from services.query.adapters import cache\n",  # allowed
+        "services/query/adapters/__init__.py": "",
+        "services/query/adapters/cache.py": "def f():\n    from services.query.bootstrap import runtime\n",
+        "services/query/adapters/read_model.py": "from services.query.entrypoints import cli\n",
+        "services/query/entrypoints/__init__.py": "",
+        "services/query/entrypoints/cli.py": "from services.query import bootstrap\n",  # allowed
+        "services/query/handlers.py": "from services.query.adapters import cache\n",
+        "services/query/entrypoints/http/__init__.py": "",
+        "services/query/entrypoints/http/routes.py": "from services.query.entrypoints.http import errors\n",  # allowed
+        "services/query/entrypoints/http/errors.py": "",
+        "services/query/entrypoints/projector.py": "from services.query.entrypoints.http import errors\n",
+    })
+    assert forbidden_imports(import_graph(tmp_path, ("services",))) == [
+        "services.query.adapters.cache -> services.query.bootstrap",
+        "services.query.adapters.read_model -> services.query.entrypoints.cli",
+        "services.query.entrypoints.projector -> services.query.entrypoints.http.errors",
+        "services.query.handlers -> services.query.adapters.cache",
+    ]
+
+
+def test_planted_entry_points_and_adapters_outside_their_folders_are_caught(tmp_path: Path) -> None:
+    _plant(tmp_path, {
+        "services/__init__.py": "",
+        "services/command/__init__.py": "",
+        "services/command/adapters/store.py": "import asyncpg\n",  # allowed
+        "services/command/entrypoints/http/routes.py": "from fastapi import APIRouter\nimport asyncpg\n",  # allowed
+        "services/command/relay.py": "import asyncpg\nfrom aiokafka import AIOKafkaProducer\n",
+        "services/command/adapters/intake.py": "from shared.ops import serving\n",
+        "services/command/handlers.py": "def f():\n    import typer\n",
+        "services/tools/cli.py": "import typer\nimport asyncpg\n",  # not a wing
+    })
+    assert misplaced(tmp_path) == [
+        "services.command.adapters.intake drives: ['shared.ops']",
+        "services.command.handlers drives: ['typer']",
+        "services.command.relay is driven: ['aiokafka', 'asyncpg']",
+    ]
+
+
 def test_a_planted_cycle_through_a_function_level_import_is_caught(tmp_path: Path) -> None:
     _plant(tmp_path, {
         "shared/__init__.py": "",
@@ -202,6 +336,24 @@ def test_a_planted_cycle_through_a_function_level_import_is_caught(tmp_path: Pat
     assert find_cycle(import_graph(tmp_path, ("shared",))) == ["shared.a", "shared.b", "shared.c", "shared.a"]
     (tmp_path / "shared" / "c.py").write_text("")
     assert find_cycle(import_graph(tmp_path, ("shared",))) is None
+
+
+def test_a_planted_import_of_a_test_module_or_conftest_is_caught(tmp_path: Path) -> None:
+    _plant(tmp_path, {
+        "tests/conftest.py": "",
+        "tests/support/__init__.py": "",
+        "tests/support/builders.py": "",
+        "tests/unit/test_a.py": "from tests.support.builders import x\nimport pytest\n",  # allowed
+        "tests/unit/test_b.py": "from test_a import thing\nfrom conftest import fixture\n",
+        "tests/unit/helper.py": "",
+        "tests/unit/test_c.py": "def f():\n    import helper\n    from tests.unit import test_a\n",
+    })
+    assert helper_imports(tmp_path) == [
+        "tests/unit/test_b.py -> test_a",
+        "tests/unit/test_b.py -> conftest",
+        "tests/unit/test_c.py -> helper",
+        "tests/unit/test_c.py -> tests.unit",
+    ]
 
 
 def test_a_planted_long_module_is_caught(tmp_path: Path) -> None:

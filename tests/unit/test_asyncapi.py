@@ -12,8 +12,8 @@ import jsonschema
 import pytest
 import yaml
 
-from services.command.adapters.intake_contract import result_event
-from services.command.http.errors import Problem
+from services.command.entrypoints.intake_contract import result_event
+from services.command.entrypoints.problems import Problem
 from services.tools.asyncapi import asyncapi_document, asyncapi_text
 from shared.events import EventType, new_event
 from shared.payment import PaymentSnapshot, PaymentStatus

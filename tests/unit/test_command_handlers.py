@@ -8,15 +8,15 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from fakes import FakeStore
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.command import handlers
 from services.command.commands import BulkCreatePayments, BulkCreateResult, CreatePayment, ModifyPayment, Rejected, RejectionKind
-from services.command.http.schemas import BatchResult
+from services.command.entrypoints.http.schemas import BatchResult
 from shared.events import EventType
-from shared.payment import TRANSITIONS, PaymentCommand, PaymentStatus
+from shared.payment import TRANSITIONS, PaymentAction, PaymentStatus
+from tests.support.command_fakes import FakeStore
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ORG = "org-a"
@@ -31,7 +31,7 @@ def create_cmd(command_id: str = "c-1", payment_id: str = "p-1", **fields) -> Cr
                              "amount": 1250, "currency": "EUR"} | fields))
 
 
-def modify_cmd(action: PaymentCommand, command_id: str, payment_id: str = "p-1", **fields) -> ModifyPayment:
+def modify_cmd(action: PaymentAction, command_id: str, payment_id: str = "p-1", **fields) -> ModifyPayment:
     return ModifyPayment(command_id=command_id, organization_id=ORG, action=action, payment_id=payment_id, **fields)
 
 
@@ -77,8 +77,8 @@ async def test_a_taken_payment_id_is_a_conflict_and_writes_nothing():
 async def test_a_stale_expected_version_is_a_version_mismatch_naming_the_current_one():
     store = FakeStore()
     await create(store, create_cmd())
-    await modify(store, modify_cmd(PaymentCommand.UPDATE, "u-1", amount=1500))
-    refusal = await rejected(modify(store, modify_cmd(PaymentCommand.COMPLETE, "k-1", expected_version=1)))
+    await modify(store, modify_cmd(PaymentAction.UPDATE, "u-1", amount=1500))
+    refusal = await rejected(modify(store, modify_cmd(PaymentAction.COMPLETE, "k-1", expected_version=1)))
     assert (refusal.kind, refusal.current_version) == (RejectionKind.VERSION_MISMATCH, 2)
     assert store.payment(ORG, "p-1").status is PaymentStatus.PROCESSING
 
@@ -86,13 +86,13 @@ async def test_a_stale_expected_version_is_a_version_mismatch_naming_the_current
 async def test_an_illegal_transition_is_refused_with_the_current_version():
     store = FakeStore()
     await create(store, create_cmd())
-    refusal = await rejected(modify(store, modify_cmd(PaymentCommand.REFUND, "r-1")))
+    refusal = await rejected(modify(store, modify_cmd(PaymentAction.REFUND, "r-1")))
     assert (refusal.kind, refusal.current_version) == (RejectionKind.ILLEGAL_TRANSITION, 1)
     assert len(store.events("p-1")) == 1
 
 
 async def test_a_missing_payment_is_not_found():
-    refusal = await rejected(modify(FakeStore(), modify_cmd(PaymentCommand.COMPLETE, "k-1", payment_id="nope")))
+    refusal = await rejected(modify(FakeStore(), modify_cmd(PaymentAction.COMPLETE, "k-1", payment_id="nope")))
     assert refusal.kind is RejectionKind.NOT_FOUND
 
 
@@ -100,7 +100,7 @@ async def test_a_lost_race_with_an_expected_version_is_a_version_mismatch():
     store = FakeStore()
     await create(store, create_cmd())
     store.concurrent_updates = 1
-    refusal = await rejected(modify(store, modify_cmd(PaymentCommand.COMPLETE, "k-1", expected_version=1)))
+    refusal = await rejected(modify(store, modify_cmd(PaymentAction.COMPLETE, "k-1", expected_version=1)))
     assert (refusal.kind, refusal.current_version) == (RejectionKind.VERSION_MISMATCH, 2)
 
 
@@ -108,7 +108,7 @@ async def test_a_lost_race_without_expected_version_is_retried_on_the_fresh_paym
     store = FakeStore()
     await create(store, create_cmd())
     store.concurrent_updates = 2
-    result = await modify(store, modify_cmd(PaymentCommand.COMPLETE, "k-1"))
+    result = await modify(store, modify_cmd(PaymentAction.COMPLETE, "k-1"))
     assert (result.payment.version, result.payment.status) == (4, PaymentStatus.COMPLETED)  # 1 + 2 others + this
 
 
@@ -116,7 +116,7 @@ async def test_a_payment_that_keeps_changing_is_a_conflict_after_the_retries():
     store = FakeStore()
     await create(store, create_cmd())
     store.concurrent_updates = handlers.MAX_RACE_RETRIES
-    refusal = await rejected(modify(store, modify_cmd(PaymentCommand.COMPLETE, "k-1")))
+    refusal = await rejected(modify(store, modify_cmd(PaymentAction.COMPLETE, "k-1")))
     assert refusal.kind is RejectionKind.CONFLICT
     assert store.payment(ORG, "p-1").status is PaymentStatus.PROCESSING
 
@@ -152,7 +152,7 @@ def test_a_bulk_result_recorded_before_the_service_layer_dropped_http_still_read
     assert BulkCreateResult.model_validate(result.model_dump(mode="json")) == result
 
 
-commands = st.lists(st.sampled_from(list(PaymentCommand)) | st.just("create"), min_size=1, max_size=12)
+commands = st.lists(st.sampled_from(list(PaymentAction)) | st.just("create"), min_size=1, max_size=12)
 
 
 @settings(max_examples=60, deadline=None)
@@ -168,7 +168,7 @@ def test_any_command_sequence_keeps_version_equal_to_events_and_follows_the_stat
                 if action == "create":
                     await create(store, create_cmd(command_id=f"c-{n}"))
                 else:
-                    fields = {"amount": 100 + n} if action is PaymentCommand.UPDATE else {}
+                    fields = {"amount": 100 + n} if action is PaymentAction.UPDATE else {}
                     await modify(store, modify_cmd(action, f"m-{n}", **fields))
             except Rejected:
                 pass

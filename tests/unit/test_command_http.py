@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.command.http.headers import parse_if_match, wants_async
+from services.command.entrypoints.http.headers import parse_if_match, wants_async
 from shared.http import ProblemError
 
 

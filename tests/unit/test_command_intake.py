@@ -1,4 +1,4 @@
-"""The intake's per-poll logic (services/command/adapters/intake.py) over the in-memory
+"""The intake's per-poll logic (services/command/entrypoints/intake.py) over the in-memory
 store: the command service is the real handlers behind a stand-in for Temporal."""
 
 from __future__ import annotations
@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 
 from aiokafka import ConsumerRecord
-from fakes import FakeStore
 
 from services.command import handlers
-from services.command.adapters.intake import CommandIntake
 from services.command.commands import BulkCreatePayments, Command, CreatePayment
 from services.command.config import CommandSettings
+from services.command.entrypoints.intake import CommandIntake
+from tests.support.command_fakes import FakeStore
 
 
 class HandlersOnly:

@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_projection_strategies import contract_metadata, contract_texts
 
 from services.command.commands import CreatePayment, ModifyPayment, Rejected, RejectionKind
 from services.command.domain import decide_create, decide_modify
 from shared.events import EventType, parse_event
 from shared.money import ISO_4217, MAX_AMOUNT
-from shared.payment import COMMAND_TARGET, UNDELETABLE, PaymentCommand, PaymentStatus
+from shared.payment import ACTION_TARGET, UNDELETABLE, PaymentAction, PaymentStatus
+from tests.support.strategies import contract_metadata, contract_texts
 
 T0 = datetime(2024, 12, 19, 12, 0, tzinfo=UTC)
 amounts = st.integers(min_value=1, max_value=MAX_AMOUNT)
@@ -40,6 +40,18 @@ def test_create_makes_version_1_processing_and_a_valid_created_event(amount, cur
     assert all(change.old is None for change in event.data.changes.values())
 
 
+@pytest.mark.parametrize("actor", ["user-42", "/billing/invoicing", "system:expiry", None])
+def test_events_name_the_command_and_its_actor(actor):
+    created = decide_create(create_cmd(actor=actor, command_id="create-1"), T0)
+    modify = ModifyPayment(command_id="complete-1", organization_id="org-a", actor=actor,
+                           action=PaymentAction.COMPLETE, payment_id="p1")
+    completed = decide_modify(created.snapshot, modify, T0 + timedelta(seconds=1))
+    for decision, command_id in ((created, "create-1"), (completed, "complete-1")):
+        event = parse_event(decision.event("/payments/command").to_json_bytes())
+        assert (event.actor, event.commandid) == (actor, command_id)
+        assert (event.model_dump(exclude_none=True).get("actor")) == actor  # absent, not null, when unknown
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [({"amount": 0}, "greater than 0"), ({"amount": -1}, "greater than 0"), ({"amount": MAX_AMOUNT + 1}, "less"),
@@ -58,7 +70,7 @@ def test_out_of_range_amounts_never_pass(amount):
         decide_create(create_cmd(amount=amount), T0)
 
 
-actions = st.sampled_from(list(PaymentCommand))
+actions = st.sampled_from(list(PaymentAction))
 steps = st.lists(
     st.tuples(actions, st.booleans(), st.one_of(st.none(), amounts), st.one_of(st.none(), texts)),
     min_size=1, max_size=12,
@@ -75,26 +87,26 @@ def test_any_command_sequence_follows_the_status_machine(steps):
     for i, (action, stale, amount, description) in enumerate(steps):
         now += timedelta(seconds=1)
         expected_version = current.version - 1 if stale and current.version > 1 else current.version
-        fields = {"amount": amount, "description": description} if action is PaymentCommand.UPDATE else {}
+        fields = {"amount": amount, "description": description} if action is PaymentAction.UPDATE else {}
         cmd = ModifyPayment(command_id=f"c{i}", organization_id="org-a", payment_id="p1", action=action,
                             expected_version=expected_version, **fields)
         if current.deleted_at is not None:
             outcome = RejectionKind.NOT_FOUND
         elif expected_version != current.version:
             outcome = RejectionKind.VERSION_MISMATCH
-        elif action is PaymentCommand.UPDATE:
+        elif action is PaymentAction.UPDATE:
             if current.status is not PaymentStatus.PROCESSING:
                 outcome = RejectionKind.ILLEGAL_TRANSITION
             elif amount is None and description is None:
                 outcome = RejectionKind.VALIDATION
             else:
                 outcome = None
-        elif action is PaymentCommand.DELETE:
+        elif action is PaymentAction.DELETE:
             outcome = RejectionKind.ILLEGAL_TRANSITION if current.status in UNDELETABLE else None
         else:
             legal = {(PaymentStatus.PROCESSING, t) for t in ("completed", "failed", "cancelled")}
             legal.add((PaymentStatus.COMPLETED, "refunded"))
-            outcome = None if (current.status, COMMAND_TARGET[action]) in legal else RejectionKind.ILLEGAL_TRANSITION
+            outcome = None if (current.status, ACTION_TARGET[action]) in legal else RejectionKind.ILLEGAL_TRANSITION
         if outcome is not None:
             with pytest.raises(Rejected) as caught:
                 decide_modify(current, cmd, now)
@@ -108,14 +120,14 @@ def test_any_command_sequence_follows_the_status_machine(steps):
         differing = {f for f in ("amount", "description", "metadata", "status", "deleted_at")
                      if getattr(current, f) != getattr(new, f)}
         assert set(event.data.changes) == differing
-        expected_type = {PaymentCommand.UPDATE: EventType.UPDATED, PaymentCommand.DELETE: EventType.DELETED}
+        expected_type = {PaymentAction.UPDATE: EventType.UPDATED, PaymentAction.DELETE: EventType.DELETED}
         assert event.type is expected_type.get(action, EventType.STATUS_CHANGED)
         current = new
 
 
 def test_another_organizations_payment_is_not_found():
     payment = decide_create(create_cmd(), T0).snapshot
-    cmd = ModifyPayment(command_id="c", organization_id="org-b", payment_id="p1", action=PaymentCommand.COMPLETE)
+    cmd = ModifyPayment(command_id="c", organization_id="org-b", payment_id="p1", action=PaymentAction.COMPLETE)
     with pytest.raises(Rejected) as caught:
         decide_modify(payment, cmd, T0)
     assert caught.value.kind is RejectionKind.NOT_FOUND
@@ -123,7 +135,7 @@ def test_another_organizations_payment_is_not_found():
 
 def test_version_mismatch_reports_the_current_version():
     payment = decide_create(create_cmd(), T0).snapshot
-    cmd = ModifyPayment(command_id="c", organization_id="org-a", payment_id="p1", action=PaymentCommand.CANCEL,
+    cmd = ModifyPayment(command_id="c", organization_id="org-a", payment_id="p1", action=PaymentAction.CANCEL,
                         expected_version=4)
     with pytest.raises(Rejected) as caught:
         decide_modify(payment, cmd, T0)

@@ -9,7 +9,6 @@ import uuid
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_projection_strategies import snapshot
 
 from shared.consistency import (
     MAX_TOKEN_CHARS,
@@ -22,6 +21,7 @@ from shared.consistency import (
     _deflate,
     combine,
 )
+from tests.support.builders import snapshot
 
 TOKENS = ConsistencyTokens("a-test-secret-of-enough-length")
 ids = st.text(alphabet="abcdefghij0123456789-_.:", min_size=1, max_size=20)

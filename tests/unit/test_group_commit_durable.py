@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from fake_temporal import BATCHES, Engine
 
 from services.command.commands import CommandBatch, CommandResult, CreatePayment, ModifyPayment, Rejected, RejectionKind
 from services.command.temporal.group_commit import GroupCommit, QueuedTooLong
-from shared.payment import PaymentCommand
+from shared.payment import PaymentAction
+from tests.support.fake_temporal import BATCHES, Engine
 
 ORG = "org-a"
 
@@ -22,13 +22,13 @@ def create_cmd(command_id: str, payment_id: str) -> CreatePayment:
 
 
 def complete_cmd(command_id: str, payment_id: str) -> ModifyPayment:
-    return ModifyPayment(command_id=command_id, organization_id=ORG, action=PaymentCommand.COMPLETE,
+    return ModifyPayment(command_id=command_id, organization_id=ORG, action=PaymentAction.COMPLETE,
                          payment_id=payment_id)
 
 
 async def _busy(engine: Engine, **options: float) -> tuple[GroupCommit, asyncio.Task]:
     """A batcher with one command (c-0) in flight: what is submitted next queues."""
-    batcher = GroupCommit(engine.run, engine.start, engine.wake, **options)
+    batcher = GroupCommit(engine, **options)
     blocker = asyncio.create_task(batcher.submit(create_cmd("c-0", "p-0"), None))
     await asyncio.sleep(0)
     return batcher, blocker

@@ -11,8 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from fake_temporal import Engine
-from fakes import FakeStore
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +25,9 @@ from services.command.commands import (
     RejectionKind,
 )
 from services.command.temporal.group_commit import GroupCommit
-from shared.payment import PaymentCommand, PaymentStatus
+from shared.payment import PaymentAction, PaymentStatus
+from tests.support.command_fakes import FakeStore
+from tests.support.fake_temporal import Engine
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ORG = "org-a"
@@ -42,7 +42,7 @@ def create_cmd(command_id: str, payment_id: str, **fields: Any) -> CreatePayment
                              "amount": 1250, "currency": "EUR"} | fields))
 
 
-def modify_cmd(action: PaymentCommand, command_id: str, payment_id: str, **fields: Any) -> ModifyPayment:
+def modify_cmd(action: PaymentAction, command_id: str, payment_id: str, **fields: Any) -> ModifyPayment:
     return ModifyPayment(command_id=command_id, organization_id=ORG, action=action, payment_id=payment_id, **fields)
 
 
@@ -67,8 +67,8 @@ async def test_items_on_one_payment_run_in_arrival_order():
     store = FakeStore()
     result = await run_batch(
         store, create_cmd("c-1", "p-1"),
-        modify_cmd(PaymentCommand.UPDATE, "u-1", "p-1", expected_version=1, amount=99),
-        modify_cmd(PaymentCommand.COMPLETE, "k-1", "p-1", expected_version=2),
+        modify_cmd(PaymentAction.UPDATE, "u-1", "p-1", expected_version=1, amount=99),
+        modify_cmd(PaymentAction.COMPLETE, "k-1", "p-1", expected_version=2),
     )
     assert [item.payment.version for item in result.items] == [1, 2, 3]
     final = store.payment(ORG, "p-1")
@@ -80,11 +80,11 @@ async def test_a_refused_item_rolls_back_to_its_savepoint_only():
     store = FakeStore()
     result = await run_batch(
         store, create_cmd("c-1", "p-1"),
-        modify_cmd(PaymentCommand.REFUND, "r-1", "p-1"),  # refund of a processing payment: 409
+        modify_cmd(PaymentAction.REFUND, "r-1", "p-1"),  # refund of a processing payment: 409
         create_cmd("c-2", "p-1"),  # the id is taken: conflict
-        modify_cmd(PaymentCommand.UPDATE, "u-1", "p-1", expected_version=5, amount=3),  # stale: 412
+        modify_cmd(PaymentAction.UPDATE, "u-1", "p-1", expected_version=5, amount=3),  # stale: 412
         create_cmd("c-3", "p-3", currency="XXX"),  # unknown currency: validation
-        modify_cmd(PaymentCommand.CANCEL, "x-1", "p-1"),
+        modify_cmd(PaymentAction.CANCEL, "x-1", "p-1"),
     )
     ok, refund, taken, stale, invalid, cancel = result.items
     assert isinstance(ok, CommandResult) and isinstance(cancel, CommandResult)
@@ -134,8 +134,8 @@ payment_ids = st.sampled_from(["p-1", "p-2", "p-3", "p-4"])
 items = st.one_of(
     st.builds(lambda c, p, amount, currency: create_cmd(c, p, amount=amount, currency=currency),
               command_ids, payment_ids, st.sampled_from([1250, 7, 0]), st.sampled_from(["EUR", "EUR", "XXX"])),
-    st.builds(lambda action, c, p: modify_cmd(action, c, p, **({"amount": 99} if action is PaymentCommand.UPDATE else {})),
-              st.sampled_from(list(PaymentCommand)), command_ids, payment_ids),
+    st.builds(lambda action, c, p: modify_cmd(action, c, p, **({"amount": 99} if action is PaymentAction.UPDATE else {})),
+              st.sampled_from(list(PaymentAction)), command_ids, payment_ids),
 )
 
 
@@ -181,18 +181,18 @@ async def _settled(*tasks: asyncio.Task) -> list[Any]:
 async def test_an_idle_batcher_starts_a_command_at_once_and_alone():
     engine = Engine()
     engine.gate.set()
-    batcher = GroupCommit(engine.run, engine.start, engine.wake)
+    batcher = GroupCommit(engine)
     result = await batcher.submit(create_cmd("c-1", "p-1"), None)
     assert result.payment.id == "p-1" and engine.calls == [create_cmd("c-1", "p-1")]
 
 
 async def test_commands_arriving_during_an_execution_run_as_one_batch_with_their_own_outcomes():
     engine = Engine()
-    batcher = GroupCommit(engine.run, engine.start, engine.wake)
+    batcher = GroupCommit(engine)
     first = asyncio.create_task(batcher.submit(create_cmd("c-0", "p-0"), None))
     await asyncio.sleep(0)
     queued = [create_cmd("c-1", "p-1"), create_cmd("c-2", "p-1"),  # the second is refused: id taken
-              modify_cmd(PaymentCommand.COMPLETE, "k-1", "p-1", expected_version=1),
+              modify_cmd(PaymentAction.COMPLETE, "k-1", "p-1", expected_version=1),
               create_cmd("c-3", "p-3")]
     tasks = [asyncio.create_task(batcher.submit(cmd, None)) for cmd in queued]
     await asyncio.sleep(0)
@@ -213,7 +213,7 @@ async def test_commands_arriving_during_an_execution_run_as_one_batch_with_their
 async def test_batches_are_bounded_in_items_and_bytes():
     engine = Engine()
     one = len(create_cmd("c-1", "p-1", description="x" * 400).model_dump_json())
-    batcher = GroupCommit(engine.run, engine.start, engine.wake, max_items=3, max_bytes=5 * one)
+    batcher = GroupCommit(engine, max_items=3, max_bytes=5 * one)
     blocker = asyncio.create_task(batcher.submit(create_cmd("c-0", "p-0"), None))
     await asyncio.sleep(0)
     tasks = [asyncio.create_task(batcher.submit(create_cmd(f"c-{n}", f"p-{n}", description="x" * 400), None))
@@ -245,7 +245,7 @@ def _sizes(engine: Engine) -> list[int]:
 
 async def test_after_a_batch_the_queue_is_held_until_as_big_again():
     engine = Engine(delay=0.05)
-    batcher = GroupCommit(engine.run, engine.start, engine.wake, max_hold=10.0)  # bounded by the batch's own duration
+    batcher = GroupCommit(engine, max_hold=10.0)  # bounded by the batch's own duration
     await _blocked_then_batched(engine, batcher, 3)
     assert _sizes(engine) == [1, 3]
     # Its three callers come back: the first does not run alone, the three run together.
@@ -256,7 +256,7 @@ async def test_after_a_batch_the_queue_is_held_until_as_big_again():
 
 async def test_a_hold_ends_after_the_batch_duration_and_a_lone_command_never_waits():
     engine = Engine(delay=0.05)
-    batcher = GroupCommit(engine.run, engine.start, engine.wake, max_hold=0.02)
+    batcher = GroupCommit(engine, max_hold=0.02)
     await _blocked_then_batched(engine, batcher, 3)
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -277,7 +277,8 @@ async def test_a_failed_batch_runs_its_commands_alone():
             raise RuntimeError("the batch workflow failed")
         return await real(command, wait_timeout)
 
-    batcher = GroupCommit(run, engine.start, engine.wake)
+    engine.run = run  # type: ignore[method-assign]
+    batcher = GroupCommit(engine)
     blocker = asyncio.create_task(batcher.submit(create_cmd("c-0", "p-0"), None))
     await asyncio.sleep(0)
     tasks = [asyncio.create_task(batcher.submit(create_cmd(f"c-{n}", f"p-{n}"), None)) for n in (1, 2)]

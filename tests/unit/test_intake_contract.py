@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.command.adapters.intake_contract import (
+from services.command.commands import CreatePayment, ModifyPayment
+from services.command.entrypoints.intake_contract import (
     CommandResultEvent,
     InvalidCommand,
     MalformedCommand,
@@ -19,9 +20,8 @@ from services.command.adapters.intake_contract import (
     parse_command,
     result_event,
 )
-from services.command.commands import CreatePayment, ModifyPayment
-from services.command.http.errors import Problem
-from shared.payment import PaymentCommand
+from services.command.entrypoints.problems import Problem
+from shared.payment import PaymentAction
 
 
 def envelope(kind: str = "create", **fields: Any) -> dict[str, Any]:
@@ -40,8 +40,8 @@ def raw(value: dict[str, Any]) -> bytes:
 
 def test_create_builds_the_same_command_as_http() -> None:
     cmd = parse_command(raw(envelope(subject="pay-1", data={"amount": 900, "currency": "JPY", "metadata": {"k": 1}})))
-    assert cmd == CreatePayment(command_id="cmd-1", organization_id="org-a", payment_id="pay-1", amount=900,
-                                currency="JPY", metadata={"k": 1})
+    assert cmd == CreatePayment(command_id="cmd-1", organization_id="org-a", actor="/billing", payment_id="pay-1",
+                                amount=900, currency="JPY", metadata={"k": 1})
 
 
 def test_create_without_subject_derives_the_payment_id_per_organization() -> None:
@@ -56,15 +56,15 @@ def test_create_without_subject_derives_the_payment_id_per_organization() -> Non
 @pytest.mark.parametrize("action", ["complete", "fail", "cancel", "refund", "delete"])
 def test_transitions_carry_the_optional_expected_version(action: str) -> None:
     cmd = parse_command(raw(envelope(action, subject="pay-1", data={"expected_version": 2})))
-    assert cmd == ModifyPayment(command_id="cmd-1", organization_id="org-a", action=PaymentCommand(action),
-                                payment_id="pay-1", expected_version=2)
+    assert cmd == ModifyPayment(command_id="cmd-1", organization_id="org-a", actor="/billing",
+                                action=PaymentAction(action), payment_id="pay-1", expected_version=2)
     assert parse_command(raw(envelope(action, subject="pay-1", data=None))).expected_version is None
 
 
 def test_update_takes_the_patch_fields() -> None:
     cmd = parse_command(raw(envelope("update", subject="pay-1", data={"amount": 7, "description": "x"})))
     assert isinstance(cmd, ModifyPayment)
-    assert (cmd.action, cmd.amount, cmd.description, cmd.metadata) == (PaymentCommand.UPDATE, 7, "x", None)
+    assert (cmd.action, cmd.amount, cmd.description, cmd.metadata) == (PaymentAction.UPDATE, 7, "x", None)
 
 
 @pytest.mark.parametrize(("value", "reason"), [
@@ -92,6 +92,8 @@ def test_unaddressable_messages_are_malformed(value: bytes, reason: str) -> None
     (envelope("complete", subject="not a valid id!", data={}), "subject"),
     (envelope("complete", subject="pay-1", data={"amount": 5}), "amount"),
     (envelope(subject="pay-1", data={"id": "pay-2", "amount": 5, "currency": "EUR"}), "differs"),
+    (envelope(source="/billing\u0000x"), "source"),  # the source becomes the events' actor
+    (envelope(source="/" + "s" * 1024), "source"),
 ])
 def test_addressable_commands_outside_the_contract_are_rejected_with_the_field(value: dict, field: str) -> None:
     with pytest.raises(InvalidCommand) as err:

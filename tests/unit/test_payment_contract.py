@@ -14,12 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from test_projection_strategies import contract_metadata, contract_texts, snapshot
 
-from services.command.http.schemas import BatchCreateRequest, CreatePaymentRequest, UpdatePaymentRequest
+from services.command.entrypoints.bodies import CreatePaymentRequest, UpdatePaymentRequest
+from services.command.entrypoints.http.schemas import BatchCreateRequest
 from services.query.domain import payment_document
 from shared.events import EventType, InvalidEvent, new_event, parse_event
 from shared.payment import MAX_METADATA_BYTES, MAX_NUMBER, MIN_NUMBER
+from tests.support.builders import snapshot
+from tests.support.strategies import contract_metadata, contract_texts
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "events.schema.json").read_text())
 NOW = datetime(2026, 3, 1, tzinfo=UTC)

@@ -1,4 +1,5 @@
-"""Poison isolation decisions (services/query/adapters/poison.py): what is retried, which event is set aside."""
+"""Poison isolation: what MongoDB's errors say (services/query/adapters/mongo_errors.py) and
+which event of a failing batch is set aside (services/query/poison.py)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pymongo.errors import AutoReconnect, BulkWriteError, DocumentTooLarge, OperationFailure, ServerSelectionTimeoutError
 
-from services.query.adapters import poison
+from services.query import poison
+from services.query.adapters import mongo_errors
+from services.query.poison import DeadLetterKind
 
 
 def test_server_trouble_is_transient_and_data_trouble_is_not():
     for exc in (AutoReconnect("x"), ServerSelectionTimeoutError("x"), OperationFailure("conflict", code=112),
                 OperationFailure("unauthorized", code=13),
                 OperationFailure("x", code=2, details={"errorLabels": ["TransientTransactionError"]})):
-        assert poison.is_transient(exc), exc
+        assert mongo_errors.is_transient(exc), exc
     for exc in (OverflowError("MongoDB can only handle up to 8-byte ints"), InvalidDocument("x"),
                 DocumentTooLarge("x"), OperationFailure("bad value", code=2),
                 BulkWriteError({"writeErrors": [{"index": 0, "code": 17280}]}), TypeError("bug"), KeyError("k")):
-        assert not poison.is_transient(exc), exc
-    assert poison.reason_class(OverflowError("x")) == poison.REFUSED
-    assert poison.reason_class(DocumentTooLarge("x")) == poison.REFUSED
-    assert poison.reason_class(KeyError("k")) == poison.ERROR
+        assert not mongo_errors.is_transient(exc), exc
+    assert mongo_errors.refusal(OverflowError("x")) is DeadLetterKind.REFUSED
+    assert mongo_errors.refusal(DocumentTooLarge("x")) is DeadLetterKind.REFUSED
+    assert mongo_errors.refusal(KeyError("k")) is DeadLetterKind.ERROR
 
 
 @given(size=st.integers(1, 300), data=st.data())
@@ -68,7 +71,7 @@ def test_apply_without_poison_sets_aside_each_poison_and_applies_the_rest_in_ord
     async def on_poison(item, error):  # noqa: ANN001, ANN202
         poisoned.append((item, str(error)))
 
-    rest, result = asyncio.run(poison.apply_without_poison(list(range(20)), apply, on_poison))
+    rest, result = asyncio.run(poison.apply_without_poison(list(range(20)), apply, on_poison, mongo_errors.is_transient))
     assert poisoned == [(3, "event 3"), (10, "event 10"), (17, "event 17")]
     assert rest == [i for i in range(20) if i % 7 != 3] and applied == [rest] and result == 17
 
@@ -81,7 +84,7 @@ def test_apply_without_poison_lets_transient_errors_through():
         raise AssertionError("a transient error is nobody's poison")
 
     try:
-        asyncio.run(poison.apply_without_poison([1, 2], apply, on_poison))
+        asyncio.run(poison.apply_without_poison([1, 2], apply, on_poison, mongo_errors.is_transient))
     except AutoReconnect:
         pass
     else:

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 from hypothesis import given, settings
-from test_projection_strategies import (
-    MemoryReadModel,
-    deliveries,
-    history,
-    newest_versions,
-    recount,
-    snapshot,
-)
 
-from services.query.domain import APPLIED, DUPLICATE, BucketKey, document_id, plan_batch, utc_day
+from services.query.domain import BucketKey, Outcome, document_id, plan_batch, utc_day
 from shared.events import EventType, new_event
 from shared.payment import PaymentStatus
+from tests.support.builders import MemoryReadModel, history, newest_versions, recount, snapshot
+from tests.support.strategies import deliveries
 
 
 @settings(max_examples=300, deadline=None)
@@ -41,7 +35,7 @@ def test_redelivering_everything_again_changes_nothing(case):  # noqa: ANN001
     before = (dict(model.payments), dict(model.tombstones), {k: dict(v) for k, v in model.stats.items()})
     for batch in batches:
         plan = model.apply(batch)
-        assert set(plan.outcomes) <= {DUPLICATE}
+        assert set(plan.outcomes) <= {Outcome.DUPLICATE}
         assert not plan.upserts and not plan.tombstones and not plan.deltas
     assert (model.payments, model.tombstones, model.stats) == before
 
@@ -50,7 +44,7 @@ def test_outcomes_follow_versions_within_one_batch():
     life = history("p1", "org-a", snapshot("x").created_at, "EUR", [("update", 50), ("update", 100), ("update", 200)], delete=False)
     v1, v2, v3 = life
     plan = plan_batch({}, [v1, v3, v2, v1])
-    assert plan.outcomes == [APPLIED, APPLIED, DUPLICATE, DUPLICATE]
+    assert plan.outcomes == [Outcome.APPLIED, Outcome.APPLIED, Outcome.DUPLICATE, Outcome.DUPLICATE]
     assert plan.upserts[document_id("org-a", "p1")].paymentversion == 3
     [(key, delta)] = plan.deltas.items()
     assert (delta.count, delta.sum) == (1, 200)  # v1 added then replaced by v3
@@ -63,7 +57,7 @@ def test_a_deleted_payment_is_not_resurrected_by_an_older_event():
     model.apply([life[-1]])
     assert model.payments == {} and model.tombstones == {document_id("org-a", "p1"): life[-1].paymentversion}
     plan = model.apply(life[:-1])
-    assert plan.outcomes == [DUPLICATE] * (len(life) - 1)
+    assert plan.outcomes == [Outcome.DUPLICATE] * (len(life) - 1)
     assert model.payments == {} and model.stats == {}
 
 
@@ -74,7 +68,7 @@ def test_an_update_that_keeps_bucket_and_amount_touches_no_statistics():
     model = MemoryReadModel()
     model.apply([new_event(EventType.CREATED, v1)])
     plan = model.apply([new_event(EventType.UPDATED, v2)])
-    assert plan.outcomes == [APPLIED] and plan.deltas == {}
+    assert plan.outcomes == [Outcome.APPLIED] and plan.deltas == {}
 
 
 def test_buckets_use_the_utc_day_of_created_at_and_the_status():

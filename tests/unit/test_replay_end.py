@@ -1,4 +1,4 @@
-"""When ``payments replay`` stops reading (services/query/adapters/replay.py): at the end
+"""When ``payments replay`` stops reading (services/query/entrypoints/replay.py): at the end
 offsets it saw, not when records pause. A consumer stand-in pauses its records for longer
 than the old 3 s idle end (what a leader election or a broker restart does on Kafka)."""
 
@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 from aiokafka import TopicPartition
 
-from services.query import domain
-from services.query.adapters.replay import _consume, _Progress
+from services.query.domain import Outcome
+from services.query.entrypoints.replay import _consume, _Progress
 
 TP = TopicPartition("events", 0)
 
@@ -36,14 +36,14 @@ class PausingConsumer:
 
 
 def _counts() -> dict[str, int]:
-    return {domain.APPLIED: 0, domain.DUPLICATE: 0, domain.INVALID: 0, domain.DEAD_LETTERED: 0}
+    return dict.fromkeys(Outcome, 0)
 
 
 async def test_replay_reads_to_the_end_offsets_through_a_pause_of_the_records() -> None:
     counts = _counts()
     consumer = PausingConsumer(pause=3.5)
     await _consume(consumer, None, None, {TP: 10}, None, 100, _Progress(False, 10), counts)  # type: ignore[arg-type]
-    assert counts[domain.INVALID] == 10  # every record read (none is an event: nothing reaches MongoDB)
+    assert counts[Outcome.INVALID] == 10  # every record read (none is an event: nothing reaches MongoDB)
 
 
 async def test_with_idle_a_broker_with_wrong_end_offsets_still_finishes() -> None:
@@ -51,4 +51,4 @@ async def test_with_idle_a_broker_with_wrong_end_offsets_still_finishes() -> Non
     consumer = PausingConsumer(pause=60)
     started = time.monotonic()
     await _consume(consumer, None, None, {TP: 10**6}, 0.5, 100, _Progress(False, 0), counts)  # type: ignore[arg-type]
-    assert counts[domain.INVALID] == 5 and time.monotonic() - started < 5
+    assert counts[Outcome.INVALID] == 5 and time.monotonic() - started < 5

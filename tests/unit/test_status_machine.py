@@ -3,18 +3,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.payment import (
-    COMMAND_TARGET,
+    ACTION_TARGET,
     TRANSITIONS,
-    PaymentCommand,
+    PaymentAction,
     PaymentStatus,
-    allowed_commands,
+    allowed_actions,
     can_transition,
     is_allowed,
     rejection_reason,
 )
 
 S = PaymentStatus
-C = PaymentCommand
+C = PaymentAction
 
 # The table of DESIGN section 3, written out independently of the code under test.
 LEGAL = {
@@ -45,7 +45,7 @@ def test_terminal_states_have_no_way_out() -> None:
     ],
 )
 def test_allowed_commands_per_status(status: S, expected: set[C]) -> None:
-    assert set(allowed_commands(status)) == expected
+    assert set(allowed_actions(status)) == expected
 
 
 @given(st.lists(st.sampled_from(list(C)), max_size=12))
@@ -55,8 +55,8 @@ def test_any_command_sequence_stays_inside_the_table(commands: list[C]) -> None:
         if not is_allowed(command, status):
             assert rejection_reason(command, status)
             continue
-        if command in COMMAND_TARGET:
-            new = COMMAND_TARGET[command]
+        if command in ACTION_TARGET:
+            new = ACTION_TARGET[command]
             assert (status, new) in LEGAL
             status = new
         elif command is C.DELETE:

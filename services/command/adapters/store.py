@@ -1,11 +1,7 @@
-"""PostgreSQL adapter (asyncpg): migrations, payments, outbox, command results and
-idempotency records.
-
-A command runs in ONE transaction (:meth:`PaymentStore.unit_of_work`): it claims its
-command id, reads the payment, writes the change with optimistic concurrency
-(``UPDATE ... WHERE version = $n``), appends the CloudEvent to the outbox and records the
-result, so that a payment change without its event (or the reverse) cannot exist. It
-implements the port the handlers declare (services/command/handlers.py).
+"""The command handlers' store on PostgreSQL (asyncpg): one unit of work per command,
+claiming its id, writing the payment with optimistic concurrency, appending its outbox
+row and recording its result in one transaction, so no change exists without its event;
+and the pool and migrations.
 """
 
 from __future__ import annotations
@@ -20,13 +16,14 @@ from typing import Any
 
 import asyncpg
 
-from services.command.handlers import Claim
+from services.command.ports import Claim
 from shared.events import PaymentEvent
 from shared.payment import PaymentSnapshot
 
 log = logging.getLogger("payments.command.store")
 
-OUTBOX_CHANNEL = "payments_outbox"
+OUTBOX_CHANNEL = "payments_outbox"  # NOTIFY at each command's commit (the relay LISTENs)
+
 _MIGRATION_LOCK = 724_311_001  # pg_advisory_lock key: one migrator at a time
 
 PAYMENT_COLUMNS = (
@@ -196,8 +193,7 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 
 
 class PaymentStore:
-    """The write store: units of work for the handlers (handlers.CommandStore), and the
-    idempotency records of the HTTP API."""
+    """The write store: units of work for the handlers (ports.CommandStore)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -218,54 +214,3 @@ class PaymentStore:
     async def ping(self) -> None:
         async with self.pool.acquire() as conn:
             await conn.fetchval("SELECT 1")
-
-    # ---------------------------------------------------------------- idempotency keys
-
-    async def claim_idempotency_key(self, org: str, key: str, request_hash: str) -> IdempotencyRecord | None:
-        """None if this request now owns the key; otherwise the existing record."""
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                "INSERT INTO idempotency_keys (organization_id, key, request_hash) VALUES ($1, $2, $3)"
-                " ON CONFLICT DO NOTHING RETURNING key",
-                org, key, request_hash,
-            )
-            if row:
-                return None
-            row = await conn.fetchrow(
-                "SELECT request_hash, status_code, response_body, response_headers FROM idempotency_keys"
-                " WHERE organization_id = $1 AND key = $2",
-                org, key,
-            )
-        return IdempotencyRecord(row["request_hash"], row["status_code"], row["response_body"],
-                                 row["response_headers"] or {})
-
-    async def save_idempotent_response(
-        self, org: str, key: str, status: int, body: bytes, headers: dict[str, str]
-    ) -> None:
-        async with self.pool.acquire() as conn:
-            await conn.execute(
-                "UPDATE idempotency_keys SET status_code = $3, response_body = $4, response_headers = $5"
-                " WHERE organization_id = $1 AND key = $2 AND status_code IS NULL",
-                org, key, status, body, headers,
-            )
-
-    async def release_idempotency_key(self, org: str, key: str) -> None:
-        """Forget a key whose request failed before any result (so a retry can run)."""
-        async with self.pool.acquire() as conn:
-            await conn.execute(
-                "DELETE FROM idempotency_keys WHERE organization_id = $1 AND key = $2 AND status_code IS NULL",
-                org, key,
-            )
-
-
-@dataclass(frozen=True)
-class IdempotencyRecord:
-    request_hash: str
-    status_code: int | None
-    body: bytes | None
-    headers: dict[str, str]
-
-    @property
-    def complete(self) -> bool:
-        return self.status_code is not None
-

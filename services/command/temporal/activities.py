@@ -1,9 +1,7 @@
-"""Activities of the command workflows (run as local activities by default).
-
-``execute_*`` are validate + execute + publish in one database transaction: the payment
-change and its outbox row commit together. Business rejections become non-retryable
-``ApplicationError``s whose ``type`` is the rejection kind; anything else (database
-down, timeout) is retried by the workflow's retry policy.
+"""The command workflows' activities (local activities): each runs its handler, whose one
+transaction writes the payment change and its outbox row. A rejection leaves as a
+business failure (temporal/failures.py); anything else is retried by the workflow's
+policy. With a worker in this process, the outcome is also handed to the waiting request.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from services.command import handlers
 from services.command.commands import (
@@ -27,18 +24,12 @@ from services.command.commands import (
     ModifyPayment,
     Rejected,
 )
-from services.command.handlers import CommandStore
+from services.command.ports import CommandStore
+from services.command.temporal.failures import application_error
 from shared.telemetry import bind_log_context, log_context
 
 log = logging.getLogger("payments.command.activities")
 T = TypeVar("T")
-
-
-def business_error(rejection: Rejected) -> ApplicationError:
-    return ApplicationError(
-        rejection.detail, {"current_version": rejection.current_version},
-        type=rejection.kind.value, non_retryable=True,
-    )
 
 
 def _as_activity(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -54,7 +45,7 @@ def _as_activity(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
         except Rejected as rejection:
             log.info("command rejected: %s", rejection.detail, extra={"fields": {"reason": rejection.kind.value}})
             self.hand_over(info.workflow_id, rejection)
-            raise business_error(rejection) from None
+            raise application_error(rejection) from None
         else:
             self.hand_over(info.workflow_id, result)
             return result
@@ -100,6 +91,3 @@ class CommandActivities:
             return result
         finally:
             log_context.reset(token)
-
-    def all(self) -> list[Callable[..., Any]]:
-        return [self.execute_create, self.execute_modify, self.execute_bulk_create, self.execute_batch]

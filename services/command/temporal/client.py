@@ -1,24 +1,8 @@
-"""``PaymentCommandClient``: the command half of the seed's ``PaymentCqsService`` (the whole
-facade, commands and queries, is ``services.facade.PaymentCqsService``).
-
-``process(command)`` runs a command and waits for its result; ``process_async(command)``
-starts it and returns the workflow id; ``status(org, command_id)`` looks a command up.
-Business rejections come back as :class:`~services.command.commands.Rejected`.
-
-With a worker in this process, ``LocalResults`` (temporal/local_results.py) hands the
-activity's committed outcome straight to the request waiting for it.
-
-Workflow ids are deterministic (``payments/<org>/<command id>``): starting a command
-that already runs attaches to it, one that completed returns its first result, and only
-a failed one may run again (``ALLOW_DUPLICATE_FAILED_ONLY``).
-
-With group commit (``PAYMENTS_COMMAND_GROUP_COMMIT``, temporal/group_commit.py), creates
-and modifications that arrive while an execution is in flight run together as one
-``CommandBatch`` workflow (id ``payments-batch/<uuid>``, its commands in its memo); each
-caller still gets its own outcome, and ``status`` answers a batched command from its
-result row in PostgreSQL. A grouped caller is answered 202 (``CommandPending``) only after
-its command's own workflow was started, so ``status`` on any replica finds a 202'd
-command in Temporal by its deterministic id.
+"""``PaymentCommandClient``: commands as Temporal workflows, the command half of the seed's
+``PaymentCqsService`` (services/facade.py). ``process`` runs a command and waits for its
+result, ``process_async`` starts it, ``status`` looks it up; a business rejection comes
+back as ``Rejected``. Workflow ids are deterministic (``payments/<org>/<command id>``), so
+a retried command attaches to the first run or gets its result.
 """
 
 from __future__ import annotations
@@ -26,53 +10,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from services.command.adapters.store import PaymentStore
 from services.command.commands import (
-    BulkCreatePayments,
     BulkCreateResult,
     Command,
     CommandBatch,
-    CommandBatchResult,
     CommandResult,
     CommandState,
     CreatePayment,
-    ModifyPayment,
     Rejected,
-    RejectionKind,
     command_type,
 )
-from services.command.temporal.group_commit import GroupCommit, QueuedTooLong
+from services.command.temporal import registry
+from services.command.temporal.failures import rejection_of
 from services.command.temporal.local_results import LocalResults
-from services.command.temporal.workflows import (
-    BulkCreatePaymentsWorkflow,
-    CommandBatchWorkflow,
-    CreatePaymentWorkflow,
-    ModifyPaymentWorkflow,
-)
 from shared.consistency import ConsistencyTokens
 from shared.telemetry import COMMAND_DURATION, COMMANDS
 
-_ROUTES: dict[type, tuple[Any, type]] = {
-    CreatePayment: (CreatePaymentWorkflow.run, CommandResult),
-    ModifyPayment: (ModifyPaymentWorkflow.run, CommandResult),
-    BulkCreatePayments: (BulkCreatePaymentsWorkflow.run, BulkCreateResult),
-    CommandBatch: (CommandBatchWorkflow.run, CommandBatchResult),
-}
-_RESULT_BY_WORKFLOW_TYPE = {"CreatePayment": CommandResult, "ModifyPayment": CommandResult,
-                            "BulkCreatePayments": BulkCreateResult}
 _FAILED = {WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TIMED_OUT,
            WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.CANCELED}
 
 
-_WAKE = "payments.wake"  # GroupCommit's wake signal (PaymentCommandClient.wake)
+_WAKE = "payments.wake"  # ends a start delay (PaymentCommandClient.wake)
 
 
 def workflow_id(org: str, command_id: str) -> str:
@@ -97,15 +65,25 @@ class CommandPending(Exception):
         self.command_id = command_id
 
 
-def rejection_from(error: BaseException) -> Rejected | None:
-    """The business rejection carried by a workflow failure, if it is one."""
-    cause = error.cause if isinstance(error, WorkflowFailureError) else error
-    while cause is not None and not isinstance(cause, ApplicationError):
-        cause = cause.__cause__
-    if not isinstance(cause, ApplicationError) or cause.type not in RejectionKind.__members__.values():
-        return None
-    details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
-    return Rejected(RejectionKind(cause.type), cause.message, current_version=details.get("current_version"))
+@contextlib.contextmanager
+def measured(command: Command) -> Iterator[None]:
+    """``payments_commands_total`` and ``payments_command_duration_seconds`` of one command,
+    its outcome told by how the block ends."""
+    kind = command_type(command)
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        yield
+        outcome = "success"
+    except Rejected:
+        outcome = "rejected"
+        raise
+    except CommandPending:
+        outcome = "pending"
+        raise
+    finally:
+        COMMANDS.labels(kind, outcome).inc()
+        COMMAND_DURATION.labels(kind).observe(time.perf_counter() - started)
 
 
 class PaymentCommandClient:
@@ -120,7 +98,6 @@ class PaymentCommandClient:
         local_results: bool = False,
         local_result_wait: float = 0.5,
         tokens: ConsistencyTokens | None = None,
-        group_commit: dict[str, Any] | None = None,
     ) -> None:
         self.client = client
         self.task_queue = task_queue
@@ -130,17 +107,15 @@ class PaymentCommandClient:
         # With a worker in this process, results come straight from its activities.
         self.local_results = LocalResults(local_result_wait) if local_results else None
         self.tokens = tokens
-        # Command type -> (workflow run method, result type); the benchmark swaps in its
+        # Command type -> its route (temporal/registry.py); the benchmark swaps in its
         # naive workflow here.
-        self.routes: dict[type, tuple[Any, type]] = dict(_ROUTES)
-        # Group commit (GroupCommit's keyword arguments), or None: one workflow per command.
-        self.group_commit = GroupCommit(self._run, self.start, self.wake, **group_commit) if group_commit is not None else None
+        self.routes: dict[type, registry.Route] = dict(registry.BY_COMMAND)
 
     async def start(self, command: Command | CommandBatch, delay: float | None = None, *,
                     wake: bool = False) -> WorkflowHandle[Any, Any]:
         """Start the command's workflow, or attach to it; with ``delay``, its first task waits
         that many seconds unless :meth:`wake` comes first."""
-        run, _ = self.routes[type(command)]
+        run = self.routes[type(command)].workflow.run
         wid = _workflow_id_of(command)
         memo = None
         if isinstance(command, CommandBatch):  # what the Temporal UI shows the batch ran
@@ -169,32 +144,11 @@ class PaymentCommandClient:
         self, command: Command, *, wait_timeout: float | None = None
     ) -> CommandResult | BulkCreateResult:
         """Run ``command`` and return its result, or raise Rejected / CommandFailed / CommandPending."""
-        kind = command_type(command)
-        started = time.perf_counter()
-        outcome = "error"
-        try:
-            if self.group_commit is not None and self.group_commit.accepts(command):
-                try:
-                    raw = await self.group_commit.submit(command, wait_timeout)  # type: ignore[arg-type]
-                except QueuedTooLong:
-                    raise CommandPending(command.command_id) from None
-            else:
-                raw = await self._run(command, wait_timeout)
-            result = self._stamped(raw)
-            outcome = "success"
-            return result
-        except Rejected:
-            outcome = "rejected"
-            raise
-        except CommandPending:
-            outcome = "pending"
-            raise
-        finally:
-            COMMANDS.labels(kind, outcome).inc()
-            COMMAND_DURATION.labels(kind).observe(time.perf_counter() - started)
+        with measured(command):
+            return self.stamped(await self.run(command, wait_timeout))
 
-    async def _run(self, command: Command | CommandBatch, wait_timeout: float | None) -> Any:
-        """One workflow execution: start it and wait for its outcome."""
+    async def run(self, command: Command | CommandBatch, wait_timeout: float | None) -> Any:
+        """One workflow execution: start it and wait for its outcome (not stamped, not counted)."""
         wid = _workflow_id_of(command)
         with self.local_results.expect(wid) if self.local_results else contextlib.nullcontext() as local:
             handle = await self.start(command)
@@ -214,13 +168,13 @@ class PaymentCommandClient:
             assert not isinstance(command, CommandBatch)  # a batch is awaited without a timeout
             raise CommandPending(command.command_id) from None
         except WorkflowFailureError as err:
-            rejection = rejection_from(err)
+            rejection = rejection_of(err)
             if rejection is None:
                 what = f"batch {command.batch_id}" if isinstance(command, CommandBatch) else f"command {command.command_id}"
                 raise CommandFailed(f"{what} failed: {err.cause or err}") from err
             raise rejection from None
 
-    def _stamped(self, result: CommandResult | BulkCreateResult) -> CommandResult | BulkCreateResult:
+    def stamped(self, result: CommandResult | BulkCreateResult) -> CommandResult | BulkCreateResult:
         """The result with its consistency token (what a read must wait for to see it)."""
         if self.tokens is None:
             return result
@@ -249,19 +203,17 @@ class PaymentCommandClient:
             try:
                 await handle.result()
             except WorkflowFailureError as err:
-                return CommandState.FAILED, rejection_from(err) or CommandFailed(str(err.cause or err))
+                return CommandState.FAILED, rejection_of(err) or CommandFailed(str(err.cause or err))
             return CommandState.FAILED, CommandFailed(f"command ended as {desc.status.name.lower()}")
-        result_type = _RESULT_BY_WORKFLOW_TYPE.get(desc.workflow_type, CommandResult)
-        return CommandState.COMPLETED, self._stamped(result_type.model_validate(await handle.result()))
+        route = registry.BY_WORKFLOW_TYPE.get(desc.workflow_type, registry.BY_COMMAND[CreatePayment])
+        return CommandState.COMPLETED, self.stamped(route.result.model_validate(await handle.result()))
 
     async def _stored_status(self, org: str, command_id: str) -> tuple[CommandState, Any] | None:
         """Temporal does not know the id (batched, or past retention): the write store may."""
         if (stored := await self._stored(org, command_id)) is not None:
             return CommandState.COMPLETED, stored
-        # Queued or batched here, its caller still waiting (no 202 yet); else unknown.
-        running = self.group_commit is not None and self.group_commit.running(org, command_id)
-        return (CommandState.RUNNING, None) if running else None
+        return None
 
     async def _stored(self, org: str, command_id: str) -> CommandResult | None:
         stored = await self.store.command_result(org, command_id) if self.store is not None else None
-        return None if stored is None else self._stamped(CommandResult.model_validate(stored))
+        return None if stored is None else self.stamped(CommandResult.model_validate(stored))

@@ -1,44 +1,8 @@
-"""Group commit in front of the Temporal start (issue 14): one workflow for many commands.
-
-Today's cost per command is one workflow execution, and the Temporal server's work per
-execution is what bounds the creates per second (docs/benchmarks.md). So, per process:
-
-- a command that arrives while fewer than ``max_in_flight`` executions run starts at once,
-  alone, with its own deterministic workflow id (no linger: an idle API answers as fast
-  as without group commit);
-- commands that arrive meanwhile queue; when an execution ends, the queue's head (at most
-  ``max_items`` commands and ``max_bytes`` of JSON) runs as ONE ``CommandBatch`` workflow
-  with one local activity and one PostgreSQL transaction, a savepoint per item
-  (services/command/handlers.py ``run_batch``), in arrival order: two commands on one
-  payment keep their order, and optimistic concurrency is unchanged;
-- after a batch, the queue is held until it is as big again (or for as long as the batch
-  took, at most ``max_hold``): that batch's callers, answered together, come back
-  together, and would otherwise queue behind the first of them running alone (measured:
-  half the executions, docs/benchmarks.md). A lone command, with no batch before it,
-  never waits;
-- each caller gets its own outcome. An item the batch refused, or every item of a batch
-  that failed as a whole, runs again alone, so that its own workflow records the outcome
-  (``GET /v1/commands/{id}`` answers it from there, as without group commit); accepted
-  items are answered from their committed result rows, which ``GET /v1/commands/{id}``
-  reads once Temporal does not know the id;
-- a caller whose wait ends first is answered 202 only once its command has its own
-  workflow (deterministic id) in Temporal, started and not awaited: the command then
-  outlives this process, and every replica finds it by its id. A command still queued
-  leaves the queue, and that workflow runs it, once. One in a batch in flight stays there,
-  and its own workflow starts delayed (``own_delay``) and is woken when the batch has
-  decided; it then finds the command's claim and returns the batch's result, or runs the
-  command itself if the batch refused it or failed (the batcher leaves that outcome to it
-  instead of running the command alone again). Why not at once: the claim serialises the
-  two executions only once the batch's transaction has claimed the item, and before that
-  the own workflow would decide against a state without the batch's earlier items (refuse
-  a modification of a payment the batch creates, while the batch then applies it). If
-  this process dies, the delay runs out instead, after the orphaned batch has completed
-  on another worker. If the start fails (Temporal unreachable) the caller gets the error
-  and the command stays queued.
-
-Crash safety is the command id claim's: a batch the API did not see finish completes on
-any worker of the task queue (or its transaction never committed), and a retried command
-(same id) then finds its first result.
+"""Group commit: while an execution of this process is in flight, the creates and
+modifications that arrive meanwhile run together as one ``CommandBatch`` workflow and one
+transaction, each keeping its own outcome. Composed around the process's
+:class:`PaymentCommandClient` by the bootstrap; how and why it batches, holds the queue
+and keeps a 202 durable: docs/command-service.md, "Group commit".
 """
 
 from __future__ import annotations
@@ -47,17 +11,24 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from services.command.commands import Command, CommandBatch, CommandBatchResult, CommandResult, CreatePayment, ModifyPayment
+from services.command.commands import (
+    BulkCreateResult,
+    Command,
+    CommandBatch,
+    CommandBatchResult,
+    CommandResult,
+    CommandState,
+    CreatePayment,
+    ModifyPayment,
+)
+from services.command.temporal.client import CommandPending, PaymentCommandClient, measured
+from shared.consistency import ConsistencyTokens
 
 log = logging.getLogger("payments.command.group_commit")
 
-Run = Callable[[Any, float | None], Awaitable[Any]]
-StartOwn = Callable[[Any, float | None], Awaitable[Any]]  # (command, delay in seconds or None)
-Wake = Callable[[Any], Awaitable[Any]]
 _STARTING, _STARTED = "starting", "started"
 
 
@@ -75,17 +46,14 @@ class _Waiting:
 
 
 class GroupCommit:
-    """The per-process batcher (PaymentCommandClient's). ``run(command, wait_timeout)``
-    executes one command or one :class:`CommandBatch` as a workflow and returns its result;
-    ``start_own(command, delay)`` starts a command's own workflow without waiting, its first
-    task ``delay`` seconds later unless ``wake(command)`` comes first."""
+    """The per-process batcher around ``client``: the same ``process``, ``process_async``
+    and ``status`` as the client. It runs executions with ``client.run`` (one command or
+    one :class:`CommandBatch`), starts a command's own workflow with ``client.start``
+    (its first task after ``delay`` unless ``client.wake`` comes first)."""
 
-    def __init__(self, run: Run, start_own: StartOwn, wake: Wake, *, max_items: int = 64,
-                 max_bytes: int = 256 * 1024, max_in_flight: int = 1, max_hold: float = 0.05,
-                 own_delay: float = 90.0) -> None:
-        self.run = run
-        self.start_own = start_own
-        self.wake = wake
+    def __init__(self, client: PaymentCommandClient, *, max_items: int = 64, max_bytes: int = 256 * 1024,
+                 max_in_flight: int = 1, max_hold: float = 0.05, own_delay: float = 90.0) -> None:
+        self.client = client
         # Longer than an orphaned batch takes to finish elsewhere: its workflow task times
         # out (10 s), then its activity has up to 60 s (schedule-to-close, temporal/workflows.py).
         self.own_delay = own_delay
@@ -100,9 +68,35 @@ class GroupCommit:
         self._hold: asyncio.TimerHandle | None = None  # holding the queue after a batch (_finished)
         self._hold_for = 0
 
+    @property
+    def tokens(self) -> ConsistencyTokens | None:
+        return self.client.tokens
+
     @staticmethod
     def accepts(command: Command) -> bool:
         return isinstance(command, CreatePayment | ModifyPayment)
+
+    async def process(self, command: Command, *, wait_timeout: float | None = None) -> CommandResult | BulkCreateResult:
+        """As ``PaymentCommandClient.process``; a create or modification may join a batch."""
+        if not self.accepts(command):
+            return await self.client.process(command, wait_timeout=wait_timeout)
+        with measured(command):
+            try:
+                raw = await self.submit(command, wait_timeout)  # type: ignore[arg-type]
+            except QueuedTooLong:
+                raise CommandPending(command.command_id) from None
+            return self.client.stamped(raw)
+
+    async def process_async(self, command: Command) -> str:
+        return await self.client.process_async(command)
+
+    async def status(self, org: str, command_id: str) -> tuple[CommandState, Any] | None:
+        """As ``PaymentCommandClient.status``; a command queued or batched here, whose caller
+        still waits, is running (Temporal may know no workflow by its id yet)."""
+        found = await self.client.status(org, command_id)
+        if found is None and self.running(org, command_id):
+            return CommandState.RUNNING, None
+        return found
 
     def running(self, org: str, command_id: str) -> bool:
         """True while the command waits in this process's queue or runs in one of its batches
@@ -116,7 +110,7 @@ class GroupCommit:
         if self._in_flight < self.max_in_flight and not self._queue and self._hold is None:
             self._in_flight += 1
             try:
-                return await self.run(command, wait_timeout)
+                return await self.client.run(command, wait_timeout)
             finally:
                 self._finished()
         waiting = _Waiting(command, len(command.model_dump_json()), asyncio.get_running_loop().create_future())
@@ -141,7 +135,7 @@ class GroupCommit:
         if waiting in self._queue:  # not taken: its own workflow runs it instead
             self._queue.remove(waiting)  # first: taken into a batch during the start, it would run twice at once
             try:
-                await self.start_own(waiting.command, None)
+                await self.client.start(waiting.command, None)
             except BaseException:
                 self._queue.appendleft(waiting)  # the oldest: its wait ended first
                 if self._hold is None:
@@ -153,7 +147,7 @@ class GroupCommit:
         delayed = waiting.in_batch  # else it runs alone, under that same id already
         waiting.own = _STARTING
         try:
-            await self.start_own(waiting.command, self.own_delay if delayed else None)
+            await self.client.start(waiting.command, self.own_delay if delayed else None)
         except BaseException:
             waiting.own = None
             raise
@@ -165,11 +159,11 @@ class GroupCommit:
         self._in_flight -= 1
         if batch > 1 and self.max_hold > 0 and self._in_flight == 0 and len(self._queue) < batch:
             # A batch of `batch` callers just got their answers, and under a closed-loop load
-            # most send their next command within a moment: start the queue's few commands
-            # now and those callers would queue behind them, splitting every round into a
-            # small execution and a big one (measured: half the executions, as slow as the
-            # batch). So hold the queue until it is as big again, or for as long as the batch
-            # took (at most max_hold). Only after a batch: a lone command never waits.
+            # most send their next command within a moment: started now, the queue's few
+            # commands would split every round into a small execution and a big one
+            # (docs/command-service.md, "Group commit"). So hold the queue until it is as
+            # big again, or for as long as the batch took (at most max_hold). Only after a
+            # batch: a lone command never waits.
             self._hold_for = batch
             self._hold = asyncio.get_running_loop().call_later(min(took, self.max_hold), self._release)
             return
@@ -220,7 +214,7 @@ class GroupCommit:
     async def _batch(self, group: list[_Waiting]) -> list[CommandResult | Any]:
         batch = CommandBatch(batch_id=uuid.uuid4().hex, items=[waiting.command for waiting in group])
         try:
-            result: CommandBatchResult = await self.run(batch, None)
+            result: CommandBatchResult = await self.client.run(batch, None)
         except Exception as err:  # e.g. CommandFailed: the batch as a whole; its items run alone
             log.warning("batch %s of %d commands failed (%s); running them one by one",
                         batch.batch_id, len(group), err)
@@ -229,7 +223,7 @@ class GroupCommit:
 
     async def _alone(self, waiting: _Waiting) -> None:
         try:
-            outcome = await self.run(waiting.command, None)
+            outcome = await self.client.run(waiting.command, None)
         except Exception as err:  # Rejected, CommandFailed, ...: the caller's answer
             self._settle(waiting, err)
         else:
@@ -248,7 +242,7 @@ class GroupCommit:
         """Let a 202'd batched command's delayed own workflow run now (the batch decided)."""
         async def wake() -> None:
             try:
-                await self.wake(waiting.command)
+                await self.client.wake(waiting.command)
             except Exception as err:  # it runs when its delay ends instead
                 log.warning("could not wake the workflow of command %s (%s)", waiting.command.command_id, err)
 

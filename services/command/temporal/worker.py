@@ -1,6 +1,5 @@
-"""The command worker: workflows and (local) activities on ``payments-commands``
-(run as ``payments command-worker`` by services/command/processes.py, or embedded in the
-API and intake processes by services/command/bootstrap.py)."""
+"""The command worker: the registry's workflows and activities on ``payments-commands``
+(its own process, entrypoints/command_worker.py, or hosted by the API and the intake)."""
 
 from __future__ import annotations
 
@@ -13,8 +12,8 @@ from temporalio.worker import Worker
 
 from services.command.adapters.store import PaymentStore
 from services.command.config import CommandSettings
+from services.command.temporal import registry
 from services.command.temporal.activities import CommandActivities
-from services.command.temporal.workflows import WORKFLOWS
 
 
 def build_worker(
@@ -25,8 +24,8 @@ def build_worker(
     return Worker(
         client,
         task_queue=settings.command_task_queue,
-        workflows=WORKFLOWS,
-        activities=activities.all(),
+        workflows=registry.WORKFLOWS,
+        activities=registry.activities(activities),
         # Local activities hold a pooled connection each: never more than the pool.
         max_concurrent_local_activities=settings.database_pool_size,
         max_concurrent_activities=settings.database_pool_size,

@@ -1,28 +1,17 @@
-"""Command workflows on task queue ``payments-commands`` (DESIGN section 6).
-
-Each mirrors the seed's validate -> execute -> publish:
-
-- validate: the pure rules run inside the workflow (deterministic, no activity needed);
-- execute + publish: one local activity writes the payment change and its outbox row in
-  one transaction (the relay then publishes the row to Kafka).
-
-The workflows run outside the SDK's sandbox (``sandboxed=False``): the sandbox re-imports
-modules for every run, which measured ~16 ms of CPU per command (see
-docs/benchmarks.md). They stay deterministic by construction: they only call
-the pure rules with ``workflow.now()`` and one local activity; keep it that way.
-
-Business rejections fail the workflow with a non-retryable ``ApplicationError`` whose
-``type`` is the rejection kind; infrastructure failures are retried with a bounded policy.
+"""Command workflows on ``payments-commands``: the seed's validate -> execute -> publish, the
+rules in the workflow, the write and its outbox row in one local activity's transaction;
+a business rejection fails the workflow, never retried (temporal/failures.py). They live
+in histories: keep them deterministic, as tests/workflows/test_workflow_replay.py checks.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from services.command import domain
@@ -35,29 +24,17 @@ with workflow.unsafe.imports_passed_through():
         CreatePayment,
         ModifyPayment,
         Rejected,
-        RejectionKind,
     )
-    from services.command.temporal.activities import CommandActivities, business_error
+    from services.command.temporal.activities import CommandActivities
+    from services.command.temporal.failures import NON_RETRYABLE, application_error, rejection_of
 
-EXECUTE_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=5),
-    maximum_attempts=10,
-    non_retryable_error_types=[kind.value for kind in RejectionKind],
-)
 EXECUTE_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=10),
     "schedule_to_close_timeout": timedelta(seconds=60),
-    "retry_policy": EXECUTE_RETRY,
+    "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
+                                maximum_interval=timedelta(seconds=5), maximum_attempts=10,
+                                non_retryable_error_types=NON_RETRYABLE),
 }
-
-
-def _reraise_business(err: ActivityError) -> NoReturn:
-    cause = err.cause
-    if isinstance(cause, ApplicationError) and cause.type in {k.value for k in RejectionKind}:
-        raise ApplicationError(cause.message, *cause.details, type=cause.type, non_retryable=True) from None
-    raise err
 
 
 def _validate(check: Any, *args: Any) -> None:
@@ -65,51 +42,61 @@ def _validate(check: Any, *args: Any) -> None:
     try:
         check(*args)
     except Rejected as rejection:
-        raise business_error(rejection) from None
+        raise application_error(rejection) from None
 
 
-async def _execute(method: Any, cmd: Any) -> Any:
+async def _execute(activity: Any, cmd: Any) -> Any:
+    """The execute + publish step; a rejection becomes this workflow's failure."""
     try:
-        return await workflow.execute_local_activity_method(method, cmd, **EXECUTE_OPTIONS)
+        return await workflow.execute_local_activity_method(activity, cmd, **EXECUTE_OPTIONS)
     except ActivityError as err:
-        _reraise_business(err)
+        rejection = rejection_of(err)
+        if rejection is None:
+            raise
+        raise application_error(rejection) from None
 
 
+# Unsandboxed: they call only pure rules and local activities, and the sandbox re-imports
+# modules on every run (and on Python 3.11 fails a worker's start now and then,
+# temporalio/sdk-python#585; docs/design.md section 11).
 @workflow.defn(name="CreatePayment", sandboxed=False)
 class CreatePaymentWorkflow:
+    activity = staticmethod(CommandActivities.execute_create)
+
     @workflow.run
     async def run(self, cmd: CreatePayment) -> CommandResult:
         _validate(domain.validate_create, cmd, workflow.now())
-        return await _execute(CommandActivities.execute_create, cmd)
+        return await _execute(self.activity, cmd)
 
 
 @workflow.defn(name="ModifyPayment", sandboxed=False)
 class ModifyPaymentWorkflow:
     """update, complete, fail, cancel, refund and delete (``cmd.action``)."""
 
+    activity = staticmethod(CommandActivities.execute_modify)
+
     @workflow.run
     async def run(self, cmd: ModifyPayment) -> CommandResult:
         _validate(domain.validate_update_fields, cmd)
-        return await _execute(CommandActivities.execute_modify, cmd)
+        return await _execute(self.activity, cmd)
 
 
 @workflow.defn(name="BulkCreatePayments", sandboxed=False)
 class BulkCreatePaymentsWorkflow:
+    activity = staticmethod(CommandActivities.execute_bulk_create)
+
     @workflow.run
     async def run(self, cmd: BulkCreatePayments) -> BulkCreateResult:
-        return await _execute(CommandActivities.execute_bulk_create, cmd)
+        return await _execute(self.activity, cmd)
 
 
 @workflow.defn(name="CommandBatch", sandboxed=False)
 class CommandBatchWorkflow:
-    """Group commit: commands that arrived while another execution was in flight, in one
-    local activity and one transaction. The items' rules run in the activity (the same
-    pure rules, per item: a refused item must not refuse the batch). Its memo lists the
-    commands (``<org>/<command id>``) so that the Temporal UI shows what it ran."""
+    """Group commit: the items' rules run in the activity, per item (a refused item must
+    not refuse the batch). Its memo lists the commands, for the Temporal UI."""
+
+    activity = staticmethod(CommandActivities.execute_batch)
 
     @workflow.run
     async def run(self, batch: CommandBatch) -> CommandBatchResult:
-        return await _execute(CommandActivities.execute_batch, batch)
-
-
-WORKFLOWS = [CreatePaymentWorkflow, ModifyPaymentWorkflow, BulkCreatePaymentsWorkflow, CommandBatchWorkflow]
+        return await _execute(self.activity, batch)

@@ -1,16 +1,15 @@
-"""The projection's writes: a batch applied to the read model in ONE MongoDB
-multi-document transaction (payments, tombstones and statistics), so a crash between
-two writes leaves either all or none of them; and the projector's bookkeeping beside
-them: the organizations whose cache epoch is still to be bumped (recorded in that same
-transaction), and the sessions it runs transactions on.
-
-What to write is decided by :func:`services.query.domain.plan_batch`; this module loads
-what it needs and writes what it returns.
+"""The projection's writes on MongoDB (the ProjectionStore port): a batch in ONE
+multi-document transaction (payments, tombstones, statistics), so a crash leaves all of it
+or none; beside it, the organizations still owing a cache bump (recorded in that same
+transaction) and the sessions the projectors run transactions on. What to write is
+:func:`services.query.domain.plan_batch`'s decision.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,10 +17,12 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, DeleteOne, ReplaceOne, UpdateOne, WriteConcern
 
+from services.query.adapters import mongo_errors
+from services.query.adapters.read_model import META
 from services.query.domain import (
-    APPLIED,
     BatchPlan,
     BucketKey,
+    Outcome,
     Stored,
     bucket_fields,
     document_id,
@@ -30,22 +31,15 @@ from services.query.domain import (
     stored_from_doc,
     tombstone_document,
 )
+from services.query.ports import AppliedBatch
 from shared.events import PaymentEvent
+
+log = logging.getLogger("payments.query.projector")
 
 # A batch's offsets are committed once its transaction returns, so the commit must be
 # durable by then: acknowledged by a majority of the replica set and journaled. (The local
 # stack's SecantusDB syncs on commit when it persists, to honour j:true.)
 DURABLE = {"w": "majority", "j": True}
-
-
-@dataclass(frozen=True, slots=True)
-class AppliedBatch:
-    """What one applied batch did: an outcome per event, the organizations it changed,
-    and the time of its newest applied event (for the lag metric)."""
-
-    outcomes: list[str]
-    organizations: set[str]
-    newest_event_time: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +154,7 @@ async def apply_batch(client: Any, collections: Any, events: Sequence[PaymentEve
                 await pending.add(plan.organizations, session)
             if dry_run:
                 await session.abort_transaction()
-    times = [e.time for e, o in zip(events, plan.outcomes, strict=True) if o == APPLIED]
+    times = [e.time for e, o in zip(events, plan.outcomes, strict=True) if o == Outcome.APPLIED]
     return AppliedBatch(plan.outcomes, plan.organizations, max(times) if times else None)
 
 
@@ -209,3 +203,33 @@ async def _settle_buckets(keys: Iterable[BucketKey], collections: Any, session: 
             {"_id": key.id}, {"$set": {"min": low["amount"], "max": high["amount"]}}, session=session
         )
 
+
+class MongoProjectionStore:
+    """The ProjectionStore of one projector process (``group``: its consumer group)."""
+
+    def __init__(self, client: Any, read_model: Any, group: str) -> None:
+        self.client = client
+        self.read_model = read_model  # adapters.read_model.MongoReadModel
+        meta = read_model.db[META]  # the projector's bookkeeping beside the pointer
+        self.pending = PendingBumps(meta, group, uuid.uuid4().hex)
+        self.sessions = RecordedSessions(meta, group)
+        self._target: Any = None
+
+    async def recover(self) -> set[str]:
+        killed = await self.sessions.kill_recorded(self.client)
+        if killed:
+            log.info("aborted transactions of previous projector sessions", extra={"fields": {"sessions": killed}})
+        return await self.pending.adopt()
+
+    async def refresh(self) -> None:
+        self._target = await self.read_model.active(fresh=True)
+
+    async def apply(self, events: Sequence[PaymentEvent], *, dry_run: bool = False) -> AppliedBatch:
+        return await apply_batch(self.client, self._target, events, self.sessions.record, pending=self.pending,
+                                 dry_run=dry_run)
+
+    async def bumped(self, orgs: set[str]) -> None:
+        await self.pending.remove(orgs)
+
+    is_transient = staticmethod(mongo_errors.is_transient)
+    refusal = staticmethod(mongo_errors.refusal)

@@ -43,7 +43,6 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -51,6 +50,7 @@ from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from services.query.adapters.projected_signal import announcements
+from services.query.ports import Reflect
 from shared.telemetry import CACHE_ERRORS
 
 log = logging.getLogger("payments.query.cache")
@@ -74,15 +74,6 @@ def epoch_key(prefix: str, org: str) -> str:
 
 def marker_key(prefix: str, org: str, model_gen: str, writes_digest: str) -> str:
     return f"{prefix}:reflects:{org}:{model_gen}:{writes_digest}"
-
-
-@dataclass(frozen=True)
-class Reflect:
-    """Writes an answer must reflect: their digest, and a wait until MongoDB holds them
-    (raises when the bound passes; the cache never catches that)."""
-
-    digest: str
-    wait: Callable[[], Awaitable[None]]
 
 
 def answer_key(prefix: str, kind: str, org: str, model_gen: str, epoch: int, query_digest: str) -> str:

@@ -1,14 +1,6 @@
-"""Dead-letter topic tooling for operators: list, show, redrive, purge (``payments dlq``).
-
-A dead-letter record is the original message (key, value, the producer's headers) plus
-the ``dlq-*`` headers every dead-letter record carries (shared/dlq.py ``dlq_headers``).
-Its identity is the CloudEvents id of the value, or ``#`` and a digest of key and value
-when the value is not an event at all (so a redriven copy keeps the identity).
-
-Redrive re-produces the original key, value and headers to the source topic, in the
-order the records were dead-lettered, with ``dlq-redrive-count`` incremented. An event
-that fails again comes back to the DLQ carrying that count, and is not redriven again
-unless asked (``--again``): no loop.
+"""Dead-letter topics for operators (``payments dlq``): list and show the records with the
+reasons their ``dlq-*`` headers carry, redrive them to their source topic in order
+(counting redrives, so a record failing again is not redriven in a loop), purge old ones.
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
-"""Wake read-your-writes waits when the projector commits their payments, instead of
-only polling.
-
-A read that waits for its writes (``min_version``, ``consistent_with``:
-services/query/handlers.py ``wait_for``) polls MongoDB with a backoff (10 ms, doubling),
-so a write committed just after a look is found up to one backoff step late. So right
-after each MongoDB commit the projector publishes, per organization, the ids of the
-payments it wrote (``{prefix}:projected:{org}``, a JSON list; services/query/adapters/
-cache.py ``announce``), and each query process keeps one subscription that wakes the
-waits for exactly those payments: a wait wakes once for its own write, not for every
-commit of its organization (a first version woke every waiter of the organization at
-each commit, and at 90 creates/s in one organization their MongoDB looks saturated it).
-
-The signal only says "look now": the answer is still read from MongoDB, so a lost or
-late message costs latency, never correctness, and the backoff stays the fallback while
-Redis is away. Another organization's commit wakes nobody else's wait.
+"""The projection signal on Redis pub/sub: right after each commit the projection names,
+per organization, the payments it wrote, and every query process keeps one subscription
+that wakes exactly the reads waiting for those payments (not every wait of the
+organization). It only says "look now": a lost message costs latency, never correctness
+(the waits still poll).
 """
 
 from __future__ import annotations

@@ -1,17 +1,7 @@
-"""The MongoDB read model: collections per generation, their indexes, and the queries
-run on them (built by the pure :mod:`read_queries`).
-
-Collections are versioned by a *generation* (so ``payments replay`` can build a fresh set
-and switch to it atomically by updating one pointer document):
-
-* ``payments_<gen>``: live payments (``_id`` = organization + payment id, as payment ids
-  are per organization), one document per payment;
-* ``tombstones_<gen>``: deleted payments (``_id``, ``version``): keep an older replayed
-  event from resurrecting them;
-* ``statistics_<gen>``: one document per organization × UTC day × currency × status with
-  ``count``, ``sum``, ``min``, ``max``;
-* ``read_model_meta`` (:data:`META`): ``{_id: "active", generation: <gen>}``, the pointer,
-  beside the projector's own bookkeeping documents.
+"""The MongoDB read model: ``payments``, ``tombstones`` and ``statistics`` collections per
+*generation* (``payments replay`` builds a fresh one and switches the pointer document
+in ``read_model_meta``), their indexes, and the queries on them (built by the pure
+:mod:`read_queries`). docs/query-service.md shows the documents.
 """
 
 from __future__ import annotations
@@ -35,7 +25,8 @@ from services.query.adapters.read_queries import (
     summarize,
 )
 from services.query.domain import document_id
-from services.query.queries import PaymentView, SearchQuery, SearchResult, Statistics, StatisticsQuery
+from services.query.queries import SearchQuery, SearchResult, Statistics, StatisticsQuery
+from shared.payment_view import Payment
 
 META = "read_model_meta"
 DEFAULT_GENERATION = "g0"
@@ -75,7 +66,7 @@ class Collections:
     statistics: Any
 
 
-class ReadModel:
+class MongoReadModel:
     """The collections of the active generation, and the queries on them."""
 
     POINTER_TTL = 1.0  # seconds a reader trusts its copy of the active-generation pointer
@@ -104,6 +95,9 @@ class ReadModel:
         cols = self.collections(await self.active_generation())
         self._active = (now, cols)
         return cols
+
+    async def generation(self) -> str:
+        return (await self.active()).generation
 
     async def activate(self, generation: str) -> None:
         """Point readers and the projector at ``generation`` (one atomic document write)."""
@@ -139,7 +133,7 @@ class ReadModel:
         total = await cols.payments.count_documents(flt)
         return page_result(self.cursor_key, org, q, docs, total)
 
-    async def get(self, org: str, payment_id: str) -> PaymentView | None:
+    async def get(self, org: str, payment_id: str) -> Payment | None:
         cols = await self.active()
         doc = await cols.payments.find_one({"_id": document_id(org, payment_id)})
         return payment_of(doc) if doc else None

@@ -1,6 +1,6 @@
 """The read model's queries, pure: the MongoDB filter and sort of a search, the page it
 answers, and the statistics filter and the folding of its buckets into the answer.
-:class:`read_model.ReadModel` runs them; they are unit-tested without MongoDB.
+:class:`read_model.MongoReadModel` runs them; they are unit-tested without MongoDB.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from services.query.domain import Tally
 from services.query.queries import (
     CurrencyStatistics,
     DayFigures,
-    PaymentView,
     SearchQuery,
     SearchResult,
     Statistics,
     StatisticsQuery,
     StatusFigures,
 )
+from shared.payment_view import Payment
 
 # --------------------------------------------------------------------------- search
 
@@ -59,9 +59,9 @@ def keyset_filter(q: SearchQuery, after: tuple[Any, str]) -> dict[str, Any]:
     return {"$or": [{q.sort_field: {op: value}}, {q.sort_field: value, "_id": {op: pid}}]}
 
 
-def payment_of(doc: Mapping[str, Any]) -> PaymentView:
+def payment_of(doc: Mapping[str, Any]) -> Payment:
     """The representation of a live payment's read-model document."""
-    return PaymentView(
+    return Payment(
         id=doc["id"], organization_id=doc["organization_id"], user_id=doc.get("user_id"),
         amount=doc["amount"], currency=doc["currency"], status=doc["status"],
         description=doc.get("description", ""), metadata=doc.get("metadata") or {},
@@ -101,7 +101,7 @@ def average(total: int, count: int) -> int:
     return int((Decimal(total) / Decimal(count)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
-def figures(tally: Tally) -> dict[str, int]:
+def amount_figures(tally: Tally) -> dict[str, int]:
     """A non-empty tally as the answer's figures (``avg`` added)."""
     return {**tally.fields(), "avg": average(tally.sum, tally.count)}
 
@@ -122,9 +122,9 @@ def summarize(q: StatisticsQuery, buckets: Iterable[Mapping[str, Any]]) -> Stati
         status_counts[b["status"]] += b["count"]
     currencies = [
         CurrencyStatistics(
-            currency=cur, **figures(acc),
-            by_status=[StatusFigures(status=s, **figures(a)) for (c, s), a in sorted(per_status.items()) if c == cur],
-            by_day=[DayFigures(day=date.fromisoformat(d), **figures(a))
+            currency=cur, **amount_figures(acc),
+            by_status=[StatusFigures(status=s, **amount_figures(a)) for (c, s), a in sorted(per_status.items()) if c == cur],
+            by_day=[DayFigures(day=date.fromisoformat(d), **amount_figures(a))
                     for (c, d), a in sorted(per_day.items()) if c == cur],
         )
         for cur, acc in sorted(per_currency.items())

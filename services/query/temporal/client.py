@@ -1,8 +1,6 @@
-"""Client facade of the query side over Temporal, mirroring the seed's
-``PaymentCqsService`` read methods (``searchPayments``, statistics, get by id).
-
-For orchestrated callers; interactive clients should use the HTTP API (faster: see
-docs/benchmarks.md).
+"""``PaymentQueryClient``: the query workflows, the read half of the seed's
+``PaymentCqsService`` (services/facade.py): search, get by id, statistics. For
+orchestrated callers; interactive clients are better served by the HTTP API.
 """
 
 from __future__ import annotations
@@ -10,34 +8,27 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import ApplicationError
 
-from services.query.handlers import NotCaughtUp
-from services.query.queries import PaymentView, SearchQuery, SearchResult, Statistics, StatisticsQuery
-from services.query.temporal.workflows import PaymentQueryRequest, PaymentQueryResult, PaymentQueryWorkflow
-from shared.consistency import ForeignConsistencyToken, InvalidConsistencyToken
+from services.query.queries import (
+    GetInput,
+    ReadInput,
+    SearchInput,
+    SearchQuery,
+    SearchResult,
+    Statistics,
+    StatisticsInput,
+    StatisticsQuery,
+)
+from services.query.temporal import registry
+from services.query.temporal.failures import raised_by_activity
+from shared.payment_view import Payment
 from shared.settings import Settings
 from shared.temporal import connect
 
 QUERY_TIMEOUT = timedelta(seconds=120)  # the seed's query workflow execution timeout
-
-
-def consistency_error(error: WorkflowFailureError) -> Exception | None:
-    """The exception a consistency-token outcome raised in the activity (see activities.py)."""
-    cause: BaseException | None = error.cause
-    while cause is not None and not isinstance(cause, ApplicationError):
-        cause = cause.__cause__
-    if cause is None:
-        return None
-    if cause.type == "NotCaughtUp" and cause.details:
-        details = cause.details[0]
-        return NotCaughtUp(details["behind"], details["waited"])
-    if cause.type in (InvalidConsistencyToken.__name__, ForeignConsistencyToken.__name__):
-        kind = InvalidConsistencyToken if cause.type == InvalidConsistencyToken.__name__ else ForeignConsistencyToken
-        return kind(cause.message)
-    return None
 
 
 class PaymentQueryClient:
@@ -49,17 +40,15 @@ class PaymentQueryClient:
     async def connect(cls, settings: Settings) -> PaymentQueryClient:
         return cls(await connect(settings, with_metrics=False), settings.query_task_queue)
 
-    async def _run(self, request: PaymentQueryRequest) -> PaymentQueryResult:
+    async def _run(self, request: ReadInput) -> Any:
+        route = registry.BY_REQUEST[type(request)]
         try:
             return await self.client.execute_workflow(
-                PaymentQueryWorkflow.run, request,
-                id=f"payment-query-{request.kind}-{uuid.uuid4()}",
-                task_queue=self.task_queue,
-                execution_timeout=QUERY_TIMEOUT,
-                task_timeout=timedelta(seconds=30),
+                route.workflow.run, request, id=f"payment-query-{route.kind}-{uuid.uuid4()}",
+                task_queue=self.task_queue, execution_timeout=QUERY_TIMEOUT, task_timeout=timedelta(seconds=30),
             )
         except WorkflowFailureError as err:
-            raised = consistency_error(err)
+            raised = raised_by_activity(err)
             if raised is None:
                 raise
             raise raised from None
@@ -70,21 +59,15 @@ class PaymentQueryClient:
 
     async def search_payments(self, organization_id: str, query: SearchQuery,
                               consistent_with: Sequence[str] = ()) -> SearchResult:
-        result = await self._run(PaymentQueryRequest(kind="search", organization_id=organization_id, search=query,
-                                                     consistent_with=list(consistent_with)))
-        assert result.search is not None
-        return result.search
+        return await self._run(SearchInput(organization_id=organization_id, query=query,
+                                           consistent_with=list(consistent_with)))
 
     async def get_payment(self, organization_id: str, payment_id: str,
-                          consistent_with: Sequence[str] = ()) -> PaymentView | None:
-        request = PaymentQueryRequest(kind="get", organization_id=organization_id, payment_id=payment_id,
-                                      consistent_with=list(consistent_with))
-        return (await self._run(request)).payment
+                          consistent_with: Sequence[str] = ()) -> Payment | None:
+        return await self._run(GetInput(organization_id=organization_id, payment_id=payment_id,
+                                        consistent_with=list(consistent_with)))
 
     async def payment_statistics(self, organization_id: str, query: StatisticsQuery,
                                  consistent_with: Sequence[str] = ()) -> Statistics:
-        request = PaymentQueryRequest(kind="statistics", organization_id=organization_id, statistics=query,
-                                      consistent_with=list(consistent_with))
-        result = await self._run(request)
-        assert result.statistics is not None
-        return result.statistics
+        return await self._run(StatisticsInput(organization_id=organization_id, query=query,
+                                               consistent_with=list(consistent_with)))

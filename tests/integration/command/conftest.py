@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer
 
 from services.command.bootstrap import CommandRuntime, command_runtime
 from services.command.config import CommandSettings
-from services.command.http.app import create_app
+from services.command.entrypoints.http.app import create_app
 from shared.auth import SCOPE_WRITE, mint_token
 from shared.events import PaymentEvent, parse_event
 from shared.kafka import consumer_options

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from services.command.http.idempotency import ID_NAMESPACE
+from services.command.entrypoints.http.idempotency import ID_NAMESPACE
 from shared.auth import SCOPE_READ
 from shared.consistency import ConsistencyTokens, Writes
 from shared.events import EventType
@@ -186,12 +186,15 @@ async def test_delete_is_refused_for_completed_and_refunded(api, db, setup):
     assert_problem(response, 409, detail_has="cannot be deleted")
 
 
-@pytest.mark.parametrize("setup", [["fail"], ["cancel"]])
-async def test_delete_is_allowed_for_failed_and_cancelled(api, setup):
+@pytest.mark.parametrize(("step", "status"), [("fail", "failed"), ("cancel", "cancelled")])
+async def test_delete_is_allowed_for_failed_and_cancelled(api, step, status):
     payment = await api.created()
-    for step in setup:
-        await api.request("POST", f"/v1/payments/{payment['id']}/{step}")
-    assert (await api.request("DELETE", f"/v1/payments/{payment['id']}")).status_code == 200
+    moved = await api.request("POST", f"/v1/payments/{payment['id']}/{step}")
+    assert (moved.status_code, moved.json()["status"]) == (200, status)  # not a processing payment any more
+    deleted = await api.request("DELETE", f"/v1/payments/{payment['id']}")
+    assert deleted.status_code == 200, deleted.text
+    body = deleted.json()
+    assert (body["status"], body["version"], body["deleted_at"] is not None) == (status, 3, True)
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ import httpx
 import jwt
 import pytest
 
-from services.command.http.app import create_app
-from services.command.http.body_limit import MAX_BODY_BYTES
+from services.command.entrypoints.http.app import create_app
+from services.command.entrypoints.http.body_limit import MAX_BODY_BYTES
 
 PROBLEM = "application/problem+json"
 
@@ -120,7 +120,7 @@ async def test_the_documented_batch_limit_is_the_servers(http, api) -> None:  # 
 
 
 async def test_one_payment_representation_in_both_apis(http, api) -> None:  # noqa: ANN001
-    from services.query.http.app import create_app as query_app
+    from services.query.entrypoints.http.app import create_app as query_app
 
     command_doc = (await http.get("/openapi.json")).json()
     query_doc = query_app(api.settings).openapi()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.command.http.app import create_app
+from services.command.entrypoints.http.app import create_app
 from shared.auth import SCOPE_WRITE, mint_token
 
 

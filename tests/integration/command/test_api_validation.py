@@ -135,9 +135,9 @@ POISON_TEXT = [(b'"a\\u0000b"', "NUL"), (b'"\\udfff"', "Unicode")]
 
 @pytest.fixture
 async def no_workflow_started(runtime):
-    before = (await runtime.client.count_workflows()).count
+    before = (await runtime.temporal.count_workflows()).count
     yield
-    assert (await runtime.client.count_workflows()).count == before, "a rejected request started a workflow"
+    assert (await runtime.temporal.count_workflows()).count == before, "a rejected request started a workflow"
 
 
 def _create_body(metadata: bytes = b"{}", **text: bytes) -> bytes:

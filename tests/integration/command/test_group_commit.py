@@ -23,7 +23,7 @@ from services.command.commands import (
     Rejection,
     RejectionKind,
 )
-from shared.payment import PaymentCommand, PaymentStatus
+from shared.payment import PaymentAction, PaymentStatus
 
 ORG = "org-gc"
 
@@ -33,7 +33,7 @@ def _create(payment_id: str, **fields) -> CreatePayment:
                              "payment_id": payment_id, "amount": 100, "currency": "EUR"} | fields))
 
 
-def _modify(action: PaymentCommand, payment_id: str, command_id: str, **fields) -> ModifyPayment:
+def _modify(action: PaymentAction, payment_id: str, command_id: str, **fields) -> ModifyPayment:
     return ModifyPayment(command_id=command_id, organization_id=ORG, action=action, payment_id=payment_id, **fields)
 
 
@@ -42,7 +42,7 @@ async def _batches_with(runtime, command_ids: set[str]) -> list[list[str]]:
     wanted = {f"{ORG}/{c}" for c in command_ids}
     for _ in range(50):  # the dev server's visibility store lags a little
         found = []
-        async for execution in runtime.client.list_workflows("WorkflowType = 'CommandBatch'"):
+        async for execution in runtime.temporal.list_workflows("WorkflowType = 'CommandBatch'"):
             commands = (await execution.memo()).get("commands", [])
             if wanted & set(commands):
                 found.append(commands)
@@ -53,7 +53,7 @@ async def _batches_with(runtime, command_ids: set[str]) -> list[list[str]]:
 
 
 async def test_batched_commands_get_their_own_outcomes_in_arrival_order(runtime, db):
-    service = runtime.service
+    service = runtime.commands
     run = uuid.uuid4().hex[:8]
     existing = f"gc-{run}-existing"
     await service.process(_create(existing))
@@ -61,13 +61,13 @@ async def test_batched_commands_get_their_own_outcomes_in_arrival_order(runtime,
     await asyncio.sleep(0)  # the blocker is in flight: what follows queues, in this order
     queued = [
         _create(f"gc-{run}-a"),
-        _modify(PaymentCommand.UPDATE, f"gc-{run}-a", f"upd-{run}-a", expected_version=1, amount=250),
-        _modify(PaymentCommand.COMPLETE, f"gc-{run}-a", f"cpl-{run}-a", expected_version=2),
-        _modify(PaymentCommand.REFUND, existing, f"ref-{run}"),  # still processing: refused
+        _modify(PaymentAction.UPDATE, f"gc-{run}-a", f"upd-{run}-a", expected_version=1, amount=250),
+        _modify(PaymentAction.COMPLETE, f"gc-{run}-a", f"cpl-{run}-a", expected_version=2),
+        _modify(PaymentAction.REFUND, existing, f"ref-{run}"),  # still processing: refused
         _create(f"gc-{run}-a", amount=7).model_copy(update={"command_id": f"again-{run}"}),  # id taken
         _create(f"gc-{run}-b"),
         _create(f"gc-{run}-b"),  # the same command twice: one payment, the same result
-        _modify(PaymentCommand.CANCEL, existing, f"cnl-{run}"),
+        _modify(PaymentAction.CANCEL, existing, f"cnl-{run}"),
     ]
     outcomes = await asyncio.gather(blocker, *[service.process(cmd) for cmd in queued], return_exceptions=True)
     _, created, updated, completed, refund, taken, b1, b2, cancelled = outcomes
@@ -131,7 +131,7 @@ async def test_concurrent_http_requests_each_get_their_own_answer(api, db, runti
 async def test_a_burst_commits_every_command_once(runtime, db, count):
     run = uuid.uuid4().hex[:8]
     commands = [_create(f"burst-{run}-{n}", metadata={"n": n}) for n in range(count)]
-    results = await asyncio.gather(*[runtime.service.process(c) for c in commands])
+    results = await asyncio.gather(*[runtime.commands.process(c) for c in commands])
     assert [r.payment.metadata["n"] for r in results] == list(range(count))
     async with db.pool.acquire() as conn:
         rows = await conn.fetch("SELECT payload FROM outbox WHERE payment_id LIKE $1", f"burst-{run}-%")
@@ -162,7 +162,7 @@ async def test_a_batch_on_postgresql_does_exactly_what_its_items_do_alone(runtim
             create("c-10", "p-10", user_id="u-7", description="é ∑ \"quoted\"",
                    metadata={"k": "é", "n": "1"}),
             create("c-5", "p-5"),  # two on one payment: one by one
-            ModifyPayment(command_id="c-6", organization_id=org, action=PaymentCommand.UPDATE,
+            ModifyPayment(command_id="c-6", organization_id=org, action=PaymentAction.UPDATE,
                           payment_id="p-5", amount=7),
             create("c-7", "p-7"), create("c-7", "p-7"),  # one command twice
         ]

@@ -123,7 +123,7 @@ async def test_sigkill_of_the_api_mid_batch_then_retries_apply_each_command_once
     # timeout); their claims then find the stored results and write nothing more.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        running = [e async for e in runtime.client.list_workflows(
+        running = [e async for e in runtime.temporal.list_workflows(
             "WorkflowType = 'CommandBatch' AND ExecutionStatus = 'Running'")]
         if not running:
             break

@@ -149,21 +149,21 @@ async def test_a_202d_command_is_found_on_another_replica_and_applied_once(runti
         assert (await states())[h2] == "running"
         # The batched ones' own workflows wait (delayed) for the batch to decide.
         for payment_id in (h2, h3):
-            desc = await runtime.client.get_workflow_handle(workflow_id(ORG, ids[payment_id])).describe()
+            desc = await runtime.temporal.get_workflow_handle(workflow_id(ORG, ids[payment_id])).describe()
             assert desc.status == WorkflowExecutionStatus.RUNNING
             assert desc.execution_time - desc.start_time >= timedelta(seconds=30), "not delayed"
         await hold.release()
         await _until(lambda: _completed(states, list(ids)), "every command completed")
 
         async def woken() -> bool:  # by the batcher once the batch committed, not after the delay
-            descs = [await runtime.client.get_workflow_handle(workflow_id(ORG, ids[p])).describe() for p in (h2, h3)]
+            descs = [await runtime.temporal.get_workflow_handle(workflow_id(ORG, ids[p])).describe() for p in (h2, h3)]
             return all(d.status == WorkflowExecutionStatus.COMPLETED for d in descs)
 
         await _until(woken, "the batched commands' own workflows completed", timeout=20)
     assert await _applied(db, list(ids)) == {payment_id: 1 for payment_id in ids}  # exactly once
 
     async def batches() -> list[list[str]]:  # the dev server's visibility store lags a little
-        found = [(await e.memo()).get("commands", []) async for e in runtime.client.list_workflows(
+        found = [(await e.memo()).get("commands", []) async for e in runtime.temporal.list_workflows(
             "WorkflowType = 'CommandBatch'")]
         listed = {c for batch in found for c in batch}
         # h2 and h3 ran batched (their own workflows were delayed, asserted above), in
@@ -192,7 +192,7 @@ async def test_a_202d_queued_command_survives_a_sigkill_of_its_api(runtime, db):
     # Applied by the session's worker (the killed API's workflow tasks time out and move).
     await _until(lambda: _everything_applied(db, list(ids)), "every 202'd command applied", timeout=90)
     for command_id in ids.values():
-        state, value = await runtime.service.status(ORG, command_id)
+        state, value = await runtime.commands.status(ORG, command_id)
         assert state == CommandState.COMPLETED and value.payment.id in ids
     assert await _applied(db, list(ids)) == {payment_id: 1 for payment_id in ids}  # exactly once
 

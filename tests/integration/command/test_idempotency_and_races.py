@@ -8,7 +8,7 @@ import uuid
 
 from services.command.commands import CreatePayment, ModifyPayment
 from services.command.temporal.client import workflow_id
-from shared.payment import PaymentCommand
+from shared.payment import PaymentAction
 
 
 async def _payments_with(db, description: str) -> int:
@@ -128,18 +128,18 @@ async def test_concurrent_blind_updates_lose_nothing(api, db):
 
 async def test_a_retried_command_never_executes_twice(runtime, db):
     """The facade, started twice with one command id: one workflow, one write."""
-    service = runtime.service
+    service = runtime.commands
     payment_id = f"retry-{uuid.uuid4().hex[:8]}"
     create = CreatePayment(command_id=f"create-{payment_id}", organization_id="org-r", payment_id=payment_id,
                            amount=10, currency="EUR")
     first, second = await asyncio.gather(service.process(create), service.process(create))
     assert first == second
     update = ModifyPayment(command_id=f"update-{payment_id}", organization_id="org-r", payment_id=payment_id,
-                           action=PaymentCommand.UPDATE, amount=20)
+                           action=PaymentAction.UPDATE, amount=20)
     results = [await service.process(update) for _ in range(3)]
     assert {r.payment.version for r in results} == {2}
     assert [r["payment_version"] for r in await db.outbox(payment_id)] == [1, 2]
-    handle = runtime.client.get_workflow_handle(workflow_id("org-r", update.command_id))
+    handle = runtime.temporal.get_workflow_handle(workflow_id("org-r", update.command_id))
     assert (await handle.describe()).status.name == "COMPLETED"
 
 

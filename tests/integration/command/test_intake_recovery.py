@@ -10,10 +10,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
 from prometheus_client import REGISTRY
 
-from services.command.adapters.intake import IntakeConsumer
 from services.command.bootstrap import CommandRuntime
 from services.command.commands import CommandState, CreatePayment, RejectionKind
 from services.command.config import CommandSettings
+from services.command.entrypoints.intake import IntakeConsumer
 from shared.kafka import consumer_options
 from shared.settings import Settings
 
@@ -71,13 +71,13 @@ async def test_batched_creates_keep_each_command_outcome_and_order(runtime: Comm
     records.append((b"bad", _command("create", f"{org}-bad", org, f"{org}-bad", {"amount": 1, "currency": "XYZ"})))
     records.append((b"p1", records[1][1]))  # p1's create again
     # A create of a payment that exists already, batched with the others: refused (id taken).
-    await runtime.service.process(CreatePayment(command_id=f"{org}-first", organization_id=org,
+    await runtime.commands.process(CreatePayment(command_id=f"{org}-first", organization_id=org,
                                                 payment_id=f"{org}-pre", amount=3, currency="EUR"))
     records.append((b"pre", _command("create", f"{org}-taken", org, f"{org}-pre", {"amount": 1, "currency": "EUR"})))
     await _produce(settings, records)
     bulk = {"type": "bulk_create", "outcome": "success"}
     bulks_before = REGISTRY.get_sample_value("payments_commands_total", bulk) or 0
-    intake = IntakeConsumer(runtime.service, settings)
+    intake = IntakeConsumer(runtime.commands, settings)
     await intake.start()
     stop = asyncio.Event()
     task = asyncio.create_task(intake.run(stop))
@@ -94,9 +94,9 @@ async def test_batched_creates_keep_each_command_outcome_and_order(runtime: Comm
     assert seen[f"{org}-taken"][0]["data"]["status"] == 409
     assert (REGISTRY.get_sample_value("payments_commands_total", bulk) or 0) > bulks_before  # it did batch
     # GET /v1/commands/{id} knows batched commands: successes and rejections alike.
-    state, value = await runtime.service.status(org, f"{org}-c3")
+    state, value = await runtime.commands.status(org, f"{org}-c3")
     assert (state, value.payment.id) == (CommandState.COMPLETED, f"{org}-p3")
-    state, value = await runtime.service.status(org, f"{org}-taken")
+    state, value = await runtime.commands.status(org, f"{org}-taken")
     assert (state, value.kind) == (CommandState.FAILED, RejectionKind.CONFLICT)
     async with runtime.pool.acquire() as conn:
         rows = await conn.fetch("SELECT id, version FROM payments WHERE organization_id = $1 ORDER BY id", org)
@@ -108,7 +108,7 @@ async def test_a_refused_result_reads_the_poll_again_and_loses_no_command(runtim
                                                                           command_settings: CommandSettings) -> None:
     settings = _intake_settings(command_settings)
     suffix = settings.intake_group.removeprefix("intake-")
-    intake = IntakeConsumer(runtime.service, settings)
+    intake = IntakeConsumer(runtime.commands, settings)
     await intake.start()
     send, refusals = intake.intake.publish, [KafkaTimeoutError()]
 

@@ -27,7 +27,7 @@ from services.command.bootstrap import CommandRuntime
 from shared.kafka import consumer_options, topic_partitions
 from shared.net import free_port
 from shared.settings import Settings
-from tests.integration.children import ChildProcess, eventually
+from tests.support.children import ChildProcess, eventually
 
 PAYMENTS = 120
 PHASES = 4  # the stream is produced in four parts, one before each step

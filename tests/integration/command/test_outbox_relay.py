@@ -16,16 +16,16 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.command import handlers
-from services.command.adapters.relay import OutboxRelay
 from services.command.commands import CreatePayment
 from services.command.config import CommandSettings
+from services.command.entrypoints.relay import OutboxRelay
 from shared.events import CONTENT_TYPE, EventType
 from shared.kafka import TopicError
 from shared.net import free_port
 from shared.payment import PaymentSnapshot
 from shared.settings import Settings
 from shared.telemetry import OUTBOX_BACKLOG, OUTBOX_PUBLISH_LAG
-from tests.integration.brokers import keeping_broker, private_kafka
+from tests.support.brokers import keeping_broker, private_kafka
 
 
 @contextlib.asynccontextmanager
@@ -81,8 +81,10 @@ async def test_events_reach_kafka_keyed_typed_and_in_order(api, db, runtime, con
         b = await api.created(amount=200, currency="JPY")
         path = f"/v1/payments/{a['id']}"
         expected: dict[str, list[dict]] = {a["id"]: [a], b["id"]: [b]}
+        update = await api.request("PATCH", path, headers={"If-Match": "1", **api.auth("org-a", subject="user-7")},
+                                   json={"amount": 150})
         for response in [
-            await api.request("PATCH", path, headers={"If-Match": "1"}, json={"amount": 150}),
+            update,
             await api.request("POST", f"{path}/complete"),
             await api.request("POST", f"/v1/payments/{b['id']}/cancel"),
             await api.request("POST", f"{path}/refund"),
@@ -106,6 +108,11 @@ async def test_events_reach_kafka_keyed_typed_and_in_order(api, db, runtime, con
             assert event.payment == PaymentSnapshot.model_validate(
                 {k: v for k, v in snapshot.items() if k != "formatted_amount"})  # HTTP representation only
             assert event.source == settings.event_source and event.organizationid == "org-a"
+    # Who did it: the token's sub, or its organization when it names none; and which command.
+    of_a = {e.paymentversion: e for _, e, _ in ours if e.subject == a["id"]}
+    assert [of_a[v].actor for v in sorted(of_a)] == ["org:org-a", "user-7", "org:org-a", "org:org-a"]
+    assert of_a[2].commandid == update.headers["Command-Id"]
+    assert all(e.commandid for _, e, _ in ours)
     types_a = [e.type for k, e, _ in ours if e.subject == a["id"]]
     assert types_a == [EventType.CREATED, EventType.UPDATED, EventType.STATUS_CHANGED, EventType.STATUS_CHANGED]
     assert [e.type for k, e, _ in ours if e.subject == b["id"]][-1] == EventType.DELETED

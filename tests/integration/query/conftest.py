@@ -7,8 +7,6 @@ group members.
 
 from __future__ import annotations
 
-import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,14 +15,12 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-sys.path.insert(0, str(Path(__file__).parents[2] / "unit"))  # test_projection_strategies
-
-from services.query.bootstrap import QueryRuntime, query_runtime  # noqa: E402
-from services.query.http.app import create_app  # noqa: E402
-from shared.auth import SCOPE_READ, mint_token  # noqa: E402
-from shared.net import free_port  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from tests.integration.children import ChildProcess, eventually  # noqa: E402, F401 - the query tests' eventually
+from services.query.bootstrap import QueryRuntime, query_runtime
+from services.query.entrypoints.http.app import create_app
+from shared.auth import SCOPE_READ, mint_token
+from shared.net import free_port
+from shared.settings import Settings
+from tests.support.children import ProjectorProcess
 
 
 @pytest.fixture
@@ -39,24 +35,6 @@ def qsettings(settings: Settings) -> Settings:
         "projector_metrics_port": free_port(),
         "log_json": True,
     })
-
-
-def settings_env(s: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("kafka_bootstrap", "mongo_url", "mongo_db", "redis_url", "events_topic", "dlq_topic",
-                 "projector_group", "projector_metrics_port", "data_dir", "jwt_secret"):
-        env[f"PAYMENTS_{name.upper()}"] = str(getattr(s, name))
-    return env
-
-
-class ProjectorProcess(ChildProcess):
-    """``payments projector`` on the test's settings (tests/integration/children.py)."""
-
-    def __init__(self, s: Settings, log_dir: Path, *args: str, slot: int | None = 0,
-                 env: dict[str, str] | None = None, static: bool | None = None) -> None:
-        self.settings = s
-        super().__init__("projector", env if env is not None else settings_env(s), log_dir,
-                         s.projector_metrics_port, *args, slot=slot, static=static)
 
 
 @pytest.fixture

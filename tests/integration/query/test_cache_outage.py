@@ -12,10 +12,10 @@ import signal
 from collections.abc import Iterator
 
 import pytest
-from test_query_api import payments_of, seed
 
 from devstack import LocalStack
 from shared.settings import Settings
+from tests.support.read_side import payments_of, seed
 
 
 @pytest.fixture

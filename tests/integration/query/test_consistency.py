@@ -8,20 +8,20 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from test_projection_strategies import snapshot
-from test_query_api import seed
 
 from services.query.adapters.batch_writes import apply_batch
 from services.query.bootstrap import query_runtime
 from services.query.handlers import NotCaughtUp
 from services.query.queries import SearchQuery, StatisticsQuery
 from services.query.temporal.client import PaymentQueryClient
-from services.query.temporal.worker import create_worker
+from services.query.temporal.worker import build_worker
 from shared.consistency import ConsistencyTokens, ForeignConsistencyToken, InvalidConsistencyToken
 from shared.events import EventType, new_event
 from shared.payment import PaymentStatus
 from shared.telemetry import QUERIES
 from shared.temporal import connect
+from tests.support.builders import snapshot
+from tests.support.read_side import seed
 
 
 @pytest.fixture
@@ -148,7 +148,7 @@ async def test_tokens_work_with_redis_down(qsettings, runtime, tokens):
 async def test_query_workflow_takes_tokens(qsettings, runtime, tokens):
     p = snapshot("t-1", "org-a", amount=700)
     client = await connect(qsettings, with_metrics=False)
-    async with create_worker(client, runtime, qsettings):
+    async with build_worker(client, runtime.handlers, qsettings):
         facade = PaymentQueryClient(client, qsettings.query_task_queue)
         token = tokens.issue([p])
         task = asyncio.create_task(facade.search_payments("org-a", SearchQuery(), [token]))

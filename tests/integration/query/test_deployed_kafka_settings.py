@@ -19,12 +19,12 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from conftest import ProjectorProcess, eventually
-from test_projection_strategies import new_event, snapshot
 
-from shared.events import EventType
+from shared.events import EventType, new_event
 from shared.kafka import TopicSpec, ensure_topics, producer_options, topic_drift, topic_specs
 from shared.settings import Settings
+from tests.support.builders import snapshot
+from tests.support.children import ProjectorProcess, eventually
 
 ROOT = Path(__file__).parents[3]
 DEFAULTS = Settings.model_construct()  # field defaults only: no env, no stack.json

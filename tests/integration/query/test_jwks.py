@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from services.query.http.app import create_app
+from services.query.entrypoints.http.app import create_app
 
 ISSUER, AUDIENCE = "https://idp.test/", "payments-api"
 

@@ -17,7 +17,7 @@ from aiokafka.errors import InvalidSessionTimeoutError
 from devstack.apache_kafka import missing_tools
 from shared.kafka import TopicSpec, consumer_options, ensure_topics, group_consumer, producer_options
 from shared.settings import Settings
-from tests.integration.brokers import private_kafka
+from tests.support.brokers import private_kafka
 
 DEFAULTS = Settings.model_construct()  # field defaults only: no env, no stack.json
 

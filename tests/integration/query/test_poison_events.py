@@ -14,19 +14,18 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from conftest import eventually, settings_env
 from prometheus_client import REGISTRY
-from test_projection_strategies import recount
-from test_projector import _payments_from_mongo, _statistics_from_mongo, raw_event, read_topic
 
 from services.query.adapters import batch_writes
 from services.query.adapters.cache import epoch_key
-from services.query.adapters.projector import Projector
 from services.query.adapters.read_model import META
-from services.query.bootstrap import query_runtime
+from services.query.bootstrap import projection, query_runtime
 from shared.dlq import dlq_headers
 from shared.net import free_port
 from shared.ops import ops_app
+from tests.support.builders import recount
+from tests.support.children import eventually, settings_env
+from tests.support.read_side import payments_from_mongo, raw_event, read_topic, statistics_from_mongo
 
 PARTITIONS = 3
 
@@ -81,8 +80,8 @@ async def test_a_foreign_poison_event_is_dead_lettered_and_every_other_event_pro
         return view is not None and view.amount == 700
 
     await eventually(superseded, 30, "the later good version of the poison payment")
-    stored = await _payments_from_mongo(runtime)
-    assert await _statistics_from_mongo(runtime) == recount(stored)
+    stored = await payments_from_mongo(runtime)
+    assert await statistics_from_mongo(runtime) == recount(stored)
     metrics = await process.metrics()
     assert 'payments_projection_dead_letters_total{reason="invalid"} 1.0' in metrics
     assert "payments_projector_stalled 0.0" in metrics
@@ -134,7 +133,7 @@ async def test_a_bug_on_one_event_dead_letters_it_and_projection_continues(qsett
     events = [raw_event(f"b{i}", "org-b", amount=10 + i) for i in range(40)]
     events.insert(17, raw_event("bug-1", "org-b"))
     before = _sample("payments_projection_dead_letters_total", reason="error")
-    projector = Projector(runtime, dead_letters, "g-test")
+    projector = projection(runtime, dead_letters, "g-test")
     await projector.handle(_messages(qsettings.events_topic, events))
 
     cols = await runtime.read_model.active(fresh=True)
@@ -146,7 +145,7 @@ async def test_a_bug_on_one_event_dead_letters_it_and_projection_continues(qsett
     assert headers["dlq-source-offset"] == b"17"
     assert _sample("payments_projection_dead_letters_total", reason="error") == before + 1
     await projector.health.check()  # ready: it progressed
-    assert await _statistics_from_mongo(runtime) == recount(await _payments_from_mongo(runtime))
+    assert await statistics_from_mongo(runtime) == recount(await payments_from_mongo(runtime))
 
 
 async def test_a_projector_that_cannot_progress_says_so(qsettings, dead_letters):
@@ -158,7 +157,7 @@ async def test_a_projector_that_cannot_progress_says_so(qsettings, dead_letters)
 
 
 async def _stalls(qsettings, dead, dead_letters) -> None:  # noqa: ANN001
-    projector = Projector(dead, dead_letters, "g-stall")
+    projector = projection(dead, dead_letters, "g-stall")
     projector.health.stall_after = 0.5
     task = asyncio.create_task(projector.handle(_messages(qsettings.events_topic, [raw_event("s1")])))
 
@@ -192,19 +191,19 @@ async def test_cache_bumps_survive_a_projector_crash_while_redis_is_down(qsettin
     assert first.status_code == 200 and first.json()["data"] == []  # cached now
     async with query_runtime(qsettings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})) \
             as redis_down:
-        crashed = Projector(redis_down, dead_letters, "g-bump")
+        crashed = projection(redis_down, dead_letters, "g-bump")
         await crashed.handle(_messages(qsettings.events_topic, [raw_event("c1", "org-c")]))
         assert crashed.pending_bumps == {"org-c"}, "Redis was down: the bump must still be pending"
     del crashed  # SIGKILL: its memory is gone
     stale = await api.get(search, headers=auth("org-c"))
     assert stale.json()["data"] == [], "the test needs a cached answer older than the read model"
 
-    restarted = Projector(runtime, dead_letters, "g-bump")
+    restarted = projection(runtime, dead_letters, "g-bump")
     await restarted.flush_bumps()  # its 1 s timer, before any event arrives
     fresh = await api.get(search, headers=auth("org-c"))
     assert [p["id"] for p in fresh.json()["data"]] == ["c1"]
     assert int(await runtime.cache.redis.get(epoch_key(runtime.cache.prefix, "org-c"))) >= 1
-    assert await restarted.pending.load() == set()
+    assert await restarted.store.pending.load() == set()
     left = await runtime.read_model.db[META].count_documents(
         {"_id": {"$regex": "^pending-bumps:g-bump:"}, "orgs": {"$ne": []}})
     assert left == 0, "the crashed projector's record must be taken over, then cleared"
@@ -261,8 +260,8 @@ async def test_redrive_survives_a_projector_sigkill_and_does_not_loop(qsettings,
         return await cols.payments.count_documents({"status": "completed"}) == 60
 
     await eventually(all_completed, 60, "every redriven payment after the restart")
-    stored = await _payments_from_mongo(runtime)
-    assert len(stored) == 60 and await _statistics_from_mongo(runtime) == recount(stored)
+    stored = await payments_from_mongo(runtime)
+    assert len(stored) == 60 and await statistics_from_mongo(runtime) == recount(stored)
     back = await read_topic(qsettings.kafka_bootstrap, qsettings.dlq_topic, 122)
     returned = [r for r in back if dict(r.headers).get("dlq-redrive-count") is not None]
     # The one that still fails comes back, with its redrive count: once, or twice when the

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from test_projection_strategies import snapshot
 
 from services.query.adapters.batch_writes import apply_batch
 from services.query.handlers import NotCaughtUp, QueryHandlers
 from shared.events import EventType, new_event
+from tests.support.builders import snapshot
 
 SLOW_POLL = (30.0, 30.0)
 

@@ -6,52 +6,13 @@ import asyncio
 import json
 import subprocess
 import sys
-import uuid
-from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer
-from conftest import eventually, settings_env
-from test_projection_strategies import recount, snapshot
-
-from services.query.domain import BucketKey
 from shared.events import EventType, new_event
-from shared.kafka import consumer_options
 from shared.payment import PaymentStatus
-from shared.settings import Settings
-from tests.integration.brokers import session_broker
-
-
-def raw_event(pid: str, org: str = "org-x", *, version: int = 1, amount: int = 4200, currency: str = "EUR",
-              type_: str = "com.gyroscops.payment.created", status: str = "processing") -> dict:
-    """An event written by hand, as any producer following the contract would."""
-    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    return {
-        "specversion": "1.0", "id": str(uuid.uuid4()), "source": "/payments/command", "type": type_,
-        "subject": pid, "time": now, "organizationid": org, "paymentversion": version,
-        "datacontenttype": "application/json",
-        "data": {"payment": {"id": pid, "organization_id": org, "user_id": "u-1", "amount": amount,
-                             "currency": currency, "status": status, "description": "from elsewhere",
-                             "metadata": {}, "version": version, "created_at": now, "updated_at": now},
-                 "changes": {}},
-    }
-
-
-async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"t-{uuid.uuid4().hex[:8]}",
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                **consumer_options(Settings()))  # the stack's, exported as PAYMENTS_*
-    await consumer.start()
-    records: list = []
-    try:
-        async def enough() -> bool:
-            batch = await consumer.getmany(timeout_ms=300)
-            records.extend(r for rs in batch.values() for r in rs)
-            return len(records) >= expected
-
-        await eventually(enough, timeout, f"{expected} records on {topic}")
-    finally:
-        await consumer.stop()
-    return records
+from tests.support.brokers import session_broker
+from tests.support.builders import recount, snapshot
+from tests.support.children import eventually, settings_env
+from tests.support.read_side import payments_from_mongo, raw_event, read_topic, statistics_from_mongo
 
 
 async def test_foreign_events_are_projected_and_invalid_ones_dead_lettered(qsettings, runtime, producer, projector):
@@ -107,19 +68,6 @@ async def test_events_from_an_untrusted_source_are_dead_lettered_never_projected
     assert dict(dead[0].headers)["dlq-reason"] == b"untrusted source"
 
 
-async def _statistics_from_mongo(runtime) -> dict:  # noqa: ANN001
-    cols = await runtime.read_model.active(fresh=True)
-    return {BucketKey(b["organization_id"], b["day"], b["currency"], b["status"]):
-            {k: b[k] for k in ("count", "sum", "min", "max")} async for b in cols.statistics.find()}
-
-
-async def _payments_from_mongo(runtime) -> list:  # noqa: ANN001
-    cols = await runtime.read_model.active(fresh=True)
-    return [snapshot(d["id"], d["organization_id"], amount=d["amount"], currency=d["currency"],
-                     status=d["status"], version=d["version"], created_at=d["created_at"])
-            async for d in cols.payments.find()]
-
-
 async def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(qsettings, runtime, producer,
                                                                          projector_factory):
     payments = [snapshot(f"k{i}", f"org-{i % 3}", amount=100 + i, currency=("EUR", "JPY")[i % 2])
@@ -153,10 +101,10 @@ async def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(qsettin
         await eventually(all_completed, 60, "every payment completed after the restart")
     except AssertionError:
         raise AssertionError(second.logs()) from None
-    stored = await _payments_from_mongo(runtime)
+    stored = await payments_from_mongo(runtime)
     assert len(stored) == 300
-    assert await _statistics_from_mongo(runtime) == recount(stored)
-    total = sum(b["count"] for b in (await _statistics_from_mongo(runtime)).values())
+    assert await statistics_from_mongo(runtime) == recount(stored)
+    total = sum(b["count"] for b in (await statistics_from_mongo(runtime)).values())
     assert total == 300
 
 
@@ -176,7 +124,7 @@ async def test_replay_rebuilds_the_same_read_model_in_a_new_generation(qsettings
 
     await eventually(projected)
     before_gen = (await runtime.read_model.active(fresh=True)).generation
-    stats_before = await _statistics_from_mongo(runtime)
+    stats_before = await statistics_from_mongo(runtime)
     result = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "services.cli", "replay", "--no-progress",
                          *(["--idle", "1"] if session_broker() == "tansu" else [])],  # Tansu's end offsets are wrong
@@ -185,6 +133,6 @@ async def test_replay_rebuilds_the_same_read_model_in_a_new_generation(qsettings
     assert "applied 25" in result.stdout
     after = await runtime.read_model.active(fresh=True)
     assert after.generation != before_gen
-    assert await _statistics_from_mongo(runtime) == stats_before
+    assert await statistics_from_mongo(runtime) == stats_before
     assert await after.payments.count_documents({}) == 15
     assert before_gen not in {n.split("_", 1)[1] for n in await runtime.read_model.db.list_collection_names() if "_" in n}

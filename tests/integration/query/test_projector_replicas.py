@@ -14,13 +14,12 @@ import asyncio
 import re
 import time
 
-from conftest import ProjectorProcess, eventually
-from test_projection_strategies import recount, snapshot
-from test_projector import _payments_from_mongo, _statistics_from_mongo
-
 from shared.events import EventType, new_event
 from shared.net import free_port
 from shared.payment import PaymentStatus
+from tests.support.builders import recount, snapshot
+from tests.support.children import ProjectorProcess, eventually
+from tests.support.read_side import payments_from_mongo, statistics_from_mongo
 
 PAYMENTS = 240
 PHASES = 4  # the stream is produced in four parts, one before each step
@@ -86,8 +85,8 @@ async def test_two_replicas_rebalance_and_lose_or_double_count_nothing(qsettings
     finally:
         first.stop()
         extra.stop()
-    stored = await _payments_from_mongo(runtime)
+    stored = await payments_from_mongo(runtime)
     assert len(stored) == PAYMENTS
-    statistics = await _statistics_from_mongo(runtime)
+    statistics = await statistics_from_mongo(runtime)
     assert statistics == recount(stored)
     assert sum(b["count"] for b in statistics.values()) == PAYMENTS

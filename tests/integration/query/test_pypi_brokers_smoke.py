@@ -12,15 +12,15 @@ import subprocess
 import sys
 
 import pytest
-from aiokafka import AIOKafkaProducer
-from conftest import ProjectorProcess, eventually, settings_env
-from test_projection_strategies import new_event, snapshot
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from devstack.brokers import BROKERS
-from shared.events import EventType
+from shared.events import EventType, new_event
 from shared.kafka import producer_options
 from shared.settings import Settings
-from tests.integration.brokers import private_kafka
+from tests.support.brokers import private_kafka
+from tests.support.builders import snapshot
+from tests.support.children import ProjectorProcess, eventually, settings_env
 
 
 @pytest.fixture(scope="module", params=["noida", "tansu"])
@@ -28,6 +28,24 @@ def pypi_broker(request, tmp_path_factory, settings: Settings):
     """(name, endpoints) of a private broker (every other server is the session's)."""
     with private_kafka(tmp_path_factory.mktemp(request.param), settings, request.param) as (_, endpoints):
         yield request.param, endpoints
+
+
+async def _records(s: Settings, topic: str, expected: int) -> list:
+    """The first ``expected`` records of ``topic``, read without a consumer group."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=s.kafka_bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    records: list = []
+    try:
+        async def enough() -> bool:
+            batch = await consumer.getmany(timeout_ms=300)
+            records.extend(r for rs in batch.values() for r in rs)
+            return len(records) >= expected
+
+        await eventually(enough, 30, f"{expected} record(s) on {topic}")
+    finally:
+        await consumer.stop()
+    return records
 
 
 async def test_projector_and_replay(pypi_broker, qsettings, runtime, tmp_path) -> None:
@@ -54,6 +72,10 @@ async def test_projector_and_replay(pypi_broker, qsettings, runtime, tmp_path) -
             return await (await runtime.read_model.active(fresh=True)).payments.count_documents({}) == 5
 
         await eventually(projected, 30, f"the events projected on {name}")
+        [dead] = await _records(s, s.dlq_topic, 1)
+        headers = dict(dead.headers)
+        assert (dead.key, dead.value) == (b"junk", b"{not an event")
+        assert headers["dlq-kind"] == b"invalid" and headers["dlq-source-topic"] == s.events_topic.encode()
     finally:
         projector.stop()
     idle = ["--idle", "1"] if name == "tansu" else []

@@ -4,38 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
 
 import pytest
-from conftest import eventually
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
-from test_projection_strategies import deliveries, newest_versions, recount, snapshot
-from test_projector import _payments_from_mongo, _statistics_from_mongo
 
 from services.query.adapters.batch_writes import apply_batch
 from services.query.adapters.cache import epoch_key
-from services.query.adapters.read_model import ReadModel
+from services.query.adapters.read_model import MongoReadModel
 from services.query.bootstrap import query_runtime
 from services.query.queries import SearchQuery, StatisticsQuery
 from services.query.temporal.client import PaymentQueryClient
-from services.query.temporal.worker import create_worker
+from services.query.temporal.worker import build_worker
 from shared.events import EventType, new_event
 from shared.payment import PaymentStatus
 from shared.telemetry import CACHE_ERRORS, QUERIES
 from shared.temporal import connect
-
-
-async def seed(runtime, payments):  # noqa: ANN001, ANN201
-    """Project creation events directly (the projector's own write path)."""
-    cols = await runtime.read_model.active(fresh=True)
-    await apply_batch(runtime.mongo, cols, [new_event(EventType.CREATED, p) for p in payments])
-
-
-def payments_of(org: str, n: int, **kw) -> list:  # noqa: ANN003
-    base = snapshot("x").created_at
-    return [snapshot(f"{org}-{i:03d}", org, amount=100 + (i * 37) % 500, created_at=base + timedelta(minutes=i),
-                     user_id=f"u{i % 3}", **kw) for i in range(n)]
+from tests.support.builders import newest_versions, recount, snapshot
+from tests.support.children import eventually
+from tests.support.read_side import payments_from_mongo, payments_of, seed, statistics_from_mongo
+from tests.support.strategies import deliveries
 
 
 async def test_search_filters_sorts_and_paginates_by_cursor_and_page(runtime, api, auth):
@@ -150,7 +138,7 @@ async def test_queries_answer_with_redis_down(qsettings, runtime, auth):
 async def test_temporal_query_workflow_answers_like_http(qsettings, runtime, api, auth):
     await seed(runtime, payments_of("org-a", 5))
     client = await connect(qsettings, with_metrics=False)
-    async with create_worker(client, runtime, qsettings):
+    async with build_worker(client, runtime.handlers, qsettings):
         facade = PaymentQueryClient(client, qsettings.query_task_queue)
         via_temporal = await facade.search_payments("org-a", SearchQuery(limit=3, sort="amount"))
         via_http = (await api.get("/v1/payments", params={"limit": 3, "sort": "amount"}, headers=auth("org-a"))).json()
@@ -180,14 +168,14 @@ async def test_a_crash_between_two_writes_leaves_nothing_half_written(runtime):
         raise AssertionError("the injected crash did not happen")
     assert await cols.payments.count_documents({}) == 0
     await apply_batch(runtime.mongo, cols, [new_event(EventType.CREATED, snapshot("crash-1"))])
-    assert await _statistics_from_mongo(runtime) == recount(await _payments_from_mongo(runtime))
+    assert await statistics_from_mongo(runtime) == recount(await payments_from_mongo(runtime))
 
 
 @hsettings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 @given(case=deliveries(max_payments=4))
 async def test_property_on_real_mongodb(runtime, case):  # noqa: ANN001
     lives, batches = case
-    rm: ReadModel = runtime.read_model
+    rm: MongoReadModel = runtime.read_model
     generation = f"h{uuid.uuid4().hex[:8]}"
     cols = rm.collections(generation)
     await rm.ensure_indexes(cols)
@@ -197,7 +185,7 @@ async def test_property_on_real_mongodb(runtime, case):  # noqa: ANN001
     newest = newest_versions(lives)
     live = {pid: e.paymentversion for pid, e in newest.items() if e.type is not EventType.DELETED}
     assert {d["_id"]: d["version"] async for d in cols.payments.find()} == live
-    assert await _statistics_from_mongo(runtime) == recount(await _payments_from_mongo(runtime))
+    assert await statistics_from_mongo(runtime) == recount(await payments_from_mongo(runtime))
     await rm.drop(generation)
 
 

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from test_query_api import payments_of, seed
 
-from services.query.http.app import create_app
+from services.query.entrypoints.http.app import create_app
+from tests.support.read_side import payments_of, seed
 
 PROBLEM = "application/problem+json"
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from test_query_api import payments_of, seed
-
-from services.query.http.app import create_app
+from services.query.entrypoints.http.app import create_app
 from shared.auth import SCOPE_READ, mint_token
+from tests.support.read_side import payments_of, seed
 
 
 async def test_schemathesis_finds_nothing(qsettings, runtime, serve, schemathesis_run) -> None:  # noqa: ANN001

@@ -1,0 +1,144 @@
+"""``payments replay``: rebuild the read model from the events topic into a new generation
+while queries keep reading the current one, switch the pointer atomically, catch up with
+what the live projector wrote meanwhile, then drop the old generation. It applies events
+with the projection's own writes and reads partitions by assignment (no consumer group:
+the projector's offsets stay). Steps: docs/query-service.md, "Replay".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.query import poison
+from services.query.adapters import mongo_errors
+from services.query.adapters.batch_writes import AppliedBatch, apply_batch
+from services.query.adapters.read_model import Collections, MongoReadModel
+from services.query.bootstrap import query_runtime
+from services.query.domain import Outcome
+from shared.events import InvalidEvent, PaymentEvent, parse_event
+from shared.kafka import topic_partitions
+from shared.settings import Settings
+
+log = logging.getLogger("payments.query.replay")
+
+
+class _Progress:
+    """A rich progress bar, or nothing."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.bar: Any = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]} ev/s"), TimeElapsedColumn())
+            self.bar.start()
+            self.task = self.bar.add_task("replay", total=total or None, rate="-")
+        self.started = time.monotonic()
+        self.done = 0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            rate = f"{self.done / max(time.monotonic() - self.started, 1e-6):,.0f}"
+            self.bar.update(self.task, advance=n, rate=rate)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float = 10.0) -> list[TopicPartition]:
+    deadline = time.monotonic() + timeout
+    while True:
+        parts = await topic_partitions(consumer, topic)
+        if parts:
+            return parts
+        if time.monotonic() > deadline:
+            return []
+        await asyncio.sleep(0.2)
+
+
+async def _consume(consumer: AIOKafkaConsumer, mongo: Any, cols: Collections, ends: dict[TopicPartition, int],
+                   idle: float | None, batch_size: int, progress: _Progress, counts: dict[str, int]) -> None:
+    """Apply records until every partition reached ``ends``, or (with ``idle``) ``idle`` s pass empty."""
+    last_data = time.monotonic()
+    while True:
+        records = await consumer.getmany(timeout_ms=200, max_records=batch_size)
+        messages = [m for batch in records.values() for m in batch]
+        if messages:
+            last_data = time.monotonic()
+            events = []
+            for msg in messages:
+                try:
+                    events.append(parse_event(msg.value))
+                except InvalidEvent:
+                    counts[Outcome.INVALID] += 1
+
+            async def apply(items: list[PaymentEvent], dry_run: bool) -> AppliedBatch:
+                return await apply_batch(mongo, cols, items, dry_run=dry_run)
+
+            async def skip(event: PaymentEvent, error: BaseException) -> None:
+                # the live projector dead-lettered it; a rebuild must not stop on it either
+                counts[Outcome.DEAD_LETTERED] += 1
+                log.warning("event the read model refuses, skipped", extra={"fields": {
+                    "event_id": event.id, "reason": poison.describe(mongo_errors.refusal(error), error)[:300]}})
+
+            _, result = await poison.apply_without_poison(events, apply, skip, mongo_errors.is_transient)
+            for outcome in result.outcomes if result is not None else ():
+                counts[outcome] += 1
+            progress.advance(len(messages))
+        reached = all([await consumer.position(tp) >= end for tp, end in ends.items()])
+        if reached or (idle is not None and time.monotonic() - last_data >= idle):
+            return
+
+
+async def run_replay(settings: Settings, *, idle: float | None = None, batch_size: int = 1000, keep_old: bool = False,
+                     progress: bool = True) -> str:
+    """Rebuild the read model into a new generation (module docstring); returns a summary."""
+    async with query_runtime(settings) as runtime:
+        rm: MongoReadModel = runtime.read_model
+        old = await rm.active_generation()
+        new = f"r{int(time.time())}{uuid.uuid4().hex[:6]}"
+        cols = rm.collections(new)
+        await rm.ensure_indexes(cols)
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                                    group_id=None, auto_offset_reset="earliest")
+        await consumer.start()
+        counts = dict.fromkeys(Outcome, 0)
+        try:
+            tps = await _partitions(consumer, settings.events_topic)
+            consumer.assign(tps)
+            if tps:
+                await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps) if tps else {}
+            begins = await consumer.beginning_offsets(tps) if tps else {}
+            bar = _Progress(progress, sum(ends[tp] - begins[tp] for tp in tps))
+            try:
+                started = time.monotonic()
+                if tps:
+                    await _consume(consumer, runtime.mongo, cols, ends, idle, batch_size, bar, counts)
+                await rm.activate(new)
+                switched = time.monotonic()
+                log.info("read model switched", extra={"fields": {"from": old, "to": new}})
+                if tps:  # catch up with what the live projector wrote to the old generation meanwhile
+                    await _consume(consumer, runtime.mongo, cols, await consumer.end_offsets(tps), idle, batch_size,
+                                   bar, counts)
+            finally:
+                bar.stop()
+            if not keep_old and old != new:
+                await asyncio.sleep(max(0.0, 2 * MongoReadModel.POINTER_TTL - (time.monotonic() - switched)))
+                await rm.drop(old)
+        finally:
+            await consumer.stop()
+    elapsed = time.monotonic() - started
+    return (f"replayed {sum(counts.values())} events in {elapsed:.1f}s into generation {new} "
+            f"(applied {counts['applied']}, duplicate {counts['duplicate']}, invalid {counts['invalid']}, "
+            f"refused {counts['dead_lettered']}); "
+            f"previous generation {old} {'kept' if keep_old else 'dropped'}")
