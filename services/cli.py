@@ -23,6 +23,7 @@ from shared.dependencies import DependencyUnavailable, wait_for
 from shared.processes import BY_NAME, PROCESSES
 from shared.settings import DEV_CONSISTENCY_TOKEN_SECRET, get_settings
 from shared.telemetry import configure_logging, export_only
+from shared.tracing_setup import TracingConfigError, start_tracing
 
 # typer >= 0.29 shows a flag's type ("<bool>") in --help as if it took a value: show none.
 _display_type = typer.core.TyperOption.display_type_rich
@@ -67,6 +68,11 @@ def _main(ctx: typer.Context) -> None:
             logging.getLogger("payments.startup").warning(
                 "PAYMENTS_CONSISTENCY_TOKEN_SECRET is the built-in development secret while listening on %s: "
                 "anyone can forge consistency tokens; set a secret of your own", settings.host)
+        try:  # the OTEL_* variables (docs/operations.md, "Traces")
+            start_tracing(process)
+        except TracingConfigError as exc:
+            typer.secho(f"error: {process}: {exc}", fg="red", err=True)
+            raise typer.Exit(1) from None
         try:
             asyncio.run(wait_for(settings, spec.needs, settings.startup_timeout_seconds))
         except DependencyUnavailable as exc:

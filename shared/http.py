@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.tracing import untraced
+
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://gyroscops.com/problems/"
 # Each readiness check is cut off after this long (and all run at once), so /readyz
@@ -232,7 +234,8 @@ def install_health_routes(app: FastAPI, checks: dict[str, ReadinessCheck]) -> No
 
     async def probe(check: ReadinessCheck) -> str:
         try:
-            await asyncio.wait_for(check(), READINESS_CHECK_TIMEOUT)
+            with untraced():  # a probe's database calls are no trace
+                await asyncio.wait_for(check(), READINESS_CHECK_TIMEOUT)
             return "ok"
         except TimeoutError:
             return f"error: no answer within {READINESS_CHECK_TIMEOUT:g}s"

@@ -16,10 +16,12 @@ import uvicorn
 from fastapi import FastAPI
 
 from shared.http import ReadinessCheck, install_health_routes
+from shared.tracing import fastapi_telemetry
 
 
 def ops_app(title: str, checks: dict[str, ReadinessCheck]) -> FastAPI:
-    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None,
+                  telemetry=fastapi_telemetry(requests=False))
     install_health_routes(app, checks)
     return app
 

@@ -16,6 +16,7 @@ from temporalio.service import PayloadLimitsConfig
 
 from shared.net import free_port
 from shared.settings import Settings
+from shared.tracing import temporal_interceptors
 
 _runtime: Runtime | None = None
 _sdk_metrics_address: str | None = None
@@ -51,6 +52,7 @@ async def connect(settings: Settings, *, with_metrics: bool = True) -> Client:
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
         runtime=metrics_runtime() if with_metrics else None,
+        interceptors=temporal_interceptors(),  # its workers use them too
         # A group-commit batch lists its commands in its memo (~60 bytes each, up to 64
         # of them): past the SDK's 2 KiB warning, far below the server's memo limit.
         payload_limits=PayloadLimitsConfig(memo_warn_size=64 * 1024),

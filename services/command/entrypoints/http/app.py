@@ -20,6 +20,7 @@ from services.command.entrypoints.http.body_limit import MAX_BODY_BYTES, BodyLim
 from services.command.entrypoints.http.routes import router
 from shared.auth import Authenticate
 from shared.http import install_health_routes, install_problem_handlers
+from shared.tracing import fastapi_telemetry
 
 
 def create_app(settings: CommandSettings | None = None, runtime: CommandRuntime | None = None) -> FastAPI:
@@ -43,6 +44,7 @@ def create_app(settings: CommandSettings | None = None, runtime: CommandRuntime 
         "workflows and written with their events in one PostgreSQL transaction. Errors are RFC 9457 "
         "problem+json. Auth: `Authorization: Bearer <JWT>` with `org` and `scope: payments:write`.",
         lifespan=lifespan,
+        telemetry=fastapi_telemetry(),  # server spans when tracing (shared/tracing.py)
     )
     app.state.settings = settings
     if runtime is not None:

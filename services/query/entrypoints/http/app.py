@@ -19,6 +19,7 @@ from services.query.entrypoints.http.routes import router
 from shared.auth import Authenticate
 from shared.http import install_health_routes, install_problem_handlers
 from shared.settings import Settings, get_settings
+from shared.tracing import fastapi_telemetry
 
 log = logging.getLogger("payments.query.api")
 
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, runtime: QueryRuntime | None = 
             "Errors are RFC 9457 `application/problem+json`."
         ),
         lifespan=lifespan,
+        telemetry=fastapi_telemetry(),  # server spans when tracing (shared/tracing.py)
     )
     app.state.settings = settings
     if runtime is not None:
