@@ -1,4 +1,5 @@
-"""Logging and Prometheus metrics (DESIGN section 8), defined once for every process.
+"""Logging and Prometheus metrics (DESIGN section 8), defined once for every process. Log
+lines carry the current span's ``trace_id`` / ``span_id`` (shared/tracing.py).
 
 Metric names are a contract with the dashboards and alerts in deploy/: define them
 here, nowhere else.
@@ -17,6 +18,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_creat
 from prometheus_client.metrics import MetricWrapperBase
 
 from shared.processes import PROCESSES
+from shared.tracing import log_ids
 
 # `_created` series double every counter for no dashboard we have.
 disable_created_metrics()
@@ -108,6 +110,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         entry.update(log_context.get() or {})
+        entry.update(log_ids())  # trace_id, span_id: the line's place in its trace
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):
             entry.update(extra)
@@ -119,7 +122,7 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         base = super().format(record)
-        ctx = dict(log_context.get() or {})
+        ctx = {**(log_context.get() or {}), **log_ids()}
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):
             ctx.update(extra)

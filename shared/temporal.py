@@ -1,14 +1,21 @@
-"""Temporal client wiring: pydantic data converter and SDK metrics.
+"""Temporal client wiring: pydantic data converter, tracing interceptor and SDK metrics.
 
 The SDK exports its own metrics on a Prometheus endpoint bound to a private loopback
-port; ``/metrics`` of each process appends that text (see :func:`sdk_metrics_text`) so
-one scrape target per process carries both our metrics and the SDK's.
+port; a collector in the process's registry reads it at each scrape, so one scrape target
+per process carries both our metrics and the SDK's, in either exposition format (its
+counters end with ``_total``, as OpenMetrics requires).
 """
 
 from __future__ import annotations
 
+import logging
 import urllib.request
+from collections.abc import Iterable
 
+from prometheus_client import REGISTRY
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
@@ -18,8 +25,23 @@ from shared.net import free_port
 from shared.settings import Settings
 from shared.tracing import temporal_interceptors
 
+log = logging.getLogger("payments.temporal")
 _runtime: Runtime | None = None
 _sdk_metrics_address: str | None = None
+
+
+class SdkMetrics(Collector):
+    """The SDK's metrics, fetched from its private endpoint at each scrape."""
+
+    def describe(self) -> Iterable[Metric]:
+        return ()  # names vary with what the SDK has seen: no registration-time check
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            return list(text_string_to_metric_families(sdk_metrics_text().decode()))
+        except ValueError as exc:  # never fail the whole scrape for the SDK's part
+            log.warning("unreadable Temporal SDK metrics: %s", exc)
+            return []
 
 
 def metrics_runtime() -> Runtime:
@@ -29,9 +51,11 @@ def metrics_runtime() -> Runtime:
         _sdk_metrics_address = f"127.0.0.1:{free_port()}"
         _runtime = Runtime(
             telemetry=TelemetryConfig(
-                metrics=PrometheusConfig(bind_address=_sdk_metrics_address), metric_prefix="temporal_"
+                metrics=PrometheusConfig(bind_address=_sdk_metrics_address, counters_total_suffix=True),
+                metric_prefix="temporal_",
             )
         )
+        REGISTRY.register(SdkMetrics())
     return _runtime
 
 

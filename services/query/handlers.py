@@ -18,6 +18,7 @@ from services.query.queries import SearchQuery, SearchResult, Statistics, Statis
 from shared.consistency import ConsistencyTokens, Writes
 from shared.payment_view import Payment
 from shared.telemetry import QUERIES, QUERY_DURATION
+from shared.tracing import exemplar
 
 # A read-your-writes wait looks again after 10 ms, doubling up to 200 ms, unless the
 # projection's signal wakes it first. While the signal is subscribed, it looks besides only
@@ -87,7 +88,7 @@ class QueryHandlers:
             QUERIES.labels(kind, outcome).inc()
             return value
         finally:
-            QUERY_DURATION.labels(kind).observe(time.perf_counter() - started)
+            QUERY_DURATION.labels(kind).observe(time.perf_counter() - started, exemplar())
 
     async def search(self, org: str, query: SearchQuery, consistent_with: Sequence[str] = ()) -> SearchResult:
         """With ``consistent_with`` (consistency tokens of command results), answered only

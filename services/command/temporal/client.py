@@ -35,6 +35,7 @@ from services.command.temporal.failures import rejection_of
 from services.command.temporal.local_results import LocalResults
 from shared.consistency import ConsistencyTokens
 from shared.telemetry import COMMAND_DURATION, COMMANDS
+from shared.tracing import exemplar
 
 _FAILED = {WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TIMED_OUT,
            WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.CANCELED}
@@ -83,7 +84,8 @@ def measured(command: Command) -> Iterator[None]:
         raise
     finally:
         COMMANDS.labels(kind, outcome).inc()
-        COMMAND_DURATION.labels(kind).observe(time.perf_counter() - started)
+        # The exemplar links a slow bucket to this request's trace (OpenMetrics scrapes).
+        COMMAND_DURATION.labels(kind).observe(time.perf_counter() - started, exemplar())
 
 
 class PaymentCommandClient:
