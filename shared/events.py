@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -29,6 +30,8 @@ UNKNOWN_ACTOR = "unknown"  # what the read side shows for events produced before
 MAX_COMMAND_ID_LENGTH = 300
 SCHEMA_ID = "https://gyroscops.com/schemas/payments/cloudevent.schema.json"
 TYPE_PREFIX = "com.gyroscops.payment."
+# W3C: a tracestate holds at most 512 characters (a traceparent of version 00, 55).
+TRACE_FIELD_MAX_LENGTH = 512
 
 
 def system_actor(what: str) -> str:
@@ -100,6 +103,13 @@ class PaymentEvent(BaseModel):
         "before actors were recorded")
     commandid: CommandId | None = Field(
         default=None, description="Extension: id of the command that caused the event (GET /v1/commands/{id})")
+    traceparent: str | None = Field(
+        default=None, max_length=TRACE_FIELD_MAX_LENGTH,
+        description="Extension (CloudEvents distributed tracing): W3C trace context of the command that "
+        "caused the event, written with it in the outbox; the Kafka record's own traceparent header is the "
+        "hop that published it. Tracing ignores a malformed one")
+    tracestate: str | None = Field(default=None, max_length=TRACE_FIELD_MAX_LENGTH,
+                                   description="Extension: the W3C tracestate that goes with traceparent")
     data: PaymentEventData
 
     @model_validator(mode="after")
@@ -145,7 +155,9 @@ def new_event(
     command_id: str | None = None,
     event_id: str | None = None,
     time: datetime | None = None,
+    trace: Mapping[str, str] | None = None,
 ) -> PaymentEvent:
+    """``trace``: the ``traceparent`` (and ``tracestate``) of the command that causes it."""
     return PaymentEvent(
         id=event_id or str(uuid.uuid4()),
         source=source,
@@ -156,6 +168,8 @@ def new_event(
         time=time or datetime.now(UTC),
         organizationid=payment.organization_id,
         paymentversion=payment.version,
+        traceparent=(trace or {}).get("traceparent"),
+        tracestate=(trace or {}).get("tracestate"),
         data=PaymentEventData(
             payment=payment,
             changes={k: FieldChange(old=o, new=n) for k, (o, n) in (changes or {}).items()},

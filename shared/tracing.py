@@ -101,7 +101,7 @@ def current_carrier() -> dict[str, str]:
 def with_trace(model: M) -> M:
     """A pydantic model with ``traceparent`` / ``tracestate`` fields (a command, a result
     event), carrying the current context unless it carries one already."""
-    if not enabled() or getattr(model, "traceparent", None):
+    if not enabled() or "traceparent" not in type(model).model_fields or model.traceparent:  # type: ignore[attr-defined]
         return model
     carrier = current_carrier()
     return model.model_copy(update=carrier) if carrier else model  # type: ignore[attr-defined]
@@ -151,19 +151,21 @@ def _attached(ctx: otel_context.Context) -> Iterator[None]:
         otel_context.detach(token)
 
 
+def _continuing(parent: trace.SpanContext | None) -> otel_context.Context:
+    """A fresh context (nothing current, nothing suppressed) whose parent is ``parent``."""
+    if parent is None:
+        return otel_context.Context()
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent), otel_context.Context())
+
+
 @contextlib.contextmanager
 def resumed(carrier: Carrier) -> Iterator[None]:
-    """Continue ``carrier``'s trace in this block (instead of whatever context is current);
-    with no valid context, the block is not traced."""
+    """Continue ``carrier``'s trace in this block, whatever context is current (with no valid
+    context in ``carrier``, what the block traces starts a trace of its own)."""
     if not enabled():
         yield
         return
-    parent = span_context(carrier)
-    if parent is None:
-        with suppress_instrumentation():
-            yield
-        return
-    with _attached(trace.set_span_in_context(trace.NonRecordingSpan(parent), otel_context.Context())):
+    with _attached(_continuing(span_context(carrier))):
         yield
 
 
@@ -201,10 +203,8 @@ def consumer_span(name: str, headers: Headers | None, raw: bytes | None, **attri
         yield
         return
     hop, original = span_context(headers_carrier(headers)), span_context(cloudevent_carrier(raw))
-    parent = hop or original
     links = [Link(original, {"payments.link": "cloudevent"})] if hop and original and original != hop else []
-    ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent), otel_context.Context()) if parent else None
-    with _attached(ctx or otel_context.Context()), tracer().start_as_current_span(
+    with _attached(_continuing(hop or original)), tracer().start_as_current_span(
             name, kind=SpanKind.CONSUMER, links=links, attributes=attributes):
         yield
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.events import MAX_COMMAND_ID_LENGTH, Actor
+from shared.events import MAX_COMMAND_ID_LENGTH, TRACE_FIELD_MAX_LENGTH, Actor
 from shared.payment import MAX_ID_LENGTH, PAYMENT_ID_PATTERN, PaymentAction, PaymentSnapshot
 
 # --------------------------------------------------------------------------- commands
@@ -45,6 +45,14 @@ class CommandBase(BaseModel):
     # Who sent it (the events' ``actor``): set by every door; None only in inputs recorded
     # before actors existed, which Temporal histories still hold.
     actor: Actor | None = None
+    # The trace context of whoever sent it (W3C; shared/tracing.py stamps it), which its
+    # event carries: a command in a group-committed batch keeps its own.
+    traceparent: str | None = Field(default=None, max_length=TRACE_FIELD_MAX_LENGTH)
+    tracestate: str | None = Field(default=None, max_length=TRACE_FIELD_MAX_LENGTH)
+
+    def trace(self) -> dict[str, str]:
+        """``traceparent`` / ``tracestate``, those that are set (what its event carries)."""
+        return {k: v for k, v in (("traceparent", self.traceparent), ("tracestate", self.tracestate)) if v}
 
 
 class CreatePayment(CommandBase):

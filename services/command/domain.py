@@ -36,10 +36,12 @@ class Decision:
     command_id: str
     actor: str | None
 
-    def event(self, source: str, *, event_id: str | None = None) -> PaymentEvent:
+    def event(self, source: str, *, event_id: str | None = None, trace: dict[str, str] | None = None) -> PaymentEvent:
+        """``trace``: the command's trace context, which the event carries (its CloudEvent
+        ``traceparent`` / ``tracestate``) through the outbox and Kafka."""
         return new_event(
             self.event_type, self.snapshot, self.changes, source=source, actor=self.actor,
-            command_id=self.command_id, event_id=event_id, time=self.snapshot.updated_at,
+            command_id=self.command_id, event_id=event_id, time=self.snapshot.updated_at, trace=trace,
         )
 
 

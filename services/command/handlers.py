@@ -45,7 +45,7 @@ async def _already_done(uow: UnitOfWork, cmd: ModifyPayment) -> CommandResult | 
 
 async def _finish(uow: UnitOfWork, cmd: ModifyPayment, decision: domain.Decision,
                   source: str) -> CommandResult:
-    event = decision.event(source)
+    event = decision.event(source, trace=cmd.trace())
     await uow.add_events([event])
     _staged(event)
     result = CommandResult(command_id=cmd.command_id, payment=decision.snapshot)
@@ -86,7 +86,7 @@ async def _create(uow: UnitOfWork, cmd: CreatePayment, source: str, clock: Clock
         return earlier
     if not await uow.insert_payments([decision.snapshot]):
         raise Rejected(RejectionKind.CONFLICT, f"a payment with id {cmd.payment_id!r} already exists")
-    event = decision.event(source)
+    event = decision.event(source, trace=cmd.trace())
     await uow.add_events([event])
     _staged(event)
     return result
@@ -128,7 +128,7 @@ async def _create_many(uow: UnitOfWork, cmds: Sequence[CreatePayment], source: s
         outcomes |= {i: Rejected(RejectionKind.CONFLICT, f"a payment with id {cmds[i].payment_id!r} already exists")
                      for i in taken}
     created = [i for i in fresh if i not in outcomes]
-    events = [decided[i].event(source) for i in created]
+    events = [decided[i].event(source, trace=cmds[i].trace()) for i in created]
     if events:
         await uow.add_events(events)
     for i, event in zip(created, events, strict=True):
@@ -205,9 +205,12 @@ def _independent_creates(items: Sequence[CreatePayment | ModifyPayment]) -> list
 async def bulk_create(
     store: CommandStore, cmd: BulkCreatePayments, *, source: str, clock: Clock = utc_now
 ) -> BulkCreateResult:
-    """Each item is its own command (and transaction): one result per item."""
+    """Each item is its own command (and transaction): one result per item; an item with no
+    trace context of its own carries the bulk command's."""
     items = []
     for index, item in enumerate(cmd.items):
+        if not item.traceparent and cmd.traceparent:
+            item = item.model_copy(update=cmd.trace())
         try:
             done = await create(store, item, source=source, clock=clock)
             items.append(BulkItemResult(index=index, payment=done.payment))

@@ -79,5 +79,15 @@ def test_deleted_event_must_carry_deleted_at() -> None:
 
 def test_extension_attributes_from_other_producers_are_kept() -> None:
     payload = good()
+    payload["partnerid"] = "p-42"
+    assert parse_event(json.dumps(payload)).model_extra == {"partnerid": "p-42"}
+
+
+def test_trace_context_is_carried_and_a_malformed_one_is_not_refused() -> None:
+    """The distributed-tracing extension is part of the envelope; tracing ignores what it
+    cannot read, the projection never refuses an event for it."""
+    payload = good()
     payload["traceparent"] = "00-abc-def-01"
-    assert parse_event(json.dumps(payload)).model_extra == {"traceparent": "00-abc-def-01"}
+    event = parse_event(json.dumps(payload))
+    assert (event.traceparent, event.tracestate, event.model_extra) == ("00-abc-def-01", None, {})
+    assert "traceparent" not in json.loads(parse_event(json.dumps(good())).to_json_bytes())

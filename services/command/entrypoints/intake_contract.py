@@ -96,6 +96,11 @@ class PaymentCommandEvent(BaseModel):
     data: dict[str, Any] | None = Field(
         default=None, description="The HTTP command's body: create = POST /v1/payments body; update = PATCH "
         "body plus optional expected_version; others: optional expected_version")
+    traceparent: str | None = Field(
+        default=None, description="Extension (CloudEvents distributed tracing): the producer's W3C trace "
+        "context; the intake continues it when the record has no traceparent header, and links to it "
+        "otherwise. Tracing ignores a malformed one")
+    tracestate: str | None = Field(default=None, description="Extension: the W3C tracestate that goes with traceparent")
 
 
 # --------------------------------------------------------------------------- parsing
@@ -187,6 +192,10 @@ class CommandResultEvent(BaseModel):
     consistencytoken: str | None = Field(
         default=None, description="Extension (succeeded only): the write's consistency token; pass it as "
         "consistent_with to the query API to read this write")
+    traceparent: str | None = Field(
+        default=None, description="Extension (CloudEvents distributed tracing): W3C trace context of the "
+        "intake's handling of the command, which continues the command's")
+    tracestate: str | None = Field(default=None, description="Extension: the W3C tracestate that goes with traceparent")
     data: PaymentSnapshot | Problem = Field(description="succeeded: the payment snapshot; rejected: RFC 9457 problem")
 
     def to_json_bytes(self) -> bytes:

@@ -35,7 +35,7 @@ from services.command.temporal.failures import rejection_of
 from services.command.temporal.local_results import LocalResults
 from shared.consistency import ConsistencyTokens
 from shared.telemetry import COMMAND_DURATION, COMMANDS
-from shared.tracing import exemplar
+from shared.tracing import exemplar, with_trace
 
 _FAILED = {WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TIMED_OUT,
            WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.CANCELED}
@@ -117,6 +117,7 @@ class PaymentCommandClient:
                     wake: bool = False) -> WorkflowHandle[Any, Any]:
         """Start the command's workflow, or attach to it; with ``delay``, its first task waits
         that many seconds unless :meth:`wake` comes first."""
+        command = with_trace(command)  # its event carries the caller's trace context
         run = self.routes[type(command)].workflow.run
         wid = _workflow_id_of(command)
         memo = None

@@ -26,6 +26,7 @@ from services.command.commands import (
 )
 from services.command.temporal.client import CommandPending, PaymentCommandClient, measured
 from shared.consistency import ConsistencyTokens
+from shared.tracing import batch_span, resumed, with_trace
 
 log = logging.getLogger("payments.command.group_commit")
 
@@ -107,6 +108,7 @@ class GroupCommit:
     async def submit(self, command: CreatePayment | ModifyPayment, wait_timeout: float | None) -> Any:
         """The command's result (or its Rejected / CommandFailed). Raises QueuedTooLong if
         ``wait_timeout`` passes first, once the command is durable (:meth:`_own`)."""
+        command = with_trace(command)  # batched or not, its event carries its caller's context
         if self._in_flight < self.max_in_flight and not self._queue and self._hold is None:
             self._in_flight += 1
             try:
@@ -213,8 +215,9 @@ class GroupCommit:
 
     async def _batch(self, group: list[_Waiting]) -> list[CommandResult | Any]:
         batch = CommandBatch(batch_id=uuid.uuid4().hex, items=[waiting.command for waiting in group])
-        try:
-            result: CommandBatchResult = await self.client.run(batch, None)
+        try:  # a trace of its own, linked to each command's: no command is its one parent
+            with batch_span("group commit", [item.trace() for item in batch.items], **{"payments.batch_id": batch.batch_id}):
+                result: CommandBatchResult = await self.client.run(batch, None)
         except Exception as err:  # e.g. CommandFailed: the batch as a whole; its items run alone
             log.warning("batch %s of %d commands failed (%s); running them one by one",
                         batch.batch_id, len(group), err)
@@ -223,7 +226,8 @@ class GroupCommit:
 
     async def _alone(self, waiting: _Waiting) -> None:
         try:
-            outcome = await self.client.run(waiting.command, None)
+            with resumed(waiting.command.trace()):  # its caller's trace, not the batch's
+                outcome = await self.client.run(waiting.command, None)
         except Exception as err:  # Rejected, CommandFailed, ...: the caller's answer
             self._settle(waiting, err)
         else:
@@ -242,7 +246,8 @@ class GroupCommit:
         """Let a 202'd batched command's delayed own workflow run now (the batch decided)."""
         async def wake() -> None:
             try:
-                await self.client.wake(waiting.command)
+                with resumed(waiting.command.trace()):
+                    await self.client.wake(waiting.command)
             except Exception as err:  # it runs when its delay ends instead
                 log.warning("could not wake the workflow of command %s (%s)", waiting.command.command_id, err)
 
