@@ -48,6 +48,12 @@ Actor = _bounded_text(MAX_ACTOR_LENGTH)
 CommandId = _bounded_text(MAX_COMMAND_ID_LENGTH)
 
 
+def record_headers() -> list[tuple[str, bytes]]:
+    """The headers of one structured-mode record: a fresh list for each record, since the
+    Kafka instrumentation appends that record's ``traceparent`` to it."""
+    return [("content-type", CONTENT_TYPE.encode())]
+
+
 class EventType(StrEnum):
     CREATED = "com.gyroscops.payment.created"
     UPDATED = "com.gyroscops.payment.updated"

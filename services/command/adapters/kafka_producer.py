@@ -40,12 +40,16 @@ class KafkaProducer:
 
     async def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
         """One record, acknowledged."""
-        await self.send_all(topic, [(key, value)], headers)
+        await self.acknowledged([await self.enqueue(topic, key, value, headers)])
 
-    async def send_all(self, topic: str, records: Sequence[tuple[bytes | None, bytes]], headers: Headers,
-                       timeout: float | None = None) -> None:
-        """Records in order (one partition per key keeps their order), all acknowledged
-        within ``timeout`` seconds."""
+    async def enqueue(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> asyncio.Future[Any]:
+        """Hand one record to the producer; records enqueued in order keep their order (one
+        partition per key). ``headers`` is this record's own list: the Kafka instrumentation
+        appends this hop's ``traceparent`` to it, so a list shared by several records would
+        carry every record's."""
         assert self._producer is not None, "start() first"
-        pending = [await self._producer.send(topic, value=value, key=key, headers=headers) for key, value in records]
+        return await self._producer.send(topic, value=value, key=key, headers=headers)
+
+    async def acknowledged(self, pending: Sequence[asyncio.Future[Any]], timeout: float | None = None) -> None:
+        """Wait until Kafka holds every enqueued record, within ``timeout`` seconds."""
         await asyncio.wait_for(asyncio.gather(*pending), timeout)

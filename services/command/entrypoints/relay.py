@@ -20,13 +20,13 @@ from services.command.adapters.kafka_producer import KafkaProducer
 from services.command.adapters.outbox import Outbox
 from services.command.bootstrap import open_store
 from services.command.config import CommandSettings
-from shared.events import CONTENT_TYPE
+from shared.events import record_headers
 from shared.kafka import ensure_topics, event_topics
 from shared.ops import serving, until_stopped_or_done
 from shared.telemetry import OUTBOX_BACKLOG, OUTBOX_PUBLISH_LAG, bind_log_context, log_context
+from shared.tracing import cloudevent_carrier, resumed, untraced
 
 log = logging.getLogger("payments.command.relay")
-_HEADERS = [("content-type", CONTENT_TYPE.encode())]
 
 
 class OutboxRelay:
@@ -65,9 +65,14 @@ class OutboxRelay:
         """Publish one batch; returns how many rows were published."""
         producer = await self._ensure_producer()
         async with self.outbox.claim(self.settings.relay_batch_size) as rows:
-            if rows:
-                await producer.send_all(self.topic, [(row.payment_id.encode(), row.payload) for row in rows],
-                                        _HEADERS, timeout=self.settings.relay_send_timeout_seconds)
+            pending = []
+            for row in rows:
+                # This hop (the record's traceparent header) continues the event's trace
+                # (its CloudEvent's traceparent, written with it in the outbox).
+                with resumed(cloudevent_carrier(row.payload)):
+                    pending.append(await producer.enqueue(self.topic, row.payment_id.encode(), row.payload,
+                                                          record_headers()))
+            await producer.acknowledged(pending, timeout=self.settings.relay_send_timeout_seconds)
         self.published += len(rows)
         if rows:  # every event id, so one payment can be followed from its command to the projection
             log.info("published %d events", len(rows), extra={"fields": {
@@ -96,32 +101,36 @@ class OutboxRelay:
         """Publish until ``stop`` is set (or the task is cancelled)."""
         stop = stop or asyncio.Event()
         token = bind_log_context(component="relay", topic=self.topic)
-        backoff = self.settings.relay_retry_backoff_seconds
         try:
-            while not stop.is_set():
-                self._wake.clear()
-                try:
-                    await self.outbox.listen(self._wake.set)
-                    sent = await self.publish_batch()
-                    self.kafka_ok = True
-                    await self.refresh_metrics()
-                    await self.purge()
-                    backoff = self.settings.relay_retry_backoff_seconds
-                except Exception as exc:  # noqa: BLE001 - broker/database outages are retried forever
-                    self.kafka_ok = False
-                    self.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                    log.warning("relay round failed, retrying in %.1fs: %s: %s", backoff, type(exc).__name__, exc)
-                    with contextlib.suppress(Exception):
-                        await self.refresh_metrics()
-                    await self._drop_producer()
-                    await _wait_any(stop, None, backoff)
-                    backoff = min(backoff * 2, self.settings.relay_max_backoff_seconds)
-                    continue
-                if sent < self.settings.relay_batch_size:
-                    await _wait_any(stop, self._wake, self.settings.relay_poll_interval_seconds)
+            with untraced():  # polls and bookkeeping: only the records' sends are traced
+                await self._rounds(stop)
         finally:
             log_context.reset(token)
             await self.close()
+
+    async def _rounds(self, stop: asyncio.Event) -> None:
+        backoff = self.settings.relay_retry_backoff_seconds
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                await self.outbox.listen(self._wake.set)
+                sent = await self.publish_batch()
+                self.kafka_ok = True
+                await self.refresh_metrics()
+                await self.purge()
+                backoff = self.settings.relay_retry_backoff_seconds
+            except Exception as exc:  # noqa: BLE001 - broker/database outages are retried forever
+                self.kafka_ok = False
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning("relay round failed, retrying in %.1fs: %s: %s", backoff, type(exc).__name__, exc)
+                with contextlib.suppress(Exception):
+                    await self.refresh_metrics()
+                await self._drop_producer()
+                await _wait_any(stop, None, backoff)
+                backoff = min(backoff * 2, self.settings.relay_max_backoff_seconds)
+                continue
+            if sent < self.settings.relay_batch_size:
+                await _wait_any(stop, self._wake, self.settings.relay_poll_interval_seconds)
 
     async def close(self) -> None:
         await self._drop_producer()

@@ -1,7 +1,8 @@
 """Traces of commands in process (issue 25), with the SDK's in-memory exporter: a create
 over HTTP is one trace (HTTP, workflow, activity, PostgreSQL spans, in that order) whose
 context its outbox row keeps; a group-committed burst runs in a batch span of its own
-trace, linked to each command's span, and each command's event keeps its own context.
+trace, linked to each command's span, and each command's event keeps its own context;
+the relay gives each record its own W3C header, the hop that continues its event's trace.
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
 
+from services.command import handlers
 from services.command.bootstrap import command_runtime
+from services.command.commands import CreatePayment
 from services.command.config import CommandSettings
 from services.command.entrypoints.http.app import create_app
+from services.command.entrypoints.relay import OutboxRelay
 from shared.auth import SCOPE_WRITE, mint_token
+from shared.kafka import consumer_options
 from tests.support.traces import ancestry, in_memory_tracing, in_trace, of_sdk, trace_id_of, traceparent
 
 
@@ -93,3 +99,48 @@ async def test_a_group_committed_burst_links_the_batch_to_each_command(traced: A
     for trace_id, answer in zip(traces, answers, strict=True):
         stored = await _outbox_traceparent(runtime, answer.json()["id"])
         assert stored is not None and trace_id_of(stored) == trace_id
+
+
+async def test_each_relayed_record_carries_exactly_its_own_traceparent(traced: Any) -> None:
+    """One relay batch of several events: each record's W3C header is its own hop (the
+    relay's send span, a child of its event's context), never another record's."""
+    _, exporter, runtime = traced
+    settings = runtime.settings.model_copy(update={"events_topic": f"payments.events.traced-{uuid.uuid4().hex[:8]}"})
+    traces = {uuid.uuid4().hex: f"relay-{uuid.uuid4().hex[:10]}" for _ in range(5)}
+    for trace_id, payment_id in traces.items():
+        await handlers.create(runtime.store, CreatePayment(
+            command_id=f"create-{payment_id}", organization_id="org-trace", payment_id=payment_id, amount=100,
+            currency="EUR", traceparent=traceparent(trace_id)), source=settings.event_source)
+    relay = OutboxRelay(runtime.pool, settings)
+    try:
+        while await relay.publish_batch():  # the five rows go in one batch (and whatever else waits)
+            pass
+    finally:
+        await relay.close()
+    records = await _records(settings, set(traces.values()))
+    sends = {s.span_id: s for s in map(of_sdk, exporter.get_finished_spans()) if s.name.endswith(" send")}
+    for trace_id, payment_id in traces.items():
+        record = records[payment_id]
+        hops = [value.decode() for key, value in record.headers if key == "traceparent"]
+        assert len(hops) == 1, f"{payment_id}: {hops}"
+        hop = hops[0].split("-")
+        assert hop[1] == trace_id  # the event's trace continues...
+        send = sends[hop[2]]  # ... through the relay's span for this record, whose parent is the event's context
+        assert (send.trace_id, send.parent_id) == (trace_id, "00f067aa0ba902b7")
+        assert json.loads(record.value)["traceparent"] == traceparent(trace_id)  # the original context, unchanged
+
+
+async def _records(settings: CommandSettings, payment_ids: set[str]) -> dict[str, Any]:
+    consumer = AIOKafkaConsumer(settings.events_topic, bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=f"test-{uuid.uuid4().hex}", auto_offset_reset="earliest",
+                                enable_auto_commit=False, **consumer_options(settings))
+    await consumer.start()
+    found: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(30):
+            while not payment_ids <= set(found):
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    found.update({r.key.decode(): r for r in records})
+    finally:
+        await consumer.stop()
+    return found
