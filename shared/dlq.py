@@ -10,15 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from shared.tracing import TRACE_FIELDS
+
 REDRIVE_HEADER = "dlq-redrive-count"  # how many times `payments dlq redrive` re-submitted it
 
 
 def dlq_headers(reason: str, topic: str, partition: int, offset: int, group: str,
                 original: Sequence[tuple[str, bytes]] = (), *, kind: str = "invalid") -> list[tuple[str, bytes]]:
-    """Headers of a dead-letter record: the original's (but earlier ``dlq-*`` ones), the
-    reason, its kind (invalid, refused, error) and the origin. ``dlq-redrive-count``
+    """Headers of a dead-letter record: the original's (but earlier ``dlq-*`` ones and its
+    W3C trace context: a record carries its own hop's, which the Kafka instrumentation adds),
+    the reason, its kind (invalid, refused, error) and the origin. ``dlq-redrive-count``
     survives, so a redriven record that fails again is recognised."""
-    headers = [(k, v) for k, v in original if not k.startswith("dlq-") or k == REDRIVE_HEADER]
+    headers = [(k, v) for k, v in original
+               if (not k.startswith("dlq-") or k == REDRIVE_HEADER) and k not in TRACE_FIELDS]
     headers += [
         ("dlq-reason", reason.encode()[:2000]),
         ("dlq-kind", kind.encode()),

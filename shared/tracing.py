@@ -210,27 +210,33 @@ def consumer_span(name: str, headers: Headers | None, raw: bytes | None, **attri
 
 
 @contextlib.contextmanager
-def processing_spans(name: str, messages: Sequence[tuple[Headers | None, Carrier]],
-                     **attributes: Any) -> Iterator[list[Span]]:
-    """A batch of consumed events processed together: a span of its own trace around the
-    work (current: the database and cache calls are its children) and, inside it, one span
-    per event linked to the event's context (its CloudEvent ``traceparent``) and to the hop
-    that delivered it (the record's W3C headers). Yields the per-event spans, in order."""
+def processing_spans(name: str, messages: Sequence[tuple[Headers | None, Carrier, Mapping[str, Any]]]
+                     ) -> Iterator[list[Span | None]]:
+    """Consumed events processed together, one ``(headers, event's carrier, attributes)``
+    each: a span of its own trace around the work (current: the database and cache calls
+    are its children) and, inside it, one span per event linked to the event's context
+    (its CloudEvent ``traceparent``) and to the hop that delivered it (the record's W3C
+    headers). Yields the per-event spans, in order (Nones when not tracing)."""
     if not enabled():
-        yield []
+        yield [None] * len(messages)
         return
     with _attached(otel_context.Context()), tracer().start_as_current_span(
-            f"{name} batch", attributes={"payments.batch.size": len(messages), **attributes}):
-        spans = [tracer().start_span(
-            name, kind=SpanKind.CONSUMER,
+            f"{name} batch", attributes={"payments.batch.size": len(messages)}):
+        spans: list[Span | None] = [tracer().start_span(
+            name, kind=SpanKind.CONSUMER, attributes=attributes,
             links=_links([carrier], **{"payments.link": "cloudevent"})
             + _links([headers_carrier(headers)], **{"payments.link": "kafka-record"}))
-            for headers, carrier in messages]
+            for headers, carrier, attributes in messages]
         try:
             yield spans
         finally:
             for span in spans:
-                span.end()
+                span.end()  # type: ignore[union-attr]
+
+
+def span(name: str, **attributes: Any) -> contextlib.AbstractContextManager[Any]:
+    """A span of our own around a block (nothing when not tracing)."""
+    return tracer().start_as_current_span(name, attributes=attributes) if enabled() else contextlib.nullcontext()
 
 
 # --------------------------------------------------------------------------- logs, metrics

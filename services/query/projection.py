@@ -20,6 +20,7 @@ from services.query.projection_health import StallWatch, event_id_of, report_bat
 from shared.dlq import dlq_headers
 from shared.events import InvalidEvent, PaymentEvent, parse_event
 from shared.telemetry import PROJECTION_DEAD_LETTERS, PROJECTION_EVENTS, bind_log_context, log_context
+from shared.tracing import carrier_of, processing_spans
 
 log = logging.getLogger("payments.query.projector")
 
@@ -91,17 +92,26 @@ class Projection:
             await self._reject(msg, poison.describe(kind, error), kind, event)
             settled.add((msg.partition, msg.offset))
 
-        valid, result = await poison.apply_without_poison(valid, apply, dead_letter, self.store.is_transient)
-        if result is not None:
-            events = [e for _, e in valid]
-            report_batch(events, result.outcomes, result.newest_event_time)
-            # First the reads waiting for these payments (they read the read model, not the cache).
-            await self.readers.announce(
-                (e.organizationid, e.subject) for e, o in zip(events, result.outcomes, strict=True)
-                if o == Outcome.APPLIED)
-            async with self._bumps_lock:
-                self.pending_bumps |= result.organizations
-        await self.flush_bumps()
+        # The real work, traced: a span per event linked to the event's trace (shared/tracing.py).
+        with processing_spans("project", [(msg.headers, carrier_of(e), _span_attributes(e)) for msg, e in valid]) as spans:
+            span_of = {(m.partition, m.offset): s for (m, _), s in zip(valid, spans, strict=True)}
+            valid, result = await poison.apply_without_poison(valid, apply, dead_letter, self.store.is_transient)
+            if result is not None:
+                events = [e for _, e in valid]
+                report_batch(events, result.outcomes, result.newest_event_time)
+                for (msg, _), outcome in zip(valid, result.outcomes, strict=True):
+                    if (span := span_of.pop((msg.partition, msg.offset))) is not None:
+                        span.set_attribute("payments.outcome", outcome)
+                # First the reads waiting for these payments (they read the read model, not the cache).
+                await self.readers.announce(
+                    (e.organizationid, e.subject) for e, o in zip(events, result.outcomes, strict=True)
+                    if o == Outcome.APPLIED)
+                async with self._bumps_lock:
+                    self.pending_bumps |= result.organizations
+            await self.flush_bumps()
+            for span in span_of.values():  # set aside by the poison search
+                if span is not None:
+                    span.set_attribute("payments.outcome", Outcome.DEAD_LETTERED)
 
     def _parse(self, raw: bytes | None) -> PaymentEvent:
         """The contract, then the trust boundary: only the command service (and sources
@@ -166,3 +176,8 @@ class Projection:
                 self.pending_bumps -= orgs
             except Exception as exc:  # noqa: BLE001 - retried with the next batch or tick
                 log.warning("cache epoch bump failed; will retry", extra={"fields": {"error": repr(exc)[:200]}})
+
+
+def _span_attributes(event: PaymentEvent) -> dict[str, object]:
+    return {"payments.event_id": event.id, "payments.event_type": event.type.short,
+            "payments.payment_id": event.subject, "payments.version": event.paymentversion}

@@ -26,6 +26,7 @@ class Span:
     parent_id: str | None
     service: str
     start: int = 0  # ns since the epoch
+    end: int = 0
     links: tuple[tuple[str, str], ...] = ()  # (trace id, span id)
     attributes: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
@@ -35,6 +36,7 @@ def of_sdk(span: ReadableSpan, service: str = "in-process") -> Span:
     return Span(
         name=span.name, trace_id=f"{ctx.trace_id:032x}", span_id=f"{ctx.span_id:016x}",
         parent_id=f"{span.parent.span_id:016x}" if span.parent else None, service=service, start=span.start_time or 0,
+        end=span.end_time or 0,
         links=tuple((f"{link.context.trace_id:032x}", f"{link.context.span_id:016x}") for link in span.links),
         attributes=dict(span.attributes or {}),
     )

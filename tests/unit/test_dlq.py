@@ -44,3 +44,12 @@ def test_redrive_headers_keep_the_producers_and_count_the_redrives():
     assert dict(redrive_headers(record(0, event("e1"), redrives=1)))[REDRIVE_HEADER] == b"2"
     back = dlq_headers("still bad", "payments.events", 1, 7, "g", list(redrive_headers(record(0, event("e1")))))
     assert dict(back)[REDRIVE_HEADER] == b"1" and dict(back)["dlq-reason"] == b"still bad"
+
+
+def test_a_dead_letter_keeps_the_original_headers_but_its_hop_trace_context():
+    """The dead-letter record's own traceparent is the hop that wrote it (added by the Kafka
+    instrumentation): a copied one would make the first header another record's."""
+    original = [("content-type", b"application/cloudevents+json"), ("traceparent", b"00-a-b-01"),
+                ("tracestate", b"k=v")]
+    headers = dlq_headers("refused", "payments.events", 0, 1, "g", original)
+    assert [k for k, _ in headers if not k.startswith("dlq-")] == ["content-type"]

@@ -20,6 +20,7 @@ from services.query.projection import Projection
 from shared.kafka import ensure_topics, event_topics, group_consumer, partition_offsets, stop_clients
 from shared.ops import serving, until_stopped
 from shared.settings import Settings
+from shared.tracing import untraced
 
 log = logging.getLogger("payments.query.projector")
 
@@ -102,9 +103,10 @@ BUMP_RETRY_SECONDS = 1.0  # how often cache-epoch bumps that failed are tried ag
 
 
 async def _retry_bumps(projector: Projection) -> None:
-    while True:
-        await asyncio.sleep(BUMP_RETRY_SECONDS)
-        await projector.flush_bumps()
+    with untraced():  # a timer: no trace a second
+        while True:
+            await asyncio.sleep(BUMP_RETRY_SECONDS)
+            await projector.flush_bumps()
 
 
 async def run_projector(settings: Settings, *, group: str | None = None, batch_size: int = 500,
