@@ -134,6 +134,15 @@ def headers_carrier(headers: Headers | None) -> dict[str, str]:
     return carrier
 
 
+def record_carrier(headers: Headers | None, raw: bytes | None) -> dict[str, str]:
+    """A consumed record's trace context: its W3C headers' (the hop that produced it), else
+    its CloudEvent's ``traceparent``."""
+    if not enabled():
+        return {}
+    hop = headers_carrier(headers)
+    return hop if span_context(hop) else cloudevent_carrier(raw)
+
+
 def span_context(carrier: Carrier) -> trace.SpanContext | None:
     """The remote span context of ``carrier``, or None if it has no valid one."""
     if not carrier:

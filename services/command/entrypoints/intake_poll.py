@@ -29,13 +29,13 @@ from services.command.entrypoints.intake_contract import (
 from services.command.entrypoints.problems import Problem, problem_of
 from services.command.temporal.client import CommandFailed
 from shared.dlq import dlq_headers
-from shared.events import CONTENT_TYPE
+from shared.events import record_headers
 from shared.payment import PaymentSnapshot
 from shared.telemetry import INTAKE_MESSAGES, bind_log_context, log_context
+from shared.tracing import batch_span, consumer_span, record_carrier, resumed, with_trace
 
 log = logging.getLogger("payments.command.intake")
 Publish = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
-_HEADERS = [("content-type", CONTENT_TYPE.encode())]
 # Label values of payments_intake_messages_total{result}.
 SUCCEEDED, REJECTED, DEAD_LETTERED = "succeeded", "rejected", "dead_lettered"
 
@@ -77,7 +77,8 @@ class CommandIntake:
                 command = parse_command(chain[0].value)
             except (MalformedCommand, InvalidCommand):
                 continue
-            if isinstance(command, CreatePayment):
+            if isinstance(command, CreatePayment):  # each keeps its producer's trace context
+                command = command.model_copy(update=record_carrier(chain[0].headers, chain[0].value))
                 heads[command.organization_id].append((chain_key, chain[0], command))
         size = self.settings.command_max_batch_items
         groups = [g[i:i + size] for g in heads.values() for i in range(0, len(g), size)]
@@ -97,13 +98,15 @@ class CommandIntake:
         digest = hashlib.sha256("\n".join(c.command_id for c in items).encode()).hexdigest()[:32]
         bulk = BulkCreatePayments(command_id=f"intake-batch-{digest}", organization_id=items[0].organization_id,
                                   items=items)
-        result = await self.commands.process(bulk)
+        with batch_span("intake batched creates", [item.trace() for item in items]):
+            result = await self.commands.process(bulk)
         assert isinstance(result, BulkCreateResult)
         answered = []
         for (chain_key, record, command), item in zip(group, result.items, strict=True):
             if item.payment is not None:
-                await self._answer(command.organization_id, command.command_id, command.payment_id, item.payment,
-                                   "create", record)
+                with resumed(command.trace()):  # the result continues its command's trace
+                    await self._answer(command.organization_id, command.command_id, command.payment_id, item.payment,
+                                       "create", record)
                 answered.append(chain_key)
         return answered
 
@@ -113,6 +116,14 @@ class CommandIntake:
                 await self.handle_one(record)
 
     async def handle_one(self, record: ConsumerRecord) -> None:
+        """One record, in a span that continues its producer's trace (W3C header, else the
+        CloudEvent's ``traceparent``): its command, its result or its dead letter."""
+        with consumer_span(f"process {record.topic}", record.headers, record.value,
+                           **{"messaging.destination.partition.id": str(record.partition),
+                              "messaging.kafka.offset": record.offset}):
+            await self._handle_one(record)
+
+    async def _handle_one(self, record: ConsumerRecord) -> None:
         label = label_of(record.value)
         try:
             command = parse_command(record.value)
@@ -160,12 +171,12 @@ class CommandIntake:
 
     async def _answer(self, org: str, command_id: str, subject: str | None, outcome: PaymentSnapshot | Problem,
                       label: str, record: ConsumerRecord) -> None:
-        event = result_event(org, command_id, subject, outcome, source=self.settings.event_source)
+        event = with_trace(result_event(org, command_id, subject, outcome, source=self.settings.event_source))
         if isinstance(outcome, PaymentSnapshot) and self.commands.tokens is not None:
             # The same read-your-writes token an HTTP caller gets in Consistency-Token.
             event.consistencytoken = self.commands.tokens.issue([outcome])
         key = subject.encode() if subject else record.key
-        await self.publish(self.settings.command_results_topic, key, event.to_json_bytes(), _HEADERS)
+        await self.publish(self.settings.command_results_topic, key, event.to_json_bytes(), record_headers())
         result = SUCCEEDED if isinstance(outcome, PaymentSnapshot) else REJECTED
         INTAKE_MESSAGES.labels(label, result).inc()
         log.info("command %s", result, extra={"fields": {
