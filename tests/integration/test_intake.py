@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -24,12 +23,12 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from pymongo import AsyncMongoClient
 
-from devstack.system import RunningSystem, isolated
+from devstack.system import RunningSystem
 from services.query.adapters.read_model import MongoReadModel
 from shared.auth import SCOPE_READ, SCOPE_WRITE, cursor_key, mint_token
 from shared.events import parse_event
 from shared.settings import Settings
-from tests.support.brokers import static_members
+from tests.support.systems import isolated_system
 
 PROCESSES = ["intake", "relay", "projector", "query-api", "command-api"]
 PREFIX = "com.gyroscops.payment.command."
@@ -107,21 +106,8 @@ def record(value: dict[str, Any], key: str | None) -> tuple[str | None, bytes]:
 
 @pytest.fixture(scope="module")
 async def system(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[IntakeSystem]:
-    database = f"payments_intake_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(settings.database_url)
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    await admin.close()
-    database_url = urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{database}"))
-    run_settings, env = isolated(settings, "intake", log_json=True, database_url=database_url)
-    running = RunningSystem(run_settings, tmp_path_factory.mktemp("intake-logs"), static_members=static_members())
-    await asyncio.to_thread(running.start, env, timeout=90, names=PROCESSES)
-    try:
-        yield IntakeSystem(run_settings, running, env, database_url)
-    finally:
-        await asyncio.to_thread(running.stop)
-        admin = await asyncpg.connect(settings.database_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
+    async with isolated_system(settings, "intake", tmp_path_factory.mktemp("intake-logs"), names=PROCESSES) as running:
+        yield IntakeSystem(running.settings, running.running, running.env, running.database_url)
 
 
 async def test_create_then_complete_from_kafka_is_visible_through_the_query_api(system: IntakeSystem) -> None:

@@ -14,41 +14,23 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from devstack.system import RunningSystem, base_url, isolated
+from devstack.system import base_url
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
 from shared.processes import BY_NAME, LONG_RUNNING
 from shared.settings import Settings
-from tests.support.brokers import static_members
 from tests.support.metric_names import base_name, referenced_metric_names
+from tests.support.systems import isolated_system
 
 
 @pytest.fixture(scope="module")
 async def system(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Settings]:
-    suffix = uuid.uuid4().hex[:10]
-    database = f"payments_system_{suffix}"
-    admin = await asyncpg.connect(settings.database_url)
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    await admin.close()
-    run_settings, env = isolated(
-        settings, "system", log_json=True,
-        database_url=urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{database}")),
-    )
-    running = RunningSystem(run_settings, tmp_path_factory.mktemp("system-logs"), static_members=static_members())
-    await asyncio.to_thread(running.start, env, timeout=90)
-    try:
-        yield run_settings
-    finally:
-        await asyncio.to_thread(running.stop)
-        admin = await asyncpg.connect(settings.database_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
+    async with isolated_system(settings, "system", tmp_path_factory.mktemp("system-logs")) as running:
+        yield running.settings
 
 
 def _auth(settings: Settings, org: str) -> dict[str, str]:

@@ -16,19 +16,17 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from devstack.system import RunningSystem, isolated
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
 from shared.events import CONTENT_TYPE
 from shared.kafka import consumer_options
 from shared.settings import Settings
 from tests.support.otlp_receiver import OtlpReceiver, otlp_receiver
+from tests.support.systems import isolated_system
 from tests.support.traces import Span, reached, trace_id_of, traceparent
 
 
@@ -41,27 +39,12 @@ def receiver() -> Iterator[OtlpReceiver]:
 @pytest.fixture(scope="module")
 async def traced_system(settings: Settings, receiver: OtlpReceiver,
                         tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Settings]:
-    database = f"payments_traces_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(settings.database_url)
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    await admin.close()
-    run_settings, env = isolated(
-        settings, "traces", log_json=True,
-        database_url=urlunsplit(urlsplit(settings.database_url)._replace(path=f"/{database}")),
-        # Only the command worker runs workflows: the trace must cross into its process.
-        command_api_embedded_worker=False, intake_embedded_worker=False,
-    )
-    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="100")
-    env.pop("OTEL_SERVICE_NAME", None)
-    running = RunningSystem(run_settings, tmp_path_factory.mktemp("traces-logs"))
-    await asyncio.to_thread(running.start, env, timeout=90)
-    try:
-        yield run_settings
-    finally:
-        await asyncio.to_thread(running.stop)
-        admin = await asyncpg.connect(settings.database_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
+           "OTEL_SERVICE_NAME": "", "OTEL_RESOURCE_ATTRIBUTES": ""}  # service.name: each process's own
+    # Only the command worker runs workflows: the trace must cross into its process.
+    async with isolated_system(settings, "traces", tmp_path_factory.mktemp("traces-logs"), env=env,
+                               command_api_embedded_worker=False, intake_embedded_worker=False) as running:
+        yield running.settings
 
 
 async def _spans_of(receiver: OtlpReceiver, trace_id: str, services: set[str], timeout: float = 30) -> list[Span]:
