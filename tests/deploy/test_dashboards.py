@@ -291,6 +291,15 @@ RULE_TESTS = {
                  "exp_alerts": [{"exp_labels": {"severity": "critical", "side": "query", "instance": "p1"}}]},
             ],
         },
+        {   # no projector at all (stopped: it exports nothing) is stalled too, after 2 min
+            "interval": "1m",
+            "input_series": [{"series": 'payments_projection_lag_seconds{instance="p1"}', "values": "0x10"}],
+            "alert_rule_test": [
+                {"eval_time": "1m", "alertname": "PaymentsProjectorStalled", "exp_alerts": []},
+                {"eval_time": "3m", "alertname": "PaymentsProjectorStalled",
+                 "exp_alerts": [{"exp_labels": {"severity": "critical", "side": "query"}}]},
+            ],
+        },
         {   # command errors count, business rejections do not
             "interval": "1m",
             "input_series": [
