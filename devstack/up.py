@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import typer
 from devstack import DEFAULT_DATA_DIR, LocalStack, port_is_free
 from devstack.brokers import KAFKA_BROKERS
 from devstack.foreground import fail, run_in_foreground, start_or_fail
+from devstack.monitoring import DEFAULT_PORT, MonitoringError, Prometheus, prometheus_binary, start_prometheus
 from devstack.system import ProcessStartError, RunningSystem, base_url, port_of
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
 from shared.money import format_money
@@ -21,7 +23,7 @@ from shared.processes import LONG_RUNNING
 from shared.settings import Settings
 
 
-def _print_urls(settings: Settings, token: str, log_dir: Path, seconds: float) -> None:
+def _print_urls(settings: Settings, token: str, log_dir: Path, seconds: float, prometheus: Prometheus | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -36,6 +38,8 @@ def _print_urls(settings: Settings, token: str, log_dir: Path, seconds: float) -
     table.add_row("Query API", f"{query}/v1/payments")
     table.add_row("Query API docs", f"{query}/docs  (OpenAPI: {query}/openapi.json)")
     table.add_row("Temporal UI", settings.temporal_ui_url or "(headless)")
+    if prometheus is not None:
+        table.add_row("Prometheus", f"{prometheus.url}  (targets: {prometheus.url}/targets, alerts: {prometheus.url}/alerts)")
     for process in LONG_RUNNING:
         table.add_row(f"metrics: {process.name}", f"{base_url(process, settings)}/metrics")
     console.print(table)
@@ -63,6 +67,11 @@ def up(
     persist: bool = typer.Option(False, "--persist", help="Keep Temporal/MongoDB/PostgreSQL data across runs."),
     headless: bool = typer.Option(False, "--headless", help="Do not start the Temporal web UI."),
     timeout: float = typer.Option(90.0, "--timeout", help="Seconds to wait for servers and processes."),
+    monitoring: bool = typer.Option(False, "--monitoring", envvar="PAYMENTS_MONITORING",
+                                    help="Also run Prometheus (Debian's package, fetched once if not on PATH) "
+                                    "scraping every process, with the project's alert rules."),
+    prometheus_port: int = typer.Option(DEFAULT_PORT, "--prometheus-port", envvar="PAYMENTS_PROMETHEUS_PORT",
+                                        help="Prometheus's port with --monitoring."),
 ) -> None:
     """Start the local stack and every process of the system; print URLs and a token; Ctrl-C stops all.
 
@@ -75,8 +84,11 @@ def up(
     data_dir = data_dir.absolute()
     base = Settings()
     taken = [f"{p.name} port {port_of(p, base)}" for p in LONG_RUNNING if not port_is_free(port_of(p, base), base.host)]
+    if monitoring and not port_is_free(prometheus_port, "127.0.0.1"):
+        taken.append(f"prometheus port {prometheus_port}")
     if taken:
         raise fail(f"{', '.join(taken)} already in use: stop what uses it or set PAYMENTS_<NAME>_PORT")
+    binary = _prometheus_or_fail() if monitoring else None
     started = time.monotonic()
     servers = ("database_url", "redis_url", "kafka_bootstrap", "mongo_url", "temporal_address")
     stack = LocalStack(
@@ -85,9 +97,10 @@ def up(
         **{name: os.environ.get(f"PAYMENTS_{name.upper()}") for name in servers},
     )
     system: RunningSystem | None = None
+    prometheus: Prometheus | None = None
 
     def serve() -> int:
-        nonlocal system
+        nonlocal system, prometheus
         endpoints = start_or_fail(stack)
         typer.echo(f"stack ready in {stack.startup_seconds or 0:.1f}s; starting the {len(LONG_RUNNING)} processes…",
                    err=True)
@@ -98,12 +111,19 @@ def up(
             system.start(env, timeout=timeout)
         except ProcessStartError as exc:
             raise fail(str(exc)) from None
+        if binary is not None:
+            try:
+                prometheus = start_prometheus(settings, data_dir / "prometheus", port=prometheus_port, binary=binary)
+            except MonitoringError as exc:
+                raise fail(str(exc)) from None
         token = mint_token("demo-org", [SCOPE_READ, SCOPE_WRITE], settings=settings, subject="demo-user")
-        _print_urls(settings, token, system.log_dir, time.monotonic() - started)
-        return _watch(stack, system)
+        _print_urls(settings, token, system.log_dir, time.monotonic() - started, prometheus)
+        return _watch(stack, system, prometheus)
 
     def stop() -> None:
         typer.echo("stopping…", err=True)
+        if prometheus is not None:
+            prometheus.stop()
         if system is not None:
             system.stop()
         stack.stop()
@@ -111,12 +131,27 @@ def up(
     run_in_foreground(serve, stop)
 
 
-def _watch(stack: LocalStack, system: RunningSystem) -> int:
-    """Block until a process exits (exit code 1); signals raise Interrupted. A server
-    that exits is reported, and can be started again alone."""
+def _prometheus_or_fail() -> Path:
+    try:
+        binary = prometheus_binary()
+        if binary is None:
+            typer.echo("fetching Debian's prometheus package (once: apt-get download, dpkg-deb -x)…", err=True)
+            binary = prometheus_binary(fetch=True)
+    except (MonitoringError, OSError, subprocess.CalledProcessError) as exc:
+        raise fail(f"--monitoring: {exc}") from None
+    assert binary is not None
+    return binary
+
+
+def _watch(stack: LocalStack, system: RunningSystem, prometheus: Prometheus | None = None) -> int:
+    """Block until a process (or Prometheus) exits (exit code 1); signals raise Interrupted.
+    A server that exits is reported, and can be started again alone."""
     reported: set[str] = set()
     while True:
         time.sleep(0.5)
+        if prometheus is not None and prometheus.process.poll() is not None:
+            typer.secho(f"error: prometheus exited; see {prometheus.log}; stopping", fg="red", err=True)
+            return 1
         for name, child in system.children.items():
             if child.poll() is not None:
                 typer.secho(f"error: {name} exited with code {child.returncode}; see "

@@ -11,20 +11,18 @@ process table (shared/processes.py), real servers.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from devstack.system import base_url
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
-from shared.processes import BY_NAME, LONG_RUNNING
+from shared.processes import LONG_RUNNING
 from shared.settings import Settings
 from tests.support.metric_names import base_name, referenced_metric_names
-from tests.support.systems import isolated_system
+from tests.support.systems import exercise_every_series, isolated_system
 
 
 @pytest.fixture(scope="module")
@@ -65,31 +63,8 @@ async def test_command_becomes_visible_through_the_query_api(system: Settings) -
 
 
 async def test_every_charted_metric_is_exported(system: Settings) -> None:
-    command = f"http://127.0.0.1:{system.command_api_port}"
-    query = f"http://127.0.0.1:{system.query_api_port}"
-    auth = _auth(system, "org-metrics")
+    await exercise_every_series(system, "org-metrics")
     async with httpx.AsyncClient(timeout=30) as http:
-        # Exercise every labelled series: success and rejection, cache miss and hit.
-        payment = (await http.post(f"{command}/v1/payments", headers=auth,
-                                   json={"amount": 100, "currency": "USD"})).json()
-        rejected = await http.post(f"{command}/v1/payments/{payment['id']}/refund", headers=auth)
-        assert rejected.status_code == 409, rejected.text
-        await http.get(f"{query}/v1/payments/{payment['id']}", params={"min_version": 1}, headers=auth)
-        for _ in range(2):
-            await http.get(f"{query}/v1/payments", headers=auth)
-            await http.get(f"{query}/v1/statistics", headers=auth)
-        # ... and the intake's: a message on the commands topic that is no command.
-        producer = AIOKafkaProducer(bootstrap_servers=system.kafka_bootstrap, acks="all")
-        await producer.start()
-        try:
-            await producer.send_and_wait(system.commands_topic, b"not a command")
-        finally:
-            await producer.stop()
-        intake = base_url(BY_NAME["intake"], system)
-        async with asyncio.timeout(60):
-            while "payments_intake_messages_total{" not in (await http.get(f"{intake}/metrics")).text:
-                await asyncio.sleep(0.2)
-
         exported: dict[str, set[str]] = {}
         for process in LONG_RUNNING:
             text = (await http.get(f"{base_url(process, system)}/metrics")).text

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -25,36 +26,33 @@ from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
 from shared.events import CONTENT_TYPE
 from shared.kafka import consumer_options
 from shared.settings import Settings
-from tests.support.otlp_receiver import OtlpReceiver, otlp_receiver
+from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.systems import isolated_system
 from tests.support.traces import Span, reached, trace_id_of, traceparent
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[OtlpReceiver]:
-    with otlp_receiver() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 async def traced_system(settings: Settings, receiver: OtlpReceiver,
                         tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Settings]:
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
-           "OTEL_SERVICE_NAME": "", "OTEL_RESOURCE_ATTRIBUTES": ""}  # service.name: each process's own
     # Only the command worker runs workflows: the trace must cross into its process.
-    async with isolated_system(settings, "traces", tmp_path_factory.mktemp("traces-logs"), env=env,
+    async with isolated_system(settings, "traces", tmp_path_factory.mktemp("traces-logs"), env=receiver.env(),
                                command_api_embedded_worker=False, intake_embedded_worker=False) as running:
         yield running.settings
 
 
-async def _spans_of(receiver: OtlpReceiver, trace_id: str, services: set[str], timeout: float = 30) -> list[Span]:
-    """The spans that reach ``trace_id``, once they come from every one of ``services``."""
-    async with asyncio.timeout(timeout):
-        while True:
-            found = reached(receiver.spans(), trace_id)
-            if services <= {s.service for s in found}:
-                return found
-            await asyncio.sleep(0.2)
+async def _eventually(check: Callable[[list[Span]], None], receiver: OtlpReceiver, trace_id: str,
+                      timeout: float = 30) -> None:
+    """Until ``check`` passes on the spans that reach ``trace_id`` (each process exports
+    its spans when they end, in batches), or fail with its last assertion."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            check(reached(receiver.spans(), trace_id))
+            return
+        except (AssertionError, KeyError, ValueError):
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.2)
 
 
 async def test_a_create_is_followed_through_every_process(traced_system: Settings, receiver: OtlpReceiver) -> None:
@@ -70,20 +68,23 @@ async def test_a_create_is_followed_through_every_process(traced_system: Setting
                               params={"consistent_with": created.headers["Consistency-Token"]},
                               headers={**auth, "traceparent": traceparent(trace_id, "a3ce929d0e0e4736")})
         assert read.status_code == 200 and read.json()["total"] == 1, read.text
-    try:
-        spans = await _spans_of(receiver, trace_id, {"command-api", "command-worker", "relay", "projector", "query-api"})
-    except TimeoutError:
-        found = {(s.service, s.name) for s in reached(receiver.spans(), trace_id)}
-        pytest.fail(f"the trace reached only {sorted(found)}")
-    by_service = {service: [x for x in spans if x.service == service] for service in {x.service for x in spans}}
-    assert any(x.name == "POST /v1/payments" and x.parent_id == "00f067aa0ba902b7" for x in by_service["command-api"])
-    assert {"RunWorkflow:CreatePayment", "RunActivity:payments.execute_create"} <= {
-        x.name for x in by_service["command-worker"]}
-    [send] = [x for x in by_service["relay"] if x.name.endswith(" send")]
-    assert send.trace_id == trace_id  # by parent: the relay's hop continues the command's trace
-    projected = [x for x in by_service["projector"] if x.name == "project"]
-    assert projected and projected[0].attributes["payments.outcome"] == "applied"
-    assert (trace_id, send.span_id) in projected[0].links  # by link: to the hop that delivered it
+
+    def followed(spans: list[Span]) -> None:
+        by_service = {service: [x for x in spans if x.service == service] for service in {x.service for x in spans}}
+        assert {"command-api", "command-worker", "relay", "projector", "query-api"} <= set(by_service), sorted(
+            (x.service, x.name) for x in spans)
+        assert any(x.name == "POST /v1/payments" and x.parent_id == "00f067aa0ba902b7"
+                   for x in by_service["command-api"])
+        assert {"RunWorkflow:CreatePayment", "RunActivity:payments.execute_create"} <= {
+            x.name for x in by_service["command-worker"]}
+        [send] = [x for x in by_service["relay"] if x.name.endswith(" send")]
+        assert send.trace_id == trace_id  # by parent: the relay's hop continues the command's trace
+        projected = [x for x in by_service["projector"] if x.name == "project"]
+        assert projected and projected[0].attributes["payments.outcome"] == "applied"
+        assert (trace_id, send.span_id) in projected[0].links  # by link: to the hop that delivered it
+        assert any(x.parent_id == "a3ce929d0e0e4736" for x in by_service["query-api"])  # the later read
+
+    await _eventually(followed, receiver, trace_id)
 
 
 async def test_a_kafka_commands_traceparent_reaches_the_intake_and_its_result(
@@ -118,11 +119,15 @@ async def test_a_kafka_commands_traceparent_reaches_the_intake_and_its_result(
         assert result["type"].endswith(".succeeded"), result
         assert trace_id_of(result["traceparent"]) == trace_id  # the result event continues the command's trace
         assert [trace_id_of(v.decode()) for k, v in headers if k == "traceparent"] == [trace_id]
-        spans = await _spans_of(receiver, trace_id, {"intake", "command-worker", "relay"})
-        intake = [x for x in spans if x.service == "intake"]
-        alone = [x for x in intake if x.name == f"process {s.commands_topic}" and x.parent_id == producer_span]
-        batched = [x for x in intake if (trace_id, producer_span) in x.links]
-        assert alone if n < 2 else alone or batched, [(x.name, x.parent_id, x.links) for x in intake]
+
+        def continued(spans: list[Span], trace_id: str = trace_id, n: int = n) -> None:
+            assert {"intake", "command-worker", "relay"} <= {x.service for x in spans}
+            intake = [x for x in spans if x.service == "intake"]
+            alone = [x for x in intake if x.name == f"process {s.commands_topic}" and x.parent_id == producer_span]
+            batched = [x for x in intake if (trace_id, producer_span) in x.links]
+            assert alone if n < 2 else alone or batched, [(x.name, x.parent_id, x.links) for x in intake]
+
+        await _eventually(continued, receiver, trace_id)
 
 
 async def _results(s: Settings, command_ids: set[str]) -> dict[str, tuple[dict[str, Any], list[tuple[str, bytes]]]]:

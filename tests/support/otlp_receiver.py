@@ -54,6 +54,12 @@ class OtlpReceiver:
         """For ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the exporter appends ``/v1/traces``)."""
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
+    def env(self) -> dict[str, str]:
+        """The standard variables that make a process export its spans here, at once
+        (each process's own service.name, whatever the environment says)."""
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
+                "OTEL_SERVICE_NAME": "", "OTEL_RESOURCE_ATTRIBUTES": ""}
+
     def add(self, request: ExportTraceServiceRequest) -> None:
         spans = []
         for resource_spans in request.resource_spans:
