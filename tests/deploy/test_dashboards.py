@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -29,6 +30,7 @@ from tests.support.metric_names import (
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "payments-cqs"
+GRAFANA_SCHEMA = ROOT / "deploy" / "grafana" / "schema"
 OPERATIONS = ROOT / "docs" / "operations.md"
 
 # DESIGN section 8, as Prometheus exposes them (counters with _total, histograms by base name).
@@ -184,6 +186,31 @@ def test_latency_panels_show_p50_and_p99(dashboard: dict) -> None:
         exprs = [e for e in dashboard_exprs() if f"{metric}_bucket" in e]
         quantiles = {q for e in exprs for q in re.findall(r"histogram_quantile\((0\.\d+)", e)}
         assert {"0.5", "0.99"} <= quantiles, metric
+
+
+def test_dashboard_is_valid_for_grafanas_own_schema(dashboard: dict) -> None:
+    """Against the JSON Schema generated from @grafana/schema's Dashboard type (pinned in
+    deploy/grafana/schema/package.json; ``npm ci && npm run generate`` there regenerates
+    it, so the tests need no npm)."""
+    schema = json.loads((GRAFANA_SCHEMA / "dashboard.schema.json").read_text())
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(dashboard), key=lambda e: list(e.absolute_path))
+    assert not errors, [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors]
+
+
+def test_grafana_schema_is_generated_from_pinned_packages() -> None:
+    package = json.loads((GRAFANA_SCHEMA / "package.json").read_text())
+    lock = json.loads((GRAFANA_SCHEMA / "package-lock.json").read_text())["packages"]
+    for name, version in package["devDependencies"].items():
+        assert re.fullmatch(r"\d+\.\d+\.\d+", version), f"{name} {version!r} is not pinned"
+        assert lock[f"node_modules/{name}"]["version"] == version, f"package-lock.json disagrees on {name}"
+    assert "--type Dashboard" in package["scripts"]["generate"] and "dashboard.schema.json" in package["scripts"]["generate"]
+
+
+def test_latency_panels_show_exemplars(dashboard: dict) -> None:
+    for panel in all_panels(dashboard["panels"]):
+        for target in panel.get("targets", []):
+            if re.search(r"payments_\w+_duration_seconds_bucket", target["expr"]):
+                assert target.get("exemplar") is True, panel["title"]
 
 
 def test_chart_ships_the_same_dashboard() -> None:
