@@ -50,8 +50,11 @@ INFRA_IMAGES = {
     "temporal-ui": r"temporalio/ui:\d+\.\d+\.\d+",
     "prometheus": r"prom/prometheus:v\d+\.\d+\.\d+",
     "grafana": r"grafana/grafana:\d+\.\d+\.\d+",
+    "jaeger": r"jaegertracing/jaeger:\d+\.\d+\.\d+",
 }
-MONITORING = {"prometheus", "grafana"}
+MONITORING = {"prometheus", "grafana", "jaeger"}
+# The standard OpenTelemetry variables the processes read (shared/tracing_setup.py).
+OTEL_ENV = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "OTEL_RESOURCE_ATTRIBUTES"}
 
 _INTERPOLATION = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
 
@@ -184,7 +187,7 @@ def test_environment_uses_only_settings_fields(services: dict) -> None:
     for name in (*PROCESSES, *ONE_SHOTS, TOPICS_INIT):
         command_side = name in ONE_SHOTS or PROCESSES.get(name, {}).get("side") == "command"
         allowed = command_known if command_side else known
-        unknown = set(env_of(services[name])) - set(allowed)
+        unknown = set(env_of(services[name])) - set(allowed) - OTEL_ENV
         assert not unknown, f"{name}: {sorted(unknown)} are not settings the code reads"
 
 

@@ -620,6 +620,21 @@ def test_staging_values_only_set_existing_keys() -> None:
     walk(staging_values(), defaults, "")
 
 
+def test_tracing_values_become_the_standard_otel_variables() -> None:
+    """No endpoint, no OTEL_* at all (the processes install nothing); with one, every
+    process gets the endpoint, the sampler and the resource attributes."""
+    def config(values: dict) -> dict[str, str]:
+        return next(c for c in of_kind(render_helm(values), "ConfigMap") if "PAYMENTS_HOST" in c["data"])["data"]
+
+    assert not [k for k in config({}) if k.startswith("OTEL_")]
+    data = config({"tracing": {"otlpEndpoint": "http://otel-collector.observability:4318",
+                               "resourceAttributes": "deployment.environment=staging"}})
+    assert {k: v for k, v in data.items() if k.startswith("OTEL_")} == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=staging"}
+
+
 def test_every_process_is_configurable_per_side() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     fields = settings_env_names()
