@@ -18,7 +18,7 @@ from services.query.queries import SearchQuery, SearchResult, Statistics, Statis
 from shared.consistency import ConsistencyTokens, Writes
 from shared.payment_view import Payment
 from shared.telemetry import QUERIES, QUERY_DURATION
-from shared.tracing import exemplar
+from shared.tracing import exemplar, span
 
 # A read-your-writes wait looks again after 10 ms, doubling up to 200 ms, unless the
 # projection's signal wakes it first. While the signal is subscribed, it looks besides only
@@ -142,25 +142,27 @@ class QueryHandlers:
         delay, cap = self.poll
         ids = list(wanted)
         watching = self.signal.watching(org, ids) if self.signal is not None else contextlib.nullcontext(None)
-        async with watching as projected:
-            while True:
-                if projected is not None:
-                    projected.clear()  # before the look: a commit from now on wakes the next wait
-                have = await self.read_model.versions(org, ids)
-                behind = [(pid, v, have.get(pid)) for pid, v in wanted.items() if have.get(pid, 0) < v]
-                if not behind:
-                    return
-                waited = time.monotonic() - started
-                if waited >= max_wait:
-                    raise NotCaughtUp(behind, waited)
-                if projected is None:
-                    await asyncio.sleep(min(delay, max_wait - waited))
-                else:
-                    assert self.signal is not None
-                    pause = max(delay, SIGNALLED_POLL) if self.signal.live else delay
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(projected.wait(), min(pause, max_wait - waited))
-                delay = min(delay * 2, cap)
+        # In a trace, the time a read spent waiting for the projector (NotCaughtUp: its error).
+        with span("read-your-writes wait", **{"payments.payments": len(ids)}):
+            async with watching as projected:
+                while True:
+                    if projected is not None:
+                        projected.clear()  # before the look: a commit from now on wakes the next wait
+                    have = await self.read_model.versions(org, ids)
+                    behind = [(pid, v, have.get(pid)) for pid, v in wanted.items() if have.get(pid, 0) < v]
+                    if not behind:
+                        return
+                    waited = time.monotonic() - started
+                    if waited >= max_wait:
+                        raise NotCaughtUp(behind, waited)
+                    if projected is None:
+                        await asyncio.sleep(min(delay, max_wait - waited))
+                    else:
+                        assert self.signal is not None
+                        pause = max(delay, SIGNALLED_POLL) if self.signal.live else delay
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(projected.wait(), min(pause, max_wait - waited))
+                    delay = min(delay * 2, cap)
 
     async def get_or_none(self, org: str, payment_id: str, consistent_with: Sequence[str] = ()) -> Payment | None:
         try:

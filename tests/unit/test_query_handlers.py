@@ -14,6 +14,7 @@ from shared.consistency import ConsistencyTokens, ForeignConsistencyToken
 from shared.telemetry import QUERIES
 from tests.support.builders import snapshot
 from tests.support.query_fakes import FakeCache, FakeReadModel, FakeSignal
+from tests.support.traces import in_memory_tracing, of_sdk
 
 TOKENS = ConsistencyTokens("a-test-secret-of-enough-length")
 
@@ -137,3 +138,14 @@ async def test_another_organizations_payment_is_not_found_and_its_token_is_refus
     assert await h.get_or_none("org-a", "p1") is None
     with pytest.raises(ForeignConsistencyToken):
         await h.get("org-a", "p1", consistent_with=[TOKENS.issue([snapshot("p1", "org-b")])])
+
+
+async def test_a_read_that_waits_for_the_projector_shows_it_in_its_trace() -> None:
+    read_model, signal = FakeReadModel(), FakeSignal()
+    read_model.project(snapshot("p1", amount=100))
+    with in_memory_tracing() as exporter:
+        later = asyncio.create_task(project_later(read_model, signal, snapshot("p1", amount=250, version=2)))
+        await handlers(read_model, signal=signal).get("org-a", "p1", min_version=2)
+        await later
+        waits = [of_sdk(s) for s in exporter.get_finished_spans() if s.name == "read-your-writes wait"]
+    assert [(w.attributes["payments.payments"], w.end - w.start >= 40_000_000) for w in waits] == [(1, True)]
