@@ -10,12 +10,17 @@ defaults (eager start, group commit), logging JSON lines at INFO as a process do
   on    OTEL_EXPORTER_OTLP_ENDPOINT set to a sink in this process: every span of every
         create exported over OTLP/HTTP (sampler always_on)
 
-Each round measures the three back to back at each concurrency of --sweep (closed loop),
-so that a load change of the shared machine hits them alike; the report is the median of
-the rounds and each variant's ratio to ``none``. Uses the servers of the environment /
-``payments stack up`` (Temporal, PostgreSQL: its own scratch database and task queues).
+Each variant runs as --processes server processes (two by default). Latency at concurrency
+1 interleaves every server request by request, so that a load change of the shared machine
+hits them alike: p50 and p99 of each variant, the p50 ratio to ``none`` with a 95 %
+bootstrap interval, and the same ratio between two ``none`` processes, an A/A row that
+shows what two identical processes differ by on this machine. Throughput: closed loops at
+--concurrency, one variant after the other in rounds, the median of the rounds and of each
+round's ratio to its ``none``.
+Uses the servers of the environment / ``payments stack up`` (Temporal, PostgreSQL: its
+own scratch database and task queues).
 
-    python -m bench.tracing --rounds 5 --sweep 1,8
+    python -m bench.tracing --processes 2 --latency-requests 800 --rounds 6
 """
 
 from __future__ import annotations
@@ -24,14 +29,18 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import statistics
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import aiohttp
 
 VARIANTS = ("none", "off", "on")
 
@@ -115,8 +124,29 @@ def start(variant: str, database_url: str, run_id: str, sink: str) -> tuple[subp
     return process, f"http://127.0.0.1:{port}"
 
 
-async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from bench.commands import _wait_ready, percentile, run_load
+async def _one_create(http: aiohttp.ClientSession, url: str, token: str) -> float:
+    started = time.perf_counter()
+    async with http.post(f"{url}/v1/payments", json={"amount": 1250, "currency": "EUR"},
+                         headers={"Authorization": f"Bearer {token}"}) as response:
+        await response.read()
+        assert response.status == 201, response.status
+    return (time.perf_counter() - started) * 1000
+
+
+async def latencies(urls: dict[tuple[str, int], str], token: str, n: int) -> dict[tuple[str, int], list[float]]:
+    """Concurrency 1, interleaved request by request over every server (the first of each
+    turn rotates): a load change of the shared machine hits them all alike."""
+    found: dict[tuple[str, int], list[float]] = {key: [] for key in urls}
+    order = list(urls)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        for i in range(n):
+            for key in order[i % len(order):] + order[:i % len(order)]:
+                found[key].append(await _one_create(http, urls[key], token))
+    return found
+
+
+async def run(args: argparse.Namespace) -> tuple[dict[tuple[str, int], list[float]], list[dict[str, Any]]]:
+    from bench.commands import _wait_ready, run_load
     from bench.common import scratch_database
     from services.command.config import CommandSettings
     from shared.auth import SCOPE_WRITE, mint_token
@@ -124,56 +154,81 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     settings = CommandSettings()
     token = mint_token("bench-org", [SCOPE_WRITE], settings=settings)
     run_id = uuid.uuid4().hex[:8]
-    steps: list[dict[str, Any]] = []
+    loaded: list[dict[str, Any]] = []
     async with scratch_database(settings.database_url, "payments_bench") as database_url:
         with otlp_sink() as sink:
-            servers = {v: start(v, database_url, run_id, sink) for v in VARIANTS}
+            servers = {(v, k): start(v, database_url, f"{run_id}-{k}", sink)
+                       for k in range(args.processes) for v in VARIANTS}
             try:
                 for process, url in servers.values():
                     await _wait_ready(url, process)
                     await run_load(url, token, args.warmup, 4)
-                for n in range(args.rounds):
-                    for concurrency in args.sweep:
-                        for variant in (VARIANTS if n % 2 == 0 else VARIANTS[::-1]):  # alternate who goes first
-                            requests = args.latency_requests if concurrency == 1 else args.requests
-                            lat, elapsed, errors = await run_load(servers[variant][1], token, requests, concurrency)
-                            steps.append({"variant": variant, "c": concurrency, "tput": len(lat) / elapsed,
-                                          "p50": percentile(lat, 0.5), "p99": percentile(lat, 0.99), "errors": errors})
-                            print(f"#   round {n + 1} {variant} c={concurrency}: p50 {steps[-1]['p50']:.2f} ms",
-                                  file=sys.stderr, flush=True)
+                urls = {key: url for key, (_, url) in servers.items()}
+                single = await latencies(urls, token, args.latency_requests)
+                for n in range(args.rounds):  # throughput: closed loops, one server at a time
+                    for variant in (VARIANTS if n % 2 == 0 else VARIANTS[::-1]):
+                        url = urls[variant, n % args.processes]
+                        lat, elapsed, errors = await run_load(url, token, args.requests, args.concurrency)
+                        loaded.append({"variant": variant, "round": n, "tput": len(lat) / elapsed, "errors": errors,
+                                       "p50": statistics.median(lat) * 1000})
             finally:
                 for process, _ in servers.values():
                     process.terminate()
                 for process, _ in servers.values():
                     process.wait(30)
-    return steps
+    return single, loaded
 
 
-def report(args: argparse.Namespace, steps: list[dict[str, Any]]) -> None:
-    rows = {}
-    for (variant, concurrency) in {(s["variant"], s["c"]) for s in steps}:
-        runs = [s for s in steps if (s["variant"], s["c"]) == (variant, concurrency)]
-        rows[variant, concurrency] = {k: statistics.median(r[k] for r in runs) for k in ("tput", "p50", "p99")}
-        rows[variant, concurrency]["errors"] = sum(r["errors"] for r in runs)
-    print(f"closed loop, median of {args.rounds} interleaved rounds; {args.latency_requests} creates at "
-          f"concurrency 1, {args.requests} at each other step\n")
-    print("| variant | concurrency | creates/s | p50 ms | p99 ms | errors | p50 vs none | creates/s vs none |")
-    print("|---|---|---|---|---|---|---|---|")
-    for concurrency in args.sweep:
-        base = rows["none", concurrency]
-        for variant in VARIANTS:
-            r = rows[variant, concurrency]
-            print(f"| {variant} | {concurrency} | {r['tput']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} "
-                  f"| {(r['p50'] / base['p50'] - 1) * 100:+.1f} % | {(r['tput'] / base['tput'] - 1) * 100:+.1f} % |")
+def _interval(base: list[float], other: list[float], resamples: int = 1000) -> tuple[float, float]:
+    """95 % bootstrap interval of median(other) / median(base)."""
+    rng = random.Random(7)
+    ratios = sorted(statistics.median(rng.choices(other, k=len(other))) /
+                    statistics.median(rng.choices(base, k=len(base))) for _ in range(resamples))
+    return ratios[int(resamples * 0.025)], ratios[int(resamples * 0.975)]
+
+
+def _row(name: str, ms: list[float], base: list[float] | None) -> str:
+    ms = sorted(ms)
+    versus = interval = "-"
+    if base is not None:
+        low, high = _interval(base, ms)
+        versus = f"{(statistics.median(ms) / statistics.median(base) - 1) * 100:+.1f} %"
+        interval = f"{(low - 1) * 100:+.1f} .. {(high - 1) * 100:+.1f} %"
+    return f"| {name} | {len(ms)} | {statistics.median(ms):.2f} | {ms[int(len(ms) * 0.99)]:.2f} | {versus} | {interval} |"
+
+
+def report(args: argparse.Namespace, single: dict[tuple[str, int], list[float]], loaded: list[dict[str, Any]]) -> None:
+    pooled = {v: [ms for (variant, _), values in single.items() if variant == v for ms in values] for v in VARIANTS}
+    print(f"concurrency 1: {args.processes} server processes per variant, {args.latency_requests} creates each, "
+          "interleaved request by request; p50 ratio to none with its 95 % bootstrap interval\n")
+    print("| variant | creates | p50 ms | p99 ms | p50 vs none | 95 % interval |")
+    print("|---|---|---|---|---|---|")
+    for variant in VARIANTS:
+        print(_row(variant, pooled[variant], None if variant == "none" else pooled["none"]))
+    for k in range(1, args.processes):  # A/A: what two identical processes differ by (the noise floor)
+        print(_row(f"none #{k + 1} vs none #1", single["none", k], single["none", 0]))
+    print(f"\nconcurrency {args.concurrency}: {args.requests} creates per step, median of {args.rounds} interleaved "
+          "rounds, and of each round's ratio to that round's none\n")
+    print("| variant | creates/s | p50 ms | errors | creates/s vs none | p50 vs none |")
+    print("|---|---|---|---|---|---|")
+    by_round = {(s["variant"], s["round"]): s for s in loaded}
+    for variant in VARIANTS:
+        mine = [s for s in loaded if s["variant"] == variant]
+        ratio = {k: statistics.median(s[k] / by_round["none", s["round"]][k] for s in mine) for k in ("tput", "p50")}
+        print(f"| {variant} | {statistics.median(s['tput'] for s in mine):.0f} "
+              f"| {statistics.median(s['p50'] for s in mine):.2f} | {sum(s['errors'] for s in mine)} "
+              f"| {(ratio['tput'] - 1) * 100:+.1f} % | {(ratio['p50'] - 1) * 100:+.1f} % |")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sweep", type=lambda text: [int(c) for c in text.split(",")], default=[1, 8],
-                        help="closed-loop concurrencies, one step each per round")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the report is their median")
-    parser.add_argument("--latency-requests", type=int, default=200, help="creates of a concurrency-1 step")
-    parser.add_argument("--requests", type=int, default=300, help="creates of every other step")
+    parser.add_argument("--processes", type=int, default=2,
+                        help="server processes per variant (two: an A/A row shows the noise floor)")
+    parser.add_argument("--latency-requests", type=int, default=800,
+                        help="creates per server process at concurrency 1 (interleaved one by one)")
+    parser.add_argument("--concurrency", type=int, default=8, help="the closed loop of the throughput rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="throughput rounds; the report is their median")
+    parser.add_argument("--requests", type=int, default=300, help="creates per throughput step")
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -185,4 +240,4 @@ if __name__ == "__main__":
     if arguments.serve:
         asyncio.run(serve(arguments.serve, arguments.port))
     else:
-        report(arguments, asyncio.run(run(arguments)))
+        report(arguments, *asyncio.run(run(arguments)))
