@@ -29,6 +29,7 @@ EXAMPLE_PAYMENT = {
     "created_at": "2026-03-01T10:00:00Z",
     "updated_at": "2026-03-01T10:00:05Z",
     "deleted_at": None,
+    "expires_at": None,
 }
 
 
@@ -47,6 +48,8 @@ class Payment(BaseModel):
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None = Field(default=None, description="Set once the payment is deleted")
+    expires_at: datetime | None = Field(default=None, description="Deadline: still processing then, the payment "
+                                        "becomes expired (null: none)")
 
     @computed_field(description="Amount in major units with the currency code, e.g. '12.50 EUR'")  # type: ignore[prop-decorator]
     @property

@@ -20,6 +20,8 @@ from services.command.commands import (
     CommandBatchResult,
     CommandResult,
     CreatePayment,
+    ExpiryOutcome,
+    ExpiryTimer,
     ModifyPayment,
     Rejected,
     Rejection,
@@ -160,6 +162,31 @@ async def _modify(uow: UnitOfWork, cmd: ModifyPayment, source: str, clock: Clock
                 current_version=fresh.version if fresh else None,
             )
     raise Rejected(RejectionKind.CONFLICT, f"payment {cmd.payment_id!r} is changing too often; retry")
+
+
+async def expire(store: CommandStore, timer: ExpiryTimer, *, source: str, clock: Clock = utc_now) -> ExpiryOutcome:
+    """A timer for ``timer.expires_at`` fired: the payment expires, with its outbox row in
+    the same transaction, only if it is still processing and this is still its deadline
+    (domain.expiry_deadline), so at most one expiry ever happens, whatever timers exist."""
+    async with store.unit_of_work() as uow:
+        for _ in range(MAX_RACE_RETRIES):
+            current = await uow.get_payment(timer.organization_id, timer.payment_id)
+            deadline, now = domain.expiry_deadline(current), clock()
+            if deadline is None:
+                return ExpiryOutcome()
+            if deadline != timer.expires_at or now < deadline:
+                return ExpiryOutcome(wait_until=deadline)
+            assert current is not None  # it has a deadline
+            decision = domain.decide_expire(current, now)
+            if await uow.update_payment(decision.snapshot, current.version):
+                event = decision.event(source)
+                await uow.add_events([event])
+                _staged(event)
+                log.info("payment expired", extra={"fields": {"payment_id": current.id,
+                                                               "organization_id": current.organization_id}})
+                return ExpiryOutcome(expired=decision.snapshot)
+    # Not a rejection: the timer's activity retries until the payment settles down.
+    raise RuntimeError(f"payment {timer.payment_id!r} is changing too often; retry")
 
 
 async def run_batch(

@@ -190,6 +190,7 @@ def payment_document(event: PaymentEvent, projected_at: datetime) -> dict[str, A
         "version": p.version,
         "created_at": p.created_at.astimezone(UTC),
         "updated_at": p.updated_at.astimezone(UTC),
+        "expires_at": p.expires_at.astimezone(UTC) if p.expires_at is not None else None,
         "day": utc_day(p.created_at),
         "event_id": event.id,
         "event_time": event.time.astimezone(UTC),

@@ -20,6 +20,7 @@ C = PaymentAction
 LEGAL = {
     (S.PROCESSING, S.COMPLETED), (S.PROCESSING, S.FAILED), (S.PROCESSING, S.CANCELLED),
     (S.COMPLETED, S.REFUNDED),
+    (S.PROCESSING, S.EXPIRED),  # the system's act when the deadline passes, no command's
 }
 
 
@@ -30,7 +31,7 @@ def test_transition_table_is_exactly_the_design(current: S, target: S) -> None:
 
 
 def test_terminal_states_have_no_way_out() -> None:
-    for status in (S.FAILED, S.CANCELLED, S.REFUNDED):
+    for status in (S.FAILED, S.CANCELLED, S.REFUNDED, S.EXPIRED):
         assert TRANSITIONS[status] == frozenset()
 
 
@@ -42,6 +43,7 @@ def test_terminal_states_have_no_way_out() -> None:
         (S.FAILED, {C.DELETE}),
         (S.CANCELLED, {C.DELETE}),
         (S.REFUNDED, set()),
+        (S.EXPIRED, {C.DELETE}),
     ],
 )
 def test_allowed_commands_per_status(status: S, expected: set[C]) -> None:

@@ -28,7 +28,7 @@ _MIGRATION_LOCK = 724_311_001  # pg_advisory_lock key: one migrator at a time
 
 PAYMENT_COLUMNS = (
     "id, organization_id, user_id, amount, currency, status, description, metadata, "
-    "version, created_at, updated_at, deleted_at"
+    "version, created_at, updated_at, deleted_at, expires_at"
 )
 
 
@@ -146,10 +146,11 @@ class PostgresUnitOfWork:
         rows = await self.conn.fetch(
             f"INSERT INTO payments ({PAYMENT_COLUMNS}) SELECT * FROM unnest($1::text[], $2::text[],"
             " $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::int[],"
-            " $10::timestamptz[], $11::timestamptz[], $12::timestamptz[])"
+            " $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[])"
             " ON CONFLICT (organization_id, id) DO NOTHING RETURNING organization_id, id",
             *_columns([(p.id, p.organization_id, p.user_id, p.amount, p.currency, str(p.status), p.description,
-                        p.metadata, p.version, p.created_at, p.updated_at, p.deleted_at) for p in payments], 12),
+                        p.metadata, p.version, p.created_at, p.updated_at, p.deleted_at, p.expires_at)
+                       for p in payments], 13),
         )
         return {(r[0], r[1]) for r in rows}
 
@@ -157,10 +158,10 @@ class PostgresUnitOfWork:
         """Optimistic concurrency: False if the stored version is no longer ``expected_version``."""
         status = await self.conn.execute(
             "UPDATE payments SET amount = $3, status = $4, description = $5, metadata = $6,"
-            " version = $7, updated_at = $8, deleted_at = $9"
+            " version = $7, updated_at = $8, deleted_at = $9, expires_at = $11"
             " WHERE id = $1 AND organization_id = $2 AND version = $10",
             p.id, p.organization_id, p.amount, str(p.status), p.description, p.metadata,
-            p.version, p.updated_at, p.deleted_at, expected_version,
+            p.version, p.updated_at, p.deleted_at, expected_version, p.expires_at,
         )
         return status.endswith(" 1")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from temporalio import activity
@@ -21,10 +22,14 @@ from services.command.commands import (
     CommandBatchResult,
     CommandResult,
     CreatePayment,
+    ExpiryOutcome,
+    ExpiryTimer,
+    ExpiryTimers,
     ModifyPayment,
     Rejected,
 )
 from services.command.ports import CommandStore
+from services.command.temporal import expiry
 from services.command.temporal.failures import application_error
 from shared.telemetry import bind_log_context, log_context
 
@@ -78,6 +83,21 @@ class CommandActivities:
     @_as_activity
     async def execute_bulk_create(self, cmd: BulkCreatePayments) -> BulkCreateResult:
         return await handlers.bulk_create(self.store, cmd, source=self.source)
+
+    @activity.defn(name="payments.schedule_expiry")
+    async def schedule_expiry(self, timers: ExpiryTimers) -> None:
+        """The committed deadlines' timers (temporal/expiry.py), on this task queue."""
+        await expiry.schedule_all(activity.client(), activity.info().task_queue, timers.timers, datetime.now(UTC))
+
+    @activity.defn(name="payments.expire")
+    async def expire(self, timer: ExpiryTimer) -> ExpiryOutcome:
+        """A timer fired: expire the payment if this is still its deadline (handlers.expire)."""
+        info = activity.info()
+        token = bind_log_context(workflow_id=info.workflow_id, organization_id=timer.organization_id)
+        try:
+            return await handlers.expire(self.store, timer, source=self.source)
+        finally:
+            log_context.reset(token)
 
     @activity.defn(name="payments.execute_batch")
     async def execute_batch(self, batch: CommandBatch) -> CommandBatchResult:

@@ -22,10 +22,15 @@ with workflow.unsafe.imports_passed_through():
         CommandBatchResult,
         CommandResult,
         CreatePayment,
+        ExpiryOutcome,
+        ExpiryTimer,
+        ExpiryTimers,
         ModifyPayment,
         Rejected,
+        expiry_timers,
     )
     from services.command.temporal.activities import CommandActivities
+    from services.command.temporal.expiry import MOVE_SIGNAL, WORKFLOW_TYPE
     from services.command.temporal.failures import NON_RETRYABLE, application_error, rejection_of
 
 EXECUTE_OPTIONS: dict[str, Any] = {
@@ -34,6 +39,14 @@ EXECUTE_OPTIONS: dict[str, Any] = {
     "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
                                 maximum_interval=timedelta(seconds=5), maximum_attempts=10,
                                 non_retryable_error_types=NON_RETRYABLE),
+}
+
+
+# A deadline must not be lost: its scheduling and its expiry retry until they succeed.
+TIMER_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
+                                maximum_interval=timedelta(seconds=10), maximum_attempts=0),
 }
 
 
@@ -46,14 +59,20 @@ def _validate(check: Any, *args: Any) -> None:
 
 
 async def _execute(activity: Any, cmd: Any) -> Any:
-    """The execute + publish step; a rejection becomes this workflow's failure."""
+    """The execute + publish step; a rejection becomes this workflow's failure. Then the
+    timers of the deadlines it committed: from the workflow, so that a process dying
+    between the commit and the scheduling only moves the scheduling to another worker."""
     try:
-        return await workflow.execute_local_activity_method(activity, cmd, **EXECUTE_OPTIONS)
+        result = await workflow.execute_local_activity_method(activity, cmd, **EXECUTE_OPTIONS)
     except ActivityError as err:
         rejection = rejection_of(err)
         if rejection is None:
             raise
         raise application_error(rejection) from None
+    if timers := expiry_timers(cmd, result):
+        await workflow.execute_local_activity_method(
+            CommandActivities.schedule_expiry, ExpiryTimers(timers=timers), **TIMER_OPTIONS)
+    return result
 
 
 # Unsandboxed: they call only pure rules and local activities, and the sandbox re-imports
@@ -100,3 +119,40 @@ class CommandBatchWorkflow:
     @workflow.run
     async def run(self, batch: CommandBatch) -> CommandBatchResult:
         return await _execute(self.activity, batch)
+
+
+@workflow.defn(name=WORKFLOW_TYPE, sandboxed=False)
+class PaymentExpiryWorkflow:
+    """A payment's deadline (temporal/expiry.py): waits for it, then expires the payment if
+    this is still its deadline. A move (signal) with a higher payment version replaces the
+    deadline; the expiry's answer may name a later one (moved while no signal got here),
+    which it waits for in turn."""
+
+    activity = staticmethod(CommandActivities.expire)
+
+    def __init__(self) -> None:
+        self.timer: ExpiryTimer | None = None
+
+    @workflow.signal(name=MOVE_SIGNAL)
+    def move(self, timer: ExpiryTimer) -> None:
+        if self.timer is None or timer.version > self.timer.version:
+            self.timer = timer
+
+    @workflow.run
+    async def run(self, timer: ExpiryTimer) -> ExpiryOutcome:
+        self.move(timer)
+        while True:
+            current = self.timer
+            assert current is not None
+            wait = (current.expires_at - workflow.now()).total_seconds()
+            if wait > 0:
+                try:
+                    await workflow.wait_condition(lambda c=current: self.timer is not c, timeout=wait)  # type: ignore[misc]
+                    continue  # moved
+                except TimeoutError:
+                    pass
+            outcome = await workflow.execute_local_activity_method(self.activity, current, **TIMER_OPTIONS)
+            if outcome.wait_until is None:
+                return outcome
+            if self.timer is current:  # else a move arrived meanwhile: its deadline is next
+                self.timer = current.model_copy(update={"expires_at": outcome.wait_until})
