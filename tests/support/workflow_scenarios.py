@@ -5,7 +5,7 @@ tests/workflows/test_workflow_replay.py), and what the workflow tests start from
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.command.commands import (
@@ -16,6 +16,8 @@ from services.command.commands import (
     CommandBatchResult,
     CommandResult,
     CreatePayment,
+    ExpiryOutcome,
+    ExpiryTimer,
     ModifyPayment,
     Rejected,
     Rejection,
@@ -84,7 +86,29 @@ def scenarios() -> list[Scenario]:
     stats_input = StatisticsInput(organization_id=ORG, query=StatisticsQuery())
     stats = Statistics(created_from=None, created_to=None, count=1, by_status={"processing": 1}, currencies=[])
     c, q = commands.BY_COMMAND, {r.kind: r for r in queries.ROUTES}
+    # Hours ahead of the test server's clock, which starts at the wall clock's (the timer
+    # scenarios come first: a failing scenario's wait can skip that clock by years), each
+    # later than the one before (each skips the clock to its deadline).
+    deadline = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=6)
+    expiring = PAID.model_copy(update={"expires_at": deadline})
+    timer = ExpiryTimer(organization_id=ORG, payment_id="pay-1", expires_at=deadline, version=1)
+    later, latest = (timer.model_copy(update={"expires_at": deadline + timedelta(days=d)}) for d in (1, 2))
+    moved = later.expires_at + timedelta(hours=3)
+    answers = iter([ExpiryOutcome(wait_until=moved), ExpiryOutcome(expired=expiring.model_copy(
+        update={"status": PaymentStatus.EXPIRED, "version": 3, "expires_at": moved}))])
     return [
+        Scenario("CreatePayment.with-deadline", c[CreatePayment].workflow,
+                 CREATE.model_copy(update={"expires_at": deadline}),
+                 [mocked(CommandActivities.execute_create, lambda cmd: CommandResult(command_id=cmd.command_id,
+                                                                                     payment=expiring)),
+                  mocked(CommandActivities.schedule_expiry, lambda _: None)]),
+        Scenario("PaymentExpiry.expired", c[ExpiryTimer].workflow, timer,
+                 [mocked(CommandActivities.expire, lambda t: ExpiryOutcome(expired=expiring.model_copy(
+                     update={"status": PaymentStatus.EXPIRED, "version": 2})))]),
+        Scenario("PaymentExpiry.moved", c[ExpiryTimer].workflow, later,
+                 [mocked(CommandActivities.expire, lambda _: next(answers))]),
+        Scenario("PaymentExpiry.settled", c[ExpiryTimer].workflow, latest,
+                 [mocked(CommandActivities.expire, lambda _: ExpiryOutcome())]),
         Scenario("CreatePayment.created", c[CreatePayment].workflow, CREATE,
                  [mocked(CommandActivities.execute_create, lambda cmd: CommandResult(command_id=cmd.command_id,
                                                                                      payment=PAID))]),
