@@ -12,14 +12,19 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
+from devstack import Endpoints, LocalStack
+from services.command.bootstrap import command_runtime
+from services.command.config import CommandSettings
+from services.command.entrypoints.http.app import create_app as create_command_app
 from shared.auth import SCOPE_READ, SCOPE_WRITE, mint_token
 from shared.settings import Settings
 from tests.support.systems import IsolatedSystem, isolated_system
@@ -177,3 +182,46 @@ async def test_an_update_cannot_move_a_deadline_into_the_past(client: Client) ->
     moved = await client.http.patch(f"{client.command}/payments/{payment['id']}", headers=client.auth,
                                     json={"expires_at": "2020-01-01T00:00:00Z"})
     assert moved.status_code == 422 and moved.json()["errors"][0]["field"] == "expires_at", moved.text
+
+
+@pytest.fixture
+def private_temporal(stack: Endpoints, scratch_dir: Path) -> Iterator[LocalStack]:
+    """A Temporal dev server of this test, persistent (its SQLite file), which it restarts."""
+    own = LocalStack(scratch_dir / "temporal", persist=True, headless=True, write_stack_file=False,
+                     database_url=stack.database_url, kafka_bootstrap=stack.kafka_bootstrap,
+                     mongo_url=stack.mongo_url, redis_url=stack.redis_url)
+    own.start()
+    yield own
+    own.stop()
+
+
+async def test_a_timer_survives_a_restart_of_the_temporal_server(settings: Settings,
+                                                                  private_temporal: LocalStack) -> None:
+    assert private_temporal.endpoints is not None
+    command_settings = CommandSettings.from_settings(
+        settings, temporal_address=private_temporal.endpoints.temporal_address,
+        command_task_queue=f"expiry-restart-{uuid.uuid4().hex[:8]}", log_json=False)
+    org = f"org-exp-{uuid.uuid4().hex[:8]}"
+    auth = {"Authorization": "Bearer " + mint_token(org, [SCOPE_WRITE], settings=command_settings)}
+    async with command_runtime(command_settings, embedded_worker=True) as runtime:
+        app = create_command_app(runtime=runtime)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c", timeout=30) as http:
+            deadline, at = _ahead(AHEAD + 1)
+            created = await http.post("/v1/payments", headers=auth,
+                                      json={"amount": 700, "currency": "EUR", "expires_at": deadline})
+            assert created.status_code == 201, created.text
+            await asyncio.sleep(0.5)  # its timer scheduled
+            await asyncio.to_thread(private_temporal.stop_server, "temporal")
+            await asyncio.sleep(max(0.0, at - time.monotonic()) + 0.5)  # the deadline passes, no server
+            await asyncio.to_thread(private_temporal.start_server, "temporal")
+            pool = runtime.store.pool
+            status = None
+            until = time.monotonic() + 30
+            while time.monotonic() < until and status != "expired":
+                status = await pool.fetchval("SELECT status FROM payments WHERE organization_id = $1 AND id = $2",
+                                             org, created.json()["id"])
+                await asyncio.sleep(0.2)
+            assert status == "expired"
+            expired = await pool.fetchval("SELECT count(*) FROM outbox WHERE organization_id = $1 AND"
+                                          " event_type = 'status_changed'", org)
+            assert expired == 1
