@@ -12,6 +12,11 @@ only the workflow shape and the Temporal start mode differ:
   group-commit  eager+inproc + group commit: commands arriving while one execution is in
           flight run as one batch workflow / one transaction (the default since issue 14)
 
+A variant NAME/expiry is NAME's server under a load whose every create carries an
+``expires_at`` (a day ahead: what is measured is scheduling its timer, temporal/expiry.py);
+NAME/expiry-sleep the same with the timer the other way, started at once and sleeping
+until the deadline instead of a start delay; both are compared with NAME in the same run.
+
 All variants' servers run side by side; each step of a closed-loop sweep over --sweep
 concurrencies (1, 8, 32, 64) measures them back to back, reporting
 creates/s, p50/p99 and the CPU of each process (API, Temporal server, PostgreSQL, this
@@ -21,6 +26,7 @@ eager+inproc and naive at each concurrency. Uses the servers of the environment 
 its own PostgreSQL database and task queues and drops the database at the end.
 
     python -m bench.commands --variants naive,eager+inproc,group-commit --sweep 1,8,32,64
+    python -m bench.commands --variants group-commit,group-commit/expiry,group-commit/expiry-sleep --sweep 32
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import httpx
@@ -61,9 +68,33 @@ VARIANTS = {
 IN_FLIGHT = "PAYMENTS_COMMAND_GROUP_COMMIT_IN_FLIGHT"
 
 
+# Loads: "" plain creates; "expiry" creates with a deadline; "expiry-sleep" the same with
+# sleeping timers (BENCH_EXPIRY_TIMERS, read by serve()).
+LOADS = ("", "expiry", "expiry-sleep")
+DEADLINE_AHEAD = timedelta(days=1)
+
+
 def variant_env(variant: str) -> dict[str, str]:
-    base, _, in_flight = variant.partition("@")
-    return {**VARIANTS[base], **({IN_FLIGHT: in_flight} if in_flight else {})}
+    server, _, load = variant.partition("/")
+    base, _, in_flight = server.partition("@")
+    return {**VARIANTS[base], **({IN_FLIGHT: in_flight} if in_flight else {}),
+            **({"BENCH_EXPIRY_TIMERS": "sleep"} if load == "expiry-sleep" else {})}
+
+
+def _sleeping_timers() -> None:
+    """Timers started at once, each sleeping in its workflow until the deadline (the
+    alternative to a start delay that temporal/expiry.py measured against)."""
+    from temporalio.common import WorkflowIDConflictPolicy
+
+    from services.command.commands import ExpiryOutcome
+    from services.command.temporal import expiry
+
+    async def schedule(client, task_queue, timer, now) -> None:  # type: ignore[no-untyped-def]
+        await client.start_workflow(expiry.WORKFLOW_TYPE, timer, id=expiry.expiry_workflow_id(
+            timer.organization_id, timer.payment_id), task_queue=task_queue, result_type=ExpiryOutcome,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+
+    expiry.schedule = schedule
 
 
 # --------------------------------------------------------------------------- server side
@@ -80,6 +111,8 @@ async def serve(variant: str, port: int) -> None:
     from services.command.temporal.registry import Route
 
     settings = CommandSettings()
+    if os.environ.get("BENCH_EXPIRY_TIMERS") == "sleep":
+        _sleeping_timers()
     naive = variant == "naive"  # the other variants differ only in their PAYMENTS_* environment
     async with command_runtime(settings, embedded_worker=not naive) as runtime:
         app = create_app(runtime=runtime)
@@ -116,7 +149,8 @@ async def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 60) 
     raise RuntimeError("the server did not become ready")
 
 
-async def run_load(url: str, token: str, requests: int, concurrency: int) -> tuple[list[float], float, int]:
+async def run_load(url: str, token: str, requests: int, concurrency: int,
+                   expiring: bool = False) -> tuple[list[float], float, int]:
     """Closed loop: ``concurrency`` clients send creates back to back. aiohttp, not httpx:
     httpx's connection pool cost ~8 ms of CPU per request at 64 connections here, which
     made the load generator the bottleneck of the machine (docs/benchmarks.md)."""
@@ -125,6 +159,8 @@ async def run_load(url: str, token: str, requests: int, concurrency: int) -> tup
     counter = iter(range(requests))
     headers = {"Authorization": f"Bearer {token}"}
     body = {"amount": 1250, "currency": "EUR"}
+    if expiring:
+        body["expires_at"] = (datetime.now(UTC) + DEADLINE_AHEAD).isoformat()
 
     async def loop(http: aiohttp.ClientSession) -> None:
         nonlocal errors
@@ -169,7 +205,7 @@ def start_server(variant: str, args: argparse.Namespace, database_url: str, run_
     env = {**os.environ, **variant_env(variant), "PAYMENTS_DATABASE_URL": database_url,
            "PAYMENTS_COMMAND_TASK_QUEUE": f"bench-{run_id}-{variant}", "PAYMENTS_LOG_LEVEL": "WARNING",
            "PAYMENTS_DATABASE_POOL_SIZE": str(args.pool_size)}
-    process = subprocess.Popen([sys.executable, "-m", "bench.commands", "--serve", variant.partition("@")[0],
+    process = subprocess.Popen([sys.executable, "-m", "bench.commands", "--serve", variant.partition("@")[0].partition("/")[0],
                                 "--port", str(port)], env=env)
     temporal_port = int(CommandSettings().temporal_address.rsplit(":", 1)[1])
     cpu = CpuSample({"api": process.pid, "temporal": listening_pid(temporal_port), "postgres": None,
@@ -179,7 +215,7 @@ def start_server(variant: str, args: argparse.Namespace, database_url: str, run_
 
 async def measure(server: Server, token: str, requests: int, concurrency: int) -> dict:
     server.cpu.start()
-    lat, elapsed, errors = await run_load(server.url, token, requests, concurrency)
+    lat, elapsed, errors = await run_load(server.url, token, requests, concurrency, "/" in server.variant)
     shares = server.cpu.stop()
     print(f"#   {server.variant} c={concurrency}: {len(lat) / elapsed:.0f}/s", file=sys.stderr, flush=True)
     return {"variant": server.variant, "c": concurrency, "tput": len(lat) / elapsed, "p50": percentile(lat, 0.50),
@@ -195,7 +231,7 @@ async def sweep(args: argparse.Namespace, database_url: str, run_id: str) -> lis
     try:
         for server in servers:
             await _wait_ready(server.url, server.process)
-            await run_load(server.url, token, args.warmup, min(4, max(args.sweep)))
+            await run_load(server.url, token, args.warmup, min(4, max(args.sweep)), "/" in server.variant)
         for _ in range(args.rounds):
             for concurrency in args.sweep:
                 for server in servers:
@@ -225,7 +261,7 @@ def _medians(steps: list[dict]) -> list[dict]:
 
 
 def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.1f}x" if b else "-"
+    return f"{a / b:.2f}x" if b else "-"
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -245,6 +281,15 @@ async def main(args: argparse.Namespace) -> None:
               f"| {c['machine']:.0f} | {bottleneck(c)} |")
     by = {(r["variant"], r["c"]): r for r in steps}
     others = [v for v in args.variants.split(",") if v not in ("naive", "eager+inproc")]
+    if expiring := [v for v in args.variants.split(",") if "/" in v]:
+        print("\n| variant | concurrency | creates/s vs the same without expires_at | p50 vs the same |")
+        print("|---|---|---|---|")
+        for variant in expiring:
+            for concurrency in args.sweep:
+                r, base = by[(variant, concurrency)], by.get((variant.partition("/")[0], concurrency))
+                print(f"| {variant} | {concurrency} | {_ratio(r['tput'], base['tput']) if base else '-'} "
+                      f"| {_ratio(r['p50'], base['p50']) if base else '-'} |")
+        others = [v for v in others if v not in expiring]
     print("\n| variant | concurrency | creates/s vs eager+inproc | creates/s vs naive | p50 vs eager+inproc |")
     print("|---|---|---|---|---|")
     for variant in others:
@@ -258,7 +303,8 @@ async def main(args: argparse.Namespace) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="naive,eager+inproc,group-commit",
-                        help="comma-separated: " + ", ".join(VARIANTS) + " (NAME@N: N executions in flight)")
+                        help="comma-separated: " + ", ".join(VARIANTS) + " (NAME@N: N executions in flight; "
+                        "NAME/expiry, NAME/expiry-sleep: every create with expires_at, timers by start delay / sleeping)")
     parser.add_argument("--sweep", type=lambda text: [int(c) for c in text.split(",")], default=[1, 8, 32, 64],
                         help="closed-loop concurrencies, one step each")
     parser.add_argument("--latency-requests", type=int, default=150, help="requests of the concurrency-1 step")
