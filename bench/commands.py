@@ -14,8 +14,10 @@ only the workflow shape and the Temporal start mode differ:
 
 A variant NAME/expiry is NAME's server under a load whose every create carries an
 ``expires_at`` (a day ahead: what is measured is scheduling its timer, temporal/expiry.py);
-NAME/expiry-sleep the same with the timer the other way, started at once and sleeping
-until the deadline instead of a start delay; both are compared with NAME in the same run.
+NAME/expiry-sleep the same with the timers the other way, started at once and sleeping
+until the deadline instead of a start delay; NAME/expiry-each with one timer workflow per
+payment instead of one per committing workflow and second; all are compared with NAME in
+the same run.
 
 All variants' servers run side by side; each step of a closed-loop sweep over --sweep
 concurrencies (1, 8, 32, 64) measures them back to back, reporting
@@ -26,7 +28,8 @@ eager+inproc and naive at each concurrency. Uses the servers of the environment 
 its own PostgreSQL database and task queues and drops the database at the end.
 
     python -m bench.commands --variants naive,eager+inproc,group-commit --sweep 1,8,32,64
-    python -m bench.commands --variants group-commit,group-commit/expiry,group-commit/expiry-sleep --sweep 32
+    python -m bench.commands --variants group-commit,group-commit/expiry,group-commit/expiry-each \\
+        --sweep 32 --rounds 3 --requests 600
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ IN_FLIGHT = "PAYMENTS_COMMAND_GROUP_COMMIT_IN_FLIGHT"
 
 # Loads: "" plain creates; "expiry" creates with a deadline; "expiry-sleep" the same with
 # sleeping timers (BENCH_EXPIRY_TIMERS, read by serve()).
-LOADS = ("", "expiry", "expiry-sleep")
+LOADS = ("", "expiry", "expiry-sleep", "expiry-each")
 DEADLINE_AHEAD = timedelta(days=1)
 
 
@@ -78,7 +81,7 @@ def variant_env(variant: str) -> dict[str, str]:
     server, _, load = variant.partition("/")
     base, _, in_flight = server.partition("@")
     return {**VARIANTS[base], **({IN_FLIGHT: in_flight} if in_flight else {}),
-            **({"BENCH_EXPIRY_TIMERS": "sleep"} if load == "expiry-sleep" else {})}
+            **({"BENCH_EXPIRY_TIMERS": load.removeprefix("expiry-")} if load.startswith("expiry-") else {})}
 
 
 def _sleeping_timers() -> None:
@@ -86,15 +89,28 @@ def _sleeping_timers() -> None:
     alternative to a start delay that temporal/expiry.py measured against)."""
     from temporalio.common import WorkflowIDConflictPolicy
 
-    from services.command.commands import ExpiryOutcome
+    from services.command.commands import ExpiryOutcome, ExpiryTimers
     from services.command.temporal import expiry
 
-    async def schedule(client, task_queue, timer, now) -> None:  # type: ignore[no-untyped-def]
-        await client.start_workflow(expiry.WORKFLOW_TYPE, timer, id=expiry.expiry_workflow_id(
-            timer.organization_id, timer.payment_id), task_queue=task_queue, result_type=ExpiryOutcome,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+    async def schedule(client, task_queue, origin, second, timers, now) -> None:  # type: ignore[no-untyped-def]
+        await client.start_workflow(expiry.WORKFLOW_TYPE, ExpiryTimers(timers=timers),
+                                    id=expiry.expiry_workflow_id(origin, second), task_queue=task_queue,
+                                    result_type=ExpiryOutcome, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
 
     expiry.schedule = schedule
+
+
+def _timer_per_payment() -> None:
+    """One timer workflow per payment (the design temporal/expiry.py measured against)."""
+    from services.command.temporal import expiry
+
+    async def schedule_all(client, task_queue, origin, timers, now) -> None:  # type: ignore[no-untyped-def]
+        for i in range(0, len(timers), 32):
+            await asyncio.gather(*(expiry.schedule(client, task_queue, f"{t.organization_id}/{t.payment_id}",
+                                                   expiry.second_of(t.expires_at), [t], now)
+                                   for t in timers[i:i + 32]))
+
+    expiry.schedule_all = schedule_all
 
 
 # --------------------------------------------------------------------------- server side
@@ -111,8 +127,11 @@ async def serve(variant: str, port: int) -> None:
     from services.command.temporal.registry import Route
 
     settings = CommandSettings()
-    if os.environ.get("BENCH_EXPIRY_TIMERS") == "sleep":
+    timers = os.environ.get("BENCH_EXPIRY_TIMERS")
+    if timers == "sleep":
         _sleeping_timers()
+    elif timers == "each":
+        _timer_per_payment()
     naive = variant == "naive"  # the other variants differ only in their PAYMENTS_* environment
     async with command_runtime(settings, embedded_worker=not naive) as runtime:
         app = create_app(runtime=runtime)
@@ -159,12 +178,12 @@ async def run_load(url: str, token: str, requests: int, concurrency: int,
     counter = iter(range(requests))
     headers = {"Authorization": f"Bearer {token}"}
     body = {"amount": 1250, "currency": "EUR"}
-    if expiring:
-        body["expires_at"] = (datetime.now(UTC) + DEADLINE_AHEAD).isoformat()
 
     async def loop(http: aiohttp.ClientSession) -> None:
         nonlocal errors
         for _ in counter:
+            if expiring:  # each its own deadline, as with PAYMENTS_PAYMENT_DEFAULT_TTL_SECONDS
+                body["expires_at"] = (datetime.now(UTC) + DEADLINE_AHEAD).isoformat()
             started = time.perf_counter()
             try:
                 async with http.post(f"{url}/v1/payments", json=body, headers=headers) as response:
@@ -304,7 +323,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="naive,eager+inproc,group-commit",
                         help="comma-separated: " + ", ".join(VARIANTS) + " (NAME@N: N executions in flight; "
-                        "NAME/expiry, NAME/expiry-sleep: every create with expires_at, timers by start delay / sleeping)")
+                        "NAME/expiry, NAME/expiry-sleep, NAME/expiry-each: every create with expires_at, timers "
+                        "by start delay / sleeping / one per payment)")
     parser.add_argument("--sweep", type=lambda text: [int(c) for c in text.split(",")], default=[1, 8, 32, 64],
                         help="closed-loop concurrencies, one step each")
     parser.add_argument("--latency-requests", type=int, default=150, help="requests of the concurrency-1 step")

@@ -119,8 +119,8 @@ def command_type(command: Command) -> str:
 
 
 class ExpiryTimer(BaseModel):
-    """A payment's deadline as its timer (the PaymentExpiry workflow) knows it; the payment
-    version that set it orders moves that arrive out of order (version 1: the create's)."""
+    """A payment's deadline as its timer (a PaymentExpiry workflow) knows it, with the
+    payment version that set it (1: the create's)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -131,7 +131,8 @@ class ExpiryTimer(BaseModel):
 
 
 class ExpiryTimers(BaseModel):
-    """The timers a command's workflow schedules once its write has committed."""
+    """Timers: those a command's workflow schedules once its write has committed, and
+    those one PaymentExpiry workflow waits for (temporal/expiry.py)."""
 
     timers: list[ExpiryTimer] = Field(min_length=1)
 
@@ -232,11 +233,12 @@ class CommandBatchResult(BaseModel):
 
 
 class ExpiryOutcome(BaseModel):
-    """What a timer's firing did: expired the payment, or found the deadline to wait for
-    next (moved, or not reached on the database's clock), or neither (nothing can expire it)."""
+    """What timers firing did: the payments they expired, and the timers that fired before
+    their deadline on the database's clock (to wait for again). The others expired
+    nothing: their payment settled, went, or has another deadline by now."""
 
-    expired: PaymentSnapshot | None = None
-    wait_until: datetime | None = None
+    expired: list[PaymentSnapshot] = Field(default_factory=list)
+    early: list[ExpiryTimer] = Field(default_factory=list)
 
 
 class CommandState(StrEnum):

@@ -225,3 +225,22 @@ async def test_a_timer_survives_a_restart_of_the_temporal_server(settings: Setti
             expired = await pool.fetchval("SELECT count(*) FROM outbox WHERE organization_id = $1 AND"
                                           " event_type = 'status_changed'", org)
             assert expired == 1
+
+
+async def test_a_retried_create_leaves_one_timer(client: Client) -> None:
+    from temporalio.client import Client as TemporalClient
+
+    deadline, at = _ahead(AHEAD)
+    key = {"Idempotency-Key": f"k-{uuid.uuid4().hex[:8]}"}
+    first = await client.http.post(f"{client.command}/payments", headers={**client.auth, **key},
+                                   json={"amount": 500, "currency": "EUR", "expires_at": deadline})
+    again = await client.http.post(f"{client.command}/payments", headers={**client.auth, **key},
+                                   json={"amount": 500, "currency": "EUR", "expires_at": deadline})
+    assert (first.status_code, again.json()) == (201, first.json())
+    assert await client.status_by(first.json()["id"], at + WITHIN, "expired") == "expired"
+    temporal = await TemporalClient.connect(client.system.settings.temporal_address)
+    queue = client.system.settings.command_task_queue
+    timers = [w.id async for w in temporal.list_workflows(f"WorkflowType = 'PaymentExpiry' AND TaskQueue = '{queue}'")
+              if f"/payments/{client.org}/" in w.id]
+    assert len(timers) == 1, timers
+    assert len(await _status_events(client.system, client.org, first.json()["id"])) == 1

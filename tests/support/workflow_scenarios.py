@@ -18,6 +18,7 @@ from services.command.commands import (
     CreatePayment,
     ExpiryOutcome,
     ExpiryTimer,
+    ExpiryTimers,
     ModifyPayment,
     Rejected,
     Rejection,
@@ -91,24 +92,24 @@ def scenarios() -> list[Scenario]:
     # later than the one before (each skips the clock to its deadline).
     deadline = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=6)
     expiring = PAID.model_copy(update={"expires_at": deadline})
-    timer = ExpiryTimer(organization_id=ORG, payment_id="pay-1", expires_at=deadline, version=1)
-    later, latest = (timer.model_copy(update={"expires_at": deadline + timedelta(days=d)}) for d in (1, 2))
-    moved = later.expires_at + timedelta(hours=3)
-    answers = iter([ExpiryOutcome(wait_until=moved), ExpiryOutcome(expired=expiring.model_copy(
-        update={"status": PaymentStatus.EXPIRED, "version": 3, "expires_at": moved}))])
+    timers = ExpiryTimers(timers=[ExpiryTimer(organization_id=ORG, payment_id=f"pay-{i}", expires_at=deadline,
+                                              version=1) for i in (1, 2)])
+    later = ExpiryTimers(timers=[t.model_copy(update={"expires_at": deadline + timedelta(days=1)})
+                                 for t in timers.timers])
+    expired = expiring.model_copy(update={"status": PaymentStatus.EXPIRED, "version": 2})
+    # The first firing is early on the database's clock for pay-2, which expires on the second.
+    answers = iter([ExpiryOutcome(expired=[expired], early=later.timers[1:]), ExpiryOutcome(expired=[
+        expired.model_copy(update={"id": "pay-2"})])])
     return [
         Scenario("CreatePayment.with-deadline", c[CreatePayment].workflow,
                  CREATE.model_copy(update={"expires_at": deadline}),
                  [mocked(CommandActivities.execute_create, lambda cmd: CommandResult(command_id=cmd.command_id,
                                                                                      payment=expiring)),
                   mocked(CommandActivities.schedule_expiry, lambda _: None)]),
-        Scenario("PaymentExpiry.expired", c[ExpiryTimer].workflow, timer,
-                 [mocked(CommandActivities.expire, lambda t: ExpiryOutcome(expired=expiring.model_copy(
-                     update={"status": PaymentStatus.EXPIRED, "version": 2})))]),
-        Scenario("PaymentExpiry.moved", c[ExpiryTimer].workflow, later,
+        Scenario("PaymentExpiry.expired", c[ExpiryTimers].workflow, timers,
+                 [mocked(CommandActivities.expire, lambda _: ExpiryOutcome(expired=[expired]))]),
+        Scenario("PaymentExpiry.early", c[ExpiryTimers].workflow, later,
                  [mocked(CommandActivities.expire, lambda _: next(answers))]),
-        Scenario("PaymentExpiry.settled", c[ExpiryTimer].workflow, latest,
-                 [mocked(CommandActivities.expire, lambda _: ExpiryOutcome())]),
         Scenario("CreatePayment.created", c[CreatePayment].workflow, CREATE,
                  [mocked(CommandActivities.execute_create, lambda cmd: CommandResult(command_id=cmd.command_id,
                                                                                      payment=PAID))]),

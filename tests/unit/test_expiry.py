@@ -177,24 +177,24 @@ def _timer(deadline: datetime) -> ExpiryTimer:
     return ExpiryTimer(organization_id=ORG, payment_id="p-1", expires_at=deadline, version=1)
 
 
-async def _expire(store: FakeStore, deadline: datetime, at: datetime) -> ExpiryOutcome:
-    return await handlers.expire(store, _timer(deadline), source="/test", clock=lambda: at)
+async def _expire(store: FakeStore, deadline: datetime, at: datetime, timer: ExpiryTimer | None = None) -> ExpiryOutcome:
+    return await handlers.expire(store, [timer or _timer(deadline)], source="/test", clock=lambda: at)
 
 
 async def test_a_processing_payment_expires_once_at_its_deadline() -> None:
     deadline = NOW + timedelta(hours=1)
     store = await _store_with(deadline)
-    assert await _expire(store, deadline, deadline - timedelta(seconds=1)) == ExpiryOutcome(wait_until=deadline)
-    outcome = await _expire(store, deadline, deadline)
-    assert outcome.expired is not None and outcome.expired.status is PaymentStatus.EXPIRED
+    assert await _expire(store, deadline, deadline - timedelta(seconds=1)) == ExpiryOutcome(early=[_timer(deadline)])
+    (expired,) = (await _expire(store, deadline, deadline)).expired
+    assert expired.status is PaymentStatus.EXPIRED
     assert await _expire(store, deadline, deadline + timedelta(seconds=5)) == ExpiryOutcome()  # a second timer
-    created, expired = store.events("p-1")
-    assert (expired.type, expired.actor, expired.commandid) == (EventType.STATUS_CHANGED, system_actor("expiry"), None)
-    assert expired.data.changes["status"].model_dump() == {"old": "processing", "new": "expired"}
+    created, event = store.events("p-1")
+    assert (event.type, event.actor, event.commandid) == (EventType.STATUS_CHANGED, system_actor("expiry"), None)
+    assert event.data.changes["status"].model_dump() == {"old": "processing", "new": "expired"}
     assert store.payment(ORG, "p-1").version == 2  # type: ignore[union-attr]
 
 
-async def test_a_timer_for_a_moved_deadline_expires_nothing_and_names_the_new_one() -> None:
+async def test_the_timer_of_a_moved_deadline_expires_nothing() -> None:
     old, new = NOW + timedelta(hours=1), NOW + timedelta(hours=3)
     store = await _store_with(old)
     moved = await handlers.modify(store, ModifyPayment(
@@ -202,9 +202,9 @@ async def test_a_timer_for_a_moved_deadline_expires_nothing_and_names_the_new_on
         source="/test", clock=lambda: NOW)
     assert moved.payment.expires_at == new
     assert store.events("p-1")[-1].data.changes["expires_at"].new == new.isoformat()
-    assert await _expire(store, old, old) == ExpiryOutcome(wait_until=new)
+    assert await _expire(store, old, new + timedelta(hours=1)) == ExpiryOutcome()
     assert store.payment(ORG, "p-1").status is PaymentStatus.PROCESSING  # type: ignore[union-attr]
-    assert (await _expire(store, new, new)).expired is not None
+    assert len((await _expire(store, new, new)).expired) == 1
 
 
 @pytest.mark.parametrize("action", [PaymentAction.COMPLETE, PaymentAction.FAIL, PaymentAction.CANCEL,
@@ -223,4 +223,4 @@ async def test_another_organizations_timer_finds_nothing() -> None:
     deadline = NOW + timedelta(hours=1)
     store = await _store_with(deadline)
     other = _timer(deadline).model_copy(update={"organization_id": "org-b"})
-    assert await handlers.expire(store, other, source="/test", clock=lambda: deadline) == ExpiryOutcome()
+    assert await _expire(store, deadline, deadline, other) == ExpiryOutcome()

@@ -1,19 +1,19 @@
-"""The PaymentExpiry timer on Temporal's time-skipping test server: hours-long deadlines
+"""The PaymentExpiry timers on Temporal's time-skipping test server: hours-long deadlines
 pass in milliseconds. The expiry activity is mocked (its rule against PostgreSQL, and the
 scheduling's id policies on a real Temporal server, which start delays need:
-tests/integration/command/test_expiry.py)."""
+tests/integration/test_expiry.py)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from services.command.commands import CommandResult, ExpiryOutcome, ExpiryTimer, ExpiryTimers
-from services.command.temporal import registry
+from services.command.temporal import expiry, registry
 from services.command.temporal.activities import CommandActivities
 from services.command.temporal.workflows import PaymentExpiryWorkflow
 from shared.payment import PaymentStatus
@@ -28,61 +28,48 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         yield environment
 
 
-def _expire(timer: ExpiryTimer) -> ExpiryOutcome:
-    payment = snapshot(timer.payment_id, timer.organization_id, status=PaymentStatus.EXPIRED, version=2)
-    return ExpiryOutcome(expired=payment)
+def _expire(timers: ExpiryTimers) -> ExpiryOutcome:
+    return ExpiryOutcome(expired=[snapshot(t.payment_id, t.organization_id, status=PaymentStatus.EXPIRED, version=2)
+                                  for t in timers.timers])
 
 
-async def _timer(env: WorkflowEnvironment, hours: float, version: int = 1) -> ExpiryTimer:
-    return ExpiryTimer(organization_id="org-1", payment_id=f"pay-{uuid.uuid4().hex[:8]}",
-                       expires_at=await env.get_current_time() + timedelta(hours=hours), version=version)
+async def _timers(env: WorkflowEnvironment, hours: float, count: int = 2) -> ExpiryTimers:
+    deadline = await env.get_current_time() + timedelta(hours=hours)
+    return ExpiryTimers(timers=[ExpiryTimer(organization_id=f"org-{i % 2}", payment_id=f"pay-{uuid.uuid4().hex[:8]}",
+                                            expires_at=deadline - timedelta(milliseconds=i), version=1)
+                                for i in range(count)])
 
 
-async def test_an_hours_long_deadline_fires_once_at_the_deadline(env: WorkflowEnvironment) -> None:
-    timer = await _timer(env, 8)
-    expire = mocked(CommandActivities.expire, _expire)
+async def _run(env: WorkflowEnvironment, timers: ExpiryTimers, expire: object) -> ExpiryOutcome:
     async with worker(env, registry.WORKFLOWS, [expire]) as queue:
-        outcome = await env.client.execute_workflow(PaymentExpiryWorkflow.run, timer, id=f"t-{uuid.uuid4()}",
-                                                    task_queue=queue)
-    assert outcome.expired is not None and outcome.expired.status is PaymentStatus.EXPIRED
-    assert expire.calls == [timer]
-    assert await env.get_current_time() >= timer.expires_at
-
-
-async def test_a_move_of_a_later_version_replaces_the_deadline_and_an_older_one_is_ignored(
-        env: WorkflowEnvironment) -> None:
-    timer = await _timer(env, 2)
-    moved = timer.model_copy(update={"expires_at": timer.expires_at + timedelta(hours=10), "version": 3})
-    stale = timer.model_copy(update={"expires_at": timer.expires_at - timedelta(hours=1), "version": 2})
-    expire = mocked(CommandActivities.expire, _expire)
-    async with worker(env, registry.WORKFLOWS, [expire]) as queue:
-        handle = await env.client.start_workflow(PaymentExpiryWorkflow.run, timer, id=f"t-{uuid.uuid4()}",
+        return await env.client.execute_workflow(PaymentExpiryWorkflow.run, timers, id=f"t-{uuid.uuid4()}",
                                                  task_queue=queue)
-        await handle.signal(PaymentExpiryWorkflow.move, moved)
-        await handle.signal(PaymentExpiryWorkflow.move, stale)  # arrives late: an older version
-        await handle.result()
-    assert expire.calls == [moved]
-    assert await env.get_current_time() >= moved.expires_at
 
 
-async def test_a_deadline_moved_without_a_signal_is_found_at_the_old_one_and_waited_for(
-        env: WorkflowEnvironment) -> None:
-    timer = await _timer(env, 1)
-    later = timer.expires_at + timedelta(hours=5)
-    answers = iter([ExpiryOutcome(wait_until=later), _expire(timer)])
+async def test_hours_long_deadlines_fire_once_at_the_latest_of_their_second(env: WorkflowEnvironment) -> None:
+    timers = await _timers(env, 8, count=3)
+    expire = mocked(CommandActivities.expire, _expire)
+    outcome = await _run(env, timers, expire)
+    assert [p.id for p in outcome.expired] == [t.payment_id for t in timers.timers]
+    assert expire.calls == [timers]
+    assert await env.get_current_time() >= max(t.expires_at for t in timers.timers)
+
+
+async def test_a_timer_early_on_the_databases_clock_is_tried_again_and_only_it(env: WorkflowEnvironment) -> None:
+    timers = await _timers(env, 1)
+    first, second = timers.timers
+    answers = iter([ExpiryOutcome(expired=_expire(ExpiryTimers(timers=[first])).expired, early=[second]),
+                    _expire(ExpiryTimers(timers=[second]))])
     expire = mocked(CommandActivities.expire, lambda _: next(answers))
-    async with worker(env, registry.WORKFLOWS, [expire]) as queue:
-        await env.client.execute_workflow(PaymentExpiryWorkflow.run, timer, id=f"t-{uuid.uuid4()}", task_queue=queue)
-    assert [c.expires_at for c in expire.calls] == [timer.expires_at, later]
+    outcome = await _run(env, timers, expire)
+    assert expire.calls == [timers, ExpiryTimers(timers=[second])]
+    assert [p.id for p in outcome.expired] == [first.payment_id, second.payment_id]
 
 
-async def test_a_settled_payment_ends_its_timer_without_expiring(env: WorkflowEnvironment) -> None:
-    timer = await _timer(env, 3)
+async def test_timers_that_expire_nothing_end(env: WorkflowEnvironment) -> None:
     expire = mocked(CommandActivities.expire, lambda _: ExpiryOutcome())
-    async with worker(env, registry.WORKFLOWS, [expire]) as queue:
-        outcome = await env.client.execute_workflow(PaymentExpiryWorkflow.run, timer, id=f"t-{uuid.uuid4()}",
-                                                    task_queue=queue)
-    assert outcome == ExpiryOutcome() and len(expire.calls) == 1
+    assert await _run(env, await _timers(env, 3), expire) == ExpiryOutcome()
+    assert len(expire.calls) == 1
 
 
 async def test_a_create_with_a_deadline_schedules_its_timer_after_its_commit(env: WorkflowEnvironment) -> None:
@@ -95,3 +82,13 @@ async def test_a_create_with_a_deadline_schedules_its_timer_after_its_commit(env
     assert schedule.calls == [ExpiryTimers(timers=[ExpiryTimer(
         organization_id=s.input.organization_id, payment_id=s.input.payment_id, expires_at=s.input.expires_at,
         version=1)])]
+
+
+def test_timers_are_grouped_by_the_second_they_fall_in_rounded_up() -> None:
+    t0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+    at = [t0, t0 + timedelta(milliseconds=1), t0 + timedelta(milliseconds=999), t0 + timedelta(seconds=1, microseconds=1)]
+    timers = [ExpiryTimer(organization_id="o", payment_id=f"p{i}", expires_at=d, version=1) for i, d in enumerate(at)]
+    groups = expiry.timers_by_second(timers)
+    assert {second: [t.payment_id for t in group] for second, group in groups.items()} == {
+        t0: ["p0"], t0 + timedelta(seconds=1): ["p1", "p2"], t0 + timedelta(seconds=2): ["p3"]}
+    assert expiry.expiry_workflow_id("payments-batch/b1", t0) == "payments-expiry/20260301T120000Z/payments-batch/b1"

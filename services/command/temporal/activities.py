@@ -23,7 +23,6 @@ from services.command.commands import (
     CommandResult,
     CreatePayment,
     ExpiryOutcome,
-    ExpiryTimer,
     ExpiryTimers,
     ModifyPayment,
     Rejected,
@@ -86,16 +85,21 @@ class CommandActivities:
 
     @activity.defn(name="payments.schedule_expiry")
     async def schedule_expiry(self, timers: ExpiryTimers) -> None:
-        """The committed deadlines' timers (temporal/expiry.py), on this task queue."""
-        await expiry.schedule_all(activity.client(), activity.info().task_queue, timers.timers, datetime.now(UTC))
+        """The committed deadlines' timers (temporal/expiry.py), on this task queue, named
+        after the workflow that committed them."""
+        info = activity.info()
+        await expiry.schedule_all(activity.client(), info.task_queue, info.workflow_id, timers.timers,
+                                  datetime.now(UTC))
 
     @activity.defn(name="payments.expire")
-    async def expire(self, timer: ExpiryTimer) -> ExpiryOutcome:
-        """A timer fired: expire the payment if this is still its deadline (handlers.expire)."""
-        info = activity.info()
-        token = bind_log_context(workflow_id=info.workflow_id, organization_id=timer.organization_id)
+    async def expire(self, timers: ExpiryTimers) -> ExpiryOutcome:
+        """Timers fired: expire each payment whose deadline this still is (handlers.expire)."""
+        token = bind_log_context(workflow_id=activity.info().workflow_id)
         try:
-            return await handlers.expire(self.store, timer, source=self.source)
+            outcome = await handlers.expire(self.store, timers.timers, source=self.source)
+            if outcome.expired:
+                log.info("%d payment(s) expired", len(outcome.expired))
+            return outcome
         finally:
             log_context.reset(token)
 

@@ -1,48 +1,69 @@
-"""Payment deadlines as Temporal timers: one ``PaymentExpiry`` workflow per (organization,
-payment), under a deterministic id, so that a retried create or a moved deadline never
-leaves two timers. A created payment's timer starts with a start delay (no workflow task
-until the deadline: docs/benchmarks.md, "Expiry timers"); a moved deadline is a
-signal-with-start, which wakes a delayed timer or reaches a sleeping one, and starts one
-if there is none. Whatever timers exist, the expiry itself checks the stored deadline
-(handlers.expire), so at most one expiry happens.
+"""Payment deadlines as Temporal timers. The workflow that committed deadlines (a create,
+a bulk create, a group-committed batch, an update that moved one) starts, after its
+commit, one ``PaymentExpiry`` workflow per second in which they fall, with a start delay
+until that second (no workflow task until then), under a deterministic id: that
+workflow's own id and the second. A retried scheduling finds it (and a finished one is
+not run again), so a retried command never adds a timer. One timer per payment would be
+one workflow execution per create, which costs a group-committed batch most of its
+throughput (docs/benchmarks.md, "Expiry timers").
+
+A moved deadline gets a timer of its own (its update's); the old one still fires, and
+expires nothing: the expiry checks the stored deadline in its transaction
+(handlers.expire), so whatever timers exist, at most one expiry happens.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from services.command.commands import ExpiryOutcome, ExpiryTimer
+from services.command.commands import ExpiryOutcome, ExpiryTimer, ExpiryTimers
 
 WORKFLOW_TYPE = "PaymentExpiry"
-MOVE_SIGNAL = "payments.expiry.move"
-_AT_ONCE = 32  # start requests of one schedule in flight at a time
+_AT_ONCE = 32  # start requests of one scheduling in flight at a time
 
 
-def expiry_workflow_id(org: str, payment_id: str) -> str:
-    return f"payments-expiry/{org}/{payment_id}"
+def second_of(deadline: datetime) -> datetime:
+    """The whole second a deadline falls in, rounded up: its timer's wake-up."""
+    whole = deadline.replace(microsecond=0)
+    return whole if whole == deadline else whole + timedelta(seconds=1)
 
 
-async def schedule(client: Client, task_queue: str, timer: ExpiryTimer, now: datetime) -> None:
-    wid = expiry_workflow_id(timer.organization_id, timer.payment_id)
-    if timer.version == 1:  # a create's: a running timer (a retried create's) is kept
-        delay = timer.expires_at - now
+def expiry_workflow_id(origin: str, second: datetime) -> str:
+    """``origin``: the id of the workflow that committed the deadlines."""
+    return f"payments-expiry/{second.strftime('%Y%m%dT%H%M%SZ')}/{origin}"
+
+
+def timers_by_second(timers: Sequence[ExpiryTimer]) -> dict[datetime, list[ExpiryTimer]]:
+    groups: dict[datetime, list[ExpiryTimer]] = defaultdict(list)
+    for timer in timers:
+        groups[second_of(timer.expires_at)].append(timer)
+    return dict(groups)
+
+
+async def schedule(client: Client, task_queue: str, origin: str, second: datetime, timers: list[ExpiryTimer],
+                   now: datetime) -> None:
+    delay = second - now
+    try:
         await client.start_workflow(
-            WORKFLOW_TYPE, timer, id=wid, task_queue=task_queue, result_type=ExpiryOutcome,
+            WORKFLOW_TYPE, ExpiryTimers(timers=timers), id=expiry_workflow_id(origin, second),
+            task_queue=task_queue, result_type=ExpiryOutcome,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             start_delay=delay if delay > timedelta(0) else None)
-    else:  # a move: the running timer takes it (the highest version wins), or a new one starts
-        await client.start_workflow(
-            WORKFLOW_TYPE, timer, id=wid, task_queue=task_queue, result_type=ExpiryOutcome,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            start_signal=MOVE_SIGNAL, start_signal_args=[timer])
+    except WorkflowAlreadyStartedError:
+        pass  # it ran already: this scheduling is a retry
 
 
-async def schedule_all(client: Client, task_queue: str, timers: Sequence[ExpiryTimer], now: datetime) -> None:
-    for i in range(0, len(timers), _AT_ONCE):
-        await asyncio.gather(*(schedule(client, task_queue, t, now) for t in timers[i:i + _AT_ONCE]))
+async def schedule_all(client: Client, task_queue: str, origin: str, timers: Sequence[ExpiryTimer],
+                       now: datetime) -> None:
+    groups = list(timers_by_second(timers).items())
+    for i in range(0, len(groups), _AT_ONCE):
+        await asyncio.gather(*(schedule(client, task_queue, origin, second, group, now)
+                               for second, group in groups[i:i + _AT_ONCE]))

@@ -21,7 +21,7 @@ from services.command.commands import (
     CommandResult,
     CreatePayment,
     ExpiryOutcome,
-    ExpiryTimer,
+    ExpiryTimers,
     ModifyPayment,
 )
 from services.command.temporal.activities import CommandActivities
@@ -59,7 +59,7 @@ ROUTES: tuple[Route, ...] = (
     Route(ModifyPayment, ModifyPaymentWorkflow, CommandResult),  # update, transitions, delete
     Route(BulkCreatePayments, BulkCreatePaymentsWorkflow, BulkCreateResult),
     Route(CommandBatch, CommandBatchWorkflow, CommandBatchResult),  # group commit
-    Route(ExpiryTimer, PaymentExpiryWorkflow, ExpiryOutcome),  # a payment's deadline (temporal/expiry.py)
+    Route(ExpiryTimers, PaymentExpiryWorkflow, ExpiryOutcome),  # deadlines (temporal/expiry.py)
 )
 BY_COMMAND: dict[type, Route] = {r.command: r for r in ROUTES}
 BY_WORKFLOW_TYPE: dict[str, Route] = {r.workflow_type: r for r in ROUTES}

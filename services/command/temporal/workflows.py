@@ -23,14 +23,13 @@ with workflow.unsafe.imports_passed_through():
         CommandResult,
         CreatePayment,
         ExpiryOutcome,
-        ExpiryTimer,
         ExpiryTimers,
         ModifyPayment,
         Rejected,
         expiry_timers,
     )
     from services.command.temporal.activities import CommandActivities
-    from services.command.temporal.expiry import MOVE_SIGNAL, WORKFLOW_TYPE
+    from services.command.temporal.expiry import WORKFLOW_TYPE
     from services.command.temporal.failures import NON_RETRYABLE, application_error, rejection_of
 
 EXECUTE_OPTIONS: dict[str, Any] = {
@@ -123,36 +122,23 @@ class CommandBatchWorkflow:
 
 @workflow.defn(name=WORKFLOW_TYPE, sandboxed=False)
 class PaymentExpiryWorkflow:
-    """A payment's deadline (temporal/expiry.py): waits for it, then expires the payment if
-    this is still its deadline. A move (signal) with a higher payment version replaces the
-    deadline; the expiry's answer may name a later one (moved while no signal got here),
-    which it waits for in turn."""
+    """Timers of deadlines in one second (temporal/expiry.py): started with a delay until
+    then, it expires each payment whose deadline this still is; one that fired early on the
+    database's clock is waited for again."""
 
     activity = staticmethod(CommandActivities.expire)
 
-    def __init__(self) -> None:
-        self.timer: ExpiryTimer | None = None
-
-    @workflow.signal(name=MOVE_SIGNAL)
-    def move(self, timer: ExpiryTimer) -> None:
-        if self.timer is None or timer.version > self.timer.version:
-            self.timer = timer
-
     @workflow.run
-    async def run(self, timer: ExpiryTimer) -> ExpiryOutcome:
-        self.move(timer)
+    async def run(self, timers: ExpiryTimers) -> ExpiryOutcome:
+        pending, expired = timers.timers, []
         while True:
-            current = self.timer
-            assert current is not None
-            wait = (current.expires_at - workflow.now()).total_seconds()
+            wait = (max(t.expires_at for t in pending) - workflow.now()).total_seconds()
             if wait > 0:
-                try:
-                    await workflow.wait_condition(lambda c=current: self.timer is not c, timeout=wait)  # type: ignore[misc]
-                    continue  # moved
-                except TimeoutError:
-                    pass
-            outcome = await workflow.execute_local_activity_method(self.activity, current, **TIMER_OPTIONS)
-            if outcome.wait_until is None:
-                return outcome
-            if self.timer is current:  # else a move arrived meanwhile: its deadline is next
-                self.timer = current.model_copy(update={"expires_at": outcome.wait_until})
+                await workflow.sleep(wait)
+            outcome = await workflow.execute_local_activity_method(
+                self.activity, ExpiryTimers(timers=pending), **TIMER_OPTIONS)
+            expired += outcome.expired
+            if not outcome.early:
+                return ExpiryOutcome(expired=expired)
+            pending = outcome.early
+            await workflow.sleep(1)  # the database's clock is behind the workers'
