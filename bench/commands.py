@@ -16,7 +16,7 @@ A variant NAME/expiry is NAME's server under a load whose every create carries a
 ``expires_at`` (a day ahead: what is measured is scheduling its timer, temporal/expiry.py);
 NAME/expiry-sleep the same with the timers the other way, started at once and sleeping
 until the deadline instead of a start delay; NAME/expiry-each with one timer workflow per
-payment instead of one per committing workflow and second; all are compared with NAME in
+payment instead of one per committing workflow and group of deadlines; all are compared with NAME in
 the same run.
 
 All variants' servers run side by side; each step of a closed-loop sweep over --sweep
@@ -92,9 +92,9 @@ def _sleeping_timers() -> None:
     from services.command.commands import ExpiryOutcome, ExpiryTimers
     from services.command.temporal import expiry
 
-    async def schedule(client, task_queue, origin, second, timers, now) -> None:  # type: ignore[no-untyped-def]
+    async def schedule(client, task_queue, origin, wake, timers, now) -> None:  # type: ignore[no-untyped-def]
         await client.start_workflow(expiry.WORKFLOW_TYPE, ExpiryTimers(timers=timers),
-                                    id=expiry.expiry_workflow_id(origin, second), task_queue=task_queue,
+                                    id=expiry.expiry_workflow_id(origin, wake), task_queue=task_queue,
                                     result_type=ExpiryOutcome, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
 
     expiry.schedule = schedule
@@ -107,7 +107,7 @@ def _timer_per_payment() -> None:
     async def schedule_all(client, task_queue, origin, timers, now) -> None:  # type: ignore[no-untyped-def]
         for i in range(0, len(timers), 32):
             await asyncio.gather(*(expiry.schedule(client, task_queue, f"{t.organization_id}/{t.payment_id}",
-                                                   expiry.second_of(t.expires_at), [t], now)
+                                                   t.expires_at, [t], now)
                                    for t in timers[i:i + 32]))
 
     expiry.schedule_all = schedule_all

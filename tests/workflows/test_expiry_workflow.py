@@ -84,11 +84,14 @@ async def test_a_create_with_a_deadline_schedules_its_timer_after_its_commit(env
         version=1)])]
 
 
-def test_timers_are_grouped_by_the_second_they_fall_in_rounded_up() -> None:
-    t0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
-    at = [t0, t0 + timedelta(milliseconds=1), t0 + timedelta(milliseconds=999), t0 + timedelta(seconds=1, microseconds=1)]
+def test_timers_are_grouped_by_deadlines_less_than_a_second_apart_from_the_earliest() -> None:
+    t0 = datetime(2026, 3, 1, 12, 0, 0, 500000, tzinfo=UTC)
+    at = [t0 + timedelta(milliseconds=ms) for ms in (999, 0, 600, 1000, 1500, 2100)]
     timers = [ExpiryTimer(organization_id="o", payment_id=f"p{i}", expires_at=d, version=1) for i, d in enumerate(at)]
-    groups = expiry.timers_by_second(timers)
-    assert {second: [t.payment_id for t in group] for second, group in groups.items()} == {
-        t0: ["p0"], t0 + timedelta(seconds=1): ["p1", "p2"], t0 + timedelta(seconds=2): ["p3"]}
-    assert expiry.expiry_workflow_id("payments-batch/b1", t0) == "payments-expiry/20260301T120000Z/payments-batch/b1"
+    groups = expiry.timer_groups(timers)
+    assert {wake - t0: [t.payment_id for t in group] for wake, group in groups.items()} == {
+        timedelta(milliseconds=999): ["p1", "p2", "p0"], timedelta(milliseconds=1500): ["p3", "p4"],
+        timedelta(milliseconds=2100): ["p5"]}
+    assert expiry.timer_groups(list(reversed(timers))) == groups  # deterministic
+    assert (expiry.expiry_workflow_id("payments-batch/b1", t0)
+            == "payments-expiry/20260301T120000.500000Z/payments-batch/b1")

@@ -1,8 +1,9 @@
 """Payment deadlines as Temporal timers. The workflow that committed deadlines (a create,
 a bulk create, a group-committed batch, an update that moved one) starts, after its
-commit, one ``PaymentExpiry`` workflow per second in which they fall, with a start delay
-until that second (no workflow task until then), under a deterministic id: that
-workflow's own id and the second. A retried scheduling finds it (and a finished one is
+commit, one ``PaymentExpiry`` workflow per group of deadlines less than a second apart
+(taken in order, from the earliest: a deadline fires at most a second late), with a
+start delay until the group's last deadline (no workflow task until then), under a
+deterministic id: that workflow's own id and that moment. A retried scheduling finds it (and a finished one is
 not run again), so a retried command never adds a timer. One timer per payment would be
 one workflow execution per create, which costs a group-committed batch most of its
 throughput (docs/benchmarks.md, "Expiry timers").
@@ -15,7 +16,6 @@ expires nothing: the expiry checks the stored deadline in its transaction
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -26,33 +26,33 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from services.command.commands import ExpiryOutcome, ExpiryTimer, ExpiryTimers
 
 WORKFLOW_TYPE = "PaymentExpiry"
+GROUP_SPAN = timedelta(seconds=1)  # how late a deadline may fire for sharing a timer
 _AT_ONCE = 32  # start requests of one scheduling in flight at a time
 
 
-def second_of(deadline: datetime) -> datetime:
-    """The whole second a deadline falls in, rounded up: its timer's wake-up."""
-    whole = deadline.replace(microsecond=0)
-    return whole if whole == deadline else whole + timedelta(seconds=1)
+def expiry_workflow_id(origin: str, wake: datetime) -> str:
+    """``origin``: the id of the workflow that committed the deadlines; ``wake``: the last."""
+    return f"payments-expiry/{wake.strftime('%Y%m%dT%H%M%S.%fZ')}/{origin}"
 
 
-def expiry_workflow_id(origin: str, second: datetime) -> str:
-    """``origin``: the id of the workflow that committed the deadlines."""
-    return f"payments-expiry/{second.strftime('%Y%m%dT%H%M%SZ')}/{origin}"
+def timer_groups(timers: Sequence[ExpiryTimer]) -> dict[datetime, list[ExpiryTimer]]:
+    """Timers by the moment their group wakes up: groups of deadlines less than
+    ``GROUP_SPAN`` apart, from the earliest on (deterministic: the same timers, the same groups)."""
+    groups: list[list[ExpiryTimer]] = []
+    for timer in sorted(timers, key=lambda t: (t.expires_at, t.organization_id, t.payment_id)):
+        if groups and timer.expires_at - groups[-1][0].expires_at < GROUP_SPAN:
+            groups[-1].append(timer)
+        else:
+            groups.append([timer])
+    return {group[-1].expires_at: group for group in groups}
 
 
-def timers_by_second(timers: Sequence[ExpiryTimer]) -> dict[datetime, list[ExpiryTimer]]:
-    groups: dict[datetime, list[ExpiryTimer]] = defaultdict(list)
-    for timer in timers:
-        groups[second_of(timer.expires_at)].append(timer)
-    return dict(groups)
-
-
-async def schedule(client: Client, task_queue: str, origin: str, second: datetime, timers: list[ExpiryTimer],
+async def schedule(client: Client, task_queue: str, origin: str, wake: datetime, timers: list[ExpiryTimer],
                    now: datetime) -> None:
-    delay = second - now
+    delay = wake - now
     try:
         await client.start_workflow(
-            WORKFLOW_TYPE, ExpiryTimers(timers=timers), id=expiry_workflow_id(origin, second),
+            WORKFLOW_TYPE, ExpiryTimers(timers=timers), id=expiry_workflow_id(origin, wake),
             task_queue=task_queue, result_type=ExpiryOutcome,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -63,7 +63,7 @@ async def schedule(client: Client, task_queue: str, origin: str, second: datetim
 
 async def schedule_all(client: Client, task_queue: str, origin: str, timers: Sequence[ExpiryTimer],
                        now: datetime) -> None:
-    groups = list(timers_by_second(timers).items())
+    groups = list(timer_groups(timers).items())
     for i in range(0, len(groups), _AT_ONCE):
-        await asyncio.gather(*(schedule(client, task_queue, origin, second, group, now)
-                               for second, group in groups[i:i + _AT_ONCE]))
+        await asyncio.gather(*(schedule(client, task_queue, origin, wake, group, now)
+                               for wake, group in groups[i:i + _AT_ONCE]))
