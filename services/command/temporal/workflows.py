@@ -122,9 +122,9 @@ class CommandBatchWorkflow:
 
 @workflow.defn(name=WORKFLOW_TYPE, sandboxed=False)
 class PaymentExpiryWorkflow:
-    """Timers of deadlines in one second (temporal/expiry.py): started with a delay until
-    then, it expires each payment whose deadline this still is; one that fired early on the
-    database's clock is waited for again."""
+    """Timers of deadlines less than a second apart (temporal/expiry.py): started with a
+    delay until the last, it expires each payment whose deadline this still is; one that
+    fired early on the database's clock is waited for again."""
 
     activity = staticmethod(CommandActivities.expire)
 
