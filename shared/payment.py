@@ -224,9 +224,9 @@ def _rfc3339_text(value: Any) -> Any:
 
 # The deadline a client sends (bodies of both doors): text only, with a time zone.
 Deadline = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), Field(
-    description="RFC 3339 date-time with a time zone: the payment becomes `expired` if still `processing` "
-    "then. In the future and at most PAYMENTS_PAYMENT_MAX_TTL_SECONDS ahead",
-    examples=["2026-03-01T10:30:00Z"])]
+    description="RFC 3339 date-time with a time zone (e.g. `2026-03-01T10:30:00Z`): the payment becomes "
+    "`expired` if still `processing` then. In the future and at most PAYMENTS_PAYMENT_MAX_TTL_SECONDS "
+    "(30 days by default) ahead")]
 
 
 @dataclass(frozen=True, slots=True)
