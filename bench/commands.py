@@ -16,8 +16,10 @@ A variant NAME/expiry is NAME's server under a load whose every create carries a
 ``expires_at`` (a day ahead: what is measured is scheduling its timer, temporal/expiry.py);
 NAME/expiry-sleep the same with the timers the other way, started at once and sleeping
 until the deadline instead of a start delay; NAME/expiry-each with one timer workflow per
-payment instead of one per committing workflow and group of deadlines; all are compared with NAME in
-the same run.
+payment instead of one per committing workflow and group of deadlines;
+NAME/expiry-unscheduled carries the deadlines but schedules no timer, and
+NAME/expiry-norpc runs the scheduling activity but starts nothing (what the deadline, the
+activity and its start requests each cost); all are compared with NAME in the same run.
 
 All variants' servers run side by side; each step of a closed-loop sweep over --sweep
 concurrencies (1, 8, 32, 64) measures them back to back, reporting
@@ -73,7 +75,7 @@ IN_FLIGHT = "PAYMENTS_COMMAND_GROUP_COMMIT_IN_FLIGHT"
 
 # Loads: "" plain creates; "expiry" creates with a deadline; "expiry-sleep" the same with
 # sleeping timers (BENCH_EXPIRY_TIMERS, read by serve()).
-LOADS = ("", "expiry", "expiry-sleep", "expiry-each")
+LOADS = ("", "expiry", "expiry-sleep", "expiry-each", "expiry-unscheduled", "expiry-norpc")
 DEADLINE_AHEAD = timedelta(days=1)
 
 
@@ -132,6 +134,16 @@ async def serve(variant: str, port: int) -> None:
         _sleeping_timers()
     elif timers == "each":
         _timer_per_payment()
+    elif timers == "unscheduled":  # the deadline carried, no timer: what scheduling costs
+        from services.command.temporal import workflows
+        workflows.expiry_timers = lambda command, result: []
+    elif timers == "norpc":  # the scheduling activity runs, starts nothing: what its RPCs cost
+        from services.command.temporal import expiry
+
+        async def no_rpc(*args: object) -> None:
+            return None
+
+        expiry.schedule = no_rpc
     naive = variant == "naive"  # the other variants differ only in their PAYMENTS_* environment
     async with command_runtime(settings, embedded_worker=not naive) as runtime:
         app = create_app(runtime=runtime)
