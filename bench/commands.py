@@ -12,14 +12,7 @@ only the workflow shape and the Temporal start mode differ:
   group-commit  eager+inproc + group commit: commands arriving while one execution is in
           flight run as one batch workflow / one transaction (the default since issue 14)
 
-A variant NAME/expiry is NAME's server under a load whose every create carries an
-``expires_at`` (a day ahead: what is measured is scheduling its timer, temporal/expiry.py);
-NAME/expiry-sleep the same with the timers the other way, started at once and sleeping
-until the deadline instead of a start delay; NAME/expiry-each with one timer workflow per
-payment instead of one per committing workflow and group of deadlines;
-NAME/expiry-unscheduled carries the deadlines but schedules no timer, and
-NAME/expiry-norpc runs the scheduling activity but starts nothing (what the deadline, the
-activity and its start requests each cost); all are compared with NAME in the same run.
+NAME/expiry and NAME/expiry-<shape>: NAME's server, creates with ``expires_at`` (bench/expiry_timers.py).
 
 All variants' servers run side by side; each step of a closed-loop sweep over --sweep
 concurrencies (1, 8, 32, 64) measures them back to back, reporting
@@ -30,8 +23,7 @@ eager+inproc and naive at each concurrency. Uses the servers of the environment 
 its own PostgreSQL database and task queues and drops the database at the end.
 
     python -m bench.commands --variants naive,eager+inproc,group-commit --sweep 1,8,32,64
-    python -m bench.commands --variants group-commit,group-commit/expiry,group-commit/expiry-each \\
-        --sweep 32 --rounds 3 --requests 600
+    python -m bench.commands --variants group-commit,group-commit/expiry --sweep 32 --rounds 9 --requests 400
 """
 
 from __future__ import annotations
@@ -45,13 +37,14 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import aiohttp
 import httpx
 
 from bench.common import scratch_database
 from bench.cpu import CpuSample, bottleneck, listening_pid
+from bench.expiry_timers import DEADLINE_AHEAD, swap_timers, timers_env
 from services.command.config import CommandSettings
 from shared.auth import SCOPE_WRITE, mint_token
 from shared.net import free_port
@@ -73,46 +66,10 @@ VARIANTS = {
 IN_FLIGHT = "PAYMENTS_COMMAND_GROUP_COMMIT_IN_FLIGHT"
 
 
-# Loads: "" plain creates; "expiry" creates with a deadline; "expiry-sleep" the same with
-# sleeping timers (BENCH_EXPIRY_TIMERS, read by serve()).
-LOADS = ("", "expiry", "expiry-sleep", "expiry-each", "expiry-unscheduled", "expiry-norpc")
-DEADLINE_AHEAD = timedelta(days=1)
-
-
 def variant_env(variant: str) -> dict[str, str]:
     server, _, load = variant.partition("/")
     base, _, in_flight = server.partition("@")
-    return {**VARIANTS[base], **({IN_FLIGHT: in_flight} if in_flight else {}),
-            **({"BENCH_EXPIRY_TIMERS": load.removeprefix("expiry-")} if load.startswith("expiry-") else {})}
-
-
-def _sleeping_timers() -> None:
-    """Timers started at once, each sleeping in its workflow until the deadline (the
-    alternative to a start delay that temporal/expiry.py measured against)."""
-    from temporalio.common import WorkflowIDConflictPolicy
-
-    from services.command.commands import ExpiryOutcome, ExpiryTimers
-    from services.command.temporal import expiry
-
-    async def schedule(client, task_queue, origin, wake, timers, now) -> None:  # type: ignore[no-untyped-def]
-        await client.start_workflow(expiry.WORKFLOW_TYPE, ExpiryTimers(timers=timers),
-                                    id=expiry.expiry_workflow_id(origin, wake), task_queue=task_queue,
-                                    result_type=ExpiryOutcome, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
-
-    expiry.schedule = schedule
-
-
-def _timer_per_payment() -> None:
-    """One timer workflow per payment (the design temporal/expiry.py measured against)."""
-    from services.command.temporal import expiry
-
-    async def schedule_all(client, task_queue, origin, timers, now) -> None:  # type: ignore[no-untyped-def]
-        for i in range(0, len(timers), 32):
-            await asyncio.gather(*(expiry.schedule(client, task_queue, f"{t.organization_id}/{t.payment_id}",
-                                                   t.expires_at, [t], now)
-                                   for t in timers[i:i + 32]))
-
-    expiry.schedule_all = schedule_all
+    return {**VARIANTS[base], **({IN_FLIGHT: in_flight} if in_flight else {}), **timers_env(load)}
 
 
 # --------------------------------------------------------------------------- server side
@@ -129,21 +86,7 @@ async def serve(variant: str, port: int) -> None:
     from services.command.temporal.registry import Route
 
     settings = CommandSettings()
-    timers = os.environ.get("BENCH_EXPIRY_TIMERS")
-    if timers == "sleep":
-        _sleeping_timers()
-    elif timers == "each":
-        _timer_per_payment()
-    elif timers == "unscheduled":  # the deadline carried, no timer: what scheduling costs
-        from services.command.temporal import workflows
-        workflows.expiry_timers = lambda command, result: []
-    elif timers == "norpc":  # the scheduling activity runs, starts nothing: what its RPCs cost
-        from services.command.temporal import expiry
-
-        async def no_rpc(*args: object) -> None:
-            return None
-
-        expiry.schedule = no_rpc
+    swap_timers()
     naive = variant == "naive"  # the other variants differ only in their PAYMENTS_* environment
     async with command_runtime(settings, embedded_worker=not naive) as runtime:
         app = create_app(runtime=runtime)
@@ -335,8 +278,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="naive,eager+inproc,group-commit",
                         help="comma-separated: " + ", ".join(VARIANTS) + " (NAME@N: N executions in flight; "
-                        "NAME/expiry, NAME/expiry-sleep, NAME/expiry-each: every create with expires_at, timers "
-                        "by start delay / sleeping / one per payment)")
+                        "NAME/expiry[-SHAPE]: creates with expires_at, bench/expiry_timers.py)")
     parser.add_argument("--sweep", type=lambda text: [int(c) for c in text.split(",")], default=[1, 8, 32, 64],
                         help="closed-loop concurrencies, one step each")
     parser.add_argument("--latency-requests", type=int, default=150, help="requests of the concurrency-1 step")
