@@ -97,6 +97,8 @@ async def test_a_payment_expires_on_the_query_side_within_5_s_of_its_deadline(cl
     payment = created.json()
     assert datetime.fromisoformat(payment["expires_at"]) == datetime.fromisoformat(deadline)
     assert await client.status_by(payment["id"], at + WITHIN, "expired") == "expired"
+    shown = datetime.fromisoformat((await client.read(payment["id"]))["expires_at"])  # MongoDB keeps milliseconds
+    assert abs(shown - datetime.fromisoformat(deadline)) < timedelta(milliseconds=1)
     (event,) = await _status_events(client.system, client.org, payment["id"])
     assert (event["actor"], event["data"]["payment"]["status"], event["paymentversion"]) == ("system:expiry", "expired", 2)
     stats = (await client.http.get(f"{client.query}/statistics", headers=client.auth)).json()
