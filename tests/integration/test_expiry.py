@@ -91,6 +91,15 @@ async def _status_events(system: IsolatedSystem, org: str, payment_id: str) -> l
     return [json.loads(bytes(r["payload"])) for r in rows]
 
 
+async def _timer_ids(client: Client) -> list[str]:
+    """The PaymentExpiry workflows of this system's task queue."""
+    from temporalio.client import Client as TemporalClient
+
+    temporal = await TemporalClient.connect(client.system.settings.temporal_address)
+    queue = client.system.settings.command_task_queue
+    return [w.id async for w in temporal.list_workflows(f"WorkflowType = 'PaymentExpiry' AND TaskQueue = '{queue}'")]
+
+
 async def test_a_payment_expires_on_the_query_side_within_5_s_of_its_deadline(client: Client) -> None:
     deadline, at = _ahead(AHEAD)
     created = await client.create(deadline)
@@ -161,6 +170,20 @@ async def test_every_item_of_a_batch_expires(client: Client) -> None:
     ids = [r["payment"]["id"] for r in batch.json()["results"]]
     statuses = await asyncio.gather(*(client.status_by(pid, at + WITHIN, "expired") for pid in ids))
     assert statuses == ["expired"] * 3
+
+
+async def test_concurrent_creates_group_committed_all_expire(client: Client) -> None:
+    deadline, at = _ahead(AHEAD)
+    created = await asyncio.gather(*(client.create(deadline, amount=200 + i) for i in range(16)))
+    assert {c.status_code for c in created} == {201}
+    ids = [c.json()["id"] for c in created]
+    statuses = await asyncio.gather(*(client.status_by(pid, at + WITHIN, "expired") for pid in ids))
+    assert statuses == ["expired"] * 16
+    # Sixteen at once: all but the first wait for it and run as group-committed batches,
+    # whose timers are named after the batch's workflow.
+    timers = await _timer_ids(client)
+    assert any("/payments-batch/" in t for t in timers), timers
+    assert [len(await _status_events(client.system, client.org, pid)) for pid in ids] == [1] * 16
 
 
 async def test_a_payment_created_from_the_kafka_intake_expires(client: Client) -> None:
@@ -253,8 +276,6 @@ async def test_a_timer_survives_a_restart_of_the_temporal_server(settings: Setti
 
 
 async def test_a_retried_create_leaves_one_timer(client: Client) -> None:
-    from temporalio.client import Client as TemporalClient
-
     deadline, at = _ahead(AHEAD)
     key = {"Idempotency-Key": f"k-{uuid.uuid4().hex[:8]}"}
     first = await client.http.post(f"{client.command}/payments", headers={**client.auth, **key},
@@ -263,9 +284,6 @@ async def test_a_retried_create_leaves_one_timer(client: Client) -> None:
                                    json={"amount": 500, "currency": "EUR", "expires_at": deadline})
     assert (first.status_code, again.json()) == (201, first.json())
     assert await client.status_by(first.json()["id"], at + WITHIN, "expired") == "expired"
-    temporal = await TemporalClient.connect(client.system.settings.temporal_address)
-    queue = client.system.settings.command_task_queue
-    timers = [w.id async for w in temporal.list_workflows(f"WorkflowType = 'PaymentExpiry' AND TaskQueue = '{queue}'")
-              if f"/payments/{client.org}/" in w.id]
+    timers = [t for t in await _timer_ids(client) if f"/payments/{client.org}/" in t]
     assert len(timers) == 1, timers
     assert len(await _status_events(client.system, client.org, first.json()["id"])) == 1
