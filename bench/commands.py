@@ -22,13 +22,8 @@ its own PostgreSQL database and task queues and drops the database at the end.
 
     python -m bench.commands --variants naive,eager+inproc,group-commit --sweep 1,8,32,64
 
-``--baseline DIR`` also runs each variant from another checkout of the project (e.g. a
-``git worktree`` of the parent commit), against a scratch database of its own migrated
-by that checkout's code, side by side with this one: rows ``base:<variant>``. The ratio
-table then compares each variant with its baseline.
-
-    git worktree add /tmp/base HEAD~1
-    python -m bench.commands --variants group-commit --sweep 1,32 --rounds 3 --baseline /tmp/base
+``--baseline DIR`` also serves each variant from another checkout (e.g. a ``git worktree``
+of the parent commit) on a scratch database of its own, side by side: ``base:<variant>``.
 """
 
 from __future__ import annotations
@@ -174,18 +169,14 @@ class Server:
 
 
 BASE = "base:"  # a variant served by the --baseline checkout
-
-
 def start_server(variant: str, args: argparse.Namespace, database_url: str, run_id: str,
-                 tree: str | None = None) -> Server:
-    """``tree``: the checkout whose code serves it (its own ``bench.commands``), else this one."""
+                 tree: str | None = None) -> Server:  # tree: the checkout serving it
     port = free_port()
     name = variant.removeprefix(BASE)
     env = {**os.environ, **variant_env(name), "PAYMENTS_DATABASE_URL": database_url,
            "PAYMENTS_COMMAND_TASK_QUEUE": f"bench-{run_id}-{variant.replace(':', '-')}",
-           "PAYMENTS_LOG_LEVEL": "WARNING", "PAYMENTS_DATABASE_POOL_SIZE": str(args.pool_size)}
-    if tree is not None:
-        env["PYTHONPATH"] = tree
+           "PAYMENTS_LOG_LEVEL": "WARNING", "PAYMENTS_DATABASE_POOL_SIZE": str(args.pool_size),
+           **({"PYTHONPATH": tree} if tree else {})}
     process = subprocess.Popen([sys.executable, "-m", "bench.commands", "--serve", name.partition("@")[0],
                                 "--port", str(port)], env=env, cwd=tree)
     temporal_port = int(CommandSettings().temporal_address.rsplit(":", 1)[1])
@@ -251,10 +242,9 @@ async def main(args: argparse.Namespace) -> None:
     settings = CommandSettings()
     run_id = uuid.uuid4().hex[:8]
     async with contextlib.AsyncExitStack() as stack:
-        database_url = await stack.enter_async_context(scratch_database(settings.database_url, "payments_bench"))
-        base_url = (await stack.enter_async_context(scratch_database(settings.database_url, "payments_bench_base"))
-                    if args.baseline else None)
-        steps = _medians(await sweep(args, database_url, run_id, base_url))
+        db_url, base_url = [await stack.enter_async_context(scratch_database(settings.database_url, f"payments_{p}"))
+                            if p == "bench" or args.baseline else None for p in ("bench", "bench_base")]
+        steps = _medians(await sweep(args, db_url, run_id, base_url))
     order = args.variants.split(",") + [BASE + v for v in args.variants.split(",")]
     print(f"closed loop; {args.latency_requests} requests at concurrency 1, {args.requests} at each other step; "
           f"median of {args.rounds} interleaved round(s); CPU in % of one core (machine: % of all cores)\n")
@@ -268,19 +258,15 @@ async def main(args: argparse.Namespace) -> None:
               f"| {c['machine']:.0f} | {bottleneck(c)} |")
     by = {(r["variant"], r["c"]): r for r in steps}
     if args.baseline:
-        print("\n| variant | concurrency | creates/s vs base | p50 vs base | p99 vs base |")
-        print("|---|---|---|---|---|")
-        for variant in args.variants.split(","):
-            for concurrency in args.sweep:
-                r, base = by[(variant, concurrency)], by[(BASE + variant, concurrency)]
-                print(f"| {variant} | {concurrency} | {r['tput'] / base['tput']:.3f} | {r['p50'] / base['p50']:.3f} "
-                      f"| {r['p99'] / base['p99']:.3f} |")
-    others = [v for v in order if v not in ("naive", "eager+inproc")]
-    if not {"naive", "eager+inproc"} & set(args.variants.split(",")):
+        print("\n| variant | concurrency | creates/s vs base | p50 vs base | p99 vs base |\n|---|---|---|---|---|")
+        for r in (by[(v, c)] for v in args.variants.split(",") for c in args.sweep):
+            ratios = (f"{r[k] / by[(BASE + r['variant'], r['c'])][k]:.3f}" for k in ("tput", "p50", "p99"))
+            print(f"| {r['variant']} | {r['c']} | {' | '.join(ratios)} |")
+    if not {"naive", "eager+inproc"} & set(order):
         return
-    print("\n| variant | concurrency | creates/s vs eager+inproc | creates/s vs naive | p50 vs eager+inproc |")
-    print("|---|---|---|---|---|")
-    for variant in others:
+    print("\n| variant | concurrency | creates/s vs eager+inproc | creates/s vs naive | p50 vs eager+inproc |\n"
+          "|---|---|---|---|---|")
+    for variant in (v for v in order if v not in ("naive", "eager+inproc")):
         for concurrency in args.sweep:
             r, base, naive = by[(variant, concurrency)], by.get(("eager+inproc", concurrency)), by.get(("naive", concurrency))
             print(f"| {variant} | {concurrency} | {_ratio(r['tput'], base['tput']) if base else '-'} "
