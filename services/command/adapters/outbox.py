@@ -71,7 +71,8 @@ class Outbox:
                     for r in await conn.fetch(CLAIM_ROWS, keys, limit)] if keys else []
             yield rows
             if rows:
-                await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                # clock_timestamp(): after the rows' commit (a rebuild from the log relies on it)
+                await conn.execute("UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[])",
                                    [row.id for row in rows])
 
     async def backlog(self) -> tuple[int, float]:
