@@ -166,3 +166,31 @@ async def test_a_rebuild_from_postgres_under_load_loses_nothing(system):
     report = reconcile(system)
     assert report["drift"] == 0, report
     assert [e["version"] for e in await history_of(system, org, created[0])] == [1, 2]
+
+
+async def test_reconcile_finds_history_gaps_and_altered_versions_and_repair_fills_them(system):
+    from pymongo import AsyncMongoClient
+
+    from services.query.adapters.read_model import MongoReadModel
+    from shared.auth import cursor_key
+
+    org = f"org-gaps-{uuid.uuid4().hex[:6]}"
+    paid, _ = await a_life(system, org)
+    before = await history_of(system, org, paid)
+    s = system.settings
+    mongo: AsyncMongoClient = AsyncMongoClient(s.mongo_url, tz_aware=True)
+    try:
+        cols = await MongoReadModel(mongo[s.mongo_db], cursor_key(s)).active(fresh=True)
+        assert (await cols.history.delete_one({"organization_id": org, "payment_id": paid, "version": 2})).deleted_count
+        await cols.history.update_one({"organization_id": org, "payment_id": paid, "version": 3},
+                                      {"$set": {"actor": "mallory", "payment.amount": 1}})
+        await cols.history.insert_one({"_id": "forged", "organization_id": org, "payment_id": paid, "version": 9})
+    finally:
+        await mongo.close()
+    found = reconcile(system)
+    assert (found["history_missing"], found["history_stale"], found["history_extra"]) == (
+        [f"{paid}@2"], [f"{paid}@3"], [f"{paid}@9"]), found
+    done = cli(system, "reconcile", "--json", "--grace-seconds", "0", "--repair", "--org", org)
+    assert json.loads(done.stdout)["repaired_writes"] >= 3, done.stdout
+    assert reconcile(system)["drift"] == 0
+    assert await history_of(system, org, paid) == before
