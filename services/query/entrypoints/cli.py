@@ -83,7 +83,7 @@ def query_worker(
     asyncio.run(run_query_worker(_settings(log_level), max_concurrent=max_concurrent))
 
 
-class ReplaySource(StrEnum):
+class ReplaySource(StrEnum):  # the values name servers of shared/dependencies.py too
     KAFKA = "kafka"
     POSTGRES = "postgres"
 
@@ -108,8 +108,15 @@ def replay(
     the projector runs or not: both are idempotent.
     """
     from services.query.entrypoints.replay import run_replay
+    from shared.dependencies import DependencyUnavailable, wait_for
 
-    summary = asyncio.run(run_replay(_settings(log_level), source=source.value, idle=idle, batch_size=batch_size,
+    settings = _settings(log_level)
+    try:  # the source's server (the process table's `needs` are those of every run: MongoDB)
+        asyncio.run(wait_for(settings, (source.value,), settings.startup_timeout_seconds))
+    except DependencyUnavailable as exc:
+        typer.secho(f"error: replay: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    summary = asyncio.run(run_replay(settings, source=source.value, idle=idle, batch_size=batch_size,
                                      keep_old=keep_old, progress=progress))
     typer.echo(summary)
 

@@ -170,11 +170,11 @@ async def run_replay(settings: Settings, *, source: str = "kafka", idle: float |
         old = await rm.active_generation()
         new = f"r{int(time.time())}{uuid.uuid4().hex[:6]}"
         cols = rm.collections(new)
-        await rm.ensure_indexes(cols)
         counts = dict.fromkeys(Outcome, 0)
         opened = (_from_postgres(settings, runtime.mongo, batch_size) if source == "postgres"
                   else _from_kafka(settings, runtime.mongo, idle, batch_size))
         async with opened as (total, first, catch_up):
+            await rm.ensure_indexes(cols)  # once the source is open: no empty generation left by an unreachable one
             bar = _Progress(progress, total, source)
             try:
                 started = time.monotonic()
