@@ -69,7 +69,7 @@ class Collections:
     payments: Any
     tombstones: Any
     statistics: Any
-    history: Any = None
+    history: Any
 
 
 class MongoReadModel:
