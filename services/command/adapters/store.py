@@ -145,13 +145,16 @@ class PostgresUnitOfWork:
     async def insert_payments(self, payments: Sequence[PaymentSnapshot]) -> set[tuple[str, str]]:
         """Ids are per organization: a taken one is skipped, not an error."""
         rows = await self.conn.fetch(
-            f"INSERT INTO payments ({PAYMENT_COLUMNS}) SELECT * FROM unnest($1::text[], $2::text[],"
+            # refunds as JSON text: a list inside a jsonb[] parameter would read as a dimension.
+            f"INSERT INTO payments ({PAYMENT_COLUMNS}) SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12,"
+            " c13, c14::jsonb FROM unnest($1::text[], $2::text[],"
             " $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::int[],"
-            " $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::bigint[], $14::jsonb[])"
+            " $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::bigint[], $14::text[])"
+            " AS u(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14)"
             " ON CONFLICT (organization_id, id) DO NOTHING RETURNING organization_id, id",
             *_columns([(p.id, p.organization_id, p.user_id, p.amount, p.currency, str(p.status), p.description,
                         p.metadata, p.version, p.created_at, p.updated_at, p.deleted_at, p.amount_refunded,
-                        _refunds(p)) for p in payments], 14),
+                        json.dumps(_refunds(p))) for p in payments], 14),
         )
         return {(r[0], r[1]) for r in rows}
 
