@@ -18,11 +18,12 @@ BASE = datetime(2026, 3, 1, 22, 0, tzinfo=UTC)
 def snapshot(pid: str, org: str = "org-a", *, amount: int = 1000, currency: str = "EUR",
              status: PaymentStatus = PaymentStatus.PROCESSING, version: int = 1,
              created_at: datetime = BASE, user_id: str | None = "user-1",
-             deleted: bool = False) -> PaymentSnapshot:
+             deleted: bool = False, amount_refunded: int = 0, refunds: list | None = None) -> PaymentSnapshot:
     return PaymentSnapshot(
         id=pid, organization_id=org, user_id=user_id, amount=amount, currency=currency, status=status,
         version=version, created_at=created_at, updated_at=created_at + timedelta(seconds=version),
         deleted_at=created_at + timedelta(seconds=version) if deleted else None,
+        amount_refunded=amount_refunded, refunds=refunds or [],
     )
 
 

@@ -13,20 +13,7 @@ from services.command.entrypoints.http.idempotency import ID_NAMESPACE
 from shared.auth import SCOPE_READ
 from shared.consistency import ConsistencyTokens, Writes
 from shared.events import EventType
-
-PROBLEM = "application/problem+json"
-
-
-def assert_problem(response, status: int, *, type_suffix: str | None = None, detail_has: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body = response.json()
-    assert body["status"] == status and body["title"] and body["detail"]
-    if type_suffix:
-        assert body["type"].endswith(type_suffix), body
-    if detail_has:
-        assert detail_has in body["detail"], body
-    return body
+from tests.support.problems import assert_problem
 
 
 async def test_create_returns_the_payment_with_version_etag_and_location(api, db):

@@ -16,7 +16,7 @@ from services.command import handlers
 from services.command.commands import ModifyPayment, Rejected, RejectionKind
 from shared.events import EventType
 from shared.payment import PaymentAction
-from tests.integration.command.test_api_commands import assert_problem
+from tests.support.problems import assert_problem
 
 
 async def completed(api, amount: int = 1000, org: str = "org-a") -> dict:
