@@ -199,7 +199,7 @@ async def test_out_of_range_parameters_are_422_not_500(api, auth, params):
     assert response.json()["detail"]
 
 
-async def test_statistics_sum_the_refunds_exactly_through_duplicates_and_replays(runtime, api, auth):
+async def test_statistics_sum_the_refunds_exactly_through_duplicates_and_replays(qsettings, runtime, api, auth):
     """A payment refunded twice, one refunded in full, one completed: refunded and net per
     currency, status and day, unchanged by the same events delivered again in any order."""
     org = f"org-rf-{uuid.uuid4().hex[:6]}"
@@ -233,3 +233,8 @@ async def test_statistics_sum_the_refunds_exactly_through_duplicates_and_replays
     assert body["by_status"] == {"completed": 1, "partially_refunded": 1, "refunded": 1}
     one = (await api.get("/v1/payments/a", headers=auth(org))).json()
     assert (one["amount_refunded"], [r["amount"] for r in one["refunds"]]) == (500, [300, 200])
+    client = await connect(qsettings, with_metrics=False)
+    async with build_worker(client, runtime.handlers, qsettings):  # the query workflow, as the facade reads
+        via_temporal = await PaymentQueryClient(client, qsettings.query_task_queue).payment_statistics(
+            org, StatisticsQuery())
+    assert via_temporal.model_dump(mode="json") == body and via_temporal.currencies[0].net == 1200
