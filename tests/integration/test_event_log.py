@@ -90,10 +90,12 @@ async def test_history_through_a_life_and_the_same_after_a_rebuild_from_either_s
     paid, gone = await a_life(system, org)
     before = await history_of(system, org, paid)
     assert [(e["version"], e["event_type"], e["actor"]) for e in before] == [
-        (1, "created", "alice"), (2, "updated", "alice"), (3, "status_changed", "bob"), (4, "status_changed", "bob")]
+        (1, "created", "alice"), (2, "updated", "alice"), (3, "status_changed", "bob"), (4, "refunded", "bob")]
     assert all(e["command_id"] for e in before)
     assert before[1]["changes"] == {"amount": {"old": 1000, "new": 1500}}
-    assert before[3]["changes"] == {"status": {"old": "completed", "new": "refunded"}}
+    assert before[2]["changes"] == {"status": {"old": "processing", "new": "completed"}}
+    assert before[3]["changes"]["status"] == {"old": "completed", "new": "refunded"}
+    assert before[3]["changes"]["amount_refunded"] == {"old": 0, "new": 1500}  # issue 24's field, as it came
     deleted = await history_of(system, org, gone)
     assert [e["event_type"] for e in deleted] == ["created", "deleted"] and deleted[1]["actor"] == "bob"
     for source in ("postgres", "kafka"):
