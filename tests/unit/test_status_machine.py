@@ -21,6 +21,8 @@ LEGAL = {
     (S.PROCESSING, S.COMPLETED), (S.PROCESSING, S.FAILED), (S.PROCESSING, S.CANCELLED),
     (S.COMPLETED, S.REFUNDED),
     (S.PROCESSING, S.EXPIRED),  # the system's act when the deadline passes, no command's
+    (S.COMPLETED, S.REFUNDED), (S.COMPLETED, S.PARTIALLY_REFUNDED),
+    (S.PARTIALLY_REFUNDED, S.PARTIALLY_REFUNDED), (S.PARTIALLY_REFUNDED, S.REFUNDED),
 }
 
 
@@ -44,6 +46,7 @@ def test_terminal_states_have_no_way_out() -> None:
         (S.CANCELLED, {C.DELETE}),
         (S.REFUNDED, set()),
         (S.EXPIRED, {C.DELETE}),
+        (S.PARTIALLY_REFUNDED, {C.REFUND}),
     ],
 )
 def test_allowed_commands_per_status(status: S, expected: set[C]) -> None:
@@ -62,7 +65,7 @@ def test_any_command_sequence_stays_inside_the_table(commands: list[C]) -> None:
             assert (status, new) in LEGAL
             status = new
         elif command is C.DELETE:
-            assert status not in (S.COMPLETED, S.REFUNDED)
+            assert status not in (S.COMPLETED, S.REFUNDED, S.PARTIALLY_REFUNDED)
             break
         else:
             assert status is S.PROCESSING
