@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -46,9 +45,9 @@ from datetime import UTC, datetime
 import aiohttp
 import httpx
 
-from bench.common import scratch_database
+from bench.common import medians, ratio, scratch_database
 from bench.cpu import CpuSample, bottleneck, listening_pid
-from bench.expiry_timers import DEADLINE_AHEAD, swap_timers, timers_env
+from bench.expiry_timers import DEADLINE_AHEAD, print_expiry_ratios, swap_timers, timers_env
 from services.command.config import CommandSettings
 from shared.auth import SCOPE_WRITE, mint_token
 from shared.net import free_port
@@ -229,32 +228,13 @@ async def sweep(args: argparse.Namespace, database_url: str, run_id: str, base_u
     return steps
 
 
-def _medians(steps: list[dict]) -> list[dict]:
-    """One row per (variant, concurrency): the median of its rounds, metric by metric."""
-    rows: dict[tuple[str, int], list[dict]] = {}
-    for step in steps:
-        rows.setdefault((step["variant"], step["c"]), []).append(step)
-    out = []
-    for (variant, concurrency), runs in rows.items():
-        row: dict = {"variant": variant, "c": concurrency, "errors": sum(r["errors"] for r in runs)}
-        for key in ("tput", "p50", "p99"):
-            row[key] = statistics.median(r[key] for r in runs)
-        row["cpu"] = {k: statistics.median(r["cpu"][k] for r in runs) for k in runs[0]["cpu"]}
-        out.append(row)
-    return out
-
-
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x" if b else "-"
-
-
 async def main(args: argparse.Namespace) -> None:
     settings = CommandSettings()
     run_id = uuid.uuid4().hex[:8]
     async with contextlib.AsyncExitStack() as stack:
         db_url, base_url = [await stack.enter_async_context(scratch_database(settings.database_url, f"payments_{p}"))
                             if p == "bench" or args.baseline else None for p in ("bench", "bench_base")]
-        steps = _medians(await sweep(args, db_url, run_id, base_url))
+        steps = medians(await sweep(args, db_url, run_id, base_url))
     order = args.variants.split(",") + [BASE + v for v in args.variants.split(",")]
     print(f"closed loop; {args.latency_requests} requests at concurrency 1, {args.requests} at each other step; "
           f"median of {args.rounds} interleaved round(s); CPU in % of one core (machine: % of all cores)\n")
@@ -272,16 +252,8 @@ async def main(args: argparse.Namespace) -> None:
         for r in (by[(v, c)] for v in args.variants.split(",") for c in args.sweep):
             ratios = (f"{r[k] / by[(BASE + r['variant'], r['c'])][k]:.3f}" for k in ("tput", "p50", "p99"))
             print(f"| {r['variant']} | {r['c']} | {' | '.join(ratios)} |")
-    others = [v for v in order if v not in ("naive", "eager+inproc")]
-    if expiring := [v for v in args.variants.split(",") if "/" in v]:
-        print("\n| variant | concurrency | creates/s vs the same without expires_at | p50 vs the same |")
-        print("|---|---|---|---|")
-        for variant in expiring:
-            for concurrency in args.sweep:
-                r, base = by[(variant, concurrency)], by.get((variant.partition("/")[0], concurrency))
-                print(f"| {variant} | {concurrency} | {_ratio(r['tput'], base['tput']) if base else '-'} "
-                      f"| {_ratio(r['p50'], base['p50']) if base else '-'} |")
-        others = [v for v in others if v not in expiring]
+    expiring = print_expiry_ratios(by, [v for v in args.variants.split(",") if "/" in v], args.sweep)
+    others = [v for v in order if v not in ("naive", "eager+inproc", *expiring)]
     if not {"naive", "eager+inproc"} & set(order):
         return
     print("\n| variant | concurrency | creates/s vs eager+inproc | creates/s vs naive | p50 vs eager+inproc |\n"
@@ -289,9 +261,9 @@ async def main(args: argparse.Namespace) -> None:
     for variant in others:
         for concurrency in args.sweep:
             r, base, naive = by[(variant, concurrency)], by.get(("eager+inproc", concurrency)), by.get(("naive", concurrency))
-            print(f"| {variant} | {concurrency} | {_ratio(r['tput'], base['tput']) if base else '-'} "
-                  f"| {_ratio(r['tput'], naive['tput']) if naive else '-'} "
-                  f"| {_ratio(r['p50'], base['p50']) if base else '-'} |")
+            print(f"| {variant} | {concurrency} | {ratio(r['tput'], base['tput']) if base else '-'} "
+                  f"| {ratio(r['tput'], naive['tput']) if naive else '-'} "
+                  f"| {ratio(r['p50'], base['p50']) if base else '-'} |")
 
 
 def parse_args() -> argparse.Namespace:

@@ -13,6 +13,8 @@ import asyncio
 import os
 from datetime import timedelta
 
+from bench.common import ratio
+
 # Loads: "" plain creates; "expiry" creates with a deadline, timers as shipped; the others
 # the same deadlines with the timers swapped (swap_timers).
 LOADS = ("", "expiry", "expiry-sleep", "expiry-each", "expiry-unscheduled", "expiry-norpc")
@@ -70,3 +72,16 @@ def _timer_per_payment() -> None:
                                    for t in timers[i:i + 32]))
 
     expiry.schedule_all = schedule_all
+
+
+def print_expiry_ratios(by: dict[tuple[str, int], dict], expiring: list[str], sweep: list[int]) -> list[str]:
+    """The NAME/<load> rows against NAME's in the same run (bench/commands.py's medians)."""
+    if expiring:
+        print("\n| variant | concurrency | creates/s vs the same without expires_at | p50 vs the same |")
+        print("|---|---|---|---|")
+    for variant in expiring:
+        for concurrency in sweep:
+            r, base = by[(variant, concurrency)], by.get((variant.partition("/")[0], concurrency))
+            print(f"| {variant} | {concurrency} | {ratio(r['tput'], base['tput']) if base else '-'} "
+                  f"| {ratio(r['p50'], base['p50']) if base else '-'} |")
+    return expiring

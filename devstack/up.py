@@ -171,8 +171,6 @@ def _watch(stack: LocalStack, system: RunningSystem, prometheus: Prometheus | No
 DEMO_ORGS = ("acme", "globex", "initech")
 DEMO_CURRENCIES = ("EUR", "USD", "JPY", "GBP", "BHD")
 DEMO_ITEMS = ("compute hours", "object storage", "egress traffic", "managed database", "support plan")
-
-
 DEMO_EXPIRY_SECONDS = 3.0
 
 

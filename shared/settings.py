@@ -19,7 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from shared.payment import ExpiryPolicy
+from shared.expiry import ExpiryPolicy
 from shared.processes import port_default
 
 # Where `payments stack up` keeps its data and endpoints file (devstack/ reads these too).

@@ -32,7 +32,8 @@ from services.command.commands import (
 from services.command.entrypoints.bodies import CreatePaymentRequest, UpdatePaymentRequest
 from services.command.entrypoints.intake_contract import InvalidCommand, parse_command
 from shared.events import EventType, system_actor
-from shared.payment import ExpiryPolicy, PaymentAction, PaymentStatus
+from shared.expiry import ExpiryPolicy
+from shared.payment import PaymentAction, PaymentStatus
 from shared.settings import Settings
 from tests.support.builders import snapshot
 from tests.support.command_fakes import FakeStore

@@ -10,8 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.expiry import Deadline
 from shared.money import Amount, Currency
-from shared.payment import PAYMENT_ID_PATTERN, Deadline, Description, Metadata, RefundReason, UserId
+from shared.payment import PAYMENT_ID_PATTERN, Description, Metadata, RefundReason, UserId
 
 # A command id a client names: a Kafka command's ``id``, or the HTTP status path's (the ids
 # the API builds from payment ids and digests, http/idempotency.py, fit it too).

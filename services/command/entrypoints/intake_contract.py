@@ -24,8 +24,9 @@ from services.command.entrypoints.bodies import (
 )
 from services.command.entrypoints.problems import Problem, invalid_body
 from shared.events import Actor, describe_validation_error, structured_cloudevent
+from shared.expiry import ExpiryPolicy
 from shared.money import Amount
-from shared.payment import MAX_ID_LENGTH, PAYMENT_ID_PATTERN, ExpiryPolicy, PaymentAction, PaymentSnapshot
+from shared.payment import MAX_ID_LENGTH, PAYMENT_ID_PATTERN, PaymentAction, PaymentSnapshot
 from shared.settings import Settings
 
 COMMAND_TYPE_PREFIX = "com.gyroscops.payment.command."
