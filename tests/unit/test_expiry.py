@@ -31,6 +31,7 @@ from services.command.commands import (
 )
 from services.command.entrypoints.bodies import CreatePaymentRequest, UpdatePaymentRequest
 from services.command.entrypoints.intake_contract import InvalidCommand, parse_command
+from services.facade import with_deadlines
 from shared.events import EventType, system_actor
 from shared.expiry import ExpiryPolicy
 from shared.payment import PaymentAction, PaymentStatus
@@ -119,6 +120,25 @@ def test_the_intake_applies_the_same_rule() -> None:
     assert defaulted.expires_at == NOW + timedelta(60)  # type: ignore[union-attr]
     moved = parse_command(_command("update", {"expires_at": ahead}, subject="p-1"), POLICY, NOW)
     assert isinstance(moved, ModifyPayment) and moved.expires_at == NOW + timedelta(hours=1)
+
+
+def test_the_facade_applies_the_same_rule() -> None:
+    def create(i: int, expires_at: datetime | None = None) -> CreatePayment:
+        return CreatePayment(command_id=f"c{i}", organization_id="org-a", payment_id=f"p{i}", amount=1,
+                             currency="EUR", expires_at=expires_at)
+
+    defaulted = with_deadlines(create(1), ExpiryPolicy(MAX, timedelta(60)), NOW)
+    assert defaulted.expires_at == NOW + timedelta(60)  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="^expires_at: must be in the future"):
+        with_deadlines(create(1, NOW), POLICY, NOW)
+    move = ModifyPayment(command_id="c2", organization_id="org-a", payment_id="p1", action=PaymentAction.UPDATE,
+                         expires_at=NOW + MAX + timedelta(seconds=1))
+    with pytest.raises(ValueError, match="^expires_at: must be at most"):
+        with_deadlines(move, POLICY, NOW)
+    bulk = BulkCreatePayments(command_id="c3", organization_id="org-a",
+                              items=[create(1), create(2, NOW - timedelta(seconds=1))])
+    with pytest.raises(ValueError, match=r"^items\.1\.expires_at: must be in the future"):
+        with_deadlines(bulk, POLICY, NOW)
 
 
 @pytest.mark.parametrize(("kind", "data"), [
