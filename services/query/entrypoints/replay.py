@@ -31,6 +31,7 @@ from shared.kafka import topic_partitions
 from shared.settings import Settings
 
 log = logging.getLogger("payments.query.replay")
+TRANSIENT_ATTEMPTS = 30  # with backoff capped at 5 s: about two minutes of a failing MongoDB
 
 
 class _Progress:
@@ -88,7 +89,18 @@ async def _apply(mongo: Any, cols: Collections, values: list[bytes | None], coun
         log.warning("event the read model refuses, skipped", extra={"fields": {
             "event_id": event.id, "reason": poison.describe(mongo_errors.refusal(error), error)[:300]}})
 
-    _, result = await poison.apply_without_poison(events, apply, skip, mongo_errors.is_transient)
+    # After the switch the live projector writes the same generation: a write conflict (or a
+    # failover) is retried with the projector's backoff, never the end of the rebuild.
+    for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+        try:
+            _, result = await poison.apply_without_poison(events, apply, skip, mongo_errors.is_transient)
+            break
+        except Exception as exc:
+            if attempt == TRANSIENT_ATTEMPTS or not mongo_errors.is_transient(exc):
+                raise
+            log.info("transient MongoDB error, batch retried", extra={"fields": {
+                "attempt": attempt, "error": str(exc)[:200]}})
+            await asyncio.sleep(poison.backoff(attempt))
     for outcome in result.outcomes if result is not None else ():
         counts[outcome] += 1
 
