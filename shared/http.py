@@ -108,7 +108,8 @@ def outage_response(request: Request, exc: BaseException) -> JSONResponse:
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # The first element says where (body, query...): a parameter may itself be called "query".
+    parts = [str(p) for p in (loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)]
     return ".".join(parts) or "request"
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.query.search_language import Expression, parse
 from shared.money import MAX_AMOUNT, CurrencyCode
 from shared.payment import AwareDatetime, PaymentStatus
 from shared.payment_view import EXAMPLE_PAYMENT, Payment
@@ -44,6 +45,8 @@ class SearchQuery(BaseModel):
     created_from: AwareDatetime | None = Field(default=None, description="Inclusive, RFC 3339")
     created_to: AwareDatetime | None = Field(default=None, description="Exclusive, RFC 3339")
     user_id: str | None = None
+    query: str | None = Field(default=None, description="The search query language (search_language.py); "
+                              "ANDed with the other filters")
     sort: str = Field(default="-created_at", description="created_at | amount | status; '-' for descending")
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
     starting_after: str | None = Field(default=None, description="next_cursor of the previous page")
@@ -62,6 +65,13 @@ class SearchQuery(BaseModel):
     def _text(cls, v: Any) -> Any:
         return _rfc3339(RFC3339_DATETIME, v)
 
+    @field_validator("query")
+    @classmethod
+    def _query(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse(v)  # raises InvalidSearchQuery (column, expected)
+        return v
+
     @field_validator("created_from", "created_to")
     @classmethod
     def _in_utc_range(cls, v: datetime | None) -> datetime | None:
@@ -71,6 +81,11 @@ class SearchQuery(BaseModel):
             except OverflowError:
                 raise ValueError("timestamps must lie between years 0001 and 9999 in UTC") from None
         return v
+
+    @property
+    def expression(self) -> Expression | None:
+        """The parsed ``query`` (parses are cached)."""
+        return parse(self.query) if self.query is not None else None
 
     @property
     def sort_field(self) -> str:

@@ -21,6 +21,7 @@ from services.query.domain import (
     bucket_fields,
     contribution_of,
     document_id,
+    metadata_entries,
     payment_document,
     tombstone_document,
 )
@@ -30,7 +31,8 @@ from shared.payment import PaymentSnapshot
 log = logging.getLogger("payments.reconcile")
 
 # Fields of a read-model payment document that must equal PostgreSQL's.
-COMPARED = ("organization_id", "user_id", "amount", "currency", "status", "description", "metadata", "version")
+COMPARED = ("organization_id", "user_id", "amount", "currency", "status", "description", "metadata",
+            "metadata_kv", "version")
 Figures = dict[str, int]
 
 RECONCILE_ACTOR = system_actor("reconcile")  # repairs write read-model documents, never events
@@ -86,7 +88,8 @@ def _differs(truth: PaymentSnapshot, doc: Mapping[str, Any]) -> bool:
 def payment_document_fields(payment: PaymentSnapshot) -> dict[str, Any]:
     return {"organization_id": payment.organization_id, "user_id": payment.user_id, "amount": payment.amount,
             "currency": payment.currency, "status": str(payment.status), "description": payment.description,
-            "metadata": payment.metadata, "version": payment.version}
+            "metadata": payment.metadata, "metadata_kv": metadata_entries(payment.metadata),
+            "version": payment.version}
 
 
 def compare(truth: Mapping[str, PaymentSnapshot], docs: Mapping[str, Mapping[str, Any]],

@@ -26,6 +26,7 @@ from services.query.adapters.read_queries import (
 )
 from services.query.domain import document_id
 from services.query.queries import SearchQuery, SearchResult, Statistics, StatisticsQuery
+from services.query.search_language import Expression, Op
 from shared.payment_view import Payment
 
 META = "read_model_meta"
@@ -38,6 +39,8 @@ PAYMENT_INDEXES = [
     IndexModel([("organization_id", 1), ("status", 1), ("_id", 1)], name="org_status"),
     IndexModel([("organization_id", 1), ("currency", 1), ("created_at", 1), ("_id", 1)], name="org_currency_created"),
     IndexModel([("organization_id", 1), ("user_id", 1), ("created_at", 1), ("_id", 1)], name="org_user_created"),
+    # metadata['key']:value clauses: one entry "key\0value" per key (domain.metadata_entries)
+    IndexModel([("organization_id", 1), ("metadata_kv", 1), ("created_at", 1), ("_id", 1)], name="org_metadata"),
     # statistics: members of one bucket by amount (min/max recomputation)
     IndexModel([("organization_id", 1), ("day", 1), ("currency", 1), ("status", 1), ("amount", 1)], name="bucket_amount"),
 ]
@@ -45,15 +48,23 @@ STATISTICS_INDEXES = [IndexModel([("organization_id", 1), ("day", 1)], name="org
 TOMBSTONE_INDEXES = [IndexModel([("organization_id", 1)], name="org")]
 
 
-def choose_index(flt: Mapping[str, Any], sort_field: str) -> str:
-    """The index that serves this filter and sort best (used as a hint)."""
+def choose_index(flt: Mapping[str, Any], sort_field: str, expression: Expression | None = None) -> str:
+    """The index that serves this filter and sort best (used as a hint). Of a query-language
+    expression only the clauses every match satisfies count (AND-joined, not negated): an
+    id or a metadata value picks its index whatever the sort, since few payments match."""
+    required = {c.field: c for c in expression.clauses if not c.negated and c.op is Op.EQ} \
+        if expression is not None and not expression.any else {}
+    if "id" in required:
+        return "_id_"
+    if "metadata" in required:
+        return "org_metadata"
     if sort_field == "amount":
         return "org_amount"
     if sort_field == "status":
         return "org_status"
     for field, name in (("status", "org_status_created"), ("user_id", "org_user_created"),
                         ("currency", "org_currency_created")):
-        if field in flt:
+        if field in flt or field in required:
             return name
     return "org_created"
 
@@ -127,10 +138,10 @@ class MongoReadModel:
             page_flt = {"$and": [flt, keyset_filter(q, decode_cursor(self.cursor_key, org, q, q.starting_after))]}
         elif q.page is not None:
             skip = (q.page - 1) * q.limit
-        cursor = cols.payments.find(page_flt, sort=sort_spec(q), skip=skip, limit=q.limit + 1,
-                                    hint=choose_index(flt, q.sort_field))
+        hint = choose_index(flt, q.sort_field, q.expression)
+        cursor = cols.payments.find(page_flt, sort=sort_spec(q), skip=skip, limit=q.limit + 1, hint=hint)
         docs = await cursor.to_list()
-        total = await cols.payments.count_documents(flt)
+        total = await cols.payments.count_documents(flt, hint=hint)
         return page_result(self.cursor_key, org, q, docs, total)
 
     async def get(self, org: str, payment_id: str) -> Payment | None:

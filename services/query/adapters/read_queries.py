@@ -5,16 +5,17 @@ answers, and the statistics filter and the folding of its buckets into the answe
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 
 from services.query.adapters.cursors import encode_cursor
-from services.query.domain import Tally
+from services.query.domain import Tally, document_id, metadata_entry
 from services.query.queries import (
     CurrencyStatistics,
     DayFigures,
@@ -24,6 +25,7 @@ from services.query.queries import (
     StatisticsQuery,
     StatusFigures,
 )
+from services.query.search_language import Clause, Expression, Op, day_range
 from shared.payment_view import Payment
 
 # --------------------------------------------------------------------------- search
@@ -44,7 +46,50 @@ def search_filter(org: str, q: SearchQuery) -> dict[str, Any]:
     created = {k: v.astimezone(UTC) for k, v in (("$gte", q.created_from), ("$lt", q.created_to)) if v is not None}
     if created:
         flt["created_at"] = created
+    if q.expression is not None:
+        # Beside the organization, never merged with it: no query text can widen the tenant filter.
+        flt["$and"] = [expression_filter(org, q.expression)]
     return flt
+
+
+_COMPARISONS = {Op.GT: "$gt", Op.GE: "$gte", Op.LT: "$lt", Op.LE: "$lte"}
+# Document field of each language field (id and metadata are translated on their own).
+_DOCUMENT_FIELDS = {"status": "status", "currency": "currency", "amount": "amount", "created": "created_at",
+                    "user_id": "user_id", "description": "description"}
+
+
+def expression_filter(org: str, expr: Expression) -> dict[str, Any]:
+    """The MongoDB filter of a search-language expression of organization ``org``."""
+    parts = [clause_filter(org, c) for c in expr.clauses]
+    if len(parts) == 1:
+        return parts[0]
+    return {"$or": parts} if expr.any else {"$and": parts}
+
+
+def clause_filter(org: str, c: Clause) -> dict[str, Any]:
+    """One clause; negation is ``$nor`` of the clause (every field is present on a live
+    payment but ``user_id``, and a missing user id differs from any value, as in Python)."""
+    flt = _positive(org, c)
+    return {"$nor": [flt]} if c.negated else flt
+
+
+def _positive(org: str, c: Clause) -> dict[str, Any]:
+    if c.field == "id":
+        return {"_id": document_id(org, str(c.value))}
+    if c.field == "metadata":
+        assert c.key is not None
+        return {"metadata_kv": metadata_entry(c.key, c.value)}
+    field = _DOCUMENT_FIELDS[c.field]
+    if c.op is Op.CONTAINS:  # user text: matched literally, never as a pattern
+        return {field: {"$regex": re.escape(str(c.value))}}
+    value = c.value
+    if isinstance(value, datetime):
+        value = value.astimezone(UTC)
+    elif isinstance(value, date):  # a whole UTC day
+        start, end = day_range(value)
+        return {field: {Op.EQ: {"$gte": start, "$lt": end}, Op.GT: {"$gte": end}, Op.GE: {"$gte": start},
+                        Op.LT: {"$lt": start}, Op.LE: {"$lt": end}}[c.op]}
+    return {field: value if c.op is Op.EQ else {_COMPARISONS[c.op]: value}}
 
 
 def sort_spec(q: SearchQuery) -> list[tuple[str, int]]:

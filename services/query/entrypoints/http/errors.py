@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from services.query.adapters.cursors import InvalidCursor
 from services.query.handlers import NotCaughtUp, PaymentNotFound
+from services.query.search_language import InvalidSearchQuery
 from shared.consistency import ForeignConsistencyToken, InvalidConsistencyToken
 from shared.http import ProblemError, retry_after
 
@@ -23,9 +24,17 @@ def typed(model: type[M], **values: Any) -> M:
     try:
         return model(**values)
     except ValidationError as exc:
-        errors = [{"field": ".".join(map(str, e["loc"])) or "query", "message": e["msg"]} for e in exc.errors()]
+        errors = [_error(e) for e in exc.errors()]
         raise ProblemError(422, "Unprocessable Content", "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                            type_="validation-error", errors=errors) from None
+
+
+def _error(e: Any) -> dict[str, Any]:
+    error = {"field": ".".join(map(str, e["loc"])) or "query", "message": e["msg"]}
+    cause = e.get("ctx", {}).get("error")
+    if isinstance(cause, InvalidSearchQuery):  # where in the query text, and what would do there
+        error |= {"message": str(cause), "column": cause.column, "expected": cause.expected}
+    return error
 
 
 @contextmanager
