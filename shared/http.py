@@ -31,6 +31,7 @@ RETRY_AFTER_SECONDS = {
     "command-running": 1,  # 202: poll the command's status URL
     "command-failed": 1,  # 503: the same request attaches to the command or runs it again
     "read-model-behind": 1,  # 409: the projection is moments behind the write
+    "export-running": 10,  # 429: the organization's one export at a time is streaming
     "dependency-unavailable": 2,  # 503: a server the request needs is unreachable
     "jwks-unavailable": 5,  # 503: the identity provider's key set cannot be read
 }

@@ -15,6 +15,7 @@ from pymongo import AsyncMongoClient
 from services.query.adapters.batch_writes import MongoProjectionStore
 from services.query.adapters.cache import QueryCache
 from services.query.adapters.dead_letters import KafkaDeadLetters
+from services.query.adapters.export_slots import RedisExportSlots
 from services.query.adapters.projected_signal import ProjectionSignal
 from services.query.adapters.read_model import MongoReadModel
 from services.query.handlers import QueryHandlers
@@ -51,9 +52,13 @@ async def query_runtime(settings: Settings) -> AsyncIterator[QueryRuntime]:
         cache = QueryCache.from_url(settings.redis_url, cache_prefix(settings))
         signal = ProjectionSignal(settings.redis_url, cache_prefix(settings))  # subscribes on first use
         try:
+            export_slots = RedisExportSlots(cache.redis, cache_prefix(settings))
             handlers = QueryHandlers(read_model, cache, ConsistencyTokens(settings.consistency_token_secret),
-                                     max_wait=settings.read_wait_seconds, signal=signal)
-            yield QueryRuntime(settings, mongo, read_model, cache, handlers)
+                                     max_wait=settings.read_wait_seconds, signal=signal, export_slots=export_slots)
+            try:
+                yield QueryRuntime(settings, mongo, read_model, cache, handlers)
+            finally:
+                await export_slots.close()
         finally:
             await signal.close()
             await cache.close()

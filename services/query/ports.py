@@ -6,7 +6,7 @@ tests/support/query_fakes.py in memory.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +15,7 @@ from typing import Protocol, TypeVar
 from pydantic import BaseModel
 
 from services.query.poison import DeadLetterKind
-from services.query.queries import SearchQuery, SearchResult, Statistics, StatisticsQuery
+from services.query.queries import ExportQuery, SearchQuery, SearchResult, Statistics, StatisticsQuery
 from shared.events import PaymentEvent
 from shared.payment_view import Payment
 
@@ -39,6 +39,25 @@ class ReadModel(Protocol):
         """The versions held of these payments, live or deleted; unknown ones are absent."""
 
     async def statistics(self, org: str, q: StatisticsQuery) -> Statistics: ...
+
+    def export(self, org: str, q: ExportQuery, after: tuple[datetime, str] | None) -> AsyncIterator[Payment]:
+        """Every payment of ``q`` in created order (ties by id) after position ``after``,
+        streamed (constant memory whatever their number)."""
+
+    async def position(self, org: str, payment_id: str) -> tuple[datetime, str] | None:
+        """A live payment's position in created order, ``None`` if there is none."""
+
+
+class ExportBusy(RuntimeError):
+    """Another export of this organization is streaming."""
+
+
+class ExportSlots(Protocol):
+    """One export at a time per organization (across the API's processes)."""
+
+    async def acquire(self, org: str) -> Callable[[], None]:
+        """The organization's slot, held until the returned release is called (it must
+        not wait: a cancelled stream calls it); ExportBusy while another holds it."""
 
 
 @dataclass(frozen=True)

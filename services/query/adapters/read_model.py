@@ -7,7 +7,7 @@ in ``read_model_meta``), their indexes, and the queries on them (built by the pu
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,12 +25,13 @@ from services.query.adapters.read_queries import (
     summarize,
 )
 from services.query.domain import document_id
-from services.query.queries import SearchQuery, SearchResult, Statistics, StatisticsQuery
+from services.query.queries import ExportQuery, SearchQuery, SearchResult, Statistics, StatisticsQuery
 from services.query.search_language import Expression, Op
 from shared.payment_view import Payment
 
 META = "read_model_meta"
 DEFAULT_GENERATION = "g0"
+EXPORT_BATCH = 500  # documents per round trip of an export's cursor: what one export holds at most
 
 PAYMENT_INDEXES = [
     IndexModel([("organization_id", 1), ("created_at", 1), ("_id", 1)], name="org_created"),
@@ -143,6 +144,27 @@ class MongoReadModel:
         docs = await cursor.to_list()
         total = await cols.payments.count_documents(flt, hint=hint)
         return page_result(self.cursor_key, org, q, docs, total)
+
+    async def export(self, org: str, q: ExportQuery, after: tuple[datetime, str] | None) -> AsyncIterator[Payment]:
+        """Every payment of ``q`` in created order (ties by ``_id``), after the position
+        ``after``: one MongoDB cursor read :data:`EXPORT_BATCH` documents at a time."""
+        cols = await self.active()
+        search = q.search
+        flt = search_filter(org, search)
+        page_flt = flt if after is None else {"$and": [flt, keyset_filter(search, after)]}
+        cursor = cols.payments.find(page_flt, sort=sort_spec(search), batch_size=EXPORT_BATCH,
+                                    hint=choose_index(flt, search.sort_field, search.expression))
+        try:
+            async for doc in cursor:
+                yield payment_of(doc)
+        finally:
+            await cursor.close()
+
+    async def position(self, org: str, payment_id: str) -> tuple[datetime, str] | None:
+        """Where a live payment stands in created order: ``(created_at, _id)``."""
+        cols = await self.active()
+        doc = await cols.payments.find_one({"_id": document_id(org, payment_id)}, {"created_at": 1})
+        return (doc["created_at"], doc["_id"]) if doc else None
 
     async def get(self, org: str, payment_id: str) -> Payment | None:
         cols = await self.active()

@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from services.query.adapters.cursors import InvalidCursor
-from services.query.handlers import NotCaughtUp, PaymentNotFound
+from services.query.handlers import NotCaughtUp, PaymentNotFound, UnknownStartingPayment
+from services.query.ports import ExportBusy
 from services.query.search_language import InvalidSearchQuery
 from shared.consistency import ForeignConsistencyToken, InvalidConsistencyToken
 from shared.http import ProblemError, retry_after
@@ -44,6 +45,13 @@ def query_problems() -> Iterator[None]:
         yield
     except InvalidCursor as exc:
         raise ProblemError(400, "Bad Request", str(exc), type_="invalid-cursor") from None
+    except UnknownStartingPayment as exc:
+        raise ProblemError(422, "Unprocessable Content", str(exc), type_="validation-error",
+                           errors=[{"field": "starting_after", "message": str(exc)}]) from None
+    except ExportBusy:
+        raise ProblemError(429, "Too Many Requests", "another export of this organization is streaming: one at a "
+                           "time, retry when it is done", type_="export-running",
+                           headers=retry_after("export-running")) from None
     except PaymentNotFound as exc:
         raise ProblemError(404, "Not Found", str(exc), type_="payment-not-found") from None
     except InvalidConsistencyToken as exc:
