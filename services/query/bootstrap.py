@@ -48,7 +48,7 @@ async def query_runtime(settings: Settings) -> AsyncIterator[QueryRuntime]:
     (its readiness says so)."""
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_url, tz_aware=True, serverSelectionTimeoutMS=5000)
     try:
-        read_model = MongoReadModel(mongo[settings.mongo_db], cursor_key(settings))
+        read_model = MongoReadModel(mongo[settings.mongo_db], cursor_key(settings), hints=settings.mongo_index_hints)
         cache = QueryCache.from_url(settings.redis_url, cache_prefix(settings))
         signal = ProjectionSignal(settings.redis_url, cache_prefix(settings))  # subscribes on first use
         try:

@@ -4,7 +4,7 @@ limits, and the translation to a MongoDB filter (pure; tests/integration/query r
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -116,8 +116,8 @@ def test_the_search_query_model_validates_the_text_and_a_cursor_is_bound_to_it()
 
 def _filter(text: str, org: str = "org-a") -> dict:
     flt = search_filter(org, SearchQuery(query=text))
-    assert flt["organization_id"] == org and set(flt) == {"organization_id", "$and"}
-    return flt["$and"][0]
+    assert flt.pop("organization_id") == org
+    return flt
 
 
 def test_translation_of_each_clause():
@@ -125,13 +125,19 @@ def test_translation_of_each_clause():
     assert _filter("id:p1") == {"_id": '["org-a","p1"]'}
     assert _filter("amount>=5") == {"amount": {"$gte": 5}}
     assert _filter("created<2026-03-01T00:00:00Z") == {"created_at": {"$lt": T0}}
+    # <= as < the next millisecond (BSON's precision): SecantusDB drops an inclusive bound's own value
+    assert _filter("created<=2026-03-01T00:00:00.0004Z") == {"created_at": {"$lt": T0 + timedelta(milliseconds=1)}}
+    assert _filter("amount<=5") == {"amount": {"$lt": 6}}
     assert _filter("created:2026-03-01") == {"created_at": {"$gte": T0, "$lt": T1}}
     assert _filter("created>2026-03-01") == {"created_at": {"$gte": T1}}
     assert _filter("created<=2026-03-01") == {"created_at": {"$lt": T1}}
     assert _filter("metadata['order']:42") == {"metadata_kv": "order\x0042"}
-    assert _filter("-user_id:u1") == {"$nor": [{"user_id": "u1"}]}
+    assert _filter("-user_id:u1") == {"user_id": {"$ne": "u1"}}
+    assert _filter("-amount>5") == {"amount": {"$not": {"$gt": 5}}}
     assert _filter("status:failed OR amount>5") == {"$or": [{"status": "failed"}, {"amount": {"$gt": 5}}]}
-    assert _filter("status:failed AND amount>5") == {"$and": [{"status": "failed"}, {"amount": {"$gt": 5}}]}
+    # An AND is plain fields (what an index lookup takes), a field's comparisons merged.
+    assert _filter("status:failed AND amount>5 AND amount<=9") == {"status": "failed", "amount": {"$gt": 5, "$lt": 10}}
+    assert _filter("amount>5 AND amount>7") == {"$and": [{"amount": {"$gt": 5}}, {"amount": {"$gt": 7}}]}
 
 
 def test_a_substring_is_matched_literally_never_as_a_pattern():
@@ -140,9 +146,10 @@ def test_a_substring_is_matched_literally_never_as_a_pattern():
 
 
 def test_no_query_escapes_its_organization():
-    flt = search_filter("org-a", SearchQuery(query="id:x OR status:failed", currency="EUR"))
-    assert flt == {"organization_id": "org-a", "currency": "EUR",
-                   "$and": [{"$or": [{"_id": '["org-a","x"]'}, {"status": "failed"}]}]}
+    assert search_filter("org-a", SearchQuery(query="id:x OR status:failed", currency="EUR")) == {
+        "organization_id": "org-a", "currency": "EUR", "$or": [{"_id": '["org-a","x"]'}, {"status": "failed"}]}
+    both = search_filter("org-a", SearchQuery(query="currency:USD", currency="EUR"))
+    assert both == {"organization_id": "org-a", "currency": "EUR", "$and": [{"currency": "USD"}]}
 
 
 def test_metadata_entries_are_text_of_the_values():

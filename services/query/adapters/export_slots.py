@@ -31,10 +31,14 @@ class RedisExportSlots:
         self.prefix = prefix
         self._held: set[str] = set()  # this process's exports (the bound when Redis is away)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._releasing: dict[str, asyncio.Task[Any]] = {}  # an org's lease being deleted
 
     async def acquire(self, org: str) -> Callable[[], None]:
         if org in self._held:
             raise ExportBusy(org)
+        releasing = self._releasing.get(org)
+        if releasing is not None:  # this process's last export of org just ended: let it free the lease
+            await asyncio.wait({releasing}, timeout=2.0)
         key, token = f"{self.prefix}:export:{org}", uuid.uuid4().hex
         try:
             taken = await self.redis.set(key, token, nx=True, px=int(LEASE * 1000))
@@ -56,18 +60,20 @@ class RedisExportSlots:
             self._held.discard(org)
             if renewal is not None:
                 renewal.cancel()
-                self._spawn(self._release(key, token))
+                self._spawn(self._release(key, token), org)
 
         return release
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any, org: str) -> None:
         try:
             task = asyncio.get_running_loop().create_task(coro)
         except RuntimeError:  # no loop any more (the process is ending): the lease expires
             coro.close()
             return
         self._tasks.add(task)
+        self._releasing[org] = task
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: self._releasing.pop(org, None) if self._releasing.get(org) is t else None)
 
     async def close(self) -> None:
         """Let the releases under way reach Redis (a process that ends frees its slots)."""

@@ -6,6 +6,7 @@ in ``read_model_meta``), their indexes, and the queries on them (built by the pu
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 
 from pymongo import IndexModel
 
-from services.query.adapters.cursors import decode_cursor
+from services.query.adapters.cursors import decode_cursor_total
 from services.query.adapters.read_queries import (
     keyset_filter,
     page_result,
@@ -83,9 +84,10 @@ class MongoReadModel:
 
     POINTER_TTL = 1.0  # seconds a reader trusts its copy of the active-generation pointer
 
-    def __init__(self, db: Any, cursor_key: bytes) -> None:
+    def __init__(self, db: Any, cursor_key: bytes, *, hints: bool = False) -> None:
         self.db = db
         self.cursor_key = cursor_key  # signs search cursors (shared.auth.cursor_key)
+        self.hints = hints  # PAYMENTS_MONGO_INDEX_HINTS
         self._active: tuple[float, Collections] | None = None
 
     def collections(self, generation: str) -> Collections:
@@ -131,19 +133,27 @@ class MongoReadModel:
     # ----------------------------------------------------------------- queries
 
     async def search(self, org: str, q: SearchQuery) -> SearchResult:
+        """A page and ``total``. The count costs as much as the page's find, so a cursor
+        carries the total its first page counted (later pages do not count again), and a
+        page that must count does it beside its find, not after."""
         cols = await self.active()
         flt = search_filter(org, q)
-        page_flt = flt
-        skip = 0
+        hint = self._hint(flt, q)
+        skip, total, page_flt = 0, None, flt
         if q.starting_after is not None:
-            page_flt = {"$and": [flt, keyset_filter(q, decode_cursor(self.cursor_key, org, q, q.starting_after))]}
+            value, pid, total = decode_cursor_total(self.cursor_key, org, q, q.starting_after)
+            page_flt = {"$and": [flt, keyset_filter(q, (value, pid))]}
         elif q.page is not None:
             skip = (q.page - 1) * q.limit
-        hint = choose_index(flt, q.sort_field, q.expression)
-        cursor = cols.payments.find(page_flt, sort=sort_spec(q), skip=skip, limit=q.limit + 1, hint=hint)
-        docs = await cursor.to_list()
-        total = await cols.payments.count_documents(flt, hint=hint)
+        find = cols.payments.find(page_flt, sort=sort_spec(q), skip=skip, limit=q.limit + 1, **hint).to_list()
+        if total is not None:
+            docs = await find
+        else:
+            docs, total = await asyncio.gather(find, cols.payments.count_documents(flt, **hint))
         return page_result(self.cursor_key, org, q, docs, total)
+
+    def _hint(self, flt: Mapping[str, Any], q: SearchQuery) -> dict[str, str]:
+        return {"hint": choose_index(flt, q.sort_field, q.expression)} if self.hints else {}
 
     async def export(self, org: str, q: ExportQuery, after: tuple[datetime, str] | None) -> AsyncIterator[Payment]:
         """Every payment of ``q`` in created order (ties by ``_id``), after the position
@@ -153,7 +163,7 @@ class MongoReadModel:
         flt = search_filter(org, search)
         page_flt = flt if after is None else {"$and": [flt, keyset_filter(search, after)]}
         cursor = cols.payments.find(page_flt, sort=sort_spec(search), batch_size=EXPORT_BATCH,
-                                    hint=choose_index(flt, search.sort_field, search.expression))
+                                    **self._hint(flt, search))
         try:
             async for doc in cursor:
                 yield payment_of(doc)
