@@ -46,30 +46,37 @@ async def search_costs(runtime, n_payments: int, samples: int) -> None:  # noqa:
     for i in range(0, len(evs), 1000):
         await apply_batch(runtime.mongo, cols, evs[i:i + 1000])
     uncached = QueryHandlers(runtime.read_model, None, max_wait=5.0)
+    read_model = runtime.read_model
+    hinted = QueryHandlers(type(read_model)(read_model.db, read_model.cursor_key, hints=True), None, max_wait=5.0)
     print(f"\nuncached search vs raw find, {n_payments // 2} payments in {ORG} ({n_payments} in the collection), "
           f"limit 20, {samples} alternating samples")
-    print(f"{'filter kind':<36} {'raw find p50':>12} {'search p50':>11} {'ratio':>6} {'total':>6}")
+    print(f"{'filter kind':<36} {'raw find p50':>12} {'search p50':>11} {'ratio':>6} {'total':>6}"
+          f" {'hinted p50':>11} {'ratio':>6}")
     for name, q in KINDS.items():
-        await _row(name, q, cols, uncached, samples)
+        await _row(name, q, cols, (uncached, hinted), samples)
     first = await uncached.search(ORG, SearchQuery())
-    await _row("organization only, page 2 (cursor)", SearchQuery(starting_after=first.next_cursor), cols, uncached,
-               samples, after=first.data[-1])
+    await _row("organization only, page 2 (cursor)", SearchQuery(starting_after=first.next_cursor), cols,
+               (uncached, hinted), samples, after=first.data[-1])
 
 
-async def _row(name, q, cols, uncached, samples, after=None) -> None:  # noqa: ANN001
+async def _row(name, q, cols, handlers, samples, after=None) -> None:  # noqa: ANN001
+    """``handlers``: the default search (no hints) and one with PAYMENTS_MONGO_INDEX_HINTS."""
     flt = search_filter(ORG, q)
     if after is not None:
         last = await cols.payments.find_one({"organization_id": ORG, "id": after.id})
         flt = {"$and": [flt, keyset_filter(q, (last[q.sort_field], last["_id"]))]}
-    raw_ms, search_ms = [], []
+    ms: list[list[float]] = [[], [], []]
     for i in range(samples + 5):
-        t = time.perf_counter()
+        t = [time.perf_counter()]
         await cols.payments.find(flt, sort=sort_spec(q), limit=q.limit + 1).to_list()
-        r = time.perf_counter()
-        answer = await uncached.search(ORG, q)
-        s = time.perf_counter()
+        t.append(time.perf_counter())
+        answer = await handlers[0].search(ORG, q)
+        t.append(time.perf_counter())
+        await handlers[1].search(ORG, q)
+        t.append(time.perf_counter())
         if i >= 5:  # warm-up
-            raw_ms.append((r - t) * 1000)
-            search_ms.append((s - r) * 1000)
-    raw, search = statistics.median(raw_ms), statistics.median(search_ms)
-    print(f"{name:<36} {raw:9.2f} ms {search:8.2f} ms {search / raw:6.2f} {answer.total:6d}")
+            for k in range(3):
+                ms[k].append((t[k + 1] - t[k]) * 1000)
+    raw, search, hinted = (statistics.median(m) for m in ms)
+    print(f"{name:<36} {raw:9.2f} ms {search:8.2f} ms {search / raw:6.2f} {answer.total:6d}"
+          f" {hinted:8.2f} ms {hinted / raw:6.2f}")
