@@ -69,7 +69,7 @@ class FakeReadModel:
 
     async def export(self, org: str, q: ExportQuery, after: tuple[datetime, str] | None) -> AsyncIterator[Payment]:
         """The organization's payments in created order (the query language is the real
-        read model's: tests/integration/query/test_export.py)."""
+        read model's: tests/integration/query/test_export_stream.py)."""
         for p in self._ordered(org):
             if after is None or (p.created_at, p.id) > after:
                 yield p

@@ -1,6 +1,6 @@
 """Export, pure and on in-memory ports: CSV cells made inert against formula injection,
 the CSV and NDJSON text, and the handler's one export at a time per organization (released
-however the stream ends). On MongoDB and HTTP: tests/integration/query/test_export.py."""
+however the stream ends). On MongoDB and HTTP: tests/integration/query/test_export_stream.py."""
 
 from __future__ import annotations
 
