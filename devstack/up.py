@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -170,6 +171,27 @@ def _watch(stack: LocalStack, system: RunningSystem, prometheus: Prometheus | No
 DEMO_ORGS = ("acme", "globex", "initech")
 DEMO_CURRENCIES = ("EUR", "USD", "JPY", "GBP", "BHD")
 DEMO_ITEMS = ("compute hours", "object storage", "egress traffic", "managed database", "support plan")
+DEMO_EXPIRY_SECONDS = 3.0
+
+
+def _create_expiring(http: httpx.Client, command: str, auth: dict[str, str]) -> dict:
+    """One payment left processing past its deadline, which expires it (system:expiry)."""
+    deadline = datetime.now(UTC) + timedelta(seconds=DEMO_EXPIRY_SECONDS)
+    resp = http.post(f"{command}/v1/payments", headers=auth, json={
+        "amount": 4200, "currency": "EUR", "description": "quote, never captured", "expires_at": deadline.isoformat(),
+        "metadata": {"source": "demo"}})
+    resp.raise_for_status()
+    return resp.json()
+
+
+def _show_expired(http: httpx.Client, query: str, auth: dict[str, str], payment: dict, console: object) -> None:
+    """Waits (min_version 2, bounded by the query side) until the expiry is projected."""
+    left = datetime.fromisoformat(payment["expires_at"]) - datetime.now(UTC)
+    time.sleep(max(0.0, left.total_seconds()))
+    read = http.get(f"{query}/v1/payments/{payment['id']}", params={"min_version": 2}, headers=auth)
+    read.raise_for_status()
+    console.print(f"payment {payment['id'][:8]} had expires_at {payment['expires_at']}: "  # type: ignore[attr-defined]
+                  f"now {read.json()['status']} (version {read.json()['version']}, actor system:expiry)")
 
 
 def demo(
@@ -178,7 +200,8 @@ def demo(
 ) -> None:
     """Create realistic payments across several organizations through the command API,
     then show search results and statistics from the query API (reads wait for the
-    projection with min_version, so what you see is what was written)."""
+    projection with min_version, so what you see is what was written); one payment of
+    the first organization has a deadline a few seconds ahead, and expires."""
     settings = Settings()
     rng = random.Random(seed)
     command = f"http://{settings.host}:{settings.command_api_port}"
@@ -191,6 +214,8 @@ def demo(
     last: dict[str, tuple[str, int]] = {}
     try:
         with httpx.Client(timeout=30) as http, Progress(console=console) as progress:
+            first = {"Authorization": "Bearer " + mint_token(DEMO_ORGS[0], [SCOPE_READ, SCOPE_WRITE], settings=settings)}
+            expiring = _create_expiring(http, command, first)
             task = progress.add_task("creating payments", total=payments_per_org * len(DEMO_ORGS))
             for org in DEMO_ORGS:
                 auth = {"Authorization": "Bearer " + mint_token(org, [SCOPE_READ, SCOPE_WRITE], settings=settings)}
@@ -210,6 +235,8 @@ def demo(
                         payment = resp.json()
                     last[org] = (payment["id"], payment["version"])
                     progress.advance(task)
+            refunded = _refunded_twice(http, command, DEMO_ORGS[0], settings)
+            last[DEMO_ORGS[0]] = (refunded["id"], refunded["version"])
             for org in DEMO_ORGS:
                 auth = {"Authorization": "Bearer " + mint_token(org, [SCOPE_READ], settings=settings)}
                 payment_id, version = last[org]
@@ -228,18 +255,44 @@ def demo(
                         table.add_row(c["currency"], p["id"][:8], p["formatted_amount"], p["status"], p["description"])
                 console.print(table)
                 st = Table(title=f"{org}: statistics by currency", title_justify="left")
-                for col in ("currency", "count", "sum", "avg", "min", "max"):
+                for col in ("currency", "count", "sum", "avg", "min", "max", "refunded", "net"):
                     st.add_column(col)
                 for c in stats["currencies"]:
                     cur = c["currency"]
-                    st.add_row(cur, str(c["count"]), *(format_money(c[k], cur) for k in ("sum", "avg", "min", "max")))
+                    st.add_row(cur, str(c["count"]), *(format_money(c[k], cur)
+                                                       for k in ("sum", "avg", "min", "max", "refunded", "net")))
                 console.print(st)
+                if org == DEMO_ORGS[0]:
+                    shown = http.get(f"{query}/v1/payments/{refunded['id']}", headers=auth).json()
+                    parts = ", ".join(f"{format_money(r['amount'], shown['currency'])} ({r['reason']})"
+                                      for r in shown["refunds"])
+                    console.print(f"partly refunded twice: {shown['id'][:8]} {shown['formatted_amount']} "
+                                  f"{shown['status']}, refunds {parts}")
                 console.print(f"by status: {stats['by_status']}")
+            _show_expired(http, query, first, expiring, console)
     except httpx.HTTPStatusError as exc:
         raise fail(f"{exc.request.method} {exc.request.url} answered {exc.response.status_code}: "
                     f"{exc.response.text[:300]}") from None
     except httpx.TransportError as exc:
         raise fail(f"cannot reach the APIs ({exc}); is 'payments up' running?") from None
+
+
+def _refunded_twice(http: httpx.Client, command: str, org: str, settings: Settings) -> dict:
+    """One payment of ``org``, completed, then partly refunded twice: what is left stays paid."""
+    auth = {"Authorization": "Bearer " + mint_token(org, [SCOPE_WRITE], settings=settings)}
+    body = {"amount": 12000, "currency": "EUR", "description": f"annual support plan {org}",
+            "metadata": {"source": "demo"}}
+    payment = http.post(f"{command}/v1/payments", json=body, headers=auth)
+    payment.raise_for_status()
+    pid = payment.json()["id"]
+    http.post(f"{command}/v1/payments/{pid}/complete", headers=auth).raise_for_status()
+    answer: dict = {}
+    for amount, reason in ((3000, "one seat cancelled"), (1500, "goodwill for an outage")):
+        resp = http.post(f"{command}/v1/payments/{pid}/refunds", json={"amount": amount, "reason": reason},
+                         headers=auth)
+        resp.raise_for_status()
+        answer = resp.json()
+    return answer
 
 
 def register(app: typer.Typer) -> None:

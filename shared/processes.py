@@ -69,7 +69,8 @@ PROCESSES: tuple[Process, ...] = (
             group_field="projector_group"),
     Process("query-worker", QUERY, "services.query.entrypoints.cli:query_worker", ("mongo", "temporal"),
             "query_worker_metrics_port", 9104, metrics=_QUERIES),
-    Process("replay", QUERY, "services.query.entrypoints.cli:replay", ("kafka", "mongo")),
+    # and Kafka or PostgreSQL, whichever it replays from (--from): it waits for that one itself
+    Process("replay", QUERY, "services.query.entrypoints.cli:replay", ("mongo",)),
     # Pushes its gauges to a Pushgateway (it serves no port).
     Process("reconcile", TOOLS, "services.tools.reconcile_cli:reconcile", ("postgres", "mongo"),
             metrics=("payments_reconcile_drift", "payments_reconcile_last_run_timestamp_seconds")),

@@ -15,7 +15,15 @@ from typing import Protocol, TypeVar
 from pydantic import BaseModel
 
 from services.query.poison import DeadLetterKind
-from services.query.queries import ExportQuery, SearchQuery, SearchResult, Statistics, StatisticsQuery
+from services.query.queries import (
+    ExportQuery,
+    HistoryQuery,
+    PaymentHistory,
+    SearchQuery,
+    SearchResult,
+    Statistics,
+    StatisticsQuery,
+)
 from shared.events import PaymentEvent
 from shared.payment_view import Payment
 
@@ -46,6 +54,14 @@ class ReadModel(Protocol):
 
     async def position(self, org: str, payment_id: str) -> tuple[datetime, str] | None:
         """A live payment's position in created order, ``None`` if there is none."""
+
+    async def history(self, org: str, q: HistoryQuery) -> PaymentHistory | None:
+        """A page of the payment's history (deleted payments keep theirs); None if this
+        organization has no such payment."""
+
+    async def at_version(self, org: str, payment_id: str, version: int) -> tuple[Payment | None, int | None]:
+        """The payment as at ``version`` (None if its history lacks it), and the newest
+        version its history holds (None: no such payment in this organization)."""
 
 
 class ExportBusy(RuntimeError):

@@ -156,6 +156,8 @@ class Figures(BaseModel):
     avg: int
     min: int
     max: int
+    refunded: int = Field(default=0, description="Minor units refunded of these payments (their amount_refunded)")
+    net: int = Field(default=0, description="sum - refunded")
 
 
 class StatusFigures(Figures):
@@ -177,14 +179,18 @@ class Statistics(BaseModel):
         json_schema_extra={
             "examples": [{
                 "created_from": "2026-03-01", "created_to": "2026-03-31", "count": 2,
-                "by_status": {"completed": 1, "processing": 1},
+                "by_status": {"partially_refunded": 1, "processing": 1},
                 "currencies": [{
                     "currency": "EUR", "count": 2, "sum": 3000, "avg": 1500, "min": 1000, "max": 2000,
+                    "refunded": 250, "net": 2750,
                     "by_status": [
-                        {"status": "completed", "count": 1, "sum": 1000, "avg": 1000, "min": 1000, "max": 1000},
-                        {"status": "processing", "count": 1, "sum": 2000, "avg": 2000, "min": 2000, "max": 2000},
+                        {"status": "partially_refunded", "count": 1, "sum": 1000, "avg": 1000, "min": 1000,
+                         "max": 1000, "refunded": 250, "net": 750},
+                        {"status": "processing", "count": 1, "sum": 2000, "avg": 2000, "min": 2000, "max": 2000,
+                         "refunded": 0, "net": 2000},
                     ],
-                    "by_day": [{"day": "2026-03-01", "count": 2, "sum": 3000, "avg": 1500, "min": 1000, "max": 2000}],
+                    "by_day": [{"day": "2026-03-01", "count": 2, "sum": 3000, "avg": 1500, "min": 1000, "max": 2000,
+                                "refunded": 250, "net": 2750}],
                 }],
             }]
         }
@@ -195,6 +201,58 @@ class Statistics(BaseModel):
     count: int = Field(description="Payments in the range, all currencies")
     by_status: dict[str, int] = Field(description="Payment count per status, all currencies")
     currencies: list[CurrencyStatistics] = Field(description="Money figures per currency (never summed across)")
+
+
+# Versions of one payment's history per page.
+MAX_HISTORY_LIMIT = 100
+DEFAULT_HISTORY_LIMIT = 50
+
+
+class HistoryQuery(BaseModel):
+    """One page of a payment's history, oldest first."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    payment_id: str
+    starting_after: int | None = Field(default=None, ge=0, description="next_cursor of the previous page")
+    limit: int = Field(default=DEFAULT_HISTORY_LIMIT, ge=1, le=MAX_HISTORY_LIMIT)
+
+
+class HistoryEntry(BaseModel):
+    version: int
+    event_type: str = Field(description="created | updated | status_changed | deleted | ...", examples=["updated"])
+    event_id: str
+    time: datetime = Field(description="When the event happened (the CloudEvent `time`)")
+    actor: str = Field(description="Who caused it: a token's `sub`, a Kafka producer's `source`, `system:<what>`; "
+                                   "`unknown` for events produced before actors were recorded")
+    command_id: str | None = Field(description="The command that caused it (GET /v1/commands/{id})")
+    changes: dict[str, dict[str, Any]] | None = Field(description=(
+        "Fields this version changed: {field: {old, new}} (JSON values); version 1 lists what it set. "
+        "`version` and `updated_at` change every time and are not listed. null only while the version before "
+        "is missing from the read model (reconcile --repair fills it)"))
+
+
+class PaymentHistory(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "payment_id": "pay_01J9Z3", "has_more": False, "next_cursor": None, "data": [
+            {"version": 1, "event_type": "created", "event_id": "8b0c1c52-53f3-4d5e-9f0e-2f1f7a4c9e01",
+             "time": "2026-03-01T10:00:00Z", "actor": "user_42", "command_id": "cmd-1",
+             "changes": {"amount": {"old": None, "new": 1250}, "amount_refunded": {"old": None, "new": 0},
+                         "created_at": {"old": None, "new": "2026-03-01T10:00:00Z"},
+                         "currency": {"old": None, "new": "EUR"},
+                         "description": {"old": None, "new": "Cloud resources, March"},
+                         "id": {"old": None, "new": "pay_01J9Z3"}, "metadata": {"old": None, "new": {}},
+                         "organization_id": {"old": None, "new": "org_acme"}, "refunds": {"old": None, "new": []},
+                         "status": {"old": None, "new": "processing"}, "user_id": {"old": None, "new": "user_42"}}},
+            {"version": 2, "event_type": "status_changed", "event_id": "0f7a0d9e-7d43-4a59-a7f4-5a0c3e1b2d77",
+             "time": "2026-03-01T10:00:05Z", "actor": "system:psp", "command_id": "cmd-2",
+             "changes": {"status": {"old": "processing", "new": "completed"}}},
+        ]}]})
+
+    payment_id: str
+    data: list[HistoryEntry] = Field(description="Versions in order, oldest first")
+    has_more: bool
+    next_cursor: str | None = Field(description="Pass as starting_after to get the next versions")
 
 
 # --------------------------------------------------------------------------- Temporal inputs
@@ -215,3 +273,7 @@ class GetInput(ReadInput):
 
 class StatisticsInput(ReadInput):
     query: StatisticsQuery
+
+
+class HistoryInput(ReadInput):
+    query: HistoryQuery

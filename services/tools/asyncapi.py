@@ -18,10 +18,12 @@ from services.command.entrypoints.intake_contract import (
     DATA_MODELS,
     CommandResultEvent,
     PaymentCommandEvent,
+    RefundCommandData,
     TransitionCommandData,
     UpdateCommandData,
 )
 from shared.events import CONTENT_TYPE, PaymentEvent
+from shared.kafka import KEEP_EVERY_EVENT
 from shared.settings import Settings
 
 
@@ -39,7 +41,7 @@ DLQ_HEADERS = {
     "dlq-time": "When it was dead-lettered (RFC 3339)",
 }
 _MODELS: list[type[BaseModel]] = [PaymentEvent, PaymentCommandEvent, CommandResultEvent, CreatePaymentRequest,
-                                  UpdateCommandData, TransitionCommandData]
+                                  UpdateCommandData, TransitionCommandData, RefundCommandData]
 
 
 def _schemas() -> dict[str, Any]:
@@ -74,6 +76,14 @@ def _dead_letter(name: str, of: str) -> dict[str, Any]:
             "headers": headers,
             "bindings": {"kafka": {"key": {"type": "string", "description": "The original record's key"},
                                    "bindingVersion": "0.5.0"}}}
+
+
+def _keeps_every_event() -> dict[str, Any]:
+    """The events topic's retention (shared/kafka.py), as the Kafka channel binding says it."""
+    return {"kafka": {"topicConfiguration": {"cleanup.policy": [KEEP_EVERY_EVENT["cleanup.policy"]],
+                                             "retention.ms": int(KEEP_EVERY_EVENT["retention.ms"]),
+                                             "retention.bytes": int(KEEP_EVERY_EVENT["retention.bytes"])},
+                      "bindingVersion": "0.5.0"}}
 
 
 def asyncapi_document() -> dict[str, Any]:
@@ -117,7 +127,8 @@ def asyncapi_document() -> dict[str, Any]:
             "code's pydantic models (docs/producers.md explains them).",
         },
         "defaultContentType": CONTENT_TYPE,
-        "channels": {cid: {"address": address, "messages": {mid: {"$ref": f"#/components/messages/{mid}"}}}
+        "channels": {cid: {"address": address, "messages": {mid: {"$ref": f"#/components/messages/{mid}"}},
+                           **({"bindings": _keeps_every_event()} if cid == "paymentEvents" else {})}
                      for cid, (address, mid, _) in channels.items()},
         "operations": {oid: {"action": action, "channel": {"$ref": f"#/channels/{cid}"}, "summary": summary,
                              "messages": [{"$ref": f"#/channels/{cid}/messages/{channels[cid][1]}"}]}

@@ -32,8 +32,11 @@ log = logging.getLogger("payments.reconcile")
 
 # Fields of a read-model payment document that must equal PostgreSQL's.
 COMPARED = ("organization_id", "user_id", "amount", "currency", "status", "description", "metadata",
-            "metadata_kv", "version")
+            "metadata_kv", "version", "amount_refunded", "expires_at")
 Figures = dict[str, int]
+
+# domain.refunded_of_document as a MongoDB expression (documents from before partial refunds).
+REFUNDED_OF_DOCUMENT = {"$ifNull": ["$amount_refunded", {"$cond": [{"$eq": ["$status", "refunded"]}, "$amount", 0]}]}
 
 RECONCILE_ACTOR = system_actor("reconcile")  # repairs write read-model documents, never events
 
@@ -54,20 +57,28 @@ class Drift:
     extra: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
     buckets: list[BucketDrift] = field(default_factory=list)
+    # versions of payments' histories ("<payment id>@<version>"): services/tools/reconcile_history.py
+    history_missing: list[str] = field(default_factory=list)
+    history_extra: list[str] = field(default_factory=list)
+    history_stale: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
-        return len(self.missing) + len(self.extra) + len(self.stale) + len(self.buckets)
+        return sum(self.counts().values())
 
     def counts(self) -> dict[str, int]:
         return {"missing": len(self.missing), "extra": len(self.extra), "stale": len(self.stale),
-                "buckets": len(self.buckets)}
+                "buckets": len(self.buckets), "history_missing": len(self.history_missing),
+                "history_extra": len(self.history_extra), "history_stale": len(self.history_stale)}
 
     def merge(self, other: Drift) -> None:
         self.missing += other.missing
         self.extra += other.extra
         self.stale += other.stale
         self.buckets += other.buckets
+        self.history_missing += other.history_missing
+        self.history_extra += other.history_extra
+        self.history_stale += other.history_stale
 
 
 def recount(payments: Iterable[PaymentSnapshot]) -> dict[BucketKey, Figures]:
@@ -76,20 +87,30 @@ def recount(payments: Iterable[PaymentSnapshot]) -> dict[BucketKey, Figures]:
     for payment in payments:
         contribution = contribution_of(payment)
         if contribution is not None:
-            tallies.setdefault(contribution.bucket, Tally()).add(contribution.amount)
+            tallies.setdefault(contribution.bucket, Tally()).add(contribution.amount, contribution.refunded)
     return {key: tally.fields() for key, tally in tallies.items()}
 
 
 def _differs(truth: PaymentSnapshot, doc: Mapping[str, Any]) -> bool:
     expected = payment_document_fields(truth)
-    return any(doc.get(name) != expected[name] for name in COMPARED)
+    actual = {**doc, "expires_at": _instant(doc.get("expires_at"))}
+    return any(actual.get(name) != expected[name] for name in COMPARED)
+
+
+def _instant(value: datetime | None) -> datetime | None:
+    """A time as MongoDB keeps it (UTC, milliseconds), to compare PostgreSQL's with it."""
+    if value is None:
+        return None
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
 def payment_document_fields(payment: PaymentSnapshot) -> dict[str, Any]:
     return {"organization_id": payment.organization_id, "user_id": payment.user_id, "amount": payment.amount,
             "currency": payment.currency, "status": str(payment.status), "description": payment.description,
             "metadata": payment.metadata, "metadata_kv": metadata_entries(payment.metadata),
-            "version": payment.version}
+            "version": payment.version, "amount_refunded": payment.amount_refunded,
+            "expires_at": _instant(payment.expires_at)}
 
 
 def compare(truth: Mapping[str, PaymentSnapshot], docs: Mapping[str, Mapping[str, Any]],
@@ -135,6 +156,8 @@ def report(drift: Drift) -> dict[str, Any]:
     return {
         "drift": drift.total, "counts": drift.counts(),
         "missing": drift.missing, "extra": drift.extra, "stale": drift.stale,
+        "history_missing": drift.history_missing, "history_extra": drift.history_extra,
+        "history_stale": drift.history_stale,
         "buckets": [{"organization_id": b.key.organization_id, "day": b.key.day, "currency": b.key.currency,
                      "status": b.key.status, "expected": b.expected, "actual": b.actual} for b in drift.buckets],
     }
@@ -232,10 +255,11 @@ async def _recompute_bucket(cols: Any, key: BucketKey) -> int:
     members = bucket_fields(key)
     pipeline = [{"$match": members},
                 {"$group": {"_id": None, "count": {"$sum": 1}, "sum": {"$sum": "$amount"},
-                            "min": {"$min": "$amount"}, "max": {"$max": "$amount"}}}]
+                            "min": {"$min": "$amount"}, "max": {"$max": "$amount"},
+                            "refunded": {"$sum": REFUNDED_OF_DOCUMENT}}}]
     rows = [r async for r in await cols.payments.aggregate(pipeline)]
     if not rows:
         return (await cols.statistics.delete_one({"_id": key.id})).deleted_count
-    figures = {k: int(rows[0][k]) for k in ("count", "sum", "min", "max")}
+    figures = {k: int(rows[0][k]) for k in ("count", "sum", "min", "max", "refunded")}
     result = await cols.statistics.replace_one({"_id": key.id}, {"_id": key.id, **members, **figures}, upsert=True)
     return int(bool(result.modified_count or result.upserted_id))

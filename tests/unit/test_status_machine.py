@@ -20,6 +20,9 @@ C = PaymentAction
 LEGAL = {
     (S.PROCESSING, S.COMPLETED), (S.PROCESSING, S.FAILED), (S.PROCESSING, S.CANCELLED),
     (S.COMPLETED, S.REFUNDED),
+    (S.PROCESSING, S.EXPIRED),  # the system's act when the deadline passes, no command's
+    (S.COMPLETED, S.REFUNDED), (S.COMPLETED, S.PARTIALLY_REFUNDED),
+    (S.PARTIALLY_REFUNDED, S.PARTIALLY_REFUNDED), (S.PARTIALLY_REFUNDED, S.REFUNDED),
 }
 
 
@@ -30,7 +33,7 @@ def test_transition_table_is_exactly_the_design(current: S, target: S) -> None:
 
 
 def test_terminal_states_have_no_way_out() -> None:
-    for status in (S.FAILED, S.CANCELLED, S.REFUNDED):
+    for status in (S.FAILED, S.CANCELLED, S.REFUNDED, S.EXPIRED):
         assert TRANSITIONS[status] == frozenset()
 
 
@@ -42,6 +45,8 @@ def test_terminal_states_have_no_way_out() -> None:
         (S.FAILED, {C.DELETE}),
         (S.CANCELLED, {C.DELETE}),
         (S.REFUNDED, set()),
+        (S.EXPIRED, {C.DELETE}),
+        (S.PARTIALLY_REFUNDED, {C.REFUND}),
     ],
 )
 def test_allowed_commands_per_status(status: S, expected: set[C]) -> None:
@@ -60,7 +65,7 @@ def test_any_command_sequence_stays_inside_the_table(commands: list[C]) -> None:
             assert (status, new) in LEGAL
             status = new
         elif command is C.DELETE:
-            assert status not in (S.COMPLETED, S.REFUNDED)
+            assert status not in (S.COMPLETED, S.REFUNDED, S.PARTIALLY_REFUNDED)
             break
         else:
             assert status is S.PROCESSING

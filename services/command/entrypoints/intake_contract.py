@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -18,11 +19,15 @@ from services.command.commands import Command, CreatePayment, ModifyPayment
 from services.command.entrypoints.bodies import (
     MAX_COMMAND_ID_LENGTH,
     CreatePaymentRequest,
+    RefundPaymentRequest,
     UpdatePaymentRequest,
 )
 from services.command.entrypoints.problems import Problem, invalid_body
 from shared.events import Actor, describe_validation_error, structured_cloudevent
+from shared.expiry import ExpiryPolicy
+from shared.money import Amount
 from shared.payment import MAX_ID_LENGTH, PAYMENT_ID_PATTERN, PaymentAction, PaymentSnapshot
+from shared.settings import Settings
 
 COMMAND_TYPE_PREFIX = "com.gyroscops.payment.command."
 # Payment ids derived from a create's command id (no subject) live in their own namespace.
@@ -68,10 +73,22 @@ class TransitionCommandData(BaseModel):
                                          description="Refuse (412) unless the payment is at this version")
 
 
+class RefundCommandData(RefundPaymentRequest):
+    """``data`` of a refund: the body of POST /v1/payments/{id}/refunds, ``amount`` optional
+    (absent: all that is left, as POST /v1/payments/{id}/refund), plus the If-Match version."""
+
+    amount: Amount | None = Field(default=None, description="Minor units to refund, at most what is left; "  # type: ignore[assignment]
+                                  "absent: all that is left")
+    expected_version: int | None = Field(default=None, ge=1, strict=True,
+                                         description="Refuse (412) unless the payment is at this version")
+
+
 DATA_MODELS: dict[CommandType, type[BaseModel]] = {
     CommandType.CREATE: CreatePaymentRequest,
     CommandType.UPDATE: UpdateCommandData,
-    **{t: TransitionCommandData for t in CommandType if t not in (CommandType.CREATE, CommandType.UPDATE)},
+    CommandType.REFUND: RefundCommandData,
+    **{t: TransitionCommandData for t in CommandType
+       if t not in (CommandType.CREATE, CommandType.UPDATE, CommandType.REFUND)},
 }
 
 
@@ -95,7 +112,8 @@ class PaymentCommandEvent(BaseModel):
                                 description="Extension: the organization that owns the payment")
     data: dict[str, Any] | None = Field(
         default=None, description="The HTTP command's body: create = POST /v1/payments body; update = PATCH "
-        "body plus optional expected_version; others: optional expected_version")
+        "body plus optional expected_version; refund: optional amount (default: all that is left), reason and "
+        "expected_version; others: optional expected_version")
     traceparent: str | None = Field(
         default=None, description="Extension (CloudEvents distributed tracing): the producer's W3C trace "
         "context; the intake continues it when the record has no traceparent header, and links to it "
@@ -147,8 +165,11 @@ def _addressable(raw: bytes | None) -> dict[str, Any]:
     return payload
 
 
-def parse_command(raw: bytes | None) -> Command:
-    """Bytes from Kafka -> CreatePayment | ModifyPayment (see the module docstring)."""
+def parse_command(raw: bytes | None, policy: ExpiryPolicy | None = None, now: datetime | None = None) -> Command:
+    """Bytes from Kafka -> CreatePayment | ModifyPayment (see the module docstring). A
+    deadline follows ``policy`` (default: the settings' defaults) at ``now`` (default: now)."""
+    policy = policy or Settings.model_construct().expiry_policy()
+    now = now or datetime.now(UTC)
     payload = _addressable(raw)
     cid, org = payload["id"], payload["organizationid"]
     subject = payload.get("subject") if isinstance(payload.get("subject"), str) else None
@@ -162,14 +183,24 @@ def parse_command(raw: bytes | None) -> Command:
         if data.id is not None and envelope.subject not in (None, data.id):
             raise InvalidCommand(cid, org, subject, f"data.id {data.id!r} differs from subject {subject!r}")
         payment_id = envelope.subject or data.id or derived_payment_id(org, cid)
+        expires_at = _deadline(cid, org, subject, lambda: policy.for_create(data.expires_at, now))
         return CreatePayment(command_id=cid, organization_id=org, actor=envelope.source, payment_id=payment_id,
                              user_id=data.user_id, amount=data.amount, currency=data.currency, description=data.description,
-                             metadata=data.metadata)
+                             metadata=data.metadata, expires_at=expires_at)
     if envelope.subject is None:
         raise InvalidCommand(cid, org, None, f"subject: the payment id is required for {envelope.type.short}")
     fields = data.model_dump(exclude_unset=True)
+    if fields.get("expires_at") is not None:
+        fields["expires_at"] = _deadline(cid, org, subject, lambda: policy.check(fields["expires_at"], now))
     return ModifyPayment(command_id=cid, organization_id=org, actor=envelope.source,
                          action=PaymentAction(envelope.type.short), payment_id=envelope.subject, **fields)
+
+
+def _deadline(cid: str, org: str, subject: str | None, rule: Callable[[], datetime | None]) -> datetime | None:
+    try:
+        return rule()
+    except ValueError as exc:
+        raise InvalidCommand(cid, org, subject, f"expires_at: {exc}") from None
 
 
 # --------------------------------------------------------------------------- results
