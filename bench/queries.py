@@ -6,7 +6,9 @@ statistics at 1k vs 100k payments; HTTP fast path vs the Temporal query workflow
 Server time = time inside the query handler (what /metrics' payments_query_duration
 measures), in-process, on 127.0.0.1. 1k payments are projected through the projection
 code; for 100k the statistics buckets are written directly (computed by a brute-force
-recount of the generated payments), since statistics read only buckets.
+recount of the generated payments), since statistics read only buckets. Then (issue 26,
+bench/search_cost.py) the uncached search against a raw find of the same filter and page,
+per filter kind (``--only-cost`` runs just that table).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import httpx
 
 from bench.common import latencies, scratch_settings, summary
 from bench.projection import make_events
+from bench.search_cost import search_costs
 from services.query.adapters.batch_writes import apply_batch
 from services.query.adapters.read_queries import search_filter, sort_spec
 from services.query.bootstrap import query_runtime
@@ -51,7 +54,17 @@ async def load_buckets(cols, n: int) -> None:  # noqa: ANN001
          "count": c, "sum": s, "min": lo, "max": hi} for k, (c, s, lo, hi) in acc.items()])
 
 
-async def main(n: int) -> None:
+async def main(n: int, cost_payments: int, only_cost: bool) -> None:
+    if not only_cost:
+        await latency(n)
+    if cost_payments:
+        async with query_runtime(scratch_settings()) as runtime:
+            await runtime.read_model.ensure_indexes()
+            await search_costs(runtime, cost_payments, max(30, n // 10))
+            await runtime.mongo.drop_database(runtime.settings.mongo_db)
+
+
+async def latency(n: int) -> None:
     settings = scratch_settings(query_task_queue=f"bench-q-{uuid.uuid4().hex[:6]}")
     async with query_runtime(settings) as runtime:
         cols = await runtime.read_model.active(fresh=True)
@@ -95,4 +108,8 @@ async def main(n: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="query latency benchmarks")
     parser.add_argument("-n", type=int, default=500, help="samples per measurement")
-    asyncio.run(main(parser.parse_args().n))
+    parser.add_argument("--cost-payments", type=int, default=10_000,
+                        help="payments of the uncached-search-cost table (half in the searched organization); 0: skip")
+    parser.add_argument("--only-cost", action="store_true", help="only the uncached-search-cost table")
+    args = parser.parse_args()
+    asyncio.run(main(args.n, args.cost_payments, args.only_cost))

@@ -31,6 +31,7 @@ RETRY_AFTER_SECONDS = {
     "command-running": 1,  # 202: poll the command's status URL
     "command-failed": 1,  # 503: the same request attaches to the command or runs it again
     "read-model-behind": 1,  # 409: the projection is moments behind the write
+    "export-running": 10,  # 429: the organization's one export at a time is streaming
     "dependency-unavailable": 2,  # 503: a server the request needs is unreachable
     "jwks-unavailable": 5,  # 503: the identity provider's key set cannot be read
 }
@@ -108,7 +109,8 @@ def outage_response(request: Request, exc: BaseException) -> JSONResponse:
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # The first element says where (body, query...): a parameter may itself be called "query".
+    parts = [str(p) for p in (loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)]
     return ".".join(parts) or "request"
 
 

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     mongo_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
     mongo_db: str = "payments"
+    # Searches and exports pass choose_index's hint to MongoDB (issue 26): for a server whose
+    # planner may pick a worse org-prefixed index. Off: SecantusDB decodes the whole collection
+    # for a hinted query, 4-8x slower than its own plan (docs/benchmarks.md).
+    mongo_index_hints: bool = False
     redis_url: str = "redis://127.0.0.1:6379/0"
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"

@@ -15,6 +15,7 @@ from pymongo import AsyncMongoClient
 from services.query.adapters.batch_writes import MongoProjectionStore
 from services.query.adapters.cache import QueryCache
 from services.query.adapters.dead_letters import KafkaDeadLetters
+from services.query.adapters.export_slots import RedisExportSlots
 from services.query.adapters.projected_signal import ProjectionSignal
 from services.query.adapters.read_model import MongoReadModel
 from services.query.handlers import QueryHandlers
@@ -47,13 +48,17 @@ async def query_runtime(settings: Settings) -> AsyncIterator[QueryRuntime]:
     (its readiness says so)."""
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_url, tz_aware=True, serverSelectionTimeoutMS=5000)
     try:
-        read_model = MongoReadModel(mongo[settings.mongo_db], cursor_key(settings))
+        read_model = MongoReadModel(mongo[settings.mongo_db], cursor_key(settings), hints=settings.mongo_index_hints)
         cache = QueryCache.from_url(settings.redis_url, cache_prefix(settings))
         signal = ProjectionSignal(settings.redis_url, cache_prefix(settings))  # subscribes on first use
         try:
+            export_slots = RedisExportSlots(cache.redis, cache_prefix(settings))
             handlers = QueryHandlers(read_model, cache, ConsistencyTokens(settings.consistency_token_secret),
-                                     max_wait=settings.read_wait_seconds, signal=signal)
-            yield QueryRuntime(settings, mongo, read_model, cache, handlers)
+                                     max_wait=settings.read_wait_seconds, signal=signal, export_slots=export_slots)
+            try:
+                yield QueryRuntime(settings, mongo, read_model, cache, handlers)
+            finally:
+                await export_slots.close()
         finally:
             await signal.close()
             await cache.close()

@@ -189,6 +189,24 @@ def document_id(organization_id: str, payment_id: str) -> str:
     return json.dumps([organization_id, payment_id], separators=(",", ":"))
 
 
+def metadata_text(value: Any) -> str:
+    """A metadata value as a search compares it: a string as is, anything else as its
+    JSON text (``42``, ``true``, ``null``)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def metadata_entry(key: str, value: Any) -> str:
+    """One ``metadata_kv`` entry: key and value text joined by NUL, which neither may hold
+    (shared/payment.py), so the pair is unambiguous."""
+    return f"{key}\u0000{metadata_text(value)}"
+
+
+def metadata_entries(metadata: Mapping[str, Any]) -> list[str]:
+    """What the index ``org_metadata`` indexes of a payment's metadata (one entry per key):
+    a metadata clause of a search is one equality on it."""
+    return sorted(metadata_entry(k, v) for k, v in metadata.items())
+
+
 def payment_document(event: PaymentEvent, projected_at: datetime) -> dict[str, Any]:
     """The read-model document of a live payment (``_id`` = :func:`document_id`)."""
     p = event.payment
@@ -202,6 +220,7 @@ def payment_document(event: PaymentEvent, projected_at: datetime) -> dict[str, A
         "status": str(p.status),
         "description": p.description,
         "metadata": p.metadata,
+        "metadata_kv": metadata_entries(p.metadata),
         "version": p.version,
         "created_at": p.created_at.astimezone(UTC),
         "updated_at": p.updated_at.astimezone(UTC),

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import datetime
 
-from services.query.ports import Cache, ReadModel, Reflect, Signal
+from services.query.ports import Cache, ExportSlots, ReadModel, Reflect, Signal
 from services.query.queries import (
+    ExportQuery,
     HistoryQuery,
     PaymentHistory,
     SearchQuery,
@@ -67,16 +70,25 @@ class NotCaughtUp(TimeoutError):
         )
 
 
+class UnknownStartingPayment(LookupError):
+    """An export's ``starting_after`` names no live payment of the organization."""
+
+    def __init__(self, payment_id: str) -> None:
+        super().__init__(f"starting_after: no payment {payment_id!r} to resume after (unknown or deleted)")
+
+
 class QueryHandlers:
     def __init__(self, read_model: ReadModel, cache: Cache | None,
                  tokens: ConsistencyTokens | None = None, *, max_wait: float,
-                 signal: Signal | None = None, poll: tuple[float, float] = POLL) -> None:
+                 signal: Signal | None = None, poll: tuple[float, float] = POLL,
+                 export_slots: ExportSlots | None = None) -> None:
         self.read_model = read_model
         self.cache = cache
         self.tokens = tokens
         self.max_wait = max_wait  # bound of every read-your-writes wait (PAYMENTS_READ_WAIT_SECONDS)
         self.signal = signal  # wakes the waits when the projector commits
         self.poll = poll
+        self.export_slots = export_slots  # one export at a time per organization
 
     def _writes(self, org: str, consistent_with: Sequence[str]) -> Writes | None:
         """The writes the answer must reflect. Raises InvalidConsistencyToken (400) or
@@ -114,6 +126,34 @@ class QueryHandlers:
     async def statistics(self, org: str, query: StatisticsQuery, consistent_with: Sequence[str] = ()) -> Statistics:
         return await self._cached("statistics", org, query, Statistics,
                                   lambda: self.read_model.statistics(org, query), self._writes(org, consistent_with))
+
+    async def export(self, org: str, query: ExportQuery, consistent_with: Sequence[str] = ()) -> AsyncIterator[Payment]:
+        """Every payment ``query`` matches, in created order, straight from the read model
+        (never cached). What can fail fails here, before the first payment: the writes
+        waited for, ``starting_after`` found (else :class:`UnknownStartingPayment`), the
+        organization's export slot taken (else ``ExportBusy``). The slot is released when
+        the stream ends, fails or is closed (a client that went away)."""
+        writes = self._writes(org, consistent_with)
+        if writes is not None:
+            await self.wait_for(org, dict(writes.versions))
+        after = None
+        if query.starting_after is not None:
+            after = await self.read_model.position(org, query.starting_after)
+            if after is None:
+                raise UnknownStartingPayment(query.starting_after)
+        release = await self.export_slots.acquire(org) if self.export_slots is not None else (lambda: None)
+        QUERIES.labels("export", "bypass").inc()
+        stream = self._stream(org, query, after, release)
+        weakref.finalize(stream, release)  # a stream dropped unread releases the slot too
+        return stream
+
+    async def _stream(self, org: str, query: ExportQuery, after: tuple[datetime, str] | None,
+                      release: Callable[[], None]) -> AsyncIterator[Payment]:
+        try:
+            async for payment in self.read_model.export(org, query, after):
+                yield payment
+        finally:
+            release()
 
     async def get(self, org: str, payment_id: str, min_version: int | None = None,
                   max_wait: float | None = None, consistent_with: Sequence[str] = ()) -> Payment:

@@ -6,7 +6,7 @@ tests/support/query_fakes.py in memory.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +15,15 @@ from typing import Protocol, TypeVar
 from pydantic import BaseModel
 
 from services.query.poison import DeadLetterKind
-from services.query.queries import HistoryQuery, PaymentHistory, SearchQuery, SearchResult, Statistics, StatisticsQuery
+from services.query.queries import (
+    ExportQuery,
+    HistoryQuery,
+    PaymentHistory,
+    SearchQuery,
+    SearchResult,
+    Statistics,
+    StatisticsQuery,
+)
 from shared.events import PaymentEvent
 from shared.payment_view import Payment
 
@@ -40,6 +48,13 @@ class ReadModel(Protocol):
 
     async def statistics(self, org: str, q: StatisticsQuery) -> Statistics: ...
 
+    def export(self, org: str, q: ExportQuery, after: tuple[datetime, str] | None) -> AsyncIterator[Payment]:
+        """Every payment of ``q`` in created order (ties by id) after position ``after``,
+        streamed (constant memory whatever their number)."""
+
+    async def position(self, org: str, payment_id: str) -> tuple[datetime, str] | None:
+        """A live payment's position in created order, ``None`` if there is none."""
+
     async def history(self, org: str, q: HistoryQuery) -> PaymentHistory | None:
         """A page of the payment's history (deleted payments keep theirs); None if this
         organization has no such payment."""
@@ -47,6 +62,18 @@ class ReadModel(Protocol):
     async def at_version(self, org: str, payment_id: str, version: int) -> tuple[Payment | None, int | None]:
         """The payment as at ``version`` (None if its history lacks it), and the newest
         version its history holds (None: no such payment in this organization)."""
+
+
+class ExportBusy(RuntimeError):
+    """Another export of this organization is streaming."""
+
+
+class ExportSlots(Protocol):
+    """One export at a time per organization (across the API's processes)."""
+
+    async def acquire(self, org: str) -> Callable[[], None]:
+        """The organization's slot, held until the returned release is called (it must
+        not wait: a cancelled stream calls it); ExportBusy while another holds it."""
 
 
 @dataclass(frozen=True)

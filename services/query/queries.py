@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from services.query.export_format import ExportFormat
+from services.query.search_language import Expression, parse
 from shared.money import MAX_AMOUNT, CurrencyCode
 from shared.payment import AwareDatetime, PaymentStatus
 from shared.payment_view import EXAMPLE_PAYMENT, Payment
@@ -25,6 +27,16 @@ def _rfc3339(pattern: str, value: Any) -> Any:
         raise ValueError("expected an RFC 3339 " + ("date" if pattern == RFC3339_DATE else "timestamp")
                          + ", e.g. 2026-03-01" + ("" if pattern == RFC3339_DATE else "T00:00:00Z"))
     return value
+def _valid_query(text: str | None) -> str | None:
+    if text is not None:
+        parse(text)  # raises InvalidSearchQuery (column, expected): a 422 naming both
+    return text
+
+
+# The search query language (search_language.py), checked where a query model is made.
+SearchText = Annotated[str | None, AfterValidator(_valid_query),
+                       Field(description="The search query language, ANDed with the other filters")]
+
 MAX_LIMIT = 100
 # Offset pagination stops at 10 000 pages (1 M rows skipped at most): deeper, use cursors.
 MAX_PAGE = 10_000
@@ -44,6 +56,7 @@ class SearchQuery(BaseModel):
     created_from: AwareDatetime | None = Field(default=None, description="Inclusive, RFC 3339")
     created_to: AwareDatetime | None = Field(default=None, description="Exclusive, RFC 3339")
     user_id: str | None = None
+    query: SearchText = None
     sort: str = Field(default="-created_at", description="created_at | amount | status; '-' for descending")
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
     starting_after: str | None = Field(default=None, description="next_cursor of the previous page")
@@ -62,6 +75,7 @@ class SearchQuery(BaseModel):
     def _text(cls, v: Any) -> Any:
         return _rfc3339(RFC3339_DATETIME, v)
 
+
     @field_validator("created_from", "created_to")
     @classmethod
     def _in_utc_range(cls, v: datetime | None) -> datetime | None:
@@ -73,12 +87,33 @@ class SearchQuery(BaseModel):
         return v
 
     @property
+    def expression(self) -> Expression | None:
+        """The parsed ``query`` (parses are cached)."""
+        return parse(self.query) if self.query is not None else None
+
+    @property
     def sort_field(self) -> str:
         return self.sort.removeprefix("-")
 
     @property
     def descending(self) -> bool:
         return self.sort.startswith("-")
+
+
+class ExportQuery(BaseModel):
+    """Every payment the query matches, in created order (ties by id), after the payment
+    ``starting_after`` when resuming."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: ExportFormat = ExportFormat.CSV
+    query: SearchText = None
+    starting_after: str | None = Field(default=None, description="Id of the last payment already received")
+
+    @property
+    def search(self) -> SearchQuery:
+        """The search whose filter and order the export follows."""
+        return SearchQuery(query=self.query, sort="created_at")
 
 
 class SearchResult(BaseModel):

@@ -21,6 +21,7 @@ from services.query.domain import (
     bucket_fields,
     contribution_of,
     document_id,
+    metadata_entries,
     payment_document,
     tombstone_document,
 )
@@ -30,8 +31,8 @@ from shared.payment import PaymentSnapshot
 log = logging.getLogger("payments.reconcile")
 
 # Fields of a read-model payment document that must equal PostgreSQL's.
-COMPARED = ("organization_id", "user_id", "amount", "currency", "status", "description", "metadata", "version",
-            "amount_refunded", "expires_at")
+COMPARED = ("organization_id", "user_id", "amount", "currency", "status", "description", "metadata",
+            "metadata_kv", "version", "amount_refunded", "expires_at")
 Figures = dict[str, int]
 
 # domain.refunded_of_document as a MongoDB expression (documents from before partial refunds).
@@ -107,7 +108,8 @@ def _instant(value: datetime | None) -> datetime | None:
 def payment_document_fields(payment: PaymentSnapshot) -> dict[str, Any]:
     return {"organization_id": payment.organization_id, "user_id": payment.user_id, "amount": payment.amount,
             "currency": payment.currency, "status": str(payment.status), "description": payment.description,
-            "metadata": payment.metadata, "version": payment.version, "amount_refunded": payment.amount_refunded,
+            "metadata": payment.metadata, "metadata_kv": metadata_entries(payment.metadata),
+            "version": payment.version, "amount_refunded": payment.amount_refunded,
             "expires_at": _instant(payment.expires_at)}
 
 

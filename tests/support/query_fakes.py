@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -23,8 +24,16 @@ from pydantic import BaseModel
 from services.query.domain import Outcome, document_id
 from services.query.history import history_document, history_page, payment_at
 from services.query.poison import DeadLetterKind
-from services.query.ports import AppliedBatch, Reflect
-from services.query.queries import HistoryQuery, PaymentHistory, SearchQuery, SearchResult, Statistics, StatisticsQuery
+from services.query.ports import AppliedBatch, ExportBusy, Reflect
+from services.query.queries import (
+    ExportQuery,
+    HistoryQuery,
+    PaymentHistory,
+    SearchQuery,
+    SearchResult,
+    Statistics,
+    StatisticsQuery,
+)
 from shared.events import PaymentEvent
 from shared.payment import PaymentSnapshot
 from shared.payment_view import Payment
@@ -85,11 +94,38 @@ class FakeReadModel:
         self.looks += 1
         return {pid: self.held[(org, pid)] for pid in payment_ids if (org, pid) in self.held}
 
+    def _ordered(self, org: str) -> list[Payment]:
+        return sorted((p for (o, _), p in self.payments.items() if o == org), key=lambda p: (p.created_at, p.id))
+
+    async def export(self, org: str, q: ExportQuery, after: tuple[datetime, str] | None) -> AsyncIterator[Payment]:
+        """The organization's payments in created order (the query language is the real
+        read model's: tests/integration/query/test_export_stream.py)."""
+        for p in self._ordered(org):
+            if after is None or (p.created_at, p.id) > after:
+                yield p
+
+    async def position(self, org: str, payment_id: str) -> tuple[datetime, str] | None:
+        p = self.payments.get((org, payment_id))
+        return (p.created_at, p.id) if p else None
+
     async def statistics(self, org: str, q: StatisticsQuery) -> Statistics:
         self.computed += 1
         count = sum(1 for o, _ in self.payments if o == org)
         return Statistics(created_from=q.created_from, created_to=q.created_to, count=count, by_status={},
                           currencies=[])
+
+
+class FakeExportSlots:
+    """One export at a time per organization, in memory."""
+
+    def __init__(self) -> None:
+        self.held: set[str] = set()
+
+    async def acquire(self, org: str) -> Callable[[], None]:
+        if org in self.held:
+            raise ExportBusy(org)
+        self.held.add(org)
+        return lambda: self.held.discard(org)
 
 
 class FakeCache:

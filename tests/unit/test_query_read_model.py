@@ -31,7 +31,7 @@ def test_search_filter_is_scoped_to_the_organization_and_maps_every_filter():
                     created_to=T1, user_id="u1")
     assert search_filter("org-a", q) == {
         "organization_id": "org-a", "status": "completed", "currency": "EUR", "user_id": "u1",
-        "amount": {"$gte": 10, "$lte": 20}, "created_at": {"$gte": T0, "$lt": T1},
+        "amount": {"$gte": 10, "$lt": 21}, "created_at": {"$gte": T0, "$lt": T1},
     }
     assert search_filter("org-b", SearchQuery()) == {"organization_id": "org-b"}
 
@@ -137,5 +137,13 @@ def test_cache_keys_change_with_the_epoch_the_read_model_generation_and_the_quer
 
 def test_an_empty_range_is_a_valid_search_that_matches_nothing():
     q = SearchQuery(min_amount=5, max_amount=1, created_from=T1, created_to=T0)
-    assert search_filter("o", q)["amount"] == {"$gte": 5, "$lte": 1}
+    assert search_filter("o", q)["amount"] == {"$gte": 5, "$lt": 2}
     assert StatisticsQuery(created_from=date(2026, 3, 2), created_to=date(2026, 3, 1)).created_to == date(2026, 3, 1)
+
+
+def test_a_cursor_carries_the_total_of_its_first_page_and_older_cursors_still_read():
+    from services.query.adapters.cursors import decode_cursor_total
+
+    q, doc = SearchQuery(sort="amount"), {"_id": "x", "amount": 5}
+    assert decode_cursor_total(KEY, "o", q, encode_cursor(KEY, "o", q, doc, 42)) == (5, "x", 42)
+    assert decode_cursor_total(KEY, "o", q, encode_cursor(KEY, "o", q, doc)) == (5, "x", None)  # then it counts

@@ -32,13 +32,15 @@ def _signature(key: bytes, body: bytes) -> str:
     return base64.urlsafe_b64encode(hmac.new(key, body, hashlib.sha256).digest()[:24]).decode()
 
 
-def encode_cursor(key: bytes, org: str, q: SearchQuery, doc: Mapping[str, Any]) -> str:
-    """An opaque cursor: the last item's (sort value, ``_id``) and the search it belongs
-    to, signed with ``key`` so a client can neither forge nor alter one."""
+def encode_cursor(key: bytes, org: str, q: SearchQuery, doc: Mapping[str, Any], total: int | None = None) -> str:
+    """An opaque cursor: the last item's (sort value, ``_id``), the search it belongs to
+    and the ``total`` its first page counted (the later pages answer it without counting
+    again), signed with ``key`` so a client can neither forge nor alter one."""
     value = doc[q.sort_field]
     if isinstance(value, datetime):
         value = value.astimezone(UTC).isoformat()
-    raw = json.dumps([_binding(org, q), value, doc["_id"]], separators=(",", ":")).encode()
+    raw = json.dumps([_binding(org, q), value, doc["_id"], *([total] if total is not None else [])],
+                     separators=(",", ":")).encode()
     body = base64.urlsafe_b64encode(raw).decode().rstrip("=")
     return f"{CURSOR_PREFIX}{body}.{_signature(key, body.encode())}"
 
@@ -49,19 +51,28 @@ _CURSOR_VALUE_TYPES: dict[str, type] = {"created_at": str, "amount": int, "statu
 
 def decode_cursor(key: bytes, org: str, q: SearchQuery, cursor: str) -> tuple[Any, str]:
     """``(sort value, _id)`` of the last item of the previous page of this same search."""
+    value, pid, _ = decode_cursor_total(key, org, q, cursor)
+    return value, pid
+
+
+def decode_cursor_total(key: bytes, org: str, q: SearchQuery, cursor: str) -> tuple[Any, str, int | None]:
+    """:func:`decode_cursor` and the total the first page counted (None in a cursor made
+    before totals travelled in them: then the page counts)."""
     body, _, signature = cursor.removeprefix(CURSOR_PREFIX).partition(".")
     if not cursor.startswith(CURSOR_PREFIX) or not hmac.compare_digest(
             signature.encode(), _signature(key, body.encode()).encode()):
         raise InvalidCursor("starting_after must be the next_cursor of a previous page, unchanged")
     try:
-        binding, value, pid = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        binding, value, pid, *rest = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        total = rest[0] if rest else None
     except (ValueError, TypeError):
         raise InvalidCursor("starting_after is not a valid cursor") from None
     if binding != _binding(org, q):
         raise InvalidCursor("the cursor belongs to another search: keep the sort and filters of the "
                             "request that returned it")
-    if not isinstance(value, _CURSOR_VALUE_TYPES[q.sort_field]) or isinstance(value, bool) or not isinstance(pid, str):
+    if (not isinstance(value, _CURSOR_VALUE_TYPES[q.sort_field]) or isinstance(value, bool)
+            or not isinstance(pid, str) or not (total is None or type(total) is int)):
         raise InvalidCursor("starting_after is not a valid cursor")  # only a leaked key could get here
     if q.sort_field == "created_at":
         value = datetime.fromisoformat(value)
-    return value, pid
+    return value, pid, total

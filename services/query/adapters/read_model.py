@@ -6,15 +6,16 @@ in ``read_model_meta``), their indexes, and the queries on them (built by the pu
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import IndexModel
 
-from services.query.adapters.cursors import decode_cursor
+from services.query.adapters.cursors import decode_cursor_total
 from services.query.adapters.read_queries import (
     keyset_filter,
     page_result,
@@ -26,11 +27,21 @@ from services.query.adapters.read_queries import (
 )
 from services.query.domain import document_id
 from services.query.history import history_id, history_page, payment_at
-from services.query.queries import HistoryQuery, PaymentHistory, SearchQuery, SearchResult, Statistics, StatisticsQuery
+from services.query.queries import (
+    ExportQuery,
+    HistoryQuery,
+    PaymentHistory,
+    SearchQuery,
+    SearchResult,
+    Statistics,
+    StatisticsQuery,
+)
+from services.query.search_language import Expression, Op
 from shared.payment_view import Payment
 
 META = "read_model_meta"
 DEFAULT_GENERATION = "g0"
+EXPORT_BATCH = 500  # documents per round trip of an export's cursor: what one export holds at most
 
 PAYMENT_INDEXES = [
     IndexModel([("organization_id", 1), ("created_at", 1), ("_id", 1)], name="org_created"),
@@ -39,6 +50,8 @@ PAYMENT_INDEXES = [
     IndexModel([("organization_id", 1), ("status", 1), ("_id", 1)], name="org_status"),
     IndexModel([("organization_id", 1), ("currency", 1), ("created_at", 1), ("_id", 1)], name="org_currency_created"),
     IndexModel([("organization_id", 1), ("user_id", 1), ("created_at", 1), ("_id", 1)], name="org_user_created"),
+    # metadata['key']:value clauses: one entry "key\0value" per key (domain.metadata_entries)
+    IndexModel([("organization_id", 1), ("metadata_kv", 1), ("created_at", 1), ("_id", 1)], name="org_metadata"),
     # statistics: members of one bucket by amount (min/max recomputation)
     IndexModel([("organization_id", 1), ("day", 1), ("currency", 1), ("status", 1), ("amount", 1)], name="bucket_amount"),
 ]
@@ -50,15 +63,23 @@ HISTORY_INDEXES = [IndexModel([("organization_id", 1), ("payment_id", 1), ("vers
                               unique=True)]
 
 
-def choose_index(flt: Mapping[str, Any], sort_field: str) -> str:
-    """The index that serves this filter and sort best (used as a hint)."""
+def choose_index(flt: Mapping[str, Any], sort_field: str, expression: Expression | None = None) -> str:
+    """The index that serves this filter and sort best (used as a hint). Of a query-language
+    expression only the clauses every match satisfies count (AND-joined, not negated): an
+    id or a metadata value picks its index whatever the sort, since few payments match."""
+    required = {c.field: c for c in expression.clauses if not c.negated and c.op is Op.EQ} \
+        if expression is not None and not expression.any else {}
+    if "id" in required:
+        return "_id_"
+    if "metadata" in required:
+        return "org_metadata"
     if sort_field == "amount":
         return "org_amount"
     if sort_field == "status":
         return "org_status"
     for field, name in (("status", "org_status_created"), ("user_id", "org_user_created"),
                         ("currency", "org_currency_created")):
-        if field in flt:
+        if field in flt or field in required:
             return name
     return "org_created"
 
@@ -77,9 +98,10 @@ class MongoReadModel:
 
     POINTER_TTL = 1.0  # seconds a reader trusts its copy of the active-generation pointer
 
-    def __init__(self, db: Any, cursor_key: bytes) -> None:
+    def __init__(self, db: Any, cursor_key: bytes, *, hints: bool = False) -> None:
         self.db = db
         self.cursor_key = cursor_key  # signs search cursors (shared.auth.cursor_key)
+        self.hints = hints  # PAYMENTS_MONGO_INDEX_HINTS
         self._active: tuple[float, Collections] | None = None
 
     def collections(self, generation: str) -> Collections:
@@ -127,19 +149,48 @@ class MongoReadModel:
     # ----------------------------------------------------------------- queries
 
     async def search(self, org: str, q: SearchQuery) -> SearchResult:
+        """A page and ``total``. The count costs as much as the page's find, so a cursor
+        carries the total its first page counted (later pages do not count again), and a
+        page that must count does it beside its find, not after."""
         cols = await self.active()
         flt = search_filter(org, q)
-        page_flt = flt
-        skip = 0
+        hint = self._hint(flt, q)
+        skip, total, page_flt = 0, None, flt
         if q.starting_after is not None:
-            page_flt = {"$and": [flt, keyset_filter(q, decode_cursor(self.cursor_key, org, q, q.starting_after))]}
+            value, pid, total = decode_cursor_total(self.cursor_key, org, q, q.starting_after)
+            page_flt = {"$and": [flt, keyset_filter(q, (value, pid))]}
         elif q.page is not None:
             skip = (q.page - 1) * q.limit
-        cursor = cols.payments.find(page_flt, sort=sort_spec(q), skip=skip, limit=q.limit + 1,
-                                    hint=choose_index(flt, q.sort_field))
-        docs = await cursor.to_list()
-        total = await cols.payments.count_documents(flt)
+        find = cols.payments.find(page_flt, sort=sort_spec(q), skip=skip, limit=q.limit + 1, **hint).to_list()
+        if total is not None:
+            docs = await find
+        else:
+            docs, total = await asyncio.gather(find, cols.payments.count_documents(flt, **hint))
         return page_result(self.cursor_key, org, q, docs, total)
+
+    def _hint(self, flt: Mapping[str, Any], q: SearchQuery) -> dict[str, str]:
+        return {"hint": choose_index(flt, q.sort_field, q.expression)} if self.hints else {}
+
+    async def export(self, org: str, q: ExportQuery, after: tuple[datetime, str] | None) -> AsyncIterator[Payment]:
+        """Every payment of ``q`` in created order (ties by ``_id``), after the position
+        ``after``: one MongoDB cursor read :data:`EXPORT_BATCH` documents at a time."""
+        cols = await self.active()
+        search = q.search
+        flt = search_filter(org, search)
+        page_flt = flt if after is None else {"$and": [flt, keyset_filter(search, after)]}
+        cursor = cols.payments.find(page_flt, sort=sort_spec(search), batch_size=EXPORT_BATCH,
+                                    **self._hint(flt, search))
+        try:
+            async for doc in cursor:
+                yield payment_of(doc)
+        finally:
+            await cursor.close()
+
+    async def position(self, org: str, payment_id: str) -> tuple[datetime, str] | None:
+        """Where a live payment stands in created order: ``(created_at, _id)``."""
+        cols = await self.active()
+        doc = await cols.payments.find_one({"_id": document_id(org, payment_id)}, {"created_at": 1})
+        return (doc["created_at"], doc["_id"]) if doc else None
 
     async def get(self, org: str, payment_id: str) -> Payment | None:
         cols = await self.active()

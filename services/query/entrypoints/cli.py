@@ -122,8 +122,10 @@ def replay(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``payments dlq`` to the ``payments`` app (the processes above are registered
+    """Add ``payments dlq`` and ``payments export`` to the ``payments`` app (the processes above are registered
     from the process table, shared/processes.py)."""
     from services.query.entrypoints.dlq_cli import app as dlq_app
+    from services.query.entrypoints.export_cli import export
 
     app.add_typer(dlq_app, name="dlq")
+    app.command("export")(export)

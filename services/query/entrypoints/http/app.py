@@ -15,6 +15,7 @@ from fastapi_offline import FastAPIOffline
 from pymongo.errors import PyMongoError
 
 from services.query.bootstrap import QueryRuntime, ops_checks, query_runtime
+from services.query.entrypoints.http import export_routes
 from services.query.entrypoints.http.routes import router
 from shared.auth import Authenticate
 from shared.http import install_health_routes, install_problem_handlers
@@ -71,5 +72,6 @@ def create_app(settings: Settings | None = None, runtime: QueryRuntime | None = 
         await ops_checks(app.state.runtime)[name]()
 
     install_health_routes(app, {"mongodb": lambda: check("mongodb"), "redis": lambda: check("redis")})
+    app.include_router(export_routes.router)  # before /v1/payments/{payment_id}
     app.include_router(router)
     return app

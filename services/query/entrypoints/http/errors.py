@@ -11,7 +11,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from services.query.adapters.cursors import InvalidCursor
-from services.query.handlers import NotCaughtUp, PaymentNotFound, VersionNotFound
+from services.query.handlers import NotCaughtUp, PaymentNotFound, UnknownStartingPayment, VersionNotFound
+from services.query.ports import ExportBusy
+from services.query.search_language import InvalidSearchQuery
 from shared.consistency import ForeignConsistencyToken, InvalidConsistencyToken
 from shared.http import ProblemError, retry_after
 
@@ -23,9 +25,17 @@ def typed(model: type[M], **values: Any) -> M:
     try:
         return model(**values)
     except ValidationError as exc:
-        errors = [{"field": ".".join(map(str, e["loc"])) or "query", "message": e["msg"]} for e in exc.errors()]
+        errors = [_error(e) for e in exc.errors()]
         raise ProblemError(422, "Unprocessable Content", "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                            type_="validation-error", errors=errors) from None
+
+
+def _error(e: Any) -> dict[str, Any]:
+    error = {"field": ".".join(map(str, e["loc"])) or "query", "message": e["msg"]}
+    cause = e.get("ctx", {}).get("error")
+    if isinstance(cause, InvalidSearchQuery):  # where in the query text, and what would do there
+        error |= {"message": str(cause), "column": cause.column, "expected": cause.expected}
+    return error
 
 
 @contextmanager
@@ -35,6 +45,13 @@ def query_problems() -> Iterator[None]:
         yield
     except InvalidCursor as exc:
         raise ProblemError(400, "Bad Request", str(exc), type_="invalid-cursor") from None
+    except UnknownStartingPayment as exc:
+        raise ProblemError(422, "Unprocessable Content", str(exc), type_="validation-error",
+                           errors=[{"field": "starting_after", "message": str(exc)}]) from None
+    except ExportBusy:
+        raise ProblemError(429, "Too Many Requests", "another export of this organization is streaming: one at a "
+                           "time, retry when it is done", type_="export-running",
+                           headers=retry_after("export-running")) from None
     except PaymentNotFound as exc:
         raise ProblemError(404, "Not Found", str(exc), type_="payment-not-found") from None
     except VersionNotFound as exc:

@@ -20,6 +20,7 @@ from services.query.entrypoints.http.schemas import (
     PROBLEM,
     READ_WAIT_DEFAULT,
     ConsistentWith,
+    SearchText,
 )
 from services.query.handlers import QueryHandlers
 from services.query.queries import (
@@ -70,6 +71,7 @@ async def search_payments(
     created_to: Annotated[str | None, Query(description="Exclusive, RFC 3339",
                                             json_schema_extra=DATETIME_SCHEMA)] = None,
     user_id: Annotated[str | None, Query(description="Payments of this user")] = None,
+    query: SearchText = None,
     sort: Annotated[str, Query(description="created_at | amount | status, '-' prefix for descending",
                                examples=["-created_at", "amount"], json_schema_extra={"enum": list(SORTS)})]
     = "-created_at",
@@ -81,14 +83,15 @@ async def search_payments(
     page: Annotated[int | None, Query(ge=1, le=MAX_PAGE, description="Page number (offset pagination)")] = None,
     consistent_with: ConsistentWith = None,
 ) -> SearchResult:
-    """Filter, sort and paginate the organization's payments. Prefer cursor pagination
+    """Filter (fixed filters and/or `query`, the search language), sort and paginate the
+    organization's payments. Prefer cursor pagination
     (`starting_after` = the previous `next_cursor`, keyset over (sort field, id)); `page`
     with `limit`/`size` is offset pagination and is ignored when a cursor is given.
     With `consistent_with`, the answer reflects those writes (served from the cache only
     when the cached answer provably does)."""
     query = typed(SearchQuery, status=status, currency=currency, min_amount=min_amount,
                   max_amount=max_amount, created_from=created_from, created_to=created_to,
-                  user_id=user_id, sort=sort, limit=limit or size or DEFAULT_LIMIT,
+                  user_id=user_id, query=query, sort=sort, limit=limit or size or DEFAULT_LIMIT,
                   starting_after=starting_after, page=page)
     with query_problems():
         return await h.search(principal.org, query, consistent_with or ())

@@ -9,6 +9,7 @@ from fastapi import Query
 from pydantic import StringConstraints
 
 from services.query.queries import RFC3339_DATE, RFC3339_DATETIME
+from services.query.search_language import FIELD_OPERATORS, MAX_CLAUSES, MAX_QUERY_LENGTH
 from shared.http import PROBLEM_CONTENT_TYPE
 from shared.settings import Settings
 
@@ -46,3 +47,22 @@ ConsistentWith = Annotated[list[ConsistencyToken] | None, Query(max_length=MAX_U
     f"PAYMENTS_READ_WAIT_SECONDS, {READ_WAIT_DEFAULT} by default) until the read model reflects every write they name, "
     "else 409 `read-model-behind` with `Retry-After`. A malformed or altered token is a 400; a token "
     "issued to another organization is a 404 that reveals nothing about it."))]
+
+# The search language (services/query/search_language.py), as the OpenAPI document states it.
+_FIELDS = "; ".join(f"`{'metadata[' + chr(39) + 'key' + chr(39) + ']' if f == 'metadata' else f}` "
+                    f"({' '.join(f'`{o}`' for o in ops)})" for f, ops in FIELD_OPERATORS.items())
+QUERY_EXAMPLES = {
+    "metadata": {"summary": "A metadata value", "value": "metadata['order_id']:'6735'"},
+    "and": {"summary": "AND of clauses", "value": "status:completed AND currency:EUR AND amount>=1000"},
+    "or": {"summary": "OR of clauses", "value": "status:failed OR status:cancelled"},
+    "negation": {"summary": "Negation, a day", "value": "-status:refunded AND created:2026-03-01"},
+    "substring": {"summary": "Description contains", "value": "description~'invoice 42' AND created>=2026-03-01T00:00:00Z"},
+}
+SearchText = Annotated[str | None, Query(max_length=MAX_QUERY_LENGTH, openapi_examples=QUERY_EXAMPLES, description=(
+    "Search query language, ANDed with the other filters: clauses `[-]field op value` joined by `AND` or by "
+    "`OR` (not both in one query). Fields and their operators: " + _FIELDS + ". `:` equals, `~` contains "
+    "(case-sensitive substring), `>` `>=` `<` `<=` compare, a leading `-` negates. Values: quoted "
+    "(`'...'` or `\"...\"`, backslash escapes a quote) or a bare word; amounts in minor units; `created` "
+    "takes an RFC 3339 timestamp or a date (a whole UTC day); metadata values compare as text (a number "
+    f"as its JSON text). At most {MAX_QUERY_LENGTH} characters and {MAX_CLAUSES} clauses. An invalid query "
+    "is a 422 whose error (field `query`) names the `column` and what was `expected` there."))]
