@@ -104,7 +104,9 @@ def up(
         endpoints = start_or_fail(stack)
         typer.echo(f"stack ready in {stack.startup_seconds or 0:.1f}s; starting the {len(LONG_RUNNING)} processes…",
                    err=True)
-        env = {**os.environ, **endpoints.as_env(), "PAYMENTS_DATA_DIR": str(data_dir)}
+        # Webhooks to local receivers (`payments demo`'s): loopback only, refused beyond it.
+        env = {"PAYMENTS_WEBHOOKS_ALLOW_PRIVATE": "true", **os.environ, **endpoints.as_env(),
+               "PAYMENTS_DATA_DIR": str(data_dir)}
         settings = Settings(**{k: v for k, v in endpoints.as_settings().items() if v is not None})
         system = RunningSystem(settings, data_dir / "logs", static_members=stack.static_members)
         try:
