@@ -8,7 +8,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from services.webhooks.messages import DeliveryRef, PaymentDeliveries, RetryWindow
 from services.webhooks.temporal.workflows import WebhookDeliveries
@@ -19,18 +19,20 @@ def workflow_id(endpoint_id: str, organization_id: str, payment_id: str) -> str:
 
 
 async def hand_over(client: Client, task_queue: str, retry: RetryWindow, organization_id: str, endpoint_id: str,
-                    items: Sequence[tuple[str, DeliveryRef]], *, concurrency: int = 32) -> None:
+                    items: Sequence[tuple[str, DeliveryRef]], *, concurrency: int = 32
+                    ) -> dict[str, WorkflowHandle]:
     """``items``: ``(payment id, ref)`` in the order to deliver. One payment's refs are
-    signalled in order; different payments concurrently."""
+    signalled in order; different payments concurrently. Returns each payment's workflow."""
     by_payment: defaultdict[str, list[DeliveryRef]] = defaultdict(list)
     for payment_id, ref in items:
         by_payment[payment_id].append(ref)
     gate = asyncio.Semaphore(concurrency)
+    handles: dict[str, WorkflowHandle] = {}
 
     async def one_payment(payment_id: str, refs: list[DeliveryRef]) -> None:
         async with gate:
             for ref in refs:
-                await client.start_workflow(
+                handles[payment_id] = await client.start_workflow(
                     WebhookDeliveries.run,
                     PaymentDeliveries(organization_id=organization_id, endpoint_id=endpoint_id,
                                       payment_id=payment_id, retry=retry),
@@ -40,3 +42,4 @@ async def hand_over(client: Client, task_queue: str, retry: RetryWindow, organiz
     async with asyncio.TaskGroup() as group:
         for payment_id, refs in by_payment.items():
             group.create_task(one_payment(payment_id, refs))
+    return handles

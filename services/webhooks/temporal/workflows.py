@@ -61,8 +61,8 @@ class WebhookDeliveries:
                 if not self.pending:
                     return
             ref = self.pending.pop(0)
+            self.seen = [*self.seen, ref.key][-MAX_SEEN:]  # a repeat arriving meanwhile is dropped too
             await self._deliver(ref, job.retry)
-            self.seen = [*self.seen, ref.key][-MAX_SEEN:]
             if workflow.info().is_continue_as_new_suggested() and workflow.all_handlers_finished():
                 workflow.continue_as_new(job.model_copy(update={"pending": self.pending, "seen": self.seen}))
 
