@@ -16,6 +16,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from services.webhooks.bootstrap import WebhookRuntime, build_worker, ops_checks, retry_window, webhook_runtime
 from services.webhooks.handlers import deliveries_for
+from services.webhooks.messages import AttemptOutcome
 from services.webhooks.temporal.client import hand_over
 from shared.consistency import ConsistencyTokens
 from shared.events import InvalidEvent, PaymentEvent, parse_event
@@ -23,11 +24,13 @@ from shared.kafka import ensure_topics, event_topics, group_consumer, partition_
 from shared.ops import serving, until_stopped
 from shared.settings import Settings
 from shared.telemetry import WEBHOOK_BACKLOG as BACKLOG
+from shared.telemetry import WEBHOOK_DELIVERIES as DELIVERIES
 from shared.telemetry import WEBHOOK_OLDEST_PENDING as OLDEST_PENDING
 from shared.tracing import untraced
 
 log = logging.getLogger("payments.webhooks")
 BACKLOG_REFRESH_SECONDS = 15.0
+ALL_ENDPOINTS = "_all"  # the backlog's series summing every endpoint (exists with none pending)
 
 
 class Fanout:
@@ -99,6 +102,7 @@ async def refresh_backlog(runtime: WebhookRuntime) -> None:
             try:
                 rows = await runtime.store.backlog()
                 BACKLOG.clear()
+                BACKLOG.labels(ALL_ENDPOINTS).set(sum(row["pending"] for row in rows))
                 for row in rows:
                     BACKLOG.labels(row["endpoint_id"]).set(row["pending"])
                 OLDEST_PENDING.set(max((float(r["oldest"]) for r in rows), default=0.0))
@@ -108,6 +112,9 @@ async def refresh_backlog(runtime: WebhookRuntime) -> None:
 
 
 async def run_webhooks(settings: Settings) -> None:
+    for outcome in AttemptOutcome:  # every outcome's series exists from the start (rates need it)
+        if outcome is not AttemptOutcome.DONE_BEFORE:
+            DELIVERIES.labels(outcome.value)
     if settings.kafka_create_topics:
         await ensure_topics(settings.kafka_bootstrap, event_topics(settings), create=True)
     async with webhook_runtime(settings) as runtime, build_worker(runtime):
