@@ -5,7 +5,7 @@ redelivery. Scope ``payments:webhooks``; another organization's endpoint is a 40
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,10 +17,24 @@ from services.webhooks.domain import EVENT_NAME_PATTERN, MAX_URL_LENGTH, UnsafeU
 from services.webhooks.entrypoints.redelivery import redeliver
 from services.webhooks.messages import Delivery, DeliveryStatus, Endpoint
 from shared.auth import SCOPE_WEBHOOKS, Principal, require_scope
-from shared.http import ProblemError
+from shared.http import PROBLEM_CONTENT_TYPE, ProblemError
 from shared.settings import Settings
 
-router = APIRouter(prefix="/v1/webhook-endpoints", tags=["webhooks"])
+
+def _problem(description: str) -> dict[str, Any]:
+    # The command API's Problem schema (the app serving this router documents it).
+    return {"description": description,
+            "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    400: _problem("Malformed JSON body"),
+    401: _problem("Missing or invalid bearer token"),
+    403: _problem("The token lacks the payments:webhooks scope"),
+    404: _problem("No such endpoint (or delivery) in your organization"),
+    422: _problem("Invalid request: the detail names the field (a refused URL names `url`)"),
+}
+router = APIRouter(prefix="/v1/webhook-endpoints", tags=["webhooks"], responses=PROBLEMS)
 Admin = Annotated[Principal, Depends(require_scope(SCOPE_WEBHOOKS))]
 EndpointId = Annotated[str, Path(pattern=r"^we_[0-9a-f]{32}$", description="Endpoint id")]
 DeliveryId = Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$", description="Delivery id")]
@@ -94,7 +108,8 @@ def _invalid(field: str, message: str) -> ProblemError:
                         errors=[{"field": field, "message": message}])
 
 
-@router.post("", status_code=201, response_model=EndpointWithSecret)
+@router.post("", status_code=201, response_model=EndpointWithSecret,
+             responses={409: _problem("The organization has its maximum number of endpoints")})
 async def create_endpoint(body: EndpointRequest, principal: Admin, request: Request) -> EndpointWithSecret:
     settings = _settings(request)
     try:  # the address half is checked again at each delivery (DNS may change)
