@@ -14,6 +14,7 @@ import typer
 
 from devstack import DEFAULT_DATA_DIR, LocalStack, port_is_free
 from devstack.brokers import KAFKA_BROKERS
+from devstack.demo_webhooks import wait_for, webhook_demo
 from devstack.foreground import fail, run_in_foreground, start_or_fail
 from devstack.monitoring import DEFAULT_PORT, MonitoringError, Prometheus, prometheus_binary, start_prometheus
 from devstack.system import ProcessStartError, RunningSystem, base_url, port_of
@@ -180,7 +181,8 @@ def demo(
 ) -> None:
     """Create realistic payments across several organizations through the command API,
     then show search results and statistics from the query API (reads wait for the
-    projection with min_version, so what you see is what was written)."""
+    projection with min_version, so what you see is what was written), and the webhooks
+    the first organization's endpoint, on a receiver of this process, got."""
     settings = Settings()
     rng = random.Random(seed)
     command = f"http://{settings.host}:{settings.command_api_port}"
@@ -191,8 +193,10 @@ def demo(
 
     console = Console()
     last: dict[str, tuple[str, int]] = {}
+    events: dict[str, int] = dict.fromkeys(DEMO_ORGS, 0)  # each organization's events
     try:
-        with httpx.Client(timeout=30) as http, Progress(console=console) as progress:
+        with webhook_demo(command, settings, DEMO_ORGS[0]) as hooks, httpx.Client(timeout=30) as http, \
+                Progress(console=console) as progress:
             task = progress.add_task("creating payments", total=payments_per_org * len(DEMO_ORGS))
             for org in DEMO_ORGS:
                 auth = {"Authorization": "Bearer " + mint_token(org, [SCOPE_READ, SCOPE_WRITE], settings=settings)}
@@ -205,11 +209,13 @@ def demo(
                     resp = http.post(f"{command}/v1/payments", json=body, headers=auth)
                     resp.raise_for_status()
                     payment = resp.json()
+                    events[org] += 1
                     action = rng.choices(["complete", "fail", "cancel", None], weights=[6, 1, 1, 2])[0]
                     if action:
                         resp = http.post(f"{command}/v1/payments/{payment['id']}/{action}", headers=auth)
                         resp.raise_for_status()
                         payment = resp.json()
+                        events[org] += 1
                     last[org] = (payment["id"], payment["version"])
                     progress.advance(task)
             for org in DEMO_ORGS:
@@ -237,6 +243,8 @@ def demo(
                     st.add_row(cur, str(c["count"]), *(format_money(c[k], cur) for k in ("sum", "avg", "min", "max")))
                 console.print(st)
                 console.print(f"by status: {stats['by_status']}")
+            # The first organization's endpoint on a receiver in this process (docs/webhooks.md).
+            console.print(f"webhooks of {DEMO_ORGS[0]}: {hooks.note or wait_for(hooks, events[DEMO_ORGS[0]])}")
     except httpx.HTTPStatusError as exc:
         raise fail(f"{exc.request.method} {exc.request.url} answered {exc.response.status_code}: "
                     f"{exc.response.text[:300]}") from None

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.timeout(600)
 @pytest.fixture(scope="module")
 async def system(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[IsolatedSystem]:
     async with isolated_system(
-            settings, "webhooks", tmp_path_factory.mktemp("webhooks-logs"), names=["command-api", "relay", "webhooks"],
+            settings, "webhooks", tmp_path_factory.mktemp("webhooks-logs"), names=["command-api", "relay", "webhooks", "query-api", "projector"],
             webhooks_allow_private=True, webhooks_retry_base_seconds=0.5, webhooks_retry_cap_seconds=1.0,
             webhooks_timeout_seconds=1.0, webhooks_connect_timeout_seconds=1.0) as running:
         yield running
@@ -241,3 +241,17 @@ async def test_redelivery_and_the_cli(system: IsolatedSystem, receiver: Receiver
         capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr
     assert [d["id"] for d in json.loads(listed.stdout)] == [delivery["id"]]
+
+
+async def test_the_demo_shows_its_webhooks(system: IsolatedSystem) -> None:
+    shown = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "services.cli", "demo", "-n", "4"],
+        env={**os.environ, **system.env, "PAYMENTS_LOG_JSON": "false", "COLUMNS": "200"},
+        capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stdout[-2000:] + shown.stderr[-2000:]
+    line = next(x for x in shown.stdout.splitlines() if x.startswith("webhooks of acme"))
+    assert "'payments': 4" in line and "'payments in version order': 4" in line, line
+    summary = line.split(": ", 1)[1]
+    received = int(summary.split("'received': ")[1].split(",")[0])
+    verified = int(summary.split("'signatures verified': ")[1].split(",")[0])
+    assert received >= 4 and verified == received, line
