@@ -34,7 +34,8 @@ pytestmark = pytest.mark.timeout(600)
 @pytest.fixture(scope="module")
 async def system(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[IsolatedSystem]:
     async with isolated_system(
-            settings, "webhooks", tmp_path_factory.mktemp("webhooks-logs"), names=["command-api", "relay", "webhooks", "query-api", "projector"],
+            settings, "webhooks", tmp_path_factory.mktemp("webhooks-logs"),
+            names=["command-api", "relay", "webhooks", "query-api", "projector"],
             webhooks_allow_private=True, webhooks_retry_base_seconds=0.5, webhooks_retry_cap_seconds=1.0,
             webhooks_timeout_seconds=1.0, webhooks_connect_timeout_seconds=1.0) as running:
         yield running
