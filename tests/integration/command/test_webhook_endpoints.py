@@ -94,3 +94,63 @@ async def test_an_organization_has_a_limited_number_of_endpoints(api) -> None:  
         assert (await _create(api, org)).status_code == 201
     refused = await _create(api, org)
     assert refused.status_code == 409 and refused.json()["type"].endswith("webhook-endpoint-limit")
+
+
+async def _pending_delivery(api, db, org: str) -> tuple[str, str]:  # noqa: ANN001
+    from services.webhooks.adapters.store import WebhookStore
+    from services.webhooks.messages import NewDelivery
+
+    endpoint = (await _create(api, org)).json()["id"]
+    [(_, ref)] = await WebhookStore(db.pool).add_deliveries([NewDelivery(
+        org, endpoint, f"ev-{uuid.uuid4()}", "payment.created", "p-1", 1, b"{}")])
+    return endpoint, ref.delivery_id
+
+
+async def test_an_endpoint_failing_continuously_is_disabled_and_its_delivery_failed(api, db) -> None:  # noqa: ANN001
+    from services.webhooks.adapters.store import WebhookStore
+
+    store, org = WebhookStore(db.pool), _org()
+    endpoint, delivery = await _pending_delivery(api, db, org)
+    fail = {"ok": False, "status_code": 500, "error": "HTTP 500", "retry_in_seconds": 5.0}
+    assert await store.record_attempt(delivery, **fail, disable_after_seconds=3600) is False
+    assert await store.record_attempt(delivery, **fail, disable_after_seconds=0) is True  # failing since > 0 s
+    shown = (await api.request("GET", f"/v1/webhook-endpoints/{endpoint}", org=org, scopes=HOOKS)).json()
+    assert shown["enabled"] is False and shown["disabled_reason"] == "failing continuously"
+    [logged] = (await api.request("GET", f"/v1/webhook-endpoints/{endpoint}/deliveries", org=org,
+                                  scopes=HOOKS)).json()["items"]
+    assert (logged["status"], logged["attempts"], logged["last_status_code"]) == ("failed", 2, 500)
+    enabled = await api.request("POST", f"/v1/webhook-endpoints/{endpoint}/enable", org=org, scopes=HOOKS)
+    assert enabled.json()["enabled"] is True and enabled.json()["failing_since"] is None
+
+
+async def test_a_success_resets_the_failure_clock(api, db) -> None:  # noqa: ANN001
+    from services.webhooks.adapters.store import WebhookStore
+
+    store, org = WebhookStore(db.pool), _org()
+    endpoint, delivery = await _pending_delivery(api, db, org)
+    await store.record_attempt(delivery, ok=False, status_code=503, error="x", retry_in_seconds=1,
+                               disable_after_seconds=3600)
+    await store.record_attempt(delivery, ok=True, status_code=200, error=None, retry_in_seconds=None,
+                               disable_after_seconds=0)
+    shown = (await api.request("GET", f"/v1/webhook-endpoints/{endpoint}", org=org, scopes=HOOKS)).json()
+    assert shown["enabled"] is True and shown["failing_since"] is None
+
+
+async def test_failed_deliveries_since_a_time_are_redelivered(api, db) -> None:  # noqa: ANN001
+    from services.webhooks.adapters.store import WebhookStore
+
+    store, org = WebhookStore(db.pool), _org()
+    endpoint, delivery = await _pending_delivery(api, db, org)
+    await store.record_attempt(delivery, ok=False, status_code=500, error="x", retry_in_seconds=None,
+                               disable_after_seconds=3600)  # given up
+    base = f"/v1/webhook-endpoints/{endpoint}"
+    again = await api.request("POST", f"{base}/redeliver", org=org, scopes=HOOKS,
+                              json={"failed_since": "2000-01-01T00:00:00Z"})
+    assert again.status_code == 202 and again.json() == {"redelivered": 1}
+    [logged] = (await api.request("GET", f"{base}/deliveries", org=org, scopes=HOOKS)).json()["items"]
+    assert logged["status"] == "pending" and logged["attempts"] == 1
+    nothing = await api.request("POST", f"{base}/redeliver", org=org, scopes=HOOKS,
+                                json={"failed_since": "2000-01-01T00:00:00Z"})
+    assert nothing.json() == {"redelivered": 0}
+    other = await api.request("POST", f"{base}/deliveries/{delivery}/redeliver", org=_org(), scopes=HOOKS)
+    assert other.status_code == 404
