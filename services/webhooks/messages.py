@@ -60,6 +60,30 @@ class NewDelivery:
     payload: bytes
 
 
+@dataclass(frozen=True)
+class AttemptView:
+    """What one attempt needs: the delivery, its endpoint and its sealed secrets."""
+
+    organization_id: str
+    endpoint_id: str
+    status: DeliveryStatus
+    event_id: str
+    event_type: str
+    payload: bytes
+    url: str | None  # None: the endpoint was deleted
+    enabled: bool
+    sealed_secrets: list[bytes]
+
+
+@dataclass(frozen=True)
+class PostAnswer:
+    """How one POST went: a 2xx (``ok``), or the status and a short error."""
+
+    ok: bool
+    status_code: int | None
+    error: str | None
+
+
 # --------------------------------------------------------------------------- Temporal
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from dataclasses import dataclass
 
 import httpx
 
 from services.webhooks.domain import Target, UnsafeUrl, check_addresses, parse_target
+from services.webhooks.messages import PostAnswer
 
 
 async def resolve(target: Target, *, allow_private: bool) -> list[str]:
@@ -31,13 +31,6 @@ async def checked_target(url: str, *, allow_private: bool) -> tuple[Target, list
     return target, await resolve(target, allow_private=allow_private)
 
 
-@dataclass(frozen=True)
-class Answer:
-    ok: bool
-    status_code: int | None
-    error: str | None
-
-
 class Sender:
     def __init__(self, *, connect_timeout: float, timeout: float, response_cap: int, allow_private: bool) -> None:
         self.allow_private = allow_private
@@ -51,11 +44,11 @@ class Sender:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> PostAnswer:
         try:
             target, addresses = await checked_target(url, allow_private=self.allow_private)
         except UnsafeUrl as exc:
-            return Answer(False, None, f"refused: {exc}")
+            return PostAnswer(False, None, f"refused: {exc}")
         address = addresses[0]
         literal = f"[{address}]" if isinstance(ipaddress.ip_address(address.split("%")[0]), ipaddress.IPv6Address) \
             else address
@@ -73,17 +66,17 @@ class Sender:
                 finally:
                     await response.aclose()
         except TimeoutError:
-            return Answer(False, None, f"no answer within {self.deadline:g} s")
+            return PostAnswer(False, None, f"no answer within {self.deadline:g} s")
         except httpx.TimeoutException as exc:
-            return Answer(False, None, f"timed out: {type(exc).__name__}")
+            return PostAnswer(False, None, f"timed out: {type(exc).__name__}")
         except httpx.HTTPError as exc:
-            return Answer(False, None, f"{type(exc).__name__}: {exc}"[:300])
+            return PostAnswer(False, None, f"{type(exc).__name__}: {exc}"[:300])
         code = response.status_code
         if 200 <= code < 300:
-            return Answer(True, code, None)
+            return PostAnswer(True, code, None)
         if 300 <= code < 400:
-            return Answer(False, code, f"HTTP {code}: redirects are not followed")
-        return Answer(False, code, f"HTTP {code}: {snippet.decode('utf-8', 'replace')[:200]}".strip())
+            return PostAnswer(False, code, f"HTTP {code}: redirects are not followed")
+        return PostAnswer(False, code, f"HTTP {code}: {snippet.decode('utf-8', 'replace')[:200]}".strip())
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
         """At most ``response_cap`` bytes, raw (no decompression bomb); the rest is never read."""

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from services.webhooks.messages import Delivery, DeliveryRef, DeliveryStatus, Endpoint, NewDelivery
+from services.webhooks.messages import AttemptView, Delivery, DeliveryRef, DeliveryStatus, Endpoint, NewDelivery
 
 ENDPOINT_COLUMNS = ("id, organization_id, url, description, events, enabled, disabled_reason, "
                     "previous_secret_until, failing_since, created_at, updated_at")
@@ -22,21 +21,6 @@ MAX_ERROR_CHARS = 500
 
 class EndpointLimitReached(Exception):
     pass
-
-
-@dataclass(frozen=True)
-class AttemptView:
-    """What one attempt needs: the delivery, its endpoint and its sealed secrets."""
-
-    organization_id: str
-    endpoint_id: str
-    status: DeliveryStatus
-    event_id: str
-    event_type: str
-    payload: bytes
-    url: str | None  # None: the endpoint was deleted
-    enabled: bool
-    sealed_secrets: list[bytes]
 
 
 def _endpoint(row: asyncpg.Record) -> Endpoint:

@@ -12,8 +12,6 @@ from collections import defaultdict
 from temporalio import activity
 
 from services.webhooks.adapters.secret_box import SecretBox
-from services.webhooks.adapters.sender import Sender
-from services.webhooks.adapters.store import WebhookStore
 from services.webhooks.domain import (
     ATTEMPT_HEADER,
     EVENT_ID_HEADER,
@@ -22,6 +20,7 @@ from services.webhooks.domain import (
     signature_header,
 )
 from services.webhooks.messages import AttemptInput, AttemptOutcome, AttemptResult, DeliveryStatus
+from services.webhooks.ports import AttemptRecords, Poster
 from services.webhooks.temporal.workflows import ATTEMPT_ACTIVITY
 from shared.telemetry import WEBHOOK_ATTEMPT_SECONDS as ATTEMPT_SECONDS
 from shared.telemetry import WEBHOOK_DELIVERIES as DELIVERIES
@@ -31,7 +30,7 @@ log = logging.getLogger("payments.webhooks.delivery")
 
 
 class WebhookActivities:
-    def __init__(self, store: WebhookStore, box: SecretBox, sender: Sender, *, max_in_flight_per_org: int,
+    def __init__(self, store: AttemptRecords, box: SecretBox, sender: Poster, *, max_in_flight_per_org: int,
                  disable_after_seconds: float) -> None:
         self.store, self.box, self.sender = store, box, sender
         self.disable_after_seconds = disable_after_seconds
