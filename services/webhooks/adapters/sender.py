@@ -16,11 +16,16 @@ import httpx
 from services.webhooks.domain import Target, UnsafeUrl, check_addresses, parse_target
 from services.webhooks.messages import PostAnswer
 
+RESOLVE_TIMEOUT_SECONDS = 5.0  # a slow resolver must not hold an API request or an attempt
+
 
 async def resolve(target: Target, *, allow_private: bool) -> list[str]:
     """The target's addresses, all allowed by the policy (else :class:`UnsafeUrl`)."""
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+            infos = await asyncio.get_running_loop().getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    except TimeoutError:
+        raise UnsafeUrl(f"the host {target.host!r} does not resolve within {RESOLVE_TIMEOUT_SECONDS:g} s") from None
     except (socket.gaierror, UnicodeError) as exc:
         raise UnsafeUrl(f"the host {target.host!r} does not resolve: {exc}") from None
     return check_addresses(target.host, (str(info[4][0]) for info in infos), allow_private=allow_private)
