@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from shared.events import TYPE_PREFIX
+from shared.events import TYPE_PREFIX, EventType
 
 WEBHOOK_PREFIX = "payment."
 ALL_EVENTS = "*"
@@ -33,6 +33,11 @@ SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NA
 def webhook_event_name(cloudevent_type: str) -> str:
     """``com.gyroscops.payment.created`` -> ``payment.created``."""
     return WEBHOOK_PREFIX + cloudevent_type.removeprefix(TYPE_PREFIX)
+
+
+def known_event_names() -> list[str]:
+    """Every name a subscription may list: ``*`` and one per CloudEvent type the contract has."""
+    return [ALL_EVENTS, *(webhook_event_name(t) for t in EventType)]
 
 
 def subscribed(events: Iterable[str], cloudevent_type: str) -> bool:

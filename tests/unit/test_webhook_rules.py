@@ -102,3 +102,9 @@ def test_backoff_grows_to_its_cap_with_jitter_in_the_upper_half(attempt: int, un
     wait = backoff_seconds(attempt, unit, base=10, cap=3600)
     ceiling = min(3600, 10 * 2 ** (attempt - 1))
     assert ceiling / 2 <= wait <= ceiling
+
+
+def test_every_event_type_of_the_contract_can_be_subscribed_to() -> None:
+    from services.webhooks.domain import known_event_names
+
+    assert set(known_event_names()) == {"*", *(f"payment.{t.short}" for t in EventType)}

@@ -8,12 +8,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.webhooks.adapters.secret_box import SecretBox, new_secret
 from services.webhooks.adapters.sender import checked_target
 from services.webhooks.adapters.store import EndpointLimitReached, WebhookStore
-from services.webhooks.domain import EVENT_NAME_PATTERN, MAX_URL_LENGTH, UnsafeUrl
+from services.webhooks.domain import EVENT_NAME_PATTERN, MAX_URL_LENGTH, UnsafeUrl, known_event_names
 from services.webhooks.entrypoints.redelivery import redeliver
 from services.webhooks.messages import Delivery, DeliveryStatus, Endpoint
 from shared.auth import SCOPE_WEBHOOKS, Principal, require_scope
@@ -51,6 +51,14 @@ class EndpointRequest(BaseModel):
     events: list[EventName] = Field(min_length=1, max_length=32,
                                     description="`payment.<type>` names (`payment.created`, ...) or `*` for all")
     description: str = Field(default="", max_length=500, pattern=r"^[^\x00]*$")
+
+    @field_validator("events")
+    @classmethod
+    def _known(cls, events: list[str]) -> list[str]:
+        unknown = sorted(set(events) - set(known_event_names()))
+        if unknown:  # a typo would subscribe to nothing, silently
+            raise ValueError(f"unknown event names {unknown}; known: {', '.join(known_event_names())}")
+        return events
 
 
 class RotateRequest(BaseModel):
