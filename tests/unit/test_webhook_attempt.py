@@ -76,3 +76,12 @@ async def test_an_organizations_attempts_in_flight_are_limited_and_others_do_not
     await asyncio.gather(*(activities.attempt(_job(d)) for d in views))
     assert receiver.most_in_flight["https://a.example/"] == 3
     assert receiver.most_in_flight["https://b.example/"] == 2
+
+
+async def test_a_secret_sealed_under_another_key_gives_the_delivery_up_instead_of_retrying_forever() -> None:
+    view = _view()
+    foreign = AttemptView(**{**view.__dict__, "sealed_secrets": [SecretBox("z" * 32).seal("whsec_x")]})
+    records, receiver = FakeRecords({"d1": foreign}), FakeReceiver()
+    result = await _activities(records, receiver).attempt(_job())
+    assert result.outcome is AttemptOutcome.GIVEN_UP and "PAYMENTS_WEBHOOKS_SECRET_KEY" in result.error
+    assert receiver.posts == []

@@ -49,7 +49,13 @@ class WebhookActivities:
                                             retry_in_seconds=None, disable_after_seconds=self.disable_after_seconds)
             DELIVERIES.labels("given_up").inc()
             return AttemptResult(outcome=AttemptOutcome.GIVEN_UP, error=why)
-        secrets = [self.box.open(s) for s in view.sealed_secrets]
+        try:
+            secrets = [self.box.open(s) for s in view.sealed_secrets]
+        except ValueError as exc:  # the key changed: no retry can help; the log says why
+            await self.store.record_attempt(job.delivery_id, ok=False, status_code=None, error=str(exc),
+                                            retry_in_seconds=None, disable_after_seconds=self.disable_after_seconds)
+            DELIVERIES.labels(AttemptOutcome.GIVEN_UP.value).inc()
+            return AttemptResult(outcome=AttemptOutcome.GIVEN_UP, error=str(exc))
         async with self._in_flight[view.organization_id]:
             now = int(time.time())
             headers = {
