@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 
 from services.webhooks.domain import subscribed, webhook_event_name
-from services.webhooks.messages import NewDelivery
+from services.webhooks.messages import NewDelivery, Subscription
 from shared.consistency import ConsistencyTokens
 from shared.events import PaymentEvent
 
@@ -24,12 +24,13 @@ def webhook_body(event: PaymentEvent, tokens: ConsistencyTokens) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def deliveries_for(events: Iterable[PaymentEvent], endpoints: Mapping[str, Sequence[tuple[str, list[str]]]],
+def deliveries_for(events: Iterable[PaymentEvent], endpoints: Mapping[str, Sequence[Subscription]],
                    tokens: ConsistencyTokens) -> list[NewDelivery]:
     """One delivery per event and subscribed endpoint of its organization, in event order."""
     found = []
     for event in events:
-        wanting = [eid for eid, events_ in endpoints.get(event.organizationid, ()) if subscribed(events_, event.type)]
+        wanting = [s.endpoint_id for s in endpoints.get(event.organizationid, ())
+                   if subscribed(s.events, event.type) and event.time >= s.created_at]
         if not wanting:
             continue
         body = webhook_body(event, tokens)

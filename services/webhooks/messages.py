@@ -48,6 +48,16 @@ class Delivery(BaseModel):
 
 
 @dataclass(frozen=True)
+class Subscription:
+    """An enabled endpoint, as the fan-out sees it: it gets the events it lists that happened
+    after it was created (a consumer group reading old events sends it no history)."""
+
+    endpoint_id: str
+    events: list[str]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class NewDelivery:
     """One event for one endpoint, before it is recorded; ``payload`` is the body to POST."""
 

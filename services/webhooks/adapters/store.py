@@ -10,7 +10,15 @@ from typing import Any
 
 import asyncpg
 
-from services.webhooks.messages import AttemptView, Delivery, DeliveryRef, DeliveryStatus, Endpoint, NewDelivery
+from services.webhooks.messages import (
+    AttemptView,
+    Delivery,
+    DeliveryRef,
+    DeliveryStatus,
+    Endpoint,
+    NewDelivery,
+    Subscription,
+)
 
 ENDPOINT_COLUMNS = ("id, organization_id, url, description, events, enabled, disabled_reason, "
                     "previous_secret_until, failing_since, created_at, updated_at")
@@ -83,13 +91,13 @@ class WebhookStore:
             org, endpoint_id, sealed_secret, float(overlap_seconds))
         return _endpoint(row) if row else None
 
-    async def subscriptions(self, orgs: Sequence[str]) -> dict[str, list[tuple[str, list[str]]]]:
-        """``{org: [(endpoint id, events)]}`` of the enabled endpoints of ``orgs``."""
-        rows = await self.pool.fetch("SELECT organization_id, id, events FROM webhook_endpoints "
+    async def subscriptions(self, orgs: Sequence[str]) -> dict[str, list[Subscription]]:
+        """``{org: [subscription]}`` of the enabled endpoints of ``orgs``."""
+        rows = await self.pool.fetch("SELECT organization_id, id, events, created_at FROM webhook_endpoints "
                                      "WHERE organization_id = ANY($1::text[]) AND enabled", list(orgs))
-        found: dict[str, list[tuple[str, list[str]]]] = {}
+        found: dict[str, list[Subscription]] = {}
         for r in rows:
-            found.setdefault(r["organization_id"], []).append((r["id"], list(r["events"])))
+            found.setdefault(r["organization_id"], []).append(Subscription(r["id"], list(r["events"]), r["created_at"]))
         return found
 
     # ----------------------------------------------------------------------- deliveries
