@@ -108,3 +108,26 @@ def test_every_event_type_of_the_contract_can_be_subscribed_to() -> None:
     from services.webhooks.domain import known_event_names
 
     assert set(known_event_names()) == {"*", *(f"payment.{t.short}" for t in EventType)}
+
+
+def test_the_documented_verification_examples_verify_a_delivery(tmp_path) -> None:  # noqa: ANN001
+    """docs/webhooks.md's Python function and openssl line, run on a signed body."""
+    import re
+    import shutil
+    import subprocess
+    import time
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
+    python = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
+    body, now = b'{"id":"ev-1","paymentversion":2}', int(time.time())
+    header = signature_header(["whsec_old", "whsec_new"], now, body)
+    scope: dict = {}
+    exec(python, scope)  # noqa: S102 - the documentation's own example
+    assert scope["verify"]("whsec_new", header, body) and not scope["verify"]("whsec_x", header, body)
+    if shutil.which("openssl"):
+        line = re.search(r"```bash\n(printf .*?)\n", doc, re.S).group(1)
+        (tmp_path / "body.json").write_bytes(body)
+        digest = subprocess.run(["bash", "-c", line], cwd=tmp_path, capture_output=True, text=True, check=True,
+                                env={"T": str(now), "SECRET": "whsec_old", "PATH": "/usr/bin:/bin"}).stdout.strip()
+        assert f"v1={digest}" in header
