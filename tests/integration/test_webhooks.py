@@ -1,4 +1,4 @@
-"""Issue 27 on the real stack: the command API, the relay and `payments webhooks` as child
+"""Issue 27 on the real stack: the command API, the relay, `payments webhooks` (and the query side) as child
 processes, a real receiver (tests/support/webhook_receiver.py) on loopback. Every event
 arrives, per payment in version order, signed; failures are retried in order; a SIGKILL
 loses nothing; redirects are not followed, a silent receiver times out, a huge answer is
@@ -256,3 +256,20 @@ async def test_the_demo_shows_its_webhooks(system: IsolatedSystem) -> None:
     received = int(summary.split("'received': ")[1].split(",")[0])
     verified = int(summary.split("'signatures verified': ")[1].split(",")[0])
     assert received >= 4 and verified == received, line
+
+
+async def test_a_receiver_reads_the_delivered_version_with_its_consistency_token(
+        system: IsolatedSystem, receiver: Receiver, client: Client) -> None:
+    from shared.auth import SCOPE_READ
+
+    path = f"/read-{uuid.uuid4().hex[:6]}"
+    await client.register(receiver.base_url + path)
+    payment_id = await client.payment(versions=2)
+    await until(lambda: {r.event["paymentversion"] for r in receiver.at(path)} == {1, 2}, what="both versions")
+    latest = max(receiver.at(path), key=lambda r: r.event["paymentversion"]).event
+    token = mint_token(client.org, [SCOPE_READ], settings=system.settings)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{system.settings.query_api_port}", timeout=30) as http:
+        read = await http.get(f"/v1/payments/{payment_id}", params={"consistent_with": latest["consistencytoken"]},
+                              headers={"Authorization": f"Bearer {token}"})
+    assert read.status_code == 200, read.text
+    assert read.json()["version"] >= 2
