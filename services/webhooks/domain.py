@@ -118,7 +118,8 @@ def check_addresses(host: str, addresses: Iterable[str], *, allow_private: bool)
     if not allow_private:
         for address in found:
             if (why := refused_reason(address)) is not None:
-                raise UnsafeUrl(f"the host {host!r} resolves to {address}, {why}")
+                # The address itself is not named: the answer must not map internal DNS.
+                raise UnsafeUrl(f"the host {host!r} resolves to {why}")
     return found
 
 

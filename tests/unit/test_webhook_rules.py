@@ -62,8 +62,9 @@ def test_a_good_url_and_its_port() -> None:
 ])
 def test_addresses_that_may_not_receive_webhooks(address: str) -> None:
     assert refused_reason(address) is not None
-    with pytest.raises(UnsafeUrl, match=address.split("%")[0]):
+    with pytest.raises(UnsafeUrl, match="resolves to") as refused:
         check_addresses("h.example", [address], allow_private=False)
+    assert address not in str(refused.value)  # no internal address echoed
 
 
 @pytest.mark.parametrize("address", ["93.184.215.14", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
@@ -72,7 +73,7 @@ def test_public_addresses_are_allowed(address: str) -> None:
 
 
 def test_one_bad_address_among_good_ones_refuses_the_host() -> None:
-    with pytest.raises(UnsafeUrl, match="127.0.0.1"):
+    with pytest.raises(UnsafeUrl, match="loopback"):
         check_addresses("rebind.example", ["8.8.8.8", "127.0.0.1"], allow_private=False)
     with pytest.raises(UnsafeUrl, match="does not resolve"):
         check_addresses("none.example", [], allow_private=False)
