@@ -218,6 +218,9 @@ def demo(
                         events[org] += 1
                     last[org] = (payment["id"], payment["version"])
                     progress.advance(task)
+            refunded = _refunded_twice(http, command, DEMO_ORGS[0], settings)
+            last[DEMO_ORGS[0]] = (refunded["id"], refunded["version"])
+            events[DEMO_ORGS[0]] += refunded["version"]  # one event per version
             for org in DEMO_ORGS:
                 auth = {"Authorization": "Bearer " + mint_token(org, [SCOPE_READ], settings=settings)}
                 payment_id, version = last[org]
@@ -236,12 +239,19 @@ def demo(
                         table.add_row(c["currency"], p["id"][:8], p["formatted_amount"], p["status"], p["description"])
                 console.print(table)
                 st = Table(title=f"{org}: statistics by currency", title_justify="left")
-                for col in ("currency", "count", "sum", "avg", "min", "max"):
+                for col in ("currency", "count", "sum", "avg", "min", "max", "refunded", "net"):
                     st.add_column(col)
                 for c in stats["currencies"]:
                     cur = c["currency"]
-                    st.add_row(cur, str(c["count"]), *(format_money(c[k], cur) for k in ("sum", "avg", "min", "max")))
+                    st.add_row(cur, str(c["count"]), *(format_money(c[k], cur)
+                                                       for k in ("sum", "avg", "min", "max", "refunded", "net")))
                 console.print(st)
+                if org == DEMO_ORGS[0]:
+                    shown = http.get(f"{query}/v1/payments/{refunded['id']}", headers=auth).json()
+                    parts = ", ".join(f"{format_money(r['amount'], shown['currency'])} ({r['reason']})"
+                                      for r in shown["refunds"])
+                    console.print(f"partly refunded twice: {shown['id'][:8]} {shown['formatted_amount']} "
+                                  f"{shown['status']}, refunds {parts}")
                 console.print(f"by status: {stats['by_status']}")
             # The first organization's endpoint on a receiver in this process (docs/webhooks.md).
             console.print(f"webhooks of {DEMO_ORGS[0]}: {hooks.note or wait_for(hooks, events[DEMO_ORGS[0]])}")
@@ -250,6 +260,24 @@ def demo(
                     f"{exc.response.text[:300]}") from None
     except httpx.TransportError as exc:
         raise fail(f"cannot reach the APIs ({exc}); is 'payments up' running?") from None
+
+
+def _refunded_twice(http: httpx.Client, command: str, org: str, settings: Settings) -> dict:
+    """One payment of ``org``, completed, then partly refunded twice: what is left stays paid."""
+    auth = {"Authorization": "Bearer " + mint_token(org, [SCOPE_WRITE], settings=settings)}
+    body = {"amount": 12000, "currency": "EUR", "description": f"annual support plan {org}",
+            "metadata": {"source": "demo"}}
+    payment = http.post(f"{command}/v1/payments", json=body, headers=auth)
+    payment.raise_for_status()
+    pid = payment.json()["id"]
+    http.post(f"{command}/v1/payments/{pid}/complete", headers=auth).raise_for_status()
+    answer: dict = {}
+    for amount, reason in ((3000, "one seat cancelled"), (1500, "goodwill for an outage")):
+        resp = http.post(f"{command}/v1/payments/{pid}/refunds", json={"amount": amount, "reason": reason},
+                         headers=auth)
+        resp.raise_for_status()
+        answer = resp.json()
+    return answer
 
 
 def register(app: typer.Typer) -> None:

@@ -17,13 +17,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.payment import NO_NUL_PATTERN, AwareDatetime, PaymentSnapshot, check_text
+from shared.payment import MAX_ACTOR_LENGTH, NO_NUL_PATTERN, AwareDatetime, PaymentSnapshot, Refund, check_text
 
 CONTENT_TYPE = "application/cloudevents+json"
 # Who caused an event (extension ``actor``): the token's ``sub`` of an HTTP command, the
 # CloudEvent ``source`` of a Kafka command, or ``system:<what>`` for the system's own acts.
-# A producer's source may be a long URI, hence the bound.
-MAX_ACTOR_LENGTH = 1024
+# A producer's source may be a long URI, hence the bound (MAX_ACTOR_LENGTH, shared/payment.py).
 SYSTEM_ACTOR_PREFIX = "system:"
 UNKNOWN_ACTOR = "unknown"  # what the read side shows for events produced before actors existed
 # Any command id the service layer runs (the ids clients name are shorter: entrypoints/bodies.py).
@@ -59,6 +58,7 @@ class EventType(StrEnum):
     UPDATED = "com.gyroscops.payment.updated"
     STATUS_CHANGED = "com.gyroscops.payment.status_changed"
     DELETED = "com.gyroscops.payment.deleted"
+    REFUNDED = "com.gyroscops.payment.refunded"  # a refund, partial or of all that was left
 
     @property
     def short(self) -> str:
@@ -79,6 +79,8 @@ class PaymentEventData(BaseModel):
     changes: dict[str, FieldChange] = Field(
         default_factory=dict, description="Fields this event changed: {field: {old, new}}"
     )
+    refund: Refund | None = Field(
+        default=None, description="The refund a `refunded` event records (also the last of `payment.refunds`)")
 
 
 class PaymentEvent(BaseModel):
@@ -131,6 +133,10 @@ class PaymentEvent(BaseModel):
             )
         if (self.type is EventType.DELETED) != (payment.deleted_at is not None):
             raise ValueError("deleted events, and only they, carry data.payment.deleted_at")
+        if (self.type is EventType.REFUNDED) != (self.data.refund is not None):
+            raise ValueError("refunded events, and only they, carry data.refund")
+        if self.data.refund is not None and self.data.refund not in payment.refunds:
+            raise ValueError("data.refund is not one of data.payment.refunds")
         if self.type is EventType.CREATED and payment.version != 1:
             raise ValueError("a created event must carry version 1")
         return self
@@ -162,6 +168,7 @@ def new_event(
     event_id: str | None = None,
     time: datetime | None = None,
     trace: Mapping[str, str] | None = None,
+    refund: Refund | None = None,
 ) -> PaymentEvent:
     """``trace``: the ``traceparent`` (and ``tracestate``) of the command that causes it."""
     return PaymentEvent(
@@ -179,6 +186,7 @@ def new_event(
         data=PaymentEventData(
             payment=payment,
             changes={k: FieldChange(old=o, new=n) for k, (o, n) in (changes or {}).items()},
+            refund=refund,
         ),
     )
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from shared.money import Amount, CurrencyCode
 
@@ -30,6 +30,10 @@ PAYMENT_ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{MAX_PAYMENT_ID_LENGTH - 
 MIN_NUMBER = -(2**63)
 MAX_NUMBER = 2**63 - 1
 NO_NUL_PATTERN = "^[^\\u0000]*$"  # JSON Schema (ECMA-262) for "no NUL character"
+MAX_ACTOR_LENGTH = 1024  # who caused an event or a refund (shared/events.py): may be a producer's URI
+MAX_REFUND_REASON_LENGTH = 500
+# A snapshot travels whole in every event: its list of refunds stays bounded.
+MAX_REFUNDS_PER_PAYMENT = 100
 
 
 class PaymentStatus(StrEnum):
@@ -38,6 +42,7 @@ class PaymentStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     REFUNDED = "refunded"
+    PARTIALLY_REFUNDED = "partially_refunded"
 
 
 class PaymentAction(StrEnum):
@@ -57,10 +62,12 @@ TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     PaymentStatus.PROCESSING: frozenset(
         {PaymentStatus.COMPLETED, PaymentStatus.FAILED, PaymentStatus.CANCELLED}
     ),
-    PaymentStatus.COMPLETED: frozenset({PaymentStatus.REFUNDED}),
+    PaymentStatus.COMPLETED: frozenset({PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED}),
     PaymentStatus.FAILED: frozenset(),
     PaymentStatus.CANCELLED: frozenset(),
     PaymentStatus.REFUNDED: frozenset(),
+    # A partial refund leaves some money to refund: another refund may follow.
+    PaymentStatus.PARTIALLY_REFUNDED: frozenset({PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED}),
 }
 
 # Status-changing actions and the status they lead to.
@@ -72,7 +79,14 @@ ACTION_TARGET: dict[PaymentAction, PaymentStatus] = {
 }
 
 # Delete is refused once money has moved (the seed's rule).
-UNDELETABLE: frozenset[PaymentStatus] = frozenset({PaymentStatus.COMPLETED, PaymentStatus.REFUNDED})
+UNDELETABLE: frozenset[PaymentStatus] = frozenset(
+    {PaymentStatus.COMPLETED, PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED}
+)
+
+
+def status_after_refunds(amount: int, amount_refunded: int) -> PaymentStatus:
+    """A refunded payment's status: ``refunded`` once all of its amount is refunded."""
+    return PaymentStatus.REFUNDED if amount_refunded >= amount else PaymentStatus.PARTIALLY_REFUNDED
 
 
 def can_transition(current: PaymentStatus, target: PaymentStatus) -> bool:
@@ -199,6 +213,8 @@ def _text(max_length: int, min_length: int = 0, **extra: Any) -> Any:
 Id = _text(MAX_ID_LENGTH, 1)
 Description = _text(MAX_DESCRIPTION_LENGTH)
 UserId = _text(MAX_ID_LENGTH)
+RefundReason = _text(MAX_REFUND_REASON_LENGTH)
+ActorId = _text(MAX_ACTOR_LENGTH, 1)
 
 
 def check_aware(value: datetime | None) -> datetime | None:
@@ -209,6 +225,18 @@ def check_aware(value: datetime | None) -> datetime | None:
 
 # A timestamp of the contracts (snapshots, events, query filters): RFC 3339 with an offset.
 AwareDatetime = Annotated[datetime, AfterValidator(check_aware)]
+
+
+class Refund(BaseModel):
+    """One refund of a payment (``POST /v1/payments/{id}/refunds``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Id
+    amount: Amount = Field(description="Minor units refunded, > 0")
+    reason: RefundReason = ""
+    created_at: AwareDatetime
+    actor: ActorId | None = Field(default=None, description="Who refunded: the actor of the refund's command")
 
 
 class PaymentSnapshot(BaseModel):
@@ -228,3 +256,24 @@ class PaymentSnapshot(BaseModel):
     created_at: AwareDatetime
     updated_at: AwareDatetime
     deleted_at: AwareDatetime | None = None
+    amount_refunded: int = Field(default=0, ge=0, strict=True,
+                                 description="Minor units refunded so far: the sum of `refunds`, at most `amount`")
+    refunds: list[Refund] = Field(default_factory=list, max_length=MAX_REFUNDS_PER_PAYMENT,
+                                  description="The refunds, oldest first")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refunded_before_partial_refunds(cls, data: Any) -> Any:
+        """A payment refunded before partial refunds existed carries no amount_refunded:
+        all of it was refunded (migration 005 says the same of the stored rows)."""
+        if isinstance(data, dict) and "amount_refunded" not in data and data.get("status") == PaymentStatus.REFUNDED:
+            return {**data, "amount_refunded": data.get("amount")}
+        return data
+
+    @model_validator(mode="after")
+    def _refunds_within_amount(self) -> PaymentSnapshot:
+        if self.amount_refunded > self.amount:
+            raise ValueError(f"amount_refunded {self.amount_refunded} exceeds amount {self.amount}")
+        if sum(r.amount for r in self.refunds) > self.amount_refunded:
+            raise ValueError("the refunds add up to more than amount_refunded")
+        return self

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from shared.money import format_money
-from shared.payment import PaymentSnapshot, PaymentStatus
+from shared.payment import PaymentSnapshot, PaymentStatus, Refund
 
 EXAMPLE_PAYMENT = {
     "id": "pay_01J9Z3",
@@ -29,6 +29,8 @@ EXAMPLE_PAYMENT = {
     "created_at": "2026-03-01T10:00:00Z",
     "updated_at": "2026-03-01T10:00:05Z",
     "deleted_at": None,
+    "amount_refunded": 0,
+    "refunds": [],
 }
 
 
@@ -47,6 +49,8 @@ class Payment(BaseModel):
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None = Field(default=None, description="Set once the payment is deleted")
+    amount_refunded: int = Field(default=0, description="Minor units refunded so far (the sum of `refunds`)")
+    refunds: list[Refund] = Field(default_factory=list, description="The payment's refunds, oldest first")
 
     @computed_field(description="Amount in major units with the currency code, e.g. '12.50 EUR'")  # type: ignore[prop-decorator]
     @property

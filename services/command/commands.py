@@ -25,16 +25,19 @@ class RejectionKind(StrEnum):
     ILLEGAL_TRANSITION = "illegal_transition"
     VERSION_MISMATCH = "version_mismatch"
     CONFLICT = "conflict"
+    REFUND_EXCEEDS_REMAINING = "refund_exceeds_remaining"
 
 
 class Rejected(Exception):
     """A business rejection: the command is refused and nothing is written."""
 
-    def __init__(self, kind: RejectionKind, detail: str, *, current_version: int | None = None) -> None:
+    def __init__(self, kind: RejectionKind, detail: str, *, current_version: int | None = None,
+                 remaining: int | None = None) -> None:
         super().__init__(detail)
         self.kind = RejectionKind(kind)
         self.detail = detail
         self.current_version = current_version
+        self.remaining = remaining  # a refund beyond what is left: what is left (minor units)
 
 
 class CommandBase(BaseModel):
@@ -74,10 +77,12 @@ class ModifyPayment(CommandBase):
     action: PaymentAction
     payment_id: str = Field(pattern=PAYMENT_ID_PATTERN)
     expected_version: int | None = Field(default=None, ge=1)
-    # update only: the fields to change (None = unchanged)
+    # update: the fields to change (None = unchanged); refund: ``amount`` to refund (None =
+    # all that is left) and its ``reason``.
     amount: int | None = None
     description: str | None = None
     metadata: dict[str, Any] | None = None
+    reason: str | None = None
 
 
 class BulkCreatePayments(CommandBase):
@@ -134,13 +139,15 @@ class Rejection(BaseModel):
     kind: RejectionKind
     detail: str
     current_version: int | None = None
+    remaining: int | None = None
 
     @classmethod
     def of(cls, rejected: Rejected) -> Rejection:
-        return cls(kind=rejected.kind, detail=rejected.detail, current_version=rejected.current_version)
+        return cls(kind=rejected.kind, detail=rejected.detail, current_version=rejected.current_version,
+                   remaining=rejected.remaining)
 
     def error(self) -> Rejected:
-        return Rejected(self.kind, self.detail, current_version=self.current_version)
+        return Rejected(self.kind, self.detail, current_version=self.current_version, remaining=self.remaining)
 
 
 class BulkItemResult(BaseModel):

@@ -7,6 +7,7 @@ status, a problem) is the edges' business (services/command/entrypoints/http/err
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,10 +19,13 @@ from shared.events import EventType, PaymentEvent, describe_validation_error, ne
 from shared.payment import (
     ACTION_TARGET,
     INITIAL_STATUS,
+    MAX_REFUNDS_PER_PAYMENT,
     PaymentAction,
     PaymentSnapshot,
+    Refund,
     is_allowed,
     rejection_reason,
+    status_after_refunds,
 )
 
 UPDATABLE_FIELDS = ("amount", "description", "metadata")
@@ -35,6 +39,7 @@ class Decision:
     changes: dict[str, tuple[Any, Any]]
     command_id: str
     actor: str | None
+    refund: Refund | None = None  # what a refunded event records
 
     def event(self, source: str, *, event_id: str | None = None, trace: dict[str, str] | None = None) -> PaymentEvent:
         """``trace``: the command's trace context, which the event carries (its CloudEvent
@@ -42,6 +47,7 @@ class Decision:
         return new_event(
             self.event_type, self.snapshot, self.changes, source=source, actor=self.actor,
             command_id=self.command_id, event_id=event_id, time=self.snapshot.updated_at, trace=trace,
+            refund=self.refund,
         )
 
 
@@ -71,7 +77,11 @@ def decide_create(cmd: CreatePayment, now: datetime) -> Decision:
 
 
 def validate_update_fields(cmd: ModifyPayment) -> None:
-    """Field checks of an update that need no current state (run in the workflow)."""
+    """Field checks of an update or a refund that need no current state (run in the workflow)."""
+    if cmd.action is PaymentAction.REFUND:
+        if cmd.amount is not None and (isinstance(cmd.amount, bool) or cmd.amount <= 0):
+            raise Rejected(RejectionKind.VALIDATION, "amount: a refund is a positive integer of minor units")
+        return
     if cmd.action is not PaymentAction.UPDATE:
         return
     requested = {name: getattr(cmd, name) for name in UPDATABLE_FIELDS if getattr(cmd, name) is not None}
@@ -103,16 +113,50 @@ def decide_modify(current: PaymentSnapshot | None, cmd: ModifyPayment, now: date
     elif cmd.action is PaymentAction.DELETE:
         values["deleted_at"] = now
         event_type = EventType.DELETED
+    elif cmd.action is PaymentAction.REFUND:
+        refund = _refund(current, cmd, now)
+        refunded = current.amount_refunded + refund.amount
+        values.update(amount_refunded=refunded, status=status_after_refunds(current.amount, refunded),
+                      refunds=[*values["refunds"], refund.model_dump()])
+        event_type = EventType.REFUNDED
     else:
         values["status"] = ACTION_TARGET[cmd.action]
         event_type = EventType.STATUS_CHANGED
     snapshot = _snapshot(values)
     changes = {
         name: (_plain(getattr(current, name)), _plain(getattr(snapshot, name)))
-        for name in ("amount", "description", "metadata", "status", "deleted_at")
+        for name in ("amount", "description", "metadata", "status", "deleted_at", "amount_refunded")
         if getattr(current, name) != getattr(snapshot, name)
     }
-    return Decision(snapshot, event_type, changes, cmd.command_id, cmd.actor)
+    refund = snapshot.refunds[-1] if event_type is EventType.REFUNDED else None
+    return Decision(snapshot, event_type, changes, cmd.command_id, cmd.actor, refund)
+
+
+def refund_id(cmd: ModifyPayment) -> str:
+    """Derived from the command, so a retried or replayed refund names the same refund."""
+    return "rf_" + uuid.uuid5(uuid.NAMESPACE_URL, f"{cmd.organization_id}/{cmd.payment_id}/{cmd.command_id}").hex
+
+
+def _refund(current: PaymentSnapshot, cmd: ModifyPayment, now: datetime) -> Refund:
+    """The refund ``cmd`` asks of ``current``: its amount (all that is left if none is
+    named), at most what is left, or :class:`Rejected`."""
+    remaining = current.amount - current.amount_refunded
+    amount = remaining if cmd.amount is None else cmd.amount
+    if amount > remaining:
+        raise Rejected(
+            RejectionKind.REFUND_EXCEEDS_REMAINING,
+            f"cannot refund {amount}: only {remaining} of payment {current.id!r} is left to refund "
+            f"(remaining: {remaining})",
+            current_version=current.version, remaining=remaining,
+        )
+    if len(current.refunds) >= MAX_REFUNDS_PER_PAYMENT - 1 and amount < remaining:
+        raise Rejected(RejectionKind.CONFLICT, f"a payment has at most {MAX_REFUNDS_PER_PAYMENT} refunds: the "
+                       f"last one of payment {current.id!r} must refund all that is left ({remaining})",
+                       current_version=current.version, remaining=remaining)
+    try:
+        return Refund(id=refund_id(cmd), amount=amount, reason=cmd.reason or "", created_at=now, actor=cmd.actor)
+    except ValidationError as exc:
+        raise Rejected(RejectionKind.VALIDATION, describe_validation_error(exc)) from None
 
 
 def _plain(value: Any) -> Any:

@@ -28,6 +28,7 @@ from services.command.commands import (
 )
 from services.command.ports import Claim, CommandStore, UnitOfWork
 from shared.events import PaymentEvent
+from shared.payment import PaymentAction
 
 log = logging.getLogger("payments.command")
 Clock = Callable[[], datetime]
@@ -144,8 +145,11 @@ def _key(cmd: CreatePayment | ModifyPayment) -> tuple[str, str]:
 async def _modify(uow: UnitOfWork, cmd: ModifyPayment, source: str, clock: Clock) -> CommandResult:
     if done := await _already_done(uow, cmd):
         return done
+    # A refund locks the payment: concurrent refunds then run one after the other, each
+    # seeing what the previous one left (no retry can run out on them).
+    lock = cmd.action is PaymentAction.REFUND
     for _ in range(MAX_RACE_RETRIES):
-        current = await uow.get_payment(cmd.organization_id, cmd.payment_id)
+        current = await uow.get_payment(cmd.organization_id, cmd.payment_id, for_update=lock)
         decision = domain.decide_modify(current, cmd, clock())
         assert current is not None  # decide_modify rejects a missing payment
         if await uow.update_payment(decision.snapshot, current.version):

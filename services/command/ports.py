@@ -25,7 +25,9 @@ class UnitOfWork(Protocol):
 
     async def save_result(self, org: str, command_id: str, result: Any) -> None: ...
 
-    async def get_payment(self, org: str, payment_id: str) -> PaymentSnapshot | None: ...
+    async def get_payment(self, org: str, payment_id: str, *, for_update: bool = False) -> PaymentSnapshot | None:
+        """``for_update``: lock the payment until the transaction ends (what a refund
+        reads must not change before it writes: concurrent refunds queue on it)."""
 
     async def claim_commands(self, claims: Sequence[Claim]) -> set[tuple[str, str]]:
         """Reserve many command ids at once, each with the result it will have; the

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared.events import EventType, PaymentEvent
-from shared.payment import PaymentSnapshot
+from shared.payment import PaymentSnapshot, PaymentStatus
 
 
 class Outcome(StrEnum):
@@ -52,6 +52,7 @@ class Contribution:
 
     bucket: BucketKey
     amount: int
+    refunded: int = 0  # its amount_refunded
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,25 +66,29 @@ class Stored:
 
 @dataclass(slots=True)
 class Tally:
-    """count, sum, min and max of amounts: what a statistics bucket holds. The one
-    accumulator of the projection's deltas, the statistics answer and the reconciler."""
+    """count, sum, min and max of amounts, and the sum refunded of them: what a statistics
+    bucket holds. The one accumulator of the projection's deltas, the statistics answer
+    and the reconciler."""
 
     count: int = 0
     sum: int = 0
     min: int | None = None
     max: int | None = None
+    refunded: int = 0
 
     @classmethod
     def of_bucket(cls, doc: Mapping[str, Any]) -> Tally:
-        """The tally a read-model statistics document holds."""
-        return cls(int(doc["count"]), int(doc["sum"]), int(doc["min"]), int(doc["max"]))
+        """The tally a read-model statistics document holds (one written before partial
+        refunds has no ``refunded``: ``payments reconcile --repair`` or a replay adds it)."""
+        return cls(int(doc["count"]), int(doc["sum"]), int(doc["min"]), int(doc["max"]), int(doc.get("refunded", 0)))
 
-    def add(self, amount: int) -> None:
-        self.merge(Tally(1, amount, amount, amount))
+    def add(self, amount: int, refunded: int = 0) -> None:
+        self.merge(Tally(1, amount, amount, amount, refunded))
 
     def merge(self, other: Tally) -> None:
         self.count += other.count
         self.sum += other.sum
+        self.refunded += other.refunded
         if other.min is not None:
             self.min = other.min if self.min is None else min(self.min, other.min)
         if other.max is not None:
@@ -92,7 +97,7 @@ class Tally:
     def fields(self) -> dict[str, int]:
         """A non-empty tally as the figures of a statistics document."""
         assert self.min is not None and self.max is not None
-        return {"count": self.count, "sum": self.sum, "min": self.min, "max": self.max}
+        return {"count": self.count, "sum": self.sum, "min": self.min, "max": self.max, "refunded": self.refunded}
 
 
 @dataclass(slots=True)
@@ -102,9 +107,10 @@ class BucketDelta(Tally):
 
     lost_member: bool = False
 
-    def remove(self, amount: int) -> None:
+    def remove(self, amount: int, refunded: int = 0) -> None:
         self.count -= 1
         self.sum -= amount
+        self.refunded -= refunded
         self.lost_member = True
 
 
@@ -131,7 +137,7 @@ def contribution_of(payment: PaymentSnapshot) -> Contribution | None:
     if payment.deleted_at is not None:
         return None
     bucket = BucketKey(payment.organization_id, utc_day(payment.created_at), payment.currency, payment.status)
-    return Contribution(bucket, payment.amount)
+    return Contribution(bucket, payment.amount, payment.amount_refunded)
 
 
 def plan_batch(stored: Mapping[str, Stored], events: Sequence[PaymentEvent]) -> BatchPlan:
@@ -148,9 +154,9 @@ def plan_batch(stored: Mapping[str, Stored], events: Sequence[PaymentEvent]) -> 
         old = before.contribution if before is not None else None
         if old != after.contribution:  # same bucket and amount: statistics unchanged
             if old is not None:
-                plan.delta(old.bucket).remove(old.amount)
+                plan.delta(old.bucket).remove(old.amount, old.refunded)
             if after.contribution is not None:
-                plan.delta(after.contribution.bucket).add(after.contribution.amount)
+                plan.delta(after.contribution.bucket).add(after.contribution.amount, after.contribution.refunded)
         current[pid] = after
         if event.type is EventType.DELETED:
             plan.upserts.pop(pid, None)
@@ -165,7 +171,16 @@ def plan_batch(stored: Mapping[str, Stored], events: Sequence[PaymentEvent]) -> 
 def stored_from_doc(doc: Mapping[str, Any], *, tombstone: bool) -> Stored:
     if tombstone:
         return Stored(int(doc["version"]), None)
-    return Stored(int(doc["version"]), Contribution(BucketKey.of_document(doc), int(doc["amount"])))
+    return Stored(int(doc["version"]), Contribution(BucketKey.of_document(doc), int(doc["amount"]),
+                                                   refunded_of_document(doc)))
+
+
+def refunded_of_document(doc: Mapping[str, Any]) -> int:
+    """A payment document's amount_refunded; one projected before partial refunds has none,
+    and was refunded in full if refunded at all (as shared/payment.py reads its snapshot)."""
+    if "amount_refunded" in doc:
+        return int(doc["amount_refunded"])
+    return int(doc["amount"]) if doc.get("status") == PaymentStatus.REFUNDED else 0
 
 
 def document_id(organization_id: str, payment_id: str) -> str:
@@ -190,6 +205,8 @@ def payment_document(event: PaymentEvent, projected_at: datetime) -> dict[str, A
         "version": p.version,
         "created_at": p.created_at.astimezone(UTC),
         "updated_at": p.updated_at.astimezone(UTC),
+        "amount_refunded": p.amount_refunded,
+        "refunds": [r.model_dump() for r in p.refunds],
         "day": utc_day(p.created_at),
         "event_id": event.id,
         "event_time": event.time.astimezone(UTC),

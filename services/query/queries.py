@@ -121,6 +121,8 @@ class Figures(BaseModel):
     avg: int
     min: int
     max: int
+    refunded: int = Field(default=0, description="Minor units refunded of these payments (their amount_refunded)")
+    net: int = Field(default=0, description="sum - refunded")
 
 
 class StatusFigures(Figures):
@@ -142,14 +144,18 @@ class Statistics(BaseModel):
         json_schema_extra={
             "examples": [{
                 "created_from": "2026-03-01", "created_to": "2026-03-31", "count": 2,
-                "by_status": {"completed": 1, "processing": 1},
+                "by_status": {"partially_refunded": 1, "processing": 1},
                 "currencies": [{
                     "currency": "EUR", "count": 2, "sum": 3000, "avg": 1500, "min": 1000, "max": 2000,
+                    "refunded": 250, "net": 2750,
                     "by_status": [
-                        {"status": "completed", "count": 1, "sum": 1000, "avg": 1000, "min": 1000, "max": 1000},
-                        {"status": "processing", "count": 1, "sum": 2000, "avg": 2000, "min": 2000, "max": 2000},
+                        {"status": "partially_refunded", "count": 1, "sum": 1000, "avg": 1000, "min": 1000,
+                         "max": 1000, "refunded": 250, "net": 750},
+                        {"status": "processing", "count": 1, "sum": 2000, "avg": 2000, "min": 2000, "max": 2000,
+                         "refunded": 0, "net": 2000},
                     ],
-                    "by_day": [{"day": "2026-03-01", "count": 2, "sum": 3000, "avg": 1500, "min": 1000, "max": 2000}],
+                    "by_day": [{"day": "2026-03-01", "count": 2, "sum": 3000, "avg": 1500, "min": 1000, "max": 2000,
+                                "refunded": 250, "net": 2750}],
                 }],
             }]
         }

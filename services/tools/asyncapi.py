@@ -18,6 +18,7 @@ from services.command.entrypoints.intake_contract import (
     DATA_MODELS,
     CommandResultEvent,
     PaymentCommandEvent,
+    RefundCommandData,
     TransitionCommandData,
     UpdateCommandData,
 )
@@ -41,7 +42,7 @@ DLQ_HEADERS = {
     "dlq-time": "When it was dead-lettered (RFC 3339)",
 }
 _MODELS: list[type[BaseModel]] = [PaymentEvent, PaymentCommandEvent, CommandResultEvent, CreatePaymentRequest,
-                                  UpdateCommandData, TransitionCommandData]
+                                  UpdateCommandData, TransitionCommandData, RefundCommandData]
 
 
 def _schemas() -> dict[str, Any]:

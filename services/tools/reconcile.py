@@ -30,8 +30,12 @@ from shared.payment import PaymentSnapshot
 log = logging.getLogger("payments.reconcile")
 
 # Fields of a read-model payment document that must equal PostgreSQL's.
-COMPARED = ("organization_id", "user_id", "amount", "currency", "status", "description", "metadata", "version")
+COMPARED = ("organization_id", "user_id", "amount", "currency", "status", "description", "metadata", "version",
+            "amount_refunded")
 Figures = dict[str, int]
+
+# domain.refunded_of_document as a MongoDB expression (documents from before partial refunds).
+REFUNDED_OF_DOCUMENT = {"$ifNull": ["$amount_refunded", {"$cond": [{"$eq": ["$status", "refunded"]}, "$amount", 0]}]}
 
 RECONCILE_ACTOR = system_actor("reconcile")  # repairs write read-model documents, never events
 
@@ -74,7 +78,7 @@ def recount(payments: Iterable[PaymentSnapshot]) -> dict[BucketKey, Figures]:
     for payment in payments:
         contribution = contribution_of(payment)
         if contribution is not None:
-            tallies.setdefault(contribution.bucket, Tally()).add(contribution.amount)
+            tallies.setdefault(contribution.bucket, Tally()).add(contribution.amount, contribution.refunded)
     return {key: tally.fields() for key, tally in tallies.items()}
 
 
@@ -86,7 +90,7 @@ def _differs(truth: PaymentSnapshot, doc: Mapping[str, Any]) -> bool:
 def payment_document_fields(payment: PaymentSnapshot) -> dict[str, Any]:
     return {"organization_id": payment.organization_id, "user_id": payment.user_id, "amount": payment.amount,
             "currency": payment.currency, "status": str(payment.status), "description": payment.description,
-            "metadata": payment.metadata, "version": payment.version}
+            "metadata": payment.metadata, "version": payment.version, "amount_refunded": payment.amount_refunded}
 
 
 def compare(truth: Mapping[str, PaymentSnapshot], docs: Mapping[str, Mapping[str, Any]],
@@ -229,10 +233,11 @@ async def _recompute_bucket(cols: Any, key: BucketKey) -> int:
     members = bucket_fields(key)
     pipeline = [{"$match": members},
                 {"$group": {"_id": None, "count": {"$sum": 1}, "sum": {"$sum": "$amount"},
-                            "min": {"$min": "$amount"}, "max": {"$max": "$amount"}}}]
+                            "min": {"$min": "$amount"}, "max": {"$max": "$amount"},
+                            "refunded": {"$sum": REFUNDED_OF_DOCUMENT}}}]
     rows = [r async for r in await cols.payments.aggregate(pipeline)]
     if not rows:
         return (await cols.statistics.delete_one({"_id": key.id})).deleted_count
-    figures = {k: int(rows[0][k]) for k in ("count", "sum", "min", "max")}
+    figures = {k: int(rows[0][k]) for k in ("count", "sum", "min", "max", "refunded")}
     result = await cols.statistics.replace_one({"_id": key.id}, {"_id": key.id, **members, **figures}, upsert=True)
     return int(bool(result.modified_count or result.upserted_id))

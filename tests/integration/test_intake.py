@@ -263,14 +263,19 @@ async def test_reconcile_finds_and_repairs_read_side_drift(system: IntakeSystem)
     org = "org-rec"
     commands = [command("create", org, f"rec-{i}", {"amount": 100 * (i + 1), "currency": "EUR"}) for i in range(3)]
     done_id, done = command("complete", org, "rec-2")
-    await asyncio.to_thread(system.send, *(record(v, v["subject"]) for _, v in [*commands, (done_id, done)]))
-    await asyncio.to_thread(system.results, {cid for cid, _ in commands} | {done_id})
+    refund_id, refund = command("refund", org, "rec-2", {"amount": 120, "reason": "partly returned"})
+    sent = [*commands, (done_id, done), (refund_id, refund)]
+    await asyncio.to_thread(system.send, *(record(v, v["subject"]) for _, v in sent))
+    await asyncio.to_thread(system.results, {cid for cid, _ in sent})
     query = f"http://127.0.0.1:{system.settings.query_api_port}"
     async with httpx.AsyncClient(timeout=30) as http:
-        for pid, version in (("rec-0", 1), ("rec-1", 1), ("rec-2", 2)):
+        for pid, version in (("rec-0", 1), ("rec-1", 1), ("rec-2", 3)):
             read = await http.get(f"{query}/v1/payments/{pid}", params={"min_version": version},
                                   headers=system.auth(org))
             assert read.status_code == 200, read.text
+        assert (read.json()["status"], read.json()["amount_refunded"]) == ("partially_refunded", 120)
+        stats = (await http.get(f"{query}/v1/statistics", headers=system.auth(org))).json()
+        assert (stats["currencies"][0]["refunded"], stats["currencies"][0]["net"]) == (120, 600 - 120)
 
     code, clean = await asyncio.to_thread(reconcile, system, "--org", org)
     assert (code, clean["drift"]) == (0, 0), clean
@@ -280,14 +285,14 @@ async def test_reconcile_finds_and_repairs_read_side_drift(system: IntakeSystem)
         cols = await MongoReadModel(mongo[system.settings.mongo_db], cursor_key(system.settings)).active(fresh=True)
         assert (await cols.payments.delete_one({"organization_id": org, "id": "rec-0"})).deleted_count == 1
         altered = await cols.statistics.find_one_and_update(
-            {"organization_id": org, "status": "completed"}, {"$inc": {"sum": 1}})
+            {"organization_id": org, "status": "partially_refunded"}, {"$inc": {"sum": 1, "refunded": 1}})
         assert altered is not None
 
         code, found = await asyncio.to_thread(reconcile, system, "--org", org)
         assert code == 1
         assert (found["missing"], found["extra"], found["stale"]) == (["rec-0"], [], [])
-        assert [(b["status"], b["actual"]["sum"] - b["expected"]["sum"]) for b in found["buckets"]] == [
-            ("completed", 1)]
+        assert [(b["status"], b["actual"]["sum"] - b["expected"]["sum"], b["actual"]["refunded"] - b["expected"][
+            "refunded"]) for b in found["buckets"]] == [("partially_refunded", 1, 1)]
 
         code, repaired = await asyncio.to_thread(reconcile, system, "--org", org, "--repair")
         assert code == 1 and repaired["repaired_writes"] >= 2

@@ -44,8 +44,8 @@ class FakeUnitOfWork:
     async def save_result(self, org: str, command_id: str, result: Any) -> None:
         self.state.commands[(org, command_id)]["result"] = result
 
-    async def get_payment(self, org: str, payment_id: str) -> PaymentSnapshot | None:
-        return self.state.payments.get((org, payment_id))
+    async def get_payment(self, org: str, payment_id: str, *, for_update: bool = False) -> PaymentSnapshot | None:
+        return self.state.payments.get((org, payment_id))  # no lock: update_payment's version check decides
 
     async def claim_commands(self, claims: Sequence[Claim]) -> set[tuple[str, str]]:
         claimed = set()

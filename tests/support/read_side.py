@@ -66,11 +66,12 @@ async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float =
 async def statistics_from_mongo(runtime) -> dict:  # noqa: ANN001
     cols = await runtime.read_model.active(fresh=True)
     return {BucketKey(b["organization_id"], b["day"], b["currency"], b["status"]):
-            {k: b[k] for k in ("count", "sum", "min", "max")} async for b in cols.statistics.find()}
+            {k: b.get(k, 0) for k in ("count", "sum", "min", "max", "refunded")} async for b in cols.statistics.find()}
 
 
 async def payments_from_mongo(runtime) -> list:  # noqa: ANN001
     cols = await runtime.read_model.active(fresh=True)
     return [snapshot(d["id"], d["organization_id"], amount=d["amount"], currency=d["currency"],
-                     status=d["status"], version=d["version"], created_at=d["created_at"])
+                     status=d["status"], version=d["version"], created_at=d["created_at"],
+                     amount_refunded=d.get("amount_refunded", 0))
             async for d in cols.payments.find()]

@@ -38,7 +38,7 @@ from services.webhooks.messages import (
 )
 from services.webhooks.temporal.activities import WebhookActivities
 from services.webhooks.temporal.workflows import WebhookDeliveries
-from shared.payment import PaymentAction, PaymentStatus
+from shared.payment import PaymentAction, PaymentStatus, Refund
 from shared.payment_view import Payment
 from tests.support.builders import snapshot
 from tests.support.temporal_env import mocked
@@ -47,6 +47,11 @@ ORG = "org-replay"
 WHEN = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 PAID = snapshot("pay-1", ORG, created_at=WHEN)
 COMPLETED = snapshot("pay-1", ORG, status=PaymentStatus.COMPLETED, version=2, created_at=WHEN)
+REFUND = ModifyPayment(command_id="refund-pay-1", organization_id=ORG, payment_id="pay-1", actor="user-1",
+                       action=PaymentAction.REFUND, amount=300, reason="one item returned")
+PARTIALLY_REFUNDED = snapshot("pay-1", ORG, status=PaymentStatus.PARTIALLY_REFUNDED, version=3, created_at=WHEN,
+                              amount_refunded=300, refunds=[Refund(id="rf_1", amount=300, reason="one item returned",
+                                                                   created_at=WHEN, actor="user-1")])
 
 CREATE = CreatePayment(command_id="create-pay-1", organization_id=ORG, payment_id="pay-1", amount=1000, currency="EUR")
 INVALID_CREATE = CREATE.model_copy(update={"currency": "XYZ"})
@@ -77,9 +82,9 @@ def webhook_receiver(failures: dict[str, int]) -> Any:
     return answer
 
 
-def _refuse(kind: RejectionKind, detail: str, current_version: int | None = None) -> Any:
+def _refuse(kind: RejectionKind, detail: str, current_version: int | None = None, remaining: int | None = None) -> Any:
     def answer(_: Any) -> Any:
-        raise application_error(Rejected(kind, detail, current_version=current_version))
+        raise application_error(Rejected(kind, detail, current_version=current_version, remaining=remaining))
     return answer
 
 
@@ -122,6 +127,13 @@ def scenarios() -> list[Scenario]:
         Scenario("ModifyPayment.completed", c[ModifyPayment].workflow, COMPLETE,
                  [mocked(CommandActivities.execute_modify, lambda cmd: CommandResult(command_id=cmd.command_id,
                                                                                      payment=COMPLETED))]),
+        Scenario("ModifyPayment.partially-refunded", c[ModifyPayment].workflow, REFUND,
+                 [mocked(CommandActivities.execute_modify, lambda cmd: CommandResult(command_id=cmd.command_id,
+                                                                                     payment=PARTIALLY_REFUNDED))]),
+        Scenario("ModifyPayment.refund-exceeds-remaining", c[ModifyPayment].workflow, REFUND,
+                 [mocked(CommandActivities.execute_modify, _refuse(RejectionKind.REFUND_EXCEEDS_REMAINING,
+                                                                   "cannot refund 300: only 200 is left", 3, 200))],
+                 fails=True),
         Scenario("ModifyPayment.empty-update", c[ModifyPayment].workflow, EMPTY_UPDATE, fails=True),
         Scenario("ModifyPayment.stale", c[ModifyPayment].workflow, COMPLETE,
                  [mocked(CommandActivities.execute_modify, _refuse(RejectionKind.VERSION_MISMATCH, "stale", 4))],

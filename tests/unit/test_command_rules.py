@@ -12,7 +12,7 @@ from services.command.commands import CreatePayment, ModifyPayment, Rejected, Re
 from services.command.domain import decide_create, decide_modify
 from shared.events import EventType, parse_event
 from shared.money import ISO_4217, MAX_AMOUNT
-from shared.payment import ACTION_TARGET, UNDELETABLE, PaymentAction, PaymentStatus
+from shared.payment import ACTION_TARGET, UNDELETABLE, PaymentAction, PaymentSnapshot, PaymentStatus
 from tests.support.strategies import contract_metadata, contract_texts
 
 T0 = datetime(2024, 12, 19, 12, 0, tzinfo=UTC)
@@ -117,10 +117,11 @@ def test_any_command_sequence_follows_the_status_machine(steps):
         assert new.version == current.version + 1 and new.updated_at == now and new.created_at == current.created_at
         event = parse_event(decision.event("/payments/command").to_json_bytes())
         assert event.payment == new and event.paymentversion == new.version
-        differing = {f for f in ("amount", "description", "metadata", "status", "deleted_at")
+        differing = {f for f in ("amount", "description", "metadata", "status", "deleted_at", "amount_refunded")
                      if getattr(current, f) != getattr(new, f)}
         assert set(event.data.changes) == differing
-        expected_type = {PaymentAction.UPDATE: EventType.UPDATED, PaymentAction.DELETE: EventType.DELETED}
+        expected_type = {PaymentAction.UPDATE: EventType.UPDATED, PaymentAction.DELETE: EventType.DELETED,
+                         PaymentAction.REFUND: EventType.REFUNDED}
         assert event.type is expected_type.get(action, EventType.STATUS_CHANGED)
         current = new
 
@@ -140,3 +141,70 @@ def test_version_mismatch_reports_the_current_version():
     with pytest.raises(Rejected) as caught:
         decide_modify(payment, cmd, T0)
     assert caught.value.kind is RejectionKind.VERSION_MISMATCH and caught.value.current_version == 1
+
+
+# --------------------------------------------------------------------------- refunds
+
+refund_requests = st.lists(st.one_of(st.none(), st.integers(min_value=-5, max_value=1200)), max_size=15)
+
+
+@settings(max_examples=300)
+@given(amount=st.integers(min_value=1, max_value=1000), requests=refund_requests,
+       first=st.sampled_from([PaymentAction.COMPLETE, PaymentAction.FAIL, PaymentAction.CANCEL]))
+def test_any_sequence_of_refunds_stays_within_the_amount(amount, requests, first):
+    """0 <= amount_refunded <= amount after any refunds (None: all that is left), the
+    status consistent with it, each refund in the list and in its event, and a refusal
+    saying exactly what is left."""
+    current = decide_create(create_cmd(amount=amount), T0).snapshot
+    current = decide_modify(current, ModifyPayment(command_id="c-first", organization_id="org-a", payment_id="p1",
+                                                   action=first), T0).snapshot
+    for i, wanted in enumerate(requests):
+        cmd = ModifyPayment(command_id=f"r{i}", organization_id="org-a", payment_id="p1",
+                            action=PaymentAction.REFUND, amount=wanted, reason=f"reason {i}", actor="user-1")
+        left = current.amount - current.amount_refunded
+        try:
+            decision = decide_modify(current, cmd, T0 + timedelta(seconds=i + 1))
+        except Rejected as rejected:
+            if current.status not in (PaymentStatus.COMPLETED, PaymentStatus.PARTIALLY_REFUNDED):
+                assert rejected.kind is RejectionKind.ILLEGAL_TRANSITION
+            elif wanted is not None and wanted <= 0:
+                assert rejected.kind is RejectionKind.VALIDATION and "amount" in rejected.detail
+            else:
+                assert wanted is not None and wanted > left
+                assert rejected.kind is RejectionKind.REFUND_EXCEEDS_REMAINING and rejected.remaining == left
+                assert f"remaining: {left}" in rejected.detail
+            continue
+        new = decision.snapshot
+        refunded = left if wanted is None else wanted
+        assert new.amount_refunded == current.amount_refunded + refunded
+        assert 0 < new.amount_refunded <= new.amount
+        assert new.status is (PaymentStatus.REFUNDED if new.amount_refunded == new.amount
+                              else PaymentStatus.PARTIALLY_REFUNDED)
+        assert sum(r.amount for r in new.refunds) == new.amount_refunded
+        event = parse_event(decision.event("/payments/command").to_json_bytes())
+        assert event.type is EventType.REFUNDED and event.data.refund == new.refunds[-1]
+        assert (event.data.refund.amount, event.data.refund.reason, event.data.refund.actor) == (
+            refunded, f"reason {i}", "user-1")
+        current = new
+    assert 0 <= current.amount_refunded <= current.amount
+    if current.status in (PaymentStatus.PROCESSING, PaymentStatus.COMPLETED, PaymentStatus.FAILED,
+                          PaymentStatus.CANCELLED):
+        assert current.amount_refunded == 0
+
+
+def test_a_refund_id_is_the_same_for_the_same_command():
+    paid = decide_modify(decide_create(create_cmd(), T0).snapshot, ModifyPayment(
+        command_id="c2", organization_id="org-a", payment_id="p1", action=PaymentAction.COMPLETE), T0).snapshot
+    cmd = ModifyPayment(command_id="r", organization_id="org-a", payment_id="p1", action=PaymentAction.REFUND,
+                        amount=10)
+    first, again = (decide_modify(paid, cmd, T0 + timedelta(seconds=s)).snapshot.refunds[-1].id for s in (1, 2))
+    assert first == again
+
+
+def test_a_refunded_snapshot_from_before_partial_refunds_was_refunded_in_full():
+    old = {"id": "p1", "organization_id": "org-a", "amount": 700, "currency": "EUR", "status": "refunded",
+           "version": 3, "created_at": T0, "updated_at": T0}
+    assert PaymentSnapshot.model_validate(old).amount_refunded == 700
+    assert PaymentSnapshot.model_validate({**old, "status": "completed"}).amount_refunded == 0
+    with pytest.raises(ValueError, match="exceeds amount"):
+        PaymentSnapshot.model_validate({**old, "amount_refunded": 701})

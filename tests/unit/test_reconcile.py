@@ -93,3 +93,22 @@ def test_recount_matches_the_live_payments(rows: list[tuple[int, str, bool]]) ->
     for key, b in buckets.items():
         amounts = [p.amount for p in live if p.currency == key.currency]
         assert (b["min"], b["max"]) == (min(amounts), max(amounts))
+
+
+def refunded(pid: str, amount: int, part: int) -> PaymentSnapshot:
+    status = PaymentStatus.REFUNDED if part == amount else PaymentStatus.PARTIALLY_REFUNDED
+    return snap(pid, amount, status=status, version=3).model_copy(update={"amount_refunded": part})
+
+
+def test_refunds_are_compared_in_payments_and_buckets() -> None:
+    a, b = refunded("a", 1000, 300), refunded("b", 500, 500)
+    truth, docs, buckets = consistent([a, b, snap("c", 700, status=PaymentStatus.COMPLETED, version=2)])
+    key = BucketKey("org", "2026-11-30", "EUR", "partially_refunded")
+    assert buckets[key]["refunded"] == 300
+    assert buckets[BucketKey("org", "2026-11-30", "EUR", "refunded")]["refunded"] == 500
+    assert compare(truth, docs, buckets, settled=everything_settled).total == 0
+    docs["a"] = {**docs["a"], "amount_refunded": 200}  # a refund the read side missed
+    buckets[key] = {**buckets[key], "refunded": 200}
+    drift = compare(truth, docs, buckets, settled=everything_settled)
+    assert drift.stale == ["a"] and [(x.key, x.expected["refunded"], x.actual["refunded"]) for x in drift.buckets] == [
+        (key, 300, 200)]

@@ -19,7 +19,8 @@ C = PaymentAction
 # The table of DESIGN section 3, written out independently of the code under test.
 LEGAL = {
     (S.PROCESSING, S.COMPLETED), (S.PROCESSING, S.FAILED), (S.PROCESSING, S.CANCELLED),
-    (S.COMPLETED, S.REFUNDED),
+    (S.COMPLETED, S.REFUNDED), (S.COMPLETED, S.PARTIALLY_REFUNDED),
+    (S.PARTIALLY_REFUNDED, S.PARTIALLY_REFUNDED), (S.PARTIALLY_REFUNDED, S.REFUNDED),
 }
 
 
@@ -42,6 +43,7 @@ def test_terminal_states_have_no_way_out() -> None:
         (S.FAILED, {C.DELETE}),
         (S.CANCELLED, {C.DELETE}),
         (S.REFUNDED, set()),
+        (S.PARTIALLY_REFUNDED, {C.REFUND}),
     ],
 )
 def test_allowed_commands_per_status(status: S, expected: set[C]) -> None:
@@ -60,7 +62,7 @@ def test_any_command_sequence_stays_inside_the_table(commands: list[C]) -> None:
             assert (status, new) in LEGAL
             status = new
         elif command is C.DELETE:
-            assert status not in (S.COMPLETED, S.REFUNDED)
+            assert status not in (S.COMPLETED, S.REFUNDED, S.PARTIALLY_REFUNDED)
             break
         else:
             assert status is S.PROCESSING

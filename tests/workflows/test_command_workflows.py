@@ -28,6 +28,7 @@ from tests.support.workflow_scenarios import (
     EMPTY_UPDATE,
     INVALID_CREATE,
     PAID,
+    REFUND,
     Scenario,
     scenarios,
 )
@@ -123,3 +124,22 @@ async def test_the_client_routes_each_command_and_decodes_each_result(env: Workf
         state, failed = await client.status(CREATE.organization_id, "create-invalid")
         assert state is CommandState.FAILED and isinstance(failed, Rejected)
         assert await client.status(CREATE.organization_id, "never-sent") is None
+
+
+async def test_a_refund_beyond_what_is_left_reaches_the_client_with_the_remaining_amount(
+        env: WorkflowEnvironment) -> None:
+    s = scenario("ModifyPayment.refund-exceeds-remaining")
+    async with worker(env, registry.WORKFLOWS, s.activities) as queue:
+        client = PaymentCommandClient(env.client, task_queue=queue,
+                                      tokens=ConsistencyTokens("a-test-secret-of-enough-length"))
+        with pytest.raises(Rejected) as refused:
+            await client.process(REFUND.model_copy(update={"command_id": f"refund-{uuid.uuid4()}"}))
+    assert (refused.value.kind, refused.value.remaining, refused.value.current_version) == (
+        RejectionKind.REFUND_EXCEEDS_REMAINING, 200, 3)
+
+
+async def test_a_refund_of_no_money_is_refused_in_the_workflow(env: WorkflowEnvironment) -> None:
+    execute = mocked(CommandActivities.execute_modify, lambda cmd: pytest.fail("validate must refuse it first"))
+    bad = REFUND.model_copy(update={"amount": 0})
+    error = await refusal(env, Scenario("no money", registry.BY_COMMAND[type(bad)].workflow, bad, [execute]))
+    assert error.type == RejectionKind.VALIDATION.value and "amount" in error.message and execute.calls == []

@@ -28,7 +28,7 @@ _MIGRATION_LOCK = 724_311_001  # pg_advisory_lock key: one migrator at a time
 
 PAYMENT_COLUMNS = (
     "id, organization_id, user_id, amount, currency, status, description, metadata, "
-    "version, created_at, updated_at, deleted_at"
+    "version, created_at, updated_at, deleted_at, amount_refunded, refunds"
 )
 
 
@@ -108,9 +108,10 @@ class PostgresUnitOfWork:
             org, command_id, result,
         )
 
-    async def get_payment(self, org: str, payment_id: str) -> PaymentSnapshot | None:
+    async def get_payment(self, org: str, payment_id: str, *, for_update: bool = False) -> PaymentSnapshot | None:
+        lock = " FOR UPDATE" if for_update else ""
         row = await self.conn.fetchrow(
-            f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE organization_id = $1 AND id = $2", org, payment_id
+            f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE organization_id = $1 AND id = $2{lock}", org, payment_id
         )
         return snapshot_from_row(row) if row else None
 
@@ -144,12 +145,16 @@ class PostgresUnitOfWork:
     async def insert_payments(self, payments: Sequence[PaymentSnapshot]) -> set[tuple[str, str]]:
         """Ids are per organization: a taken one is skipped, not an error."""
         rows = await self.conn.fetch(
-            f"INSERT INTO payments ({PAYMENT_COLUMNS}) SELECT * FROM unnest($1::text[], $2::text[],"
+            # refunds as JSON text: a list inside a jsonb[] parameter would read as a dimension.
+            f"INSERT INTO payments ({PAYMENT_COLUMNS}) SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12,"
+            " c13, c14::jsonb FROM unnest($1::text[], $2::text[],"
             " $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::int[],"
-            " $10::timestamptz[], $11::timestamptz[], $12::timestamptz[])"
+            " $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::bigint[], $14::text[])"
+            " AS u(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14)"
             " ON CONFLICT (organization_id, id) DO NOTHING RETURNING organization_id, id",
             *_columns([(p.id, p.organization_id, p.user_id, p.amount, p.currency, str(p.status), p.description,
-                        p.metadata, p.version, p.created_at, p.updated_at, p.deleted_at) for p in payments], 12),
+                        p.metadata, p.version, p.created_at, p.updated_at, p.deleted_at, p.amount_refunded,
+                        json.dumps(_refunds(p))) for p in payments], 14),
         )
         return {(r[0], r[1]) for r in rows}
 
@@ -157,10 +162,10 @@ class PostgresUnitOfWork:
         """Optimistic concurrency: False if the stored version is no longer ``expected_version``."""
         status = await self.conn.execute(
             "UPDATE payments SET amount = $3, status = $4, description = $5, metadata = $6,"
-            " version = $7, updated_at = $8, deleted_at = $9"
+            " version = $7, updated_at = $8, deleted_at = $9, amount_refunded = $11, refunds = $12"
             " WHERE id = $1 AND organization_id = $2 AND version = $10",
             p.id, p.organization_id, p.amount, str(p.status), p.description, p.metadata,
-            p.version, p.updated_at, p.deleted_at, expected_version,
+            p.version, p.updated_at, p.deleted_at, expected_version, p.amount_refunded, _refunds(p),
         )
         return status.endswith(" 1")
 
@@ -185,6 +190,10 @@ class PostgresUnitOfWork:
         except BaseException:
             self.notified = notified  # a NOTIFY of a rolled-back savepoint is discarded with it
             raise
+
+
+def _refunds(p: PaymentSnapshot) -> list[dict[str, Any]]:
+    return [r.model_dump(mode="json") for r in p.refunds]
 
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.money import Amount, Currency
-from shared.payment import PAYMENT_ID_PATTERN, Description, Metadata, UserId
+from shared.payment import PAYMENT_ID_PATTERN, Description, Metadata, RefundReason, UserId
 
 # A command id a client names: a Kafka command's ``id``, or the HTTP status path's (the ids
 # the API builds from payment ids and digests, http/idempotency.py, fit it too).
@@ -76,3 +76,19 @@ class UpdatePaymentRequest(BaseModel):
         if self.amount is None and self.description is None and self.metadata is None:
             raise ValueError("send at least one of amount, description, metadata")
         return self
+
+
+REFUND_EXAMPLE = {"amount": 500, "reason": "One item returned"}
+
+
+class RefundPaymentRequest(BaseModel):
+    """Body of ``POST /v1/payments/{id}/refunds`` (and, with ``amount`` optional, the ``data``
+    of a Kafka refund command)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [REFUND_EXAMPLE]})
+
+    amount: Amount = Field(description="Minor units to refund, a positive integer at most what is left "
+                           "(`amount` - `amount_refunded`)", examples=[500])
+    reason: RefundReason = Field(default="", description="Why, for the record (kept with the refund)")
+
+    _amount = field_validator("amount", mode="before")(_whole_number)

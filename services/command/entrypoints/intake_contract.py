@@ -18,10 +18,12 @@ from services.command.commands import Command, CreatePayment, ModifyPayment
 from services.command.entrypoints.bodies import (
     MAX_COMMAND_ID_LENGTH,
     CreatePaymentRequest,
+    RefundPaymentRequest,
     UpdatePaymentRequest,
 )
 from services.command.entrypoints.problems import Problem, invalid_body
 from shared.events import Actor, describe_validation_error, structured_cloudevent
+from shared.money import Amount
 from shared.payment import MAX_ID_LENGTH, PAYMENT_ID_PATTERN, PaymentAction, PaymentSnapshot
 
 COMMAND_TYPE_PREFIX = "com.gyroscops.payment.command."
@@ -68,10 +70,22 @@ class TransitionCommandData(BaseModel):
                                          description="Refuse (412) unless the payment is at this version")
 
 
+class RefundCommandData(RefundPaymentRequest):
+    """``data`` of a refund: the body of POST /v1/payments/{id}/refunds, ``amount`` optional
+    (absent: all that is left, as POST /v1/payments/{id}/refund), plus the If-Match version."""
+
+    amount: Amount | None = Field(default=None, description="Minor units to refund, at most what is left; "  # type: ignore[assignment]
+                                  "absent: all that is left")
+    expected_version: int | None = Field(default=None, ge=1, strict=True,
+                                         description="Refuse (412) unless the payment is at this version")
+
+
 DATA_MODELS: dict[CommandType, type[BaseModel]] = {
     CommandType.CREATE: CreatePaymentRequest,
     CommandType.UPDATE: UpdateCommandData,
-    **{t: TransitionCommandData for t in CommandType if t not in (CommandType.CREATE, CommandType.UPDATE)},
+    CommandType.REFUND: RefundCommandData,
+    **{t: TransitionCommandData for t in CommandType
+       if t not in (CommandType.CREATE, CommandType.UPDATE, CommandType.REFUND)},
 }
 
 
@@ -95,7 +109,8 @@ class PaymentCommandEvent(BaseModel):
                                 description="Extension: the organization that owns the payment")
     data: dict[str, Any] | None = Field(
         default=None, description="The HTTP command's body: create = POST /v1/payments body; update = PATCH "
-        "body plus optional expected_version; others: optional expected_version")
+        "body plus optional expected_version; refund: optional amount (default: all that is left), reason and "
+        "expected_version; others: optional expected_version")
     traceparent: str | None = Field(
         default=None, description="Extension (CloudEvents distributed tracing): the producer's W3C trace "
         "context; the intake continues it when the record has no traceparent header, and links to it "

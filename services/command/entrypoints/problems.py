@@ -5,7 +5,7 @@ status and the intake's ``rejected`` results all take their problem from here.
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.command.commands import Rejected, Rejection, RejectionKind
 from shared.http import PROBLEM_BASE
@@ -16,6 +16,7 @@ HTTP_STATUS: dict[RejectionKind, int] = {
     RejectionKind.ILLEGAL_TRANSITION: 409,
     RejectionKind.VERSION_MISMATCH: 412,
     RejectionKind.CONFLICT: 409,
+    RejectionKind.REFUND_EXCEEDS_REMAINING: 409,
 }
 
 TITLES: dict[RejectionKind, str] = {
@@ -24,6 +25,7 @@ TITLES: dict[RejectionKind, str] = {
     RejectionKind.ILLEGAL_TRANSITION: "Command not allowed in this status",
     RejectionKind.VERSION_MISMATCH: "Version mismatch",
     RejectionKind.CONFLICT: "Conflict",
+    RejectionKind.REFUND_EXCEEDS_REMAINING: "Refund exceeds what is left",
 }
 
 
@@ -36,6 +38,8 @@ class Problem(BaseModel):
     detail: str
     instance: str | None = None
     current_version: int | None = None
+    remaining: int | None = Field(default=None, description="A refund beyond what is left: the minor units "
+                                  "that may still be refunded")
 
 
 def problem_of(rejection: Rejected | Rejection, instance: str | None = None) -> Problem:
@@ -46,6 +50,7 @@ def problem_of(rejection: Rejected | Rejection, instance: str | None = None) -> 
         detail=rejection.detail,
         instance=instance,
         current_version=rejection.current_version,
+        remaining=rejection.remaining,
     )
 
 

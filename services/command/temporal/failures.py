@@ -16,8 +16,10 @@ NON_RETRYABLE = [kind.value for kind in RejectionKind]
 
 
 def application_error(rejection: Rejected) -> ApplicationError:
-    return ApplicationError(rejection.detail, {"current_version": rejection.current_version},
-                            type=rejection.kind.value, non_retryable=True)
+    details = {"current_version": rejection.current_version}
+    if rejection.remaining is not None:
+        details["remaining"] = rejection.remaining
+    return ApplicationError(rejection.detail, details, type=rejection.kind.value, non_retryable=True)
 
 
 def rejection_of(error: BaseException | None) -> Rejected | None:
@@ -27,4 +29,5 @@ def rejection_of(error: BaseException | None) -> Rejected | None:
     if not isinstance(error, ApplicationError) or error.type not in NON_RETRYABLE:
         return None
     details = error.details[0] if error.details and isinstance(error.details[0], dict) else {}
-    return Rejected(RejectionKind(error.type), error.message, current_version=details.get("current_version"))
+    return Rejected(RejectionKind(error.type), error.message, current_version=details.get("current_version"),
+                    remaining=details.get("remaining"))

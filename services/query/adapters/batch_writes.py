@@ -176,7 +176,8 @@ async def _write(plan: BatchPlan, stored: Mapping[str, Stored], collections: Any
         await collections.tombstones.bulk_write(tombstone_ops, ordered=False, session=session)
     stat_ops = []
     for key, d in plan.deltas.items():
-        update: dict[str, Any] = {"$inc": {"count": d.count, "sum": d.sum}, "$setOnInsert": bucket_fields(key)}
+        update: dict[str, Any] = {"$inc": {"count": d.count, "sum": d.sum, "refunded": d.refunded},
+                                  "$setOnInsert": bucket_fields(key)}
         if d.min is not None:
             update["$min"] = {"min": d.min}
             update["$max"] = {"max": d.max}

@@ -14,7 +14,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 
 from services.query.adapters.cursors import encode_cursor
-from services.query.domain import Tally
+from services.query.domain import Tally, refunded_of_document
 from services.query.queries import (
     CurrencyStatistics,
     DayFigures,
@@ -66,6 +66,7 @@ def payment_of(doc: Mapping[str, Any]) -> Payment:
         amount=doc["amount"], currency=doc["currency"], status=doc["status"],
         description=doc.get("description", ""), metadata=doc.get("metadata") or {},
         version=doc["version"], created_at=doc["created_at"], updated_at=doc["updated_at"],
+        amount_refunded=refunded_of_document(doc), refunds=doc.get("refunds") or [],
     )
 
 
@@ -102,8 +103,8 @@ def average(total: int, count: int) -> int:
 
 
 def amount_figures(tally: Tally) -> dict[str, int]:
-    """A non-empty tally as the answer's figures (``avg`` added)."""
-    return {**tally.fields(), "avg": average(tally.sum, tally.count)}
+    """A non-empty tally as the answer's figures (``avg`` and ``net`` added)."""
+    return {**tally.fields(), "avg": average(tally.sum, tally.count), "net": tally.sum - tally.refunded}
 
 
 def summarize(q: StatisticsQuery, buckets: Iterable[Mapping[str, Any]]) -> Statistics:

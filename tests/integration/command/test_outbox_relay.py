@@ -114,7 +114,7 @@ async def test_events_reach_kafka_keyed_typed_and_in_order(api, db, runtime, con
     assert of_a[2].commandid == update.headers["Command-Id"]
     assert all(e.commandid for _, e, _ in ours)
     types_a = [e.type for k, e, _ in ours if e.subject == a["id"]]
-    assert types_a == [EventType.CREATED, EventType.UPDATED, EventType.STATUS_CHANGED, EventType.STATUS_CHANGED]
+    assert types_a == [EventType.CREATED, EventType.UPDATED, EventType.STATUS_CHANGED, EventType.REFUNDED]
     assert [e.type for k, e, _ in ours if e.subject == b["id"]][-1] == EventType.DELETED
     assert OUTBOX_BACKLOG._value.get() == 0 and OUTBOX_PUBLISH_LAG._value.get() == 0
 

@@ -23,7 +23,12 @@ from services.command.commands import (
     ModifyPayment,
     Rejected,
 )
-from services.command.entrypoints.bodies import COMMAND_ID_PATTERN, CreatePaymentRequest, UpdatePaymentRequest
+from services.command.entrypoints.bodies import (
+    COMMAND_ID_PATTERN,
+    CreatePaymentRequest,
+    RefundPaymentRequest,
+    UpdatePaymentRequest,
+)
 from services.command.entrypoints.http import idempotency
 from services.command.entrypoints.http.headers import IfMatch, Prefer, parse_if_match, token_header, wants_async
 from services.command.entrypoints.http.idempotency import IdempotencyKey, Idempotent, fingerprint
@@ -165,7 +170,7 @@ async def create_batch(
 async def _modify(
     request: Request, principal: Principal, action: PaymentAction, payment_id: str,
     if_match: str | None, idempotency_key: str | None, prefer: str | None,
-    body: UpdatePaymentRequest | None = None,
+    body: UpdatePaymentRequest | RefundPaymentRequest | None = None,
 ) -> Response:
     expected = parse_if_match(if_match)
     request_hash = fingerprint(request, body, "if-match")
@@ -211,7 +216,24 @@ def _transition_route(action: PaymentAction, summary: str) -> None:
 _transition_route(PaymentAction.COMPLETE, "Complete a processing payment")
 _transition_route(PaymentAction.FAIL, "Mark a processing payment failed")
 _transition_route(PaymentAction.CANCEL, "Cancel a processing payment")
-_transition_route(PaymentAction.REFUND, "Refund a completed payment")
+_transition_route(PaymentAction.REFUND, "Refund all that is left of a completed or partially refunded payment")
+
+
+@router.post(
+    "/payments/{payment_id}/refunds", response_model=Payment, summary="Refund part of a payment",
+    responses={**written_doc(200, "Refunded: the payment with its refunds"), **MODIFY_PROBLEMS, **ACCEPTED_DOC},
+)
+async def refund_payment(
+    payment_id: PaymentId, body: RefundPaymentRequest, request: Request, principal: Writer,
+    if_match: IfMatch = None, idempotency_key: IdempotencyKey = None, prefer: Prefer = None,
+) -> Response:
+    """Refund `amount` of a `completed` or `partially_refunded` payment: it is
+    `partially_refunded` until its refunds add up to its amount, then `refunded`. A refund
+    beyond what is left is a 409 whose `remaining` says what is left; refunds of one payment
+    run one after the other, so together they never exceed its amount. Send an
+    `Idempotency-Key` to retry safely: without one, a repeated request is another refund."""
+    return await _modify(request, principal, PaymentAction.REFUND, payment_id, if_match, idempotency_key,
+                         prefer, body)
 
 
 @router.delete(
