@@ -173,7 +173,8 @@ class Settings(BaseSettings):
     webhooks_group: str = "payments-webhooks"
     webhooks_task_queue: str = "payments-webhooks"
     webhooks_max_endpoints_per_org: int = Field(default=16, ge=1, le=1000)
-    # Deliveries of one organization being attempted at once, per `payments webhooks` process.
+    # Deliveries being attempted at once per `payments webhooks` process, and of one organization.
+    webhooks_max_in_flight: int = Field(default=64, ge=1, le=10000)
     webhooks_max_in_flight_per_org: int = Field(default=8, ge=1, le=1000)
     webhooks_max_retry_seconds: float = Field(default=3 * 24 * 3600, gt=0)
     webhooks_disable_after_seconds: float = Field(default=5 * 24 * 3600, gt=0)

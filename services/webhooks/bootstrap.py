@@ -70,7 +70,7 @@ def build_worker(runtime: WebhookRuntime) -> Worker:
                                    max_in_flight_per_org=s.webhooks_max_in_flight_per_org,
                                    disable_after_seconds=s.webhooks_disable_after_seconds)
     return Worker(runtime.temporal, task_queue=s.webhooks_task_queue, workflows=[WebhookDeliveries],
-                  activities=[activities.attempt], max_concurrent_activities=64,
+                  activities=[activities.attempt], max_concurrent_activities=s.webhooks_max_in_flight,
                   graceful_shutdown_timeout=timedelta(seconds=10))
 
 
