@@ -21,12 +21,16 @@ eager+inproc and naive at each concurrency. Uses the servers of the environment 
 its own PostgreSQL database and task queues and drops the database at the end.
 
     python -m bench.commands --variants naive,eager+inproc,group-commit --sweep 1,8,32,64
+
+``--baseline DIR`` also serves each variant from another checkout (e.g. a ``git worktree``
+of the parent commit) on a scratch database of its own, side by side: ``base:<variant>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -164,13 +168,17 @@ class Server:
     cpu: CpuSample
 
 
-def start_server(variant: str, args: argparse.Namespace, database_url: str, run_id: str) -> Server:
+BASE = "base:"  # a variant served by the --baseline checkout
+def start_server(variant: str, args: argparse.Namespace, database_url: str, run_id: str,
+                 tree: str | None = None) -> Server:  # tree: the checkout serving it
     port = free_port()
-    env = {**os.environ, **variant_env(variant), "PAYMENTS_DATABASE_URL": database_url,
-           "PAYMENTS_COMMAND_TASK_QUEUE": f"bench-{run_id}-{variant}", "PAYMENTS_LOG_LEVEL": "WARNING",
-           "PAYMENTS_DATABASE_POOL_SIZE": str(args.pool_size)}
-    process = subprocess.Popen([sys.executable, "-m", "bench.commands", "--serve", variant.partition("@")[0],
-                                "--port", str(port)], env=env)
+    name = variant.removeprefix(BASE)
+    env = {**os.environ, **variant_env(name), "PAYMENTS_DATABASE_URL": database_url,
+           "PAYMENTS_COMMAND_TASK_QUEUE": f"bench-{run_id}-{variant.replace(':', '-')}",
+           "PAYMENTS_LOG_LEVEL": "WARNING", "PAYMENTS_DATABASE_POOL_SIZE": str(args.pool_size),
+           **({"PYTHONPATH": tree} if tree else {})}
+    process = subprocess.Popen([sys.executable, "-m", "bench.commands", "--serve", name.partition("@")[0],
+                                "--port", str(port)], env=env, cwd=tree)
     temporal_port = int(CommandSettings().temporal_address.rsplit(":", 1)[1])
     cpu = CpuSample({"api": process.pid, "temporal": listening_pid(temporal_port), "postgres": None,
                      "loadgen": os.getpid()})
@@ -186,10 +194,12 @@ async def measure(server: Server, token: str, requests: int, concurrency: int) -
             "p99": percentile(lat, 0.99), "errors": errors, "cpu": shares}
 
 
-async def sweep(args: argparse.Namespace, database_url: str, run_id: str) -> list[dict]:
+async def sweep(args: argparse.Namespace, database_url: str, run_id: str, base_url: str | None = None) -> list[dict]:
     """Every variant's server runs for the whole sweep; each concurrency step measures the
     variants back to back, so that a load change of the shared machine hits them alike."""
     servers = [start_server(v, args, database_url, run_id) for v in args.variants.split(",")]
+    if base_url is not None:
+        servers += [start_server(BASE + v, args, base_url, run_id, args.baseline) for v in args.variants.split(",")]
     token = mint_token("bench-org", [SCOPE_WRITE], settings=CommandSettings())
     steps = []
     try:
@@ -231,23 +241,32 @@ def _ratio(a: float, b: float) -> str:
 async def main(args: argparse.Namespace) -> None:
     settings = CommandSettings()
     run_id = uuid.uuid4().hex[:8]
-    async with scratch_database(settings.database_url, "payments_bench") as database_url:
-        steps = _medians(await sweep(args, database_url, run_id))
+    async with contextlib.AsyncExitStack() as stack:
+        db_url, base_url = [await stack.enter_async_context(scratch_database(settings.database_url, f"payments_{p}"))
+                            if p == "bench" or args.baseline else None for p in ("bench", "bench_base")]
+        steps = _medians(await sweep(args, db_url, run_id, base_url))
+    order = args.variants.split(",") + [BASE + v for v in args.variants.split(",")]
     print(f"closed loop; {args.latency_requests} requests at concurrency 1, {args.requests} at each other step; "
           f"median of {args.rounds} interleaved round(s); CPU in % of one core (machine: % of all cores)\n")
     print("| variant | concurrency | creates/s | p50 ms | p99 ms | errors | CPU api | CPU temporal | CPU postgres "
           "| CPU loadgen | machine | bottleneck |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in sorted(steps, key=lambda step: args.variants.split(",").index(step["variant"])):
+    for r in sorted(steps, key=lambda step: order.index(step["variant"])):
         c = r["cpu"]
         print(f"| {r['variant']} | {r['c']} | {r['tput']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} "
               f"| {c['api']:.0f} | {c['temporal']:.0f} | {c['postgres']:.0f} | {c['loadgen']:.0f} "
               f"| {c['machine']:.0f} | {bottleneck(c)} |")
     by = {(r["variant"], r["c"]): r for r in steps}
-    others = [v for v in args.variants.split(",") if v not in ("naive", "eager+inproc")]
-    print("\n| variant | concurrency | creates/s vs eager+inproc | creates/s vs naive | p50 vs eager+inproc |")
-    print("|---|---|---|---|---|")
-    for variant in others:
+    if args.baseline:
+        print("\n| variant | concurrency | creates/s vs base | p50 vs base | p99 vs base |\n|---|---|---|---|---|")
+        for r in (by[(v, c)] for v in args.variants.split(",") for c in args.sweep):
+            ratios = (f"{r[k] / by[(BASE + r['variant'], r['c'])][k]:.3f}" for k in ("tput", "p50", "p99"))
+            print(f"| {r['variant']} | {r['c']} | {' | '.join(ratios)} |")
+    if not {"naive", "eager+inproc"} & set(order):
+        return
+    print("\n| variant | concurrency | creates/s vs eager+inproc | creates/s vs naive | p50 vs eager+inproc |\n"
+          "|---|---|---|---|---|")
+    for variant in (v for v in order if v not in ("naive", "eager+inproc")):
         for concurrency in args.sweep:
             r, base, naive = by[(variant, concurrency)], by.get(("eager+inproc", concurrency)), by.get(("naive", concurrency))
             print(f"| {variant} | {concurrency} | {_ratio(r['tput'], base['tput']) if base else '-'} "
@@ -266,6 +285,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1, help="repeat the sweep; report the median")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--pool-size", type=int, default=20, help="PostgreSQL pool (and local activity slots)")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also serve every variant from this checkout (e.g. a git worktree of the parent commit)")
     parser.add_argument("--serve", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     return parser.parse_args()

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from services.command.commands import BulkCreateResult, Command, CommandResult, with_actor
 from services.command.temporal.client import PaymentCommandClient, workflow_id
-from services.query.queries import SearchQuery, SearchResult, Statistics, StatisticsQuery
+from services.query.queries import HistoryQuery, PaymentHistory, SearchQuery, SearchResult, Statistics, StatisticsQuery
 from services.query.temporal.client import PaymentQueryClient
 from shared.consistency import ConsistencyTokens
 from shared.payment_view import Payment
@@ -84,3 +84,12 @@ class PaymentCqsService:
                                  consistent_with: ConsistentWith = None) -> Statistics:
         """Statistics; with ``consistent_with`` they include those command results."""
         return await self.queries.payment_statistics(organization_id, query, tokens_of(consistent_with))
+
+    async def payment_history(self, organization_id: str, payment_id: str, *, starting_after: int | None = None,
+                              limit: int | None = None, consistent_with: ConsistentWith = None) -> PaymentHistory | None:
+        """A page of the payment's versions, oldest first (who, what, when, the changes), or
+        None if the organization has no such payment; a deleted payment keeps its history.
+        The next page: ``starting_after=int(page.next_cursor)``."""
+        query = HistoryQuery(payment_id=payment_id, starting_after=starting_after,
+                             **({"limit": limit} if limit is not None else {}))
+        return await self.queries.payment_history(organization_id, query, tokens_of(consistent_with))

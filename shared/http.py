@@ -221,8 +221,10 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 
 
 # Servers whose loss degrades a process without stopping it: a Redis outage only makes
-# queries slower (answered from MongoDB), so it never takes a pod out of its Service.
-OPTIONAL_DEPENDENCIES = frozenset({"redis"})
+# queries slower (answered from MongoDB), so it never takes a pod out of its Service; an
+# events topic that would lose events (issue 23) threatens a later rebuild from the topic,
+# not the projection.
+OPTIONAL_DEPENDENCIES = frozenset({"redis", "events_topic_retention"})
 
 
 def install_health_routes(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:

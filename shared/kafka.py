@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,22 +35,45 @@ class TopicMissing(TopicError):
     """A topic does not exist and this process was not told to create it."""
 
 
+# The events topic keeps every event (issue 23): a rebuild from the topic (`payments
+# replay`) needs them all. Time and size retention off; deletion, never compaction: the
+# relay keys records by payment id alone, which two organizations may share, so
+# compaction would keep one tenant's payment in place of another's.
+KEEP_EVERY_EVENT = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+
+
+def losing_configs(configs: Mapping[str, str | None]) -> list[str]:
+    """Why a topic with these configs (as the broker describes them) would drop events;
+    empty when it keeps every one."""
+    reasons = []
+    for key in ("retention.ms", "retention.bytes"):
+        value = configs.get(key)
+        if value != "-1":
+            reasons.append(f"{key}={value} (the broker deletes older records)" if value is not None
+                           else f"{key} unknown")
+    if "compact" in (configs.get("cleanup.policy") or ""):
+        reasons.append("cleanup.policy=compact (one record per key: the payment id, shared by organizations)")
+    return reasons
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
     partitions: int
     replication_factor: int
     min_insync_replicas: int
+    keeps_every_event: bool = False
 
     def configs(self) -> dict[str, str]:
-        return {"min.insync.replicas": str(self.min_insync_replicas)}
+        return {"min.insync.replicas": str(self.min_insync_replicas),
+                **(KEEP_EVERY_EVENT if self.keeps_every_event else {})}
 
 
 def event_topics(settings: Settings) -> list[TopicSpec]:
     """The events topic and its dead-letter topic (the relay's and the projector's)."""
     rf, isr = settings.kafka_topic_replication_factor, settings.kafka_topic_min_insync_replicas
     return [
-        TopicSpec(settings.events_topic, settings.events_topic_partitions, rf, isr),
+        TopicSpec(settings.events_topic, settings.events_topic_partitions, rf, isr, keeps_every_event=True),
         # One partition: DLQ records are few and read by tools in order.
         TopicSpec(settings.dlq_topic, 1, rf, isr),
     ]
@@ -116,23 +139,7 @@ async def topic_drift(bootstrap: str, specs: Sequence[TopicSpec], *, request_tim
     """How the topics on the broker differ from what ``specs`` promise, read back from it
     (DescribeTopics: partitions and each one's replicas; DescribeConfigs: every config of
     ``TopicSpec.configs()``); one line per difference, empty when they hold what was promised."""
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=request_timeout_ms)
-    await admin.start()
-    try:
-        described = {d["topic"]: d for d in await admin.describe_topics([s.name for s in specs])}
-        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, s.name) for s in specs])
-    finally:
-        await admin.close()
-    configs: dict[str, dict[str, str]] = {}
-    refused: dict[str, int] = {}
-    for response in responses:
-        for code, _, _, name, entries, *_ in response.resources:
-            if code == 0:
-                configs[name] = {entry[0]: entry[1] for entry in entries}
-            refused[name] = code
+    described, configs, refused = await _describe(bootstrap, [s.name for s in specs], request_timeout_ms)
     drift = []
     for spec in specs:
         topic = described.get(spec.name) or {}
@@ -149,7 +156,40 @@ async def topic_drift(bootstrap: str, specs: Sequence[TopicSpec], *, request_tim
             drift.append(f"{spec.name}: replication {'/'.join(map(str, replicas))}, promised {spec.replication_factor}")
         drift += [f"{spec.name}: {key}={configs[spec.name].get(key)}, promised {value}"
                   for key, value in spec.configs().items() if configs[spec.name].get(key) != value]
+        if spec.keeps_every_event and (reasons := losing_configs(configs[spec.name])):
+            drift.append(f"{spec.name}: would lose events: {'; '.join(reasons)}")
     return drift
+
+
+async def topic_losses(bootstrap: str, topic: str, *, request_timeout_ms: int = 5000) -> list[str]:
+    """Why ``topic``, as the broker holds it, would lose events (:func:`losing_configs`)."""
+    _, configs, refused = await _describe(bootstrap, [topic], request_timeout_ms)
+    if topic not in configs:
+        return [f"configs not readable ({kafka_errors.for_code(refused.get(topic, -1)).__name__})"]
+    return losing_configs(configs[topic])
+
+
+async def _describe(bootstrap: str, names: list[str],
+                    request_timeout_ms: int) -> tuple[dict[str, Any], dict[str, dict[str, str]], dict[str, int]]:
+    """DescribeTopics and DescribeConfigs of ``names``: (topics, configs, config error codes)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=request_timeout_ms)
+    await admin.start()
+    try:
+        described = {d["topic"]: d for d in await admin.describe_topics(names)}
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+    finally:
+        await admin.close()
+    configs: dict[str, dict[str, str]] = {}
+    refused: dict[str, int] = {}
+    for response in responses:
+        for code, _, _, name, entries, *_ in response.resources:
+            if code == 0:
+                configs[name] = {entry[0]: entry[1] for entry in entries}
+            refused[name] = code
+    return described, configs, refused
 
 
 def partition_offsets(records: Iterable[Any], pick: Callable[[int, int], int] = max,

@@ -76,7 +76,8 @@ PROCESSES: tuple[Process, ...] = (
                      "payments_webhook_backlog", "payments_webhook_oldest_pending_age_seconds",
                      "payments_webhook_endpoints_disabled"),
             group_field="webhooks_group"),
-    Process("replay", QUERY, "services.query.entrypoints.cli:replay", ("kafka", "mongo")),
+    # and Kafka or PostgreSQL, whichever it replays from (--from): it waits for that one itself
+    Process("replay", QUERY, "services.query.entrypoints.cli:replay", ("mongo",)),
     # Pushes its gauges to a Pushgateway (it serves no port).
     Process("reconcile", TOOLS, "services.tools.reconcile_cli:reconcile", ("postgres", "mongo"),
             metrics=("payments_reconcile_drift", "payments_reconcile_last_run_timestamp_seconds")),

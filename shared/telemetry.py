@@ -73,7 +73,7 @@ WEBHOOK_ENDPOINTS_DISABLED = Counter("payments_webhook_endpoints_disabled",
 
 RECONCILE_DRIFT = Gauge(
     "payments_reconcile_drift", "Differences found by the last `payments reconcile` run, by kind "
-    "(missing|extra|stale|buckets), before any repair", ["kind"]
+    "(missing|extra|stale|buckets|history_missing|history_extra|history_stale), before any repair", ["kind"]
 )
 RECONCILE_LAST_RUN = Gauge("payments_reconcile_last_run_timestamp_seconds", "When `payments reconcile` last finished")
 

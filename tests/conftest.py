@@ -27,9 +27,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from devstack import Endpoints, LocalStack
 from devstack.brokers import session_broker
+
+# Hypothesis's timing checks (input generation slower than 1 s, a 200 ms deadline per
+# example) fail on a loaded CI machine and say nothing about the code: tests assert
+# behaviour, never time (benchmarks live in bench/).
+settings.register_profile("payments", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("payments")
 
 _EXTERNAL_REQUIRED = ("PAYMENTS_TEMPORAL_ADDRESS", "PAYMENTS_KAFKA_BOOTSTRAP", "PAYMENTS_MONGO_URL")
 

@@ -56,9 +56,9 @@ class CommandSettings(Settings):
     relay_retry_backoff_seconds: float = Field(default=0.5, gt=0)
     relay_max_backoff_seconds: float = Field(default=10.0, gt=0)
     relay_send_timeout_seconds: float = Field(default=15.0, gt=0)
-    outbox_retention_seconds: float = Field(default=7 * 24 * 3600, ge=0)
     # An Idempotency-Key replays its first response for this long (then it may be reused).
     idempotency_key_retention_seconds: float = Field(default=24 * 3600, ge=0)
+    # How often the relay purges expired idempotency keys (outbox rows are never purged).
     outbox_purge_interval_seconds: float = Field(default=300.0, gt=0)
 
     # Command intake (`payments intake`). Kafka consumer defaults are a real cluster's:

@@ -1,4 +1,4 @@
-"""Query handlers: search, get by id, statistics. One implementation, used by the HTTP
+"""Query handlers: search, get by id (now or as at a version), statistics, history. One implementation, used by the HTTP
 API and by the Temporal activities.
 
 Every handler is scoped to an organization (from the caller's token, never from input)
@@ -14,7 +14,14 @@ import time
 from collections.abc import Mapping, Sequence
 
 from services.query.ports import Cache, ReadModel, Reflect, Signal
-from services.query.queries import SearchQuery, SearchResult, Statistics, StatisticsQuery
+from services.query.queries import (
+    HistoryQuery,
+    PaymentHistory,
+    SearchQuery,
+    SearchResult,
+    Statistics,
+    StatisticsQuery,
+)
 from shared.consistency import ConsistencyTokens, Writes
 from shared.payment_view import Payment
 from shared.telemetry import QUERIES, QUERY_DURATION
@@ -32,6 +39,14 @@ class PaymentNotFound(LookupError):
     def __init__(self, payment_id: str) -> None:
         super().__init__(f"payment {payment_id!r} not found")
         self.payment_id = payment_id
+
+
+class VersionNotFound(LookupError):
+    """A version the payment's history does not hold: says which versions exist."""
+
+    def __init__(self, payment_id: str, version: int, newest: int) -> None:
+        super().__init__(f"payment {payment_id!r} has no version {version}; it has versions 1 to {newest}")
+        self.payment_id, self.version, self.newest = payment_id, version, newest
 
 
 class NotCaughtUp(TimeoutError):
@@ -119,6 +134,32 @@ class QueryHandlers:
         if min_version is None or view.version >= min_version:
             return view
         return await self._wait_for(org, payment_id, min_version, max_wait)
+
+    async def history(self, org: str, query: HistoryQuery, consistent_with: Sequence[str] = ()) -> PaymentHistory:
+        """A page of the payment's history, oldest first; :class:`PaymentNotFound` if the
+        organization has no such payment (a deleted one keeps its history)."""
+        async def compute() -> PaymentHistory:
+            page = await self.read_model.history(org, query)
+            if page is None:
+                raise PaymentNotFound(query.payment_id)
+            return page
+
+        return await self._cached("history", org, query, PaymentHistory, compute, self._writes(org, consistent_with))
+
+    async def get_as_of(self, org: str, payment_id: str, version: int, consistent_with: Sequence[str] = ()) -> Payment:
+        """The payment as it was at ``version`` (from its history: a deleted payment's
+        versions too). :class:`VersionNotFound` beyond the newest version held,
+        :class:`PaymentNotFound` if the organization has no such payment."""
+        async def compute() -> Payment:
+            view, newest = await self.read_model.at_version(org, payment_id, version)
+            if newest is None:
+                raise PaymentNotFound(payment_id)
+            if view is None:
+                raise VersionNotFound(payment_id, version, newest)
+            return view
+
+        return await self._cached("get_as_of", org, f"{payment_id}@{version}", Payment, compute,
+                                  self._writes(org, consistent_with))
 
     async def _get_or_missing(self, org: str, payment_id: str) -> Payment:
         view = await self.read_model.get(org, payment_id)

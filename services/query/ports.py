@@ -15,7 +15,7 @@ from typing import Protocol, TypeVar
 from pydantic import BaseModel
 
 from services.query.poison import DeadLetterKind
-from services.query.queries import SearchQuery, SearchResult, Statistics, StatisticsQuery
+from services.query.queries import HistoryQuery, PaymentHistory, SearchQuery, SearchResult, Statistics, StatisticsQuery
 from shared.events import PaymentEvent
 from shared.payment_view import Payment
 
@@ -39,6 +39,14 @@ class ReadModel(Protocol):
         """The versions held of these payments, live or deleted; unknown ones are absent."""
 
     async def statistics(self, org: str, q: StatisticsQuery) -> Statistics: ...
+
+    async def history(self, org: str, q: HistoryQuery) -> PaymentHistory | None:
+        """A page of the payment's history (deleted payments keep theirs); None if this
+        organization has no such payment."""
+
+    async def at_version(self, org: str, payment_id: str, version: int) -> tuple[Payment | None, int | None]:
+        """The payment as at ``version`` (None if its history lacks it), and the newest
+        version its history holds (None: no such payment in this organization)."""
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,58 @@ class Statistics(BaseModel):
     currencies: list[CurrencyStatistics] = Field(description="Money figures per currency (never summed across)")
 
 
+# Versions of one payment's history per page.
+MAX_HISTORY_LIMIT = 100
+DEFAULT_HISTORY_LIMIT = 50
+
+
+class HistoryQuery(BaseModel):
+    """One page of a payment's history, oldest first."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    payment_id: str
+    starting_after: int | None = Field(default=None, ge=0, description="next_cursor of the previous page")
+    limit: int = Field(default=DEFAULT_HISTORY_LIMIT, ge=1, le=MAX_HISTORY_LIMIT)
+
+
+class HistoryEntry(BaseModel):
+    version: int
+    event_type: str = Field(description="created | updated | status_changed | deleted | ...", examples=["updated"])
+    event_id: str
+    time: datetime = Field(description="When the event happened (the CloudEvent `time`)")
+    actor: str = Field(description="Who caused it: a token's `sub`, a Kafka producer's `source`, `system:<what>`; "
+                                   "`unknown` for events produced before actors were recorded")
+    command_id: str | None = Field(description="The command that caused it (GET /v1/commands/{id})")
+    changes: dict[str, dict[str, Any]] | None = Field(description=(
+        "Fields this version changed: {field: {old, new}} (JSON values); version 1 lists what it set. "
+        "`version` and `updated_at` change every time and are not listed. null only while the version before "
+        "is missing from the read model (reconcile --repair fills it)"))
+
+
+class PaymentHistory(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "payment_id": "pay_01J9Z3", "has_more": False, "next_cursor": None, "data": [
+            {"version": 1, "event_type": "created", "event_id": "8b0c1c52-53f3-4d5e-9f0e-2f1f7a4c9e01",
+             "time": "2026-03-01T10:00:00Z", "actor": "user_42", "command_id": "cmd-1",
+             "changes": {"amount": {"old": None, "new": 1250}, "amount_refunded": {"old": None, "new": 0},
+                         "created_at": {"old": None, "new": "2026-03-01T10:00:00Z"},
+                         "currency": {"old": None, "new": "EUR"},
+                         "description": {"old": None, "new": "Cloud resources, March"},
+                         "id": {"old": None, "new": "pay_01J9Z3"}, "metadata": {"old": None, "new": {}},
+                         "organization_id": {"old": None, "new": "org_acme"}, "refunds": {"old": None, "new": []},
+                         "status": {"old": None, "new": "processing"}, "user_id": {"old": None, "new": "user_42"}}},
+            {"version": 2, "event_type": "status_changed", "event_id": "0f7a0d9e-7d43-4a59-a7f4-5a0c3e1b2d77",
+             "time": "2026-03-01T10:00:05Z", "actor": "system:psp", "command_id": "cmd-2",
+             "changes": {"status": {"old": "processing", "new": "completed"}}},
+        ]}]})
+
+    payment_id: str
+    data: list[HistoryEntry] = Field(description="Versions in order, oldest first")
+    has_more: bool
+    next_cursor: str | None = Field(description="Pass as starting_after to get the next versions")
+
+
 # --------------------------------------------------------------------------- Temporal inputs
 
 
@@ -186,3 +238,7 @@ class GetInput(ReadInput):
 
 class StatisticsInput(ReadInput):
     query: StatisticsQuery
+
+
+class HistoryInput(ReadInput):
+    query: HistoryQuery

@@ -25,6 +25,7 @@ from services.command.entrypoints.intake_contract import (
 from services.webhooks.domain import ATTEMPT_HEADER, EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER
 from services.webhooks.handlers import CONSISTENCY_ATTRIBUTE
 from shared.events import CONTENT_TYPE, PaymentEvent
+from shared.kafka import KEEP_EVERY_EVENT
 from shared.settings import Settings
 
 
@@ -101,6 +102,14 @@ def _webhook(event: dict[str, Any]) -> dict[str, Any]:
             "bindings": {"http": {"method": "POST", "bindingVersion": "0.3.0"}}}
 
 
+def _keeps_every_event() -> dict[str, Any]:
+    """The events topic's retention (shared/kafka.py), as the Kafka channel binding says it."""
+    return {"kafka": {"topicConfiguration": {"cleanup.policy": [KEEP_EVERY_EVENT["cleanup.policy"]],
+                                             "retention.ms": int(KEEP_EVERY_EVENT["retention.ms"]),
+                                             "retention.bytes": int(KEEP_EVERY_EVENT["retention.bytes"])},
+                      "bindingVersion": "0.5.0"}}
+
+
 def asyncapi_document() -> dict[str, Any]:
     ref = {name: {"$ref": REF.format(model=name)} for name in
            ("PaymentEvent", "PaymentCommandEvent", "CommandResultEvent")}
@@ -147,7 +156,8 @@ def asyncapi_document() -> dict[str, Any]:
             "code's pydantic models (docs/producers.md explains them).",
         },
         "defaultContentType": CONTENT_TYPE,
-        "channels": {cid: {"address": address, "messages": {mid: {"$ref": f"#/components/messages/{mid}"}}}
+        "channels": {cid: {"address": address, "messages": {mid: {"$ref": f"#/components/messages/{mid}"}},
+                           **({"bindings": _keeps_every_event()} if cid == "paymentEvents" else {})}
                      for cid, (address, mid, _) in channels.items()},
         "operations": {oid: {"action": action, "channel": {"$ref": f"#/channels/{cid}"}, "summary": summary,
                              "messages": [{"$ref": f"#/channels/{cid}/messages/{channels[cid][1]}"}]}

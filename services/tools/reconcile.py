@@ -56,20 +56,28 @@ class Drift:
     extra: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
     buckets: list[BucketDrift] = field(default_factory=list)
+    # versions of payments' histories ("<payment id>@<version>"): services/tools/reconcile_history.py
+    history_missing: list[str] = field(default_factory=list)
+    history_extra: list[str] = field(default_factory=list)
+    history_stale: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
-        return len(self.missing) + len(self.extra) + len(self.stale) + len(self.buckets)
+        return sum(self.counts().values())
 
     def counts(self) -> dict[str, int]:
         return {"missing": len(self.missing), "extra": len(self.extra), "stale": len(self.stale),
-                "buckets": len(self.buckets)}
+                "buckets": len(self.buckets), "history_missing": len(self.history_missing),
+                "history_extra": len(self.history_extra), "history_stale": len(self.history_stale)}
 
     def merge(self, other: Drift) -> None:
         self.missing += other.missing
         self.extra += other.extra
         self.stale += other.stale
         self.buckets += other.buckets
+        self.history_missing += other.history_missing
+        self.history_extra += other.history_extra
+        self.history_stale += other.history_stale
 
 
 def recount(payments: Iterable[PaymentSnapshot]) -> dict[BucketKey, Figures]:
@@ -136,6 +144,8 @@ def report(drift: Drift) -> dict[str, Any]:
     return {
         "drift": drift.total, "counts": drift.counts(),
         "missing": drift.missing, "extra": drift.extra, "stale": drift.stale,
+        "history_missing": drift.history_missing, "history_extra": drift.history_extra,
+        "history_stale": drift.history_stale,
         "buckets": [{"organization_id": b.key.organization_id, "day": b.key.day, "currency": b.key.currency,
                      "status": b.key.status, "expected": b.expected, "actual": b.actual} for b in drift.buckets],
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import typer
@@ -21,12 +22,14 @@ async def run_reconcile(settings: Settings, org: str | None, repair: bool, grace
     from services.command.adapters.store import create_pool
     from services.query.bootstrap import query_runtime
     from services.tools.reconcile import Drift, Reconciler, report
+    from services.tools.reconcile_history import HistoryReconciler
 
     pool = await create_pool(settings.database_url, size=2)
     try:
         async with query_runtime(settings) as runtime:
             reconciler = Reconciler(pool, runtime.read_model, runtime.cache, source=settings.event_source,
                                     grace_seconds=grace)
+            histories = HistoryReconciler(pool, runtime.read_model, timedelta(seconds=grace))
             orgs = await reconciler.organizations(org)
             drift, repaired = Drift(), 0
             with Progress(transient=True, disable=not progress) as bar:
@@ -36,6 +39,12 @@ async def run_reconcile(settings: Settings, org: str | None, repair: bool, grace
                     drift.merge(found)
                     if repair and found.total:
                         repaired += await reconciler.repair(name, found, truth, docs)
+                    gaps, fixed = await histories.run(name, repair=repair, now=datetime.now(UTC))
+                    drift.merge(Drift(history_missing=gaps.missing, history_extra=gaps.extra,
+                                      history_stale=gaps.stale))
+                    if fixed:
+                        repaired += fixed
+                        await runtime.cache.bump({name})
                     bar.advance(task)
             return {**report(drift), "organizations": len(orgs), "repaired_writes": repaired}, drift.total
     finally:
@@ -61,7 +70,8 @@ def _export(counts: dict[str, int], pushgateway: str | None, metrics_file: Path 
 
 def reconcile(
     org: str = typer.Option(None, "--org", help="Only this organization (default: every one on either side)."),
-    repair: bool = typer.Option(False, "--repair", help="Rewrite what differs on the read side from PostgreSQL."),
+    repair: bool = typer.Option(False, "--repair", help="Rewrite what differs on the read side from PostgreSQL "
+                                "(history gaps filled from its event log)."),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
     grace: float = typer.Option(60.0, "--grace-seconds",
                                 help="Payments changed this recently are still in flight: not drift."),
@@ -70,10 +80,11 @@ def reconcile(
     metrics_file: Path = typer.Option(None, "--metrics-file",
                                       help="Write payments_reconcile_drift to this file (node-exporter textfile)."),
 ) -> None:
-    """Compare PostgreSQL (the source of truth) with the read model and its statistics.
+    """Compare PostgreSQL (the source of truth) with the read model, its statistics and history.
 
-    Reports payments missing, extra or stale on the read side and statistics buckets that
-    differ from a recount. Exit code 0 when clean, 1 on any drift (counted before
+    Reports payments missing, extra or stale on the read side, statistics buckets that
+    differ from a recount, and versions of payments' histories missing (a gap), extra or
+    stale against PostgreSQL's event log. Exit code 0 when clean, 1 on any drift (counted before
     --repair; run again to confirm a repair). Idempotent.
     """
     settings = get_settings()
@@ -90,6 +101,8 @@ def reconcile(
         for kind in ("missing", "extra", "stale"):
             for pid in result[kind][:20]:
                 typer.echo(f"  {kind}: payment {pid}")
+            for version in result[f"history_{kind}"][:20]:
+                typer.echo(f"  history {kind}: version {version}")
         for bucket in result["buckets"][:20]:
             typer.echo(f"  bucket {bucket['organization_id']} {bucket['day']} {bucket['currency']} "
                        f"{bucket['status']}: expected {bucket['expected']}, found {bucket['actual']}")

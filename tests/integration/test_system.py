@@ -115,6 +115,10 @@ async def test_facade_commands_and_queries_over_temporal(system: Settings) -> No
     stats = await cqs.payment_statistics("org-facade", StatisticsQuery(), consistent_with=[result, completed])
     assert stats.count == 1 and stats.currencies[0].sum == 990
     assert (await cqs.get_payment("org-other", payment_id)) is None
+    history = await cqs.payment_history("org-facade", payment_id, consistent_with=completed)
+    assert history is not None and [(e.version, e.actor) for e in history.data] == [(1, "facade"), (2, "facade")]
+    assert history.data[1].changes == {"status": {"old": "processing", "new": "completed"}}
+    assert (await cqs.payment_history("org-other", payment_id)) is None
 
 
 # The seed's two integration tests (testCommandQuerySeparation: a command, then a search

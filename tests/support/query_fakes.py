@@ -21,9 +21,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from services.query.domain import Outcome, document_id
+from services.query.history import history_document, history_page, payment_at
 from services.query.poison import DeadLetterKind
 from services.query.ports import AppliedBatch, Reflect
-from services.query.queries import SearchQuery, SearchResult, Statistics, StatisticsQuery
+from services.query.queries import HistoryQuery, PaymentHistory, SearchQuery, SearchResult, Statistics, StatisticsQuery
 from shared.events import PaymentEvent
 from shared.payment import PaymentSnapshot
 from shared.payment_view import Payment
@@ -36,6 +37,7 @@ class FakeReadModel:
         self.held: dict[tuple[str, str], int] = {}  # versions, deleted payments included
         self.looks = 0  # calls of versions(): what a read-your-writes wait costs the read model
         self.computed = 0  # answers computed (not from a cache)
+        self.histories: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}  # version -> history document
 
     def project(self, snapshot: PaymentSnapshot) -> None:
         """What the projection commits for one payment."""
@@ -46,8 +48,28 @@ class FakeReadModel:
         else:
             self.payments.pop(key, None)
 
+    def record(self, event: PaymentEvent) -> None:
+        """What the projection commits for one event: its payment, and its history version."""
+        self.project(event.payment)
+        self.histories.setdefault((event.organizationid, event.subject), {}).setdefault(
+            event.paymentversion, history_document(event))
+
     async def generation(self) -> str:
         return "g0"
+
+    async def history(self, org: str, q: HistoryQuery) -> PaymentHistory | None:
+        self.computed += 1
+        held = self.histories.get((org, q.payment_id))
+        if not held:
+            return None
+        after = q.starting_after or 0
+        window = [held[v] for v in sorted(held) if v >= max(after, 1)][: q.limit + 2]
+        return history_page(q.payment_id, window, after, q.limit)
+
+    async def at_version(self, org: str, payment_id: str, version: int) -> tuple[Payment | None, int | None]:
+        self.computed += 1
+        held = self.histories.get((org, payment_id), {})
+        return (payment_at(held[version]) if version in held else None), (max(held) if held else None)
 
     async def search(self, org: str, q: SearchQuery) -> SearchResult:
         self.computed += 1

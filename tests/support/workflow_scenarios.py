@@ -25,7 +25,18 @@ from services.command.temporal import registry as commands
 from services.command.temporal.activities import CommandActivities
 from services.command.temporal.failures import application_error
 from services.query.handlers import NotCaughtUp
-from services.query.queries import GetInput, SearchInput, SearchQuery, SearchResult, Statistics, StatisticsInput, StatisticsQuery
+from services.query.queries import (
+    GetInput,
+    HistoryInput,
+    HistoryQuery,
+    PaymentHistory,
+    SearchInput,
+    SearchQuery,
+    SearchResult,
+    Statistics,
+    StatisticsInput,
+    StatisticsQuery,
+)
 from services.query.temporal import registry as queries
 from services.query.temporal.activities import QueryActivities
 from services.webhooks.messages import (
@@ -61,6 +72,7 @@ EMPTY_UPDATE = ModifyPayment(command_id="update-pay-1", organization_id=ORG, pay
                              action=PaymentAction.UPDATE)
 BULK = BulkCreatePayments(command_id="batch-1", organization_id=ORG, items=[CREATE, CREATE.model_copy(
     update={"command_id": "create-pay-2", "payment_id": "pay-2"})])
+HISTORY = PaymentHistory.model_validate(PaymentHistory.model_json_schema()["examples"][0])
 BATCH = CommandBatch(batch_id="b1", items=[CREATE, COMPLETE])
 
 
@@ -157,4 +169,7 @@ def scenarios() -> list[Scenario]:
                  [mocked(WebhookActivities.attempt, webhook_receiver({"d-1": -1}))]),
         Scenario("PaymentStatistics.figures", q["statistics"].workflow, stats_input,
                  [mocked(QueryActivities.statistics, lambda _: stats)]),
+        Scenario("PaymentHistory.found", q["history"].workflow,
+                 HistoryInput(organization_id=ORG, query=HistoryQuery(payment_id="pay-1")),
+                 [mocked(QueryActivities.history, lambda _: HISTORY)]),
     ]

@@ -73,3 +73,16 @@ def test_a_batch_commits_one_past_the_last_record_of_each_partition() -> None:
         records.append(record)
     assert partition_offsets(records) == {TopicPartition("t", 0): 8, TopicPartition("t", 1): 10}
     assert partition_offsets(records, min, 0) == {TopicPartition("t", 0): 5, TopicPartition("t", 1): 9}
+
+
+def test_an_events_topic_keeps_every_event_only_without_retention_or_compaction() -> None:
+    from shared.kafka import KEEP_EVERY_EVENT, event_topics, losing_configs
+    from shared.settings import Settings
+
+    assert losing_configs(KEEP_EVERY_EVENT) == []
+    assert event_topics(Settings.model_construct())[0].configs() == {"min.insync.replicas": "2", **KEEP_EVERY_EVENT}
+    stock = {"retention.ms": "604800000", "retention.bytes": "-1", "cleanup.policy": "delete"}
+    assert losing_configs(stock) == ["retention.ms=604800000 (the broker deletes older records)"]
+    compacted = {**KEEP_EVERY_EVENT, "cleanup.policy": "compact"}
+    assert ["compact" in r for r in losing_configs(compacted)] == [True]
+    assert losing_configs({}) == ["retention.ms unknown", "retention.bytes unknown"]

@@ -11,7 +11,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from services.query.handlers import NotCaughtUp
-from services.query.queries import SearchQuery, StatisticsQuery
+from services.query.queries import HistoryQuery, SearchQuery, StatisticsQuery
 from services.query.temporal import registry
 from services.query.temporal.activities import QueryActivities
 from services.query.temporal.client import PaymentQueryClient
@@ -66,3 +66,16 @@ async def test_a_token_the_handler_refuses_comes_back_as_itself(env: WorkflowEnv
     async with worker(env, registry.WORKFLOWS, [mocked(QueryActivities.statistics, refuse)]) as queue:
         with pytest.raises(type(error), match=str(error)):
             await PaymentQueryClient(env.client, queue).payment_statistics(ORG, StatisticsQuery(), ["ct1.a.b"])
+
+
+async def test_a_payments_history_has_its_workflow_and_an_unknown_payment_is_none(env: WorkflowEnvironment) -> None:
+    found = answers("PaymentHistory.found")
+    async with worker(env, registry.WORKFLOWS, found) as queue:
+        page = await PaymentQueryClient(env.client, queue).payment_history(
+            ORG, HistoryQuery(payment_id="pay-1", limit=10), ["ct1.a.b"])
+    assert page is not None and [e.version for e in page.data] == [1, 2]
+    assert page.data[1].changes == {"status": {"old": "processing", "new": "completed"}}
+    call = found[0].calls[0]
+    assert (call.query.limit, call.consistent_with) == (10, ["ct1.a.b"])
+    async with worker(env, registry.WORKFLOWS, [mocked(QueryActivities.history, lambda _: None)]) as queue:
+        assert await PaymentQueryClient(env.client, queue).payment_history(ORG, HistoryQuery(payment_id="x")) is None

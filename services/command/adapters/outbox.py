@@ -1,8 +1,8 @@
 """The outbox table as the relay sees it (PostgreSQL): batches of unpublished events,
 claimed so that several relays never publish one payment at once, marked published in
-the claim's transaction; the backlog; the purge of published rows; and the NOTIFY each
-command's commit sends. The rows themselves are written by the command's unit of work
-(adapters/store.py)."""
+the claim's transaction; the backlog; and the NOTIFY each command's commit sends. The rows
+themselves are written by the command's unit of work (adapters/store.py) and kept for good:
+the outbox is the event log (migration 004), read back by adapters/event_log.py."""
 
 from __future__ import annotations
 
@@ -34,10 +34,6 @@ WHERE published_at IS NULL AND payment_id = ANY($1::text[])
 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
 """
 BACKLOG = "SELECT count(*) AS n, extract(epoch FROM now() - min(created_at)) AS lag FROM outbox WHERE published_at IS NULL"
-PURGE = f"""
-DELETE FROM outbox WHERE id IN (
-    SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1) LIMIT {PURGE_BATCH})
-"""
 
 
 async def delete_in_batches(conn: asyncpg.Connection, statement: str, retention_seconds: float) -> int:
@@ -75,7 +71,8 @@ class Outbox:
                     for r in await conn.fetch(CLAIM_ROWS, keys, limit)] if keys else []
             yield rows
             if rows:
-                await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                # clock_timestamp(): after the rows' commit (a rebuild from the log relies on it)
+                await conn.execute("UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1::bigint[])",
                                    [row.id for row in rows])
 
     async def backlog(self) -> tuple[int, float]:
@@ -83,11 +80,6 @@ class Outbox:
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(BACKLOG)
         return int(row["n"]), max(float(row["lag"] or 0.0), 0.0)
-
-    async def purge(self, retention_seconds: float) -> int:
-        """Delete rows published longer ago than the retention; how many."""
-        async with self.pool.acquire() as conn:
-            return await delete_in_batches(conn, PURGE, retention_seconds)
 
     async def listen(self, on_notify: Callable[[], None]) -> None:
         """``on_notify()`` at each command's commit, on a connection of its own (kept; set

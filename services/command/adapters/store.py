@@ -1,6 +1,6 @@
 """The command handlers' store on PostgreSQL (asyncpg): one unit of work per command,
-claiming its id, writing the payment with optimistic concurrency, appending its outbox
-row and recording its result in one transaction, so no change exists without its event;
+claiming its id, writing the payment with optimistic concurrency, appending its event to
+the outbox (the permanent event log) and recording its result in one transaction, so no change exists without its event;
 and the pool and migrations.
 """
 
@@ -172,10 +172,11 @@ class PostgresUnitOfWork:
     async def add_events(self, events: Sequence[PaymentEvent]) -> None:
         await self.conn.execute(
             "INSERT INTO outbox (event_id, organization_id, payment_id, payment_version, event_type, payload,"
-            " created_at) SELECT i, o, p, v, t, b, c FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[],"
-            " $5::text[], $6::bytea[], $7::timestamptz[]) WITH ORDINALITY AS e(i, o, p, v, t, b, c, n) ORDER BY n",
-            *_columns([(e.id, e.organizationid, e.subject, e.paymentversion, e.type.short, e.to_json_bytes(), e.time)
-                       for e in events], 7),
+            " created_at, actor, command_id) SELECT i, o, p, v, t, b, c, a, d FROM unnest($1::uuid[], $2::text[],"
+            " $3::text[], $4::int[], $5::text[], $6::bytea[], $7::timestamptz[], $8::text[], $9::text[])"
+            " WITH ORDINALITY AS e(i, o, p, v, t, b, c, a, d, n) ORDER BY n",
+            *_columns([(e.id, e.organizationid, e.subject, e.paymentversion, e.type.short, e.to_json_bytes(), e.time,
+                        e.actor, e.commandid) for e in events], 9),
         )
         if not self.notified:  # delivered at commit
             await self.conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)

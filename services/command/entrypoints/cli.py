@@ -79,7 +79,7 @@ def relay() -> None:
     """Publish the outbox to Kafka: at least once, in order per payment.
 
     Several replicas may run. /healthz, /readyz and /metrics on PAYMENTS_RELAY_METRICS_PORT
-    (9102); published rows are purged after PAYMENTS_OUTBOX_RETENTION_SECONDS.
+    (9102); published rows stay in the outbox, the permanent event log.
     """
     from services.command.entrypoints.relay import run_relay
 

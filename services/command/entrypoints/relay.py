@@ -2,7 +2,8 @@
 Each round claims a batch (adapters/outbox.py), sends it and waits for every ack, then
 marks it published in the claim's transaction, so a crash re-sends rather than loses
 (consumers dedupe). It wakes on each commit's NOTIFY (polling besides), backs off while a
-server is away, exports the backlog gauges and purges what is past its retention.
+server is away, exports the backlog gauges and purges expired idempotency keys. Published
+rows stay: the outbox is the permanent event log (migration 004).
 """
 
 from __future__ import annotations
@@ -86,16 +87,16 @@ class OutboxRelay:
         return backlog, lag
 
     async def purge(self, *, force: bool = False) -> int:
-        """Delete published outbox rows and idempotency keys past their retention."""
+        """Delete idempotency keys past their retention; how many. (Published outbox rows
+        are the event log: never deleted.)"""
         now = time.monotonic()
         if not force and now - self._last_purge < self.settings.outbox_purge_interval_seconds:
             return 0
         self._last_purge = now
-        rows = await self.outbox.purge(self.settings.outbox_retention_seconds)
         keys = await self.keys.purge(self.settings.idempotency_key_retention_seconds)
-        if rows or keys:
-            log.info("purged %d published outbox rows and %d expired idempotency keys", rows, keys)
-        return rows
+        if keys:
+            log.info("purged %d expired idempotency keys", keys)
+        return keys
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Publish until ``stop`` is set (or the task is cancelled)."""

@@ -1,5 +1,5 @@
 """The projection's writes on MongoDB (the ProjectionStore port): a batch in ONE
-multi-document transaction (payments, tombstones, statistics), so a crash leaves all of it
+multi-document transaction (payments, tombstones, statistics, history), so a crash leaves all of it
 or none; beside it, the organizations still owing a cache bump (recorded in that same
 transaction) and the sessions the projectors run transactions on. What to write is
 :func:`services.query.domain.plan_batch`'s decision.
@@ -31,6 +31,7 @@ from services.query.domain import (
     stored_from_doc,
     tombstone_document,
 )
+from services.query.history import history_document
 from services.query.ports import AppliedBatch
 from shared.events import PaymentEvent
 
@@ -150,6 +151,7 @@ async def apply_batch(client: Any, collections: Any, events: Sequence[PaymentEve
                 stored[doc["_id"]] = stored_from_doc(doc, tombstone=False)
             plan = plan_batch(stored, events)
             await _write(plan, stored, collections, session)
+            await write_history(collections, events, session)
             if pending is not None and plan.organizations:
                 await pending.add(plan.organizations, session)
             if dry_run:
@@ -185,6 +187,16 @@ async def _write(plan: BatchPlan, stored: Mapping[str, Stored], collections: Any
     if stat_ops:
         await collections.statistics.bulk_write(stat_ops, ordered=False, session=session)
     await _settle_buckets([k for k, d in plan.deltas.items() if d.lost_member], collections, session)
+
+
+async def write_history(collections: Any, events: Sequence[PaymentEvent], session: Any = None) -> None:
+    """Every event's version into the history, whatever its outcome for the payment
+    document: a version older than the one held (out of order, a repair) still belongs
+    to the history. Insert-only, keyed by (organization, payment, version): idempotent."""
+    ops = [UpdateOne({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
+           for doc in map(history_document, events)]
+    if ops:
+        await collections.history.bulk_write(ops, ordered=False, session=session)
 
 
 async def _settle_buckets(keys: Iterable[BucketKey], collections: Any, session: Any) -> None:

@@ -7,7 +7,7 @@ revisits an epoch that older cached answers are stored under). Cached answers li
 ``{prefix}:{kind}:{org}:{read-model generation}:{epoch}:{digest of the query}``, so
 a bump (or a replay switching the read-model generation) makes every older answer
 unreachable at once; the TTL then reclaims them. TTLs follow the seed: search 300 s,
-by id 600 s, statistics 300 s.
+by id 600 s, statistics 300 s; a history page and a payment as at a version 600 s.
 
 Herd protection: concurrent misses on one key in a process share one computation
 (in-process single flight); across processes, the first to take a short Redis lock
@@ -55,7 +55,7 @@ from shared.telemetry import CACHE_ERRORS
 
 log = logging.getLogger("payments.query.cache")
 
-TTL = {"search": 300, "get": 600, "statistics": 300}
+TTL = {"search": 300, "get": 600, "statistics": 300, "history": 600, "get_as_of": 600}
 MARKER_TTL = max(TTL.values())  # past it, the next reader of the token bumps once more
 LOCK_MS = 2000
 LOCK_WAIT = 0.5  # seconds a loser of the lock waits for the winner's answer

@@ -1,4 +1,4 @@
-"""The MongoDB read model: ``payments``, ``tombstones`` and ``statistics`` collections per
+"""The MongoDB read model: ``payments``, ``tombstones``, ``statistics`` and ``history`` collections per
 *generation* (``payments replay`` builds a fresh one and switches the pointer document
 in ``read_model_meta``), their indexes, and the queries on them (built by the pure
 :mod:`read_queries`). docs/query-service.md shows the documents.
@@ -25,7 +25,8 @@ from services.query.adapters.read_queries import (
     summarize,
 )
 from services.query.domain import document_id
-from services.query.queries import SearchQuery, SearchResult, Statistics, StatisticsQuery
+from services.query.history import history_id, history_page, payment_at
+from services.query.queries import HistoryQuery, PaymentHistory, SearchQuery, SearchResult, Statistics, StatisticsQuery
 from shared.payment_view import Payment
 
 META = "read_model_meta"
@@ -43,6 +44,10 @@ PAYMENT_INDEXES = [
 ]
 STATISTICS_INDEXES = [IndexModel([("organization_id", 1), ("day", 1)], name="org_day")]
 TOMBSTONE_INDEXES = [IndexModel([("organization_id", 1)], name="org")]
+# One document per (organization, payment, version) (services/query/history.py); the
+# _id says the same, the index serves a history's pages in version order.
+HISTORY_INDEXES = [IndexModel([("organization_id", 1), ("payment_id", 1), ("version", 1)], name="org_payment_version",
+                              unique=True)]
 
 
 def choose_index(flt: Mapping[str, Any], sort_field: str) -> str:
@@ -64,6 +69,7 @@ class Collections:
     payments: Any
     tombstones: Any
     statistics: Any
+    history: Any
 
 
 class MongoReadModel:
@@ -82,6 +88,7 @@ class MongoReadModel:
             self.db[f"payments_{generation}"],
             self.db[f"tombstones_{generation}"],
             self.db[f"statistics_{generation}"],
+            self.db[f"history_{generation}"],
         )
 
     async def active_generation(self) -> str:
@@ -110,10 +117,11 @@ class MongoReadModel:
         await cols.payments.create_indexes(PAYMENT_INDEXES)
         await cols.statistics.create_indexes(STATISTICS_INDEXES)
         await cols.tombstones.create_indexes(TOMBSTONE_INDEXES)
+        await cols.history.create_indexes(HISTORY_INDEXES)
 
     async def drop(self, generation: str) -> None:
         cols = self.collections(generation)
-        for c in (cols.payments, cols.tombstones, cols.statistics):
+        for c in (cols.payments, cols.tombstones, cols.statistics, cols.history):
             await c.drop()
 
     # ----------------------------------------------------------------- queries
@@ -154,6 +162,31 @@ class MongoReadModel:
             found |= {keys[d["_id"]]: d["version"]
                       async for d in cols.tombstones.find({"_id": {"$in": missing}}, {"version": 1})}
         return found
+
+    async def history(self, org: str, q: HistoryQuery) -> PaymentHistory | None:
+        """A page of the payment's history; None if the organization has no such payment
+        (deleted ones keep theirs)."""
+        cols = await self.active()
+        after = q.starting_after or 0
+        # from the version before the page's first: its snapshot gives that one's changes
+        flt = {"organization_id": org, "payment_id": q.payment_id, "version": {"$gte": max(after, 1)}}
+        docs = await cols.history.find(flt, sort=[("version", 1)], limit=q.limit + 2).to_list()
+        if not docs and not await self._has_history(cols, org, q.payment_id):
+            return None
+        return history_page(q.payment_id, docs, after, q.limit)
+
+    async def at_version(self, org: str, payment_id: str, version: int) -> tuple[Payment | None, int | None]:
+        """The payment as at ``version``, and the newest version its history holds
+        (``(None, None)``: no such payment in this organization)."""
+        cols = await self.active()
+        doc = await cols.history.find_one({"_id": history_id(org, payment_id, version)})
+        newest = await cols.history.find_one({"organization_id": org, "payment_id": payment_id},
+                                             {"version": 1}, sort=[("version", -1)])
+        return (payment_at(doc) if doc else None), (newest["version"] if newest else None)
+
+    @staticmethod
+    async def _has_history(cols: Collections, org: str, payment_id: str) -> bool:
+        return await cols.history.find_one({"organization_id": org, "payment_id": payment_id}, {"_id": 1}) is not None
 
     async def statistics(self, org: str, q: StatisticsQuery) -> Statistics:
         cols = await self.active()

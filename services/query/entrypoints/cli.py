@@ -7,6 +7,7 @@ the process. Every process stops cleanly on SIGTERM / Ctrl-C.
 from __future__ import annotations
 
 import asyncio
+from enum import StrEnum
 
 import typer
 
@@ -82,7 +83,15 @@ def query_worker(
     asyncio.run(run_query_worker(_settings(log_level), max_concurrent=max_concurrent))
 
 
+class ReplaySource(StrEnum):  # the values name servers of shared/dependencies.py too
+    KAFKA = "kafka"
+    POSTGRES = "postgres"
+
+
 def replay(
+    source: ReplaySource = typer.Option(ReplaySource.KAFKA, "--from", help=(
+        "Where the events come from: the events topic (it must still hold every event), or PostgreSQL's "
+        "event log (every event ever committed, whatever the topic's retention)")),
     idle: float = typer.Option(None, "--idle", help="Also stop after this many seconds without new events: only "
                                "for a broker whose end offsets are wrong (Tansu). By default it reads to the end "
                                "offsets seen at its start."),
@@ -91,15 +100,23 @@ def replay(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     log_level: str = LOG_LEVEL,
 ) -> None:
-    """Rebuild the read model and statistics from the events topic, from offset 0.
+    """Rebuild the read model, statistics and history from the events topic (from offset 0)
+    or from PostgreSQL's event log (--from postgres).
 
     Builds into a fresh generation of collections while queries keep using the current
     one, then switches the pointer atomically and catches up once more. Run it while
     the projector runs or not: both are idempotent.
     """
     from services.query.entrypoints.replay import run_replay
+    from shared.dependencies import DependencyUnavailable, wait_for
 
-    summary = asyncio.run(run_replay(_settings(log_level), idle=idle, batch_size=batch_size,
+    settings = _settings(log_level)
+    try:  # the source's server (the process table's `needs` are those of every run: MongoDB)
+        asyncio.run(wait_for(settings, (source.value,), settings.startup_timeout_seconds))
+    except DependencyUnavailable as exc:
+        typer.secho(f"error: replay: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    summary = asyncio.run(run_replay(settings, source=source.value, idle=idle, batch_size=batch_size,
                                      keep_old=keep_old, progress=progress))
     typer.echo(summary)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from services.query.bootstrap import open_projection, ops_checks, query_runtime
 from services.query.projection import Projection
-from shared.kafka import ensure_topics, event_topics, group_consumer, partition_offsets, stop_clients
+from shared.kafka import ensure_topics, event_topics, group_consumer, partition_offsets, stop_clients, topic_losses
 from shared.ops import serving, until_stopped
 from shared.settings import Settings
 from shared.tracing import untraced
@@ -99,6 +100,28 @@ class ProjectorConsumer:
                 await asyncio.sleep(1.0)
 
 
+class RetentionCheck:
+    """``/readyz``'s ``events_topic_retention`` (degraded, not down: shared/http.py): the
+    events topic's configs, read back from the broker at most once a minute, must keep
+    every event, or a later ``payments replay`` from the topic would rebuild from part of them."""
+
+    EVERY = 60.0
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._checked = (-self.EVERY, "")
+
+    async def check(self) -> None:
+        at, problem = self._checked
+        if time.monotonic() - at >= self.EVERY:
+            losses = await topic_losses(self.settings.kafka_bootstrap, self.settings.events_topic)
+            problem = (f"{self.settings.events_topic} would lose events: {'; '.join(losses)}; rebuild with "
+                       "`payments replay --from postgres`, fix with `payments topics --check`") if losses else ""
+            self._checked = (time.monotonic(), problem)
+        if problem:
+            raise RuntimeError(problem)
+
+
 BUMP_RETRY_SECONDS = 1.0  # how often cache-epoch bumps that failed are tried again
 
 
@@ -126,11 +149,13 @@ async def run_projector(settings: Settings, *, group: str | None = None, batch_s
         async def kafka_topics() -> None:  # not ready while the deployment has not created them
             await ensure_topics(settings.kafka_bootstrap, event_topics(settings), create=False)
 
+        retention = RetentionCheck(settings)
+
         await consumer.start()
         try:
             async with serving("payments projector", settings.host, settings.projector_metrics_port,
                                {**ops_checks(runtime), "projection": projector.health.check,
-                                "kafka_topics": kafka_topics}):
+                                "kafka_topics": kafka_topics, "events_topic_retention": retention.check}):
                 log.info("projector started", extra={"fields": {"group": group, "topic": settings.events_topic}})
                 stop = asyncio.Event()
                 consuming = asyncio.create_task(consumer.run(projector.handle, stop))

@@ -5,8 +5,16 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from services.query.handlers import QueryHandlers
-from services.query.queries import GetInput, SearchInput, SearchResult, Statistics, StatisticsInput
+from services.query.handlers import PaymentNotFound, QueryHandlers
+from services.query.queries import (
+    GetInput,
+    HistoryInput,
+    PaymentHistory,
+    SearchInput,
+    SearchResult,
+    Statistics,
+    StatisticsInput,
+)
 from services.query.temporal.failures import as_application_errors
 from shared.payment_view import Payment
 
@@ -29,3 +37,12 @@ class QueryActivities:
     async def statistics(self, data: StatisticsInput) -> Statistics:
         with as_application_errors():
             return await self.handlers.statistics(data.organization_id, data.query, data.consistent_with)
+
+    @activity.defn(name="payment_history")
+    async def history(self, data: HistoryInput) -> PaymentHistory | None:
+        """A page of the payment's history; None if the organization has no such payment."""
+        with as_application_errors():
+            try:
+                return await self.handlers.history(data.organization_id, data.query, data.consistent_with)
+            except PaymentNotFound:
+                return None

@@ -1,5 +1,5 @@
 """``PaymentQueryClient``: the query workflows, the read half of the seed's
-``PaymentCqsService`` (services/facade.py): search, get by id, statistics. For
+``PaymentCqsService`` (services/facade.py): search, get by id, statistics, history. For
 orchestrated callers; interactive clients are better served by the HTTP API.
 """
 
@@ -14,6 +14,9 @@ from temporalio.client import Client, WorkflowFailureError
 
 from services.query.queries import (
     GetInput,
+    HistoryInput,
+    HistoryQuery,
+    PaymentHistory,
     ReadInput,
     SearchInput,
     SearchQuery,
@@ -71,3 +74,8 @@ class PaymentQueryClient:
                                  consistent_with: Sequence[str] = ()) -> Statistics:
         return await self._run(StatisticsInput(organization_id=organization_id, query=query,
                                                consistent_with=list(consistent_with)))
+
+    async def payment_history(self, organization_id: str, query: HistoryQuery,
+                              consistent_with: Sequence[str] = ()) -> PaymentHistory | None:
+        return await self._run(HistoryInput(organization_id=organization_id, query=query,
+                                            consistent_with=list(consistent_with)))

@@ -12,9 +12,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from services.query.queries import GetInput, SearchInput, StatisticsInput
+from services.query.queries import GetInput, HistoryInput, SearchInput, StatisticsInput
 from services.query.temporal.activities import QueryActivities
-from services.query.temporal.workflows import GetPaymentWorkflow, PaymentStatisticsWorkflow, SearchPaymentsWorkflow
+from services.query.temporal.workflows import (
+    GetPaymentWorkflow,
+    PaymentHistoryWorkflow,
+    PaymentStatisticsWorkflow,
+    SearchPaymentsWorkflow,
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ ROUTES: tuple[Route, ...] = (
     Route("search", SearchInput, SearchPaymentsWorkflow),
     Route("get", GetInput, GetPaymentWorkflow),
     Route("statistics", StatisticsInput, PaymentStatisticsWorkflow),
+    Route("history", HistoryInput, PaymentHistoryWorkflow),
 )
 BY_REQUEST: dict[type, Route] = {r.request: r for r in ROUTES}
 WORKFLOWS: list[type] = [r.workflow for r in ROUTES]

@@ -14,7 +14,15 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from services.query.queries import GetInput, SearchInput, SearchResult, Statistics, StatisticsInput
+    from services.query.queries import (
+        GetInput,
+        HistoryInput,
+        PaymentHistory,
+        SearchInput,
+        SearchResult,
+        Statistics,
+        StatisticsInput,
+    )
     from services.query.temporal.activities import QueryActivities
     from shared.payment_view import Payment
 
@@ -49,4 +57,13 @@ class PaymentStatisticsWorkflow:
 
     @workflow.run
     async def run(self, request: StatisticsInput) -> Statistics:
+        return await workflow.execute_local_activity_method(self.activity, request, **READ_OPTIONS)
+
+
+@workflow.defn(name="PaymentHistory", sandboxed=False)
+class PaymentHistoryWorkflow:
+    activity = staticmethod(QueryActivities.history)
+
+    @workflow.run
+    async def run(self, request: HistoryInput) -> PaymentHistory | None:
         return await workflow.execute_local_activity_method(self.activity, request, **READ_OPTIONS)

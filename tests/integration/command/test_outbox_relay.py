@@ -246,17 +246,18 @@ async def _true(predicate) -> bool:
     return predicate()
 
 
-async def test_published_rows_are_purged_after_the_retention(db, runtime):
-    settings = CommandSettings.from_settings(runtime.settings, outbox_retention_seconds=3600)
-    ids = await bulk_payments(runtime, 3, org="org-purge")
+async def test_published_rows_stay_in_the_event_log(db, runtime):
+    """The outbox is the permanent event log (issue 23): the purge never deletes an event,
+    however old its publication, and each row names its actor and command."""
+    ids = await bulk_payments(runtime, 2, org="org-purge")
     async with db.pool.acquire() as conn:
         await conn.execute(
-            "UPDATE outbox SET published_at = now() - interval '2 hours' WHERE payment_id = $1", ids[0])
-        await conn.execute("UPDATE outbox SET published_at = now() WHERE payment_id = $1", ids[1])
-    relay = OutboxRelay(db.pool, settings)
-    assert await relay.purge(force=True) >= 1
-    remaining = {p for p in ids if await db.outbox(p)}
-    assert remaining == {ids[1], ids[2]}, "only the old published row goes; recent and unpublished stay"
+            "UPDATE outbox SET published_at = now() - interval '400 days' WHERE payment_id = $1", ids[0])
+        await OutboxRelay(db.pool, runtime.settings).purge(force=True)
+        rows = await conn.fetch("SELECT payment_id, actor, command_id FROM outbox"
+                                " WHERE organization_id = 'org-purge' AND payment_id = ANY($1::text[])", ids)
+    assert {r["payment_id"] for r in rows} == set(ids)
+    assert {(r["payment_id"], r["command_id"]) for r in rows} == {(p, f"create-{p}") for p in ids}
 
 
 async def test_idempotency_keys_expire_after_their_retention(db, runtime):

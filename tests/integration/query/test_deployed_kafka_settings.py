@@ -15,13 +15,15 @@ import sys
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from shared.events import EventType, new_event
-from shared.kafka import TopicSpec, ensure_topics, producer_options, topic_drift, topic_specs
+from shared.kafka import TopicSpec, ensure_topics, producer_options, topic_drift, topic_losses, topic_specs
 from shared.settings import Settings
 from tests.support.builders import snapshot
 from tests.support.children import ProjectorProcess, eventually
@@ -71,6 +73,49 @@ async def test_payments_topics_creates_what_it_promises_and_reads_it_back(settin
                                        if k.startswith("PAYMENTS_")}))
     assert {s.partitions for s in promised} == {6, 1} and {s.replication_factor for s in promised} == {1}
     assert await topic_drift(settings.kafka_bootstrap, promised) == []
+    # the events topic keeps every event: read back from the broker itself
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC,
+                                                                  env["PAYMENTS_EVENTS_TOPIC"])])
+    finally:
+        await admin.close()
+    configs = {entry[0]: entry[1] for entry in response.resources[0][4]}
+    assert (configs["retention.ms"], configs["retention.bytes"], configs["cleanup.policy"]) == ("-1", "-1", "delete")
+    assert await topic_losses(settings.kafka_bootstrap, env["PAYMENTS_EVENTS_TOPIC"]) == []
+
+
+async def test_an_events_topic_that_would_lose_events_is_reported_and_degrades_the_projector(
+        settings, qsettings, tmp_path) -> None:
+    """A topic made by hand with a stock retention (7 days) and compaction: `payments topics
+    --check` fails naming it, the projector projects but its /readyz says degraded."""
+    s = qsettings
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(s.events_topic, 3, 1, topic_configs={
+            "retention.ms": "604800000", "cleanup.policy": "compact,delete"})])
+    finally:
+        await admin.close()
+    env = {**kafka_init_env(settings), "PAYMENTS_EVENTS_TOPIC": s.events_topic}
+    run = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "services.cli", "topics", "--check"],
+                                  env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert f"{s.events_topic}: would lose events: retention.ms=604800000" in run.stderr, run.stderr
+    assert "cleanup.policy=compact" in run.stderr
+    await ensure_topics(s.kafka_bootstrap, [TopicSpec(s.dlq_topic, 1, 1, 1)], create=True)
+    projector = ProjectorProcess(s, tmp_path)
+    projector.start()
+    try:
+        await projector.ready()
+        async with httpx.AsyncClient(timeout=10) as http:
+            ready = await http.get(f"http://127.0.0.1:{s.projector_metrics_port}/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded", ready.text
+        assert s.events_topic in ready.json()["checks"]["events_topic_retention"]
+        assert "retention.ms=604800000" in ready.json()["checks"]["events_topic_retention"]
+    finally:
+        projector.stop()
 
 
 async def test_topic_drift_reports_what_the_broker_holds_otherwise(settings) -> None:

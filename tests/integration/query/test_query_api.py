@@ -159,7 +159,7 @@ async def test_a_crash_between_two_writes_leaves_nothing_half_written(runtime):
         async def bulk_write(self, *a, **kw):  # noqa: ANN002, ANN003, ANN204
             raise RuntimeError("crash after the payment write, before the statistics write")
 
-    broken = type(cols)(cols.generation, cols.payments, cols.tombstones, Exploding())
+    broken = type(cols)(cols.generation, cols.payments, cols.tombstones, Exploding(), cols.history)
     try:
         await apply_batch(runtime.mongo, broken, [new_event(EventType.CREATED, snapshot("crash-1"))])
     except RuntimeError:
@@ -167,6 +167,7 @@ async def test_a_crash_between_two_writes_leaves_nothing_half_written(runtime):
     else:
         raise AssertionError("the injected crash did not happen")
     assert await cols.payments.count_documents({}) == 0
+    assert await cols.history.count_documents({}) == 0
     await apply_batch(runtime.mongo, cols, [new_event(EventType.CREATED, snapshot("crash-1"))])
     assert await statistics_from_mongo(runtime) == recount(await payments_from_mongo(runtime))
 

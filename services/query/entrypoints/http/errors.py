@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from services.query.adapters.cursors import InvalidCursor
-from services.query.handlers import NotCaughtUp, PaymentNotFound
+from services.query.handlers import NotCaughtUp, PaymentNotFound, VersionNotFound
 from shared.consistency import ForeignConsistencyToken, InvalidConsistencyToken
 from shared.http import ProblemError, retry_after
 
@@ -37,6 +37,9 @@ def query_problems() -> Iterator[None]:
         raise ProblemError(400, "Bad Request", str(exc), type_="invalid-cursor") from None
     except PaymentNotFound as exc:
         raise ProblemError(404, "Not Found", str(exc), type_="payment-not-found") from None
+    except VersionNotFound as exc:
+        raise ProblemError(404, "Not Found", str(exc), type_="version-not-found",
+                           versions={"first": 1, "last": exc.newest}) from None
     except InvalidConsistencyToken as exc:
         raise ProblemError(400, "Bad Request", str(exc), type_="invalid-consistency-token",
                            errors=[{"field": "consistent_with", "message": str(exc)}]) from None

@@ -1,4 +1,5 @@
-"""The query API's routes: search, get by id, statistics.
+"""The query API's routes: search, get by id (or as at a version), a payment's history,
+statistics.
 
 Thin: the organization comes from the token, parameters become typed queries
 (:mod:`errors` maps what fails), the handlers answer.
@@ -22,10 +23,14 @@ from services.query.entrypoints.http.schemas import (
 )
 from services.query.handlers import QueryHandlers
 from services.query.queries import (
+    DEFAULT_HISTORY_LIMIT,
     DEFAULT_LIMIT,
+    MAX_HISTORY_LIMIT,
     MAX_LIMIT,
     MAX_PAGE,
     SORTS,
+    HistoryQuery,
+    PaymentHistory,
     SearchQuery,
     SearchResult,
     Statistics,
@@ -94,8 +99,9 @@ async def search_payments(
     responses={
         **COMMON_ERRORS,
         **CONSISTENCY_ERRORS,
-        404: {"description": "No such payment in this organization (or deleted), or a consistency token "
-                             "issued to another organization", **PROBLEM},
+        404: {"description": "No such payment in this organization (or deleted; with as_of_version: never "
+                             "created), a version beyond the newest (`version-not-found`, with `versions`: "
+                             "{first, last}), or a consistency token issued to another organization", **PROBLEM},
     },
 )
 async def get_payment(
@@ -106,11 +112,47 @@ async def get_payment(
         f"Read-your-writes: wait (at most PAYMENTS_READ_WAIT_SECONDS, {READ_WAIT_DEFAULT} by default) until the read "
         "model holds at least "
         "this version (the `version` a command returned)"))] = None,
+    as_of_version: Annotated[int | None, Query(ge=1, description=(
+        "The payment as it was at this version (from its history; a deleted payment's versions too). "
+        "Beyond the newest version: 404 `version-not-found` naming the versions that exist"))] = None,
     consistent_with: ConsistentWith = None,
 ) -> Payment:
     """One payment of the token's organization; another organization's payment is a 404."""
     with query_problems():
+        if as_of_version is not None:
+            if min_version is not None:
+                await h.wait_for(principal.org, {payment_id: min_version})
+            return await h.get_as_of(principal.org, payment_id, as_of_version, consistent_with or ())
         return await h.get(principal.org, payment_id, min_version, consistent_with=consistent_with or ())
+
+
+@router.get(
+    "/payments/{payment_id}/history", response_model=PaymentHistory, tags=["payments"],
+    summary="A payment's history",
+    responses={
+        **COMMON_ERRORS,
+        **CONSISTENCY_ERRORS,
+        404: {"description": "No such payment in this organization, or a consistency token issued to another "
+                             "organization", **PROBLEM},
+    },
+)
+async def payment_history(
+    principal: Reader,
+    h: Handlers,
+    payment_id: Annotated[str, Path(pattern=PAYMENT_ID_PATTERN)],
+    limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_LIMIT, description="Versions per page")]
+    = DEFAULT_HISTORY_LIMIT,
+    starting_after: Annotated[str | None, Query(pattern=r"^[0-9]{1,9}$", description=(
+        "next_cursor of the previous page, unchanged"))] = None,
+    consistent_with: ConsistentWith = None,
+) -> PaymentHistory:
+    """Every version of the payment, oldest first: version, event type, time, actor,
+    command id and the fields it changed (old and new values). Deleted payments keep their
+    history. With `consistent_with`, the history includes those writes."""
+    query = typed(HistoryQuery, payment_id=payment_id, limit=limit,
+                  starting_after=int(starting_after) if starting_after is not None else None)
+    with query_problems():
+        return await h.history(principal.org, query, consistent_with or ())
 
 
 @router.get("/statistics", response_model=Statistics, tags=["statistics"], summary="Payment statistics",
