@@ -12,6 +12,8 @@ only the workflow shape and the Temporal start mode differ:
   group-commit  eager+inproc + group commit: commands arriving while one execution is in
           flight run as one batch workflow / one transaction (the default since issue 14)
 
+NAME/expiry and NAME/expiry-<shape>: NAME's server, creates with ``expires_at`` (bench/expiry_timers.py).
+
 All variants' servers run side by side; each step of a closed-loop sweep over --sweep
 concurrencies (1, 8, 32, 64) measures them back to back, reporting
 creates/s, p50/p99 and the CPU of each process (API, Temporal server, PostgreSQL, this
@@ -21,6 +23,7 @@ eager+inproc and naive at each concurrency. Uses the servers of the environment 
 its own PostgreSQL database and task queues and drops the database at the end.
 
     python -m bench.commands --variants naive,eager+inproc,group-commit --sweep 1,8,32,64
+    python -m bench.commands --variants group-commit,group-commit/expiry --sweep 32 --rounds 9 --requests 400
 
 ``--baseline DIR`` also serves each variant from another checkout (e.g. a ``git worktree``
 of the parent commit) on a scratch database of its own, side by side: ``base:<variant>``.
@@ -32,18 +35,19 @@ import argparse
 import asyncio
 import contextlib
 import os
-import statistics
 import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import aiohttp
 import httpx
 
-from bench.common import scratch_database
+from bench.common import medians, ratio, scratch_database
 from bench.cpu import CpuSample, bottleneck, listening_pid
+from bench.expiry_timers import DEADLINE_AHEAD, print_expiry_ratios, swap_timers, timers_env
 from services.command.config import CommandSettings
 from shared.auth import SCOPE_WRITE, mint_token
 from shared.net import free_port
@@ -66,8 +70,9 @@ IN_FLIGHT = "PAYMENTS_COMMAND_GROUP_COMMIT_IN_FLIGHT"
 
 
 def variant_env(variant: str) -> dict[str, str]:
-    base, _, in_flight = variant.partition("@")
-    return {**VARIANTS[base], **({IN_FLIGHT: in_flight} if in_flight else {})}
+    server, _, load = variant.partition("/")
+    base, _, in_flight = server.partition("@")
+    return {**VARIANTS[base], **({IN_FLIGHT: in_flight} if in_flight else {}), **timers_env(load)}
 
 
 # --------------------------------------------------------------------------- server side
@@ -84,6 +89,7 @@ async def serve(variant: str, port: int) -> None:
     from services.command.temporal.registry import Route
 
     settings = CommandSettings()
+    swap_timers()
     naive = variant == "naive"  # the other variants differ only in their PAYMENTS_* environment
     async with command_runtime(settings, embedded_worker=not naive) as runtime:
         app = create_app(runtime=runtime)
@@ -120,7 +126,8 @@ async def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 60) 
     raise RuntimeError("the server did not become ready")
 
 
-async def run_load(url: str, token: str, requests: int, concurrency: int) -> tuple[list[float], float, int]:
+async def run_load(url: str, token: str, requests: int, concurrency: int,
+                   expiring: bool = False) -> tuple[list[float], float, int]:
     """Closed loop: ``concurrency`` clients send creates back to back. aiohttp, not httpx:
     httpx's connection pool cost ~8 ms of CPU per request at 64 connections here, which
     made the load generator the bottleneck of the machine (docs/benchmarks.md)."""
@@ -133,6 +140,8 @@ async def run_load(url: str, token: str, requests: int, concurrency: int) -> tup
     async def loop(http: aiohttp.ClientSession) -> None:
         nonlocal errors
         for _ in counter:
+            if expiring:  # each its own deadline, as with PAYMENTS_PAYMENT_DEFAULT_TTL_SECONDS
+                body["expires_at"] = (datetime.now(UTC) + DEADLINE_AHEAD).isoformat()
             started = time.perf_counter()
             try:
                 async with http.post(f"{url}/v1/payments", json=body, headers=headers) as response:
@@ -177,8 +186,8 @@ def start_server(variant: str, args: argparse.Namespace, database_url: str, run_
            "PAYMENTS_COMMAND_TASK_QUEUE": f"bench-{run_id}-{variant.replace(':', '-')}",
            "PAYMENTS_LOG_LEVEL": "WARNING", "PAYMENTS_DATABASE_POOL_SIZE": str(args.pool_size),
            **({"PYTHONPATH": tree} if tree else {})}
-    process = subprocess.Popen([sys.executable, "-m", "bench.commands", "--serve", name.partition("@")[0],
-                                "--port", str(port)], env=env, cwd=tree)
+    process = subprocess.Popen([sys.executable, "-m", "bench.commands", "--serve",
+                                name.partition("@")[0].partition("/")[0], "--port", str(port)], env=env, cwd=tree)
     temporal_port = int(CommandSettings().temporal_address.rsplit(":", 1)[1])
     cpu = CpuSample({"api": process.pid, "temporal": listening_pid(temporal_port), "postgres": None,
                      "loadgen": os.getpid()})
@@ -187,7 +196,7 @@ def start_server(variant: str, args: argparse.Namespace, database_url: str, run_
 
 async def measure(server: Server, token: str, requests: int, concurrency: int) -> dict:
     server.cpu.start()
-    lat, elapsed, errors = await run_load(server.url, token, requests, concurrency)
+    lat, elapsed, errors = await run_load(server.url, token, requests, concurrency, "/" in server.variant)
     shares = server.cpu.stop()
     print(f"#   {server.variant} c={concurrency}: {len(lat) / elapsed:.0f}/s", file=sys.stderr, flush=True)
     return {"variant": server.variant, "c": concurrency, "tput": len(lat) / elapsed, "p50": percentile(lat, 0.50),
@@ -205,7 +214,7 @@ async def sweep(args: argparse.Namespace, database_url: str, run_id: str, base_u
     try:
         for server in servers:
             await _wait_ready(server.url, server.process)
-            await run_load(server.url, token, args.warmup, min(4, max(args.sweep)))
+            await run_load(server.url, token, args.warmup, min(4, max(args.sweep)), "/" in server.variant)
         for _ in range(args.rounds):
             for concurrency in args.sweep:
                 for server in servers:
@@ -219,32 +228,13 @@ async def sweep(args: argparse.Namespace, database_url: str, run_id: str, base_u
     return steps
 
 
-def _medians(steps: list[dict]) -> list[dict]:
-    """One row per (variant, concurrency): the median of its rounds, metric by metric."""
-    rows: dict[tuple[str, int], list[dict]] = {}
-    for step in steps:
-        rows.setdefault((step["variant"], step["c"]), []).append(step)
-    out = []
-    for (variant, concurrency), runs in rows.items():
-        row: dict = {"variant": variant, "c": concurrency, "errors": sum(r["errors"] for r in runs)}
-        for key in ("tput", "p50", "p99"):
-            row[key] = statistics.median(r[key] for r in runs)
-        row["cpu"] = {k: statistics.median(r["cpu"][k] for r in runs) for k in runs[0]["cpu"]}
-        out.append(row)
-    return out
-
-
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.1f}x" if b else "-"
-
-
 async def main(args: argparse.Namespace) -> None:
     settings = CommandSettings()
     run_id = uuid.uuid4().hex[:8]
     async with contextlib.AsyncExitStack() as stack:
         db_url, base_url = [await stack.enter_async_context(scratch_database(settings.database_url, f"payments_{p}"))
                             if p == "bench" or args.baseline else None for p in ("bench", "bench_base")]
-        steps = _medians(await sweep(args, db_url, run_id, base_url))
+        steps = medians(await sweep(args, db_url, run_id, base_url))
     order = args.variants.split(",") + [BASE + v for v in args.variants.split(",")]
     print(f"closed loop; {args.latency_requests} requests at concurrency 1, {args.requests} at each other step; "
           f"median of {args.rounds} interleaved round(s); CPU in % of one core (machine: % of all cores)\n")
@@ -262,22 +252,25 @@ async def main(args: argparse.Namespace) -> None:
         for r in (by[(v, c)] for v in args.variants.split(",") for c in args.sweep):
             ratios = (f"{r[k] / by[(BASE + r['variant'], r['c'])][k]:.3f}" for k in ("tput", "p50", "p99"))
             print(f"| {r['variant']} | {r['c']} | {' | '.join(ratios)} |")
+    expiring = print_expiry_ratios(by, [v for v in args.variants.split(",") if "/" in v], args.sweep)
+    others = [v for v in order if v not in ("naive", "eager+inproc", *expiring)]
     if not {"naive", "eager+inproc"} & set(order):
         return
     print("\n| variant | concurrency | creates/s vs eager+inproc | creates/s vs naive | p50 vs eager+inproc |\n"
           "|---|---|---|---|---|")
-    for variant in (v for v in order if v not in ("naive", "eager+inproc")):
+    for variant in others:
         for concurrency in args.sweep:
             r, base, naive = by[(variant, concurrency)], by.get(("eager+inproc", concurrency)), by.get(("naive", concurrency))
-            print(f"| {variant} | {concurrency} | {_ratio(r['tput'], base['tput']) if base else '-'} "
-                  f"| {_ratio(r['tput'], naive['tput']) if naive else '-'} "
-                  f"| {_ratio(r['p50'], base['p50']) if base else '-'} |")
+            print(f"| {variant} | {concurrency} | {ratio(r['tput'], base['tput']) if base else '-'} "
+                  f"| {ratio(r['tput'], naive['tput']) if naive else '-'} "
+                  f"| {ratio(r['p50'], base['p50']) if base else '-'} |")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="naive,eager+inproc,group-commit",
-                        help="comma-separated: " + ", ".join(VARIANTS) + " (NAME@N: N executions in flight)")
+                        help="comma-separated: " + ", ".join(VARIANTS) + " (NAME@N: N executions in flight; "
+                        "NAME/expiry[-SHAPE]: creates with expires_at, bench/expiry_timers.py)")
     parser.add_argument("--sweep", type=lambda text: [int(c) for c in text.split(",")], default=[1, 8, 32, 64],
                         help="closed-loop concurrencies, one step each")
     parser.add_argument("--latency-requests", type=int, default=150, help="requests of the concurrency-1 step")

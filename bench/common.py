@@ -60,3 +60,22 @@ async def latencies(fn: Callable[[], Awaitable[object]], n: int, warmup: int = 2
 def summary(name: str, ms: list[float]) -> str:
     q = statistics.quantiles(ms, n=100)
     return f"{name:<38} p50 {q[49]:7.3f} ms   p99 {q[98]:7.3f} ms   (n={len(ms)})"
+
+
+def medians(steps: list[dict]) -> list[dict]:
+    """One row per (variant, concurrency): the median of its rounds, metric by metric."""
+    rows: dict[tuple[str, int], list[dict]] = {}
+    for step in steps:
+        rows.setdefault((step["variant"], step["c"]), []).append(step)
+    out = []
+    for (variant, concurrency), runs in rows.items():
+        row: dict = {"variant": variant, "c": concurrency, "errors": sum(r["errors"] for r in runs)}
+        for key in ("tput", "p50", "p99"):
+            row[key] = statistics.median(r[key] for r in runs)
+        row["cpu"] = {k: statistics.median(r["cpu"][k] for r in runs) for k in runs[0]["cpu"]}
+        out.append(row)
+    return out
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"

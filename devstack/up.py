@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -173,6 +174,27 @@ def _watch(stack: LocalStack, system: RunningSystem, prometheus: Prometheus | No
 DEMO_ORGS = ("acme", "globex", "initech")
 DEMO_CURRENCIES = ("EUR", "USD", "JPY", "GBP", "BHD")
 DEMO_ITEMS = ("compute hours", "object storage", "egress traffic", "managed database", "support plan")
+DEMO_EXPIRY_SECONDS = 3.0
+
+
+def _create_expiring(http: httpx.Client, command: str, auth: dict[str, str]) -> dict:
+    """One payment left processing past its deadline, which expires it (system:expiry)."""
+    deadline = datetime.now(UTC) + timedelta(seconds=DEMO_EXPIRY_SECONDS)
+    resp = http.post(f"{command}/v1/payments", headers=auth, json={
+        "amount": 4200, "currency": "EUR", "description": "quote, never captured", "expires_at": deadline.isoformat(),
+        "metadata": {"source": "demo"}})
+    resp.raise_for_status()
+    return resp.json()
+
+
+def _show_expired(http: httpx.Client, query: str, auth: dict[str, str], payment: dict, console: object) -> None:
+    """Waits (min_version 2, bounded by the query side) until the expiry is projected."""
+    left = datetime.fromisoformat(payment["expires_at"]) - datetime.now(UTC)
+    time.sleep(max(0.0, left.total_seconds()))
+    read = http.get(f"{query}/v1/payments/{payment['id']}", params={"min_version": 2}, headers=auth)
+    read.raise_for_status()
+    console.print(f"payment {payment['id'][:8]} had expires_at {payment['expires_at']}: "  # type: ignore[attr-defined]
+                  f"now {read.json()['status']} (version {read.json()['version']}, actor system:expiry)")
 
 
 def demo(
@@ -181,8 +203,9 @@ def demo(
 ) -> None:
     """Create realistic payments across several organizations through the command API,
     then show search results and statistics from the query API (reads wait for the
-    projection with min_version, so what you see is what was written), and the webhooks
-    the first organization's endpoint, on a receiver of this process, got."""
+    projection with min_version, so what you see is what was written), the webhooks the
+    first organization's endpoint, on a receiver of this process, got; one payment of the
+    first organization has a deadline a few seconds ahead, and expires."""
     settings = Settings()
     rng = random.Random(seed)
     command = f"http://{settings.host}:{settings.command_api_port}"
@@ -197,6 +220,8 @@ def demo(
     try:
         with webhook_demo(command, settings, DEMO_ORGS[0]) as hooks, httpx.Client(timeout=30) as http, \
                 Progress(console=console) as progress:
+            first = {"Authorization": "Bearer " + mint_token(DEMO_ORGS[0], [SCOPE_READ, SCOPE_WRITE], settings=settings)}
+            expiring = _create_expiring(http, command, first)
             task = progress.add_task("creating payments", total=payments_per_org * len(DEMO_ORGS))
             for org in DEMO_ORGS:
                 auth = {"Authorization": "Bearer " + mint_token(org, [SCOPE_READ, SCOPE_WRITE], settings=settings)}
@@ -255,6 +280,7 @@ def demo(
                 console.print(f"by status: {stats['by_status']}")
             # The first organization's endpoint on a receiver in this process (docs/webhooks.md).
             console.print(f"webhooks of {DEMO_ORGS[0]}: {hooks.note or wait_for(hooks, events[DEMO_ORGS[0]])}")
+            _show_expired(http, query, first, expiring, console)
     except httpx.HTTPStatusError as exc:
         raise fail(f"{exc.request.method} {exc.request.url} answered {exc.response.status_code}: "
                     f"{exc.response.text[:300]}") from None

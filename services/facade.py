@@ -7,13 +7,22 @@ read model reflects them, else ``NotCaughtUp``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from services.command.commands import BulkCreateResult, Command, CommandResult, with_actor
+from services.command.commands import (
+    BulkCreatePayments,
+    BulkCreateResult,
+    Command,
+    CommandResult,
+    CreatePayment,
+    ModifyPayment,
+    with_actor,
+)
 from services.command.temporal.client import PaymentCommandClient, workflow_id
 from services.query.queries import HistoryQuery, PaymentHistory, SearchQuery, SearchResult, Statistics, StatisticsQuery
 from services.query.temporal.client import PaymentQueryClient
 from shared.consistency import ConsistencyTokens
+from shared.expiry import ExpiryPolicy
 from shared.payment_view import Payment
 from shared.settings import Settings
 from shared.temporal import connect
@@ -38,14 +47,38 @@ def tokens_of(consistent_with: ConsistentWith) -> list[str]:
     return tokens
 
 
+def with_deadlines(command: Command, policy: ExpiryPolicy, now: datetime) -> Command:
+    """``command`` with the deadlines ExpiryPolicy gives it, as the HTTP and Kafka doors
+    do (a create's default, a deadline checked); ValueError naming the field if refused."""
+    try:
+        if isinstance(command, CreatePayment):
+            return command.model_copy(update={"expires_at": policy.for_create(command.expires_at, now)})
+        if isinstance(command, ModifyPayment) and command.expires_at is not None:
+            return command.model_copy(update={"expires_at": policy.check(command.expires_at, now)})
+    except ValueError as exc:
+        raise ValueError(f"expires_at: {exc}") from None
+    if isinstance(command, BulkCreatePayments):
+        items = []
+        for i, item in enumerate(command.items):
+            try:
+                items.append(with_deadlines(item, policy, now))
+            except ValueError as exc:
+                raise ValueError(f"items.{i}.{exc}") from None
+        return command.model_copy(update={"items": items})
+    return command
+
+
 class PaymentCqsService:
     """``actor``: who the events of commands that name no ``actor`` are recorded as (the
-    calling service, e.g. ``billing-service``)."""
+    calling service, e.g. ``billing-service``). ``expiry``: the deadline rule of every
+    door (``Settings.expiry_policy()``); by default the settings' defaults."""
 
-    def __init__(self, commands: PaymentCommandClient, queries: PaymentQueryClient, *, actor: str = "facade") -> None:
+    def __init__(self, commands: PaymentCommandClient, queries: PaymentQueryClient, *, actor: str = "facade",
+                 expiry: ExpiryPolicy | None = None) -> None:
         self.commands = commands
         self.queries = queries
         self.actor = actor
+        self.expiry = expiry or Settings.model_construct().expiry_policy()
 
     @classmethod
     async def connect(cls, settings: Settings, *, command_timeout: timedelta = timedelta(minutes=5),
@@ -54,17 +87,20 @@ class PaymentCqsService:
         return cls(
             PaymentCommandClient(client, task_queue=settings.command_task_queue, workflow_timeout=command_timeout,
                                   tokens=ConsistencyTokens(settings.consistency_token_secret)),
-            PaymentQueryClient(client, settings.query_task_queue), actor=actor,
+            PaymentQueryClient(client, settings.query_task_queue), actor=actor, expiry=settings.expiry_policy(),
         )
 
     async def process_command(self, command: Command) -> CommandResult | BulkCreateResult:
         """Run a command and wait: its result (with its ``consistency_token``: pass the
         result as ``consistent_with`` to read it back), or ``Rejected`` for a business rule."""
-        return await self.commands.process(with_actor(command, self.actor))
+        return await self.commands.process(self._prepared(command))
 
     async def process_command_async(self, command: Command) -> str:
         """Start a command; returns its (deterministic) workflow id."""
-        return await self.commands.process_async(with_actor(command, self.actor))
+        return await self.commands.process_async(self._prepared(command))
+
+    def _prepared(self, command: Command) -> Command:
+        return with_deadlines(with_actor(command, self.actor), self.expiry, datetime.now(UTC))
 
     @staticmethod
     def workflow_id(command: Command) -> str:

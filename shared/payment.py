@@ -42,6 +42,7 @@ class PaymentStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     REFUNDED = "refunded"
+    EXPIRED = "expired"  # its deadline (expires_at) passed while processing: the system's act
     PARTIALLY_REFUNDED = "partially_refunded"
 
 
@@ -60,12 +61,13 @@ INITIAL_STATUS = PaymentStatus.PROCESSING
 
 TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     PaymentStatus.PROCESSING: frozenset(
-        {PaymentStatus.COMPLETED, PaymentStatus.FAILED, PaymentStatus.CANCELLED}
+        {PaymentStatus.COMPLETED, PaymentStatus.FAILED, PaymentStatus.CANCELLED, PaymentStatus.EXPIRED}
     ),
     PaymentStatus.COMPLETED: frozenset({PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED}),
     PaymentStatus.FAILED: frozenset(),
     PaymentStatus.CANCELLED: frozenset(),
     PaymentStatus.REFUNDED: frozenset(),
+    PaymentStatus.EXPIRED: frozenset(),
     # A partial refund leaves some money to refund: another refund may follow.
     PaymentStatus.PARTIALLY_REFUNDED: frozenset({PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED}),
 }
@@ -256,6 +258,8 @@ class PaymentSnapshot(BaseModel):
     created_at: AwareDatetime
     updated_at: AwareDatetime
     deleted_at: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="Deadline: still processing then, the payment becomes expired (none: never)")
     amount_refunded: int = Field(default=0, ge=0, strict=True,
                                  description="Minor units refunded so far: the sum of `refunds`, at most `amount`")
     refunds: list[Refund] = Field(default_factory=list, max_length=MAX_REFUNDS_PER_PAYMENT,

@@ -29,6 +29,7 @@ EXAMPLE_PAYMENT = {
     "created_at": "2026-03-01T10:00:00Z",
     "updated_at": "2026-03-01T10:00:05Z",
     "deleted_at": None,
+    "expires_at": None,
     "amount_refunded": 0,
     "refunds": [],
 }
@@ -49,6 +50,8 @@ class Payment(BaseModel):
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None = Field(default=None, description="Set once the payment is deleted")
+    expires_at: datetime | None = Field(default=None, description="Deadline: still processing then, the payment "
+                                        "becomes expired (null: none)")
     amount_refunded: int = Field(default=0, description="Minor units refunded so far (the sum of `refunds`)")
     refunds: list[Refund] = Field(default_factory=list, description="The payment's refunds, oldest first")
 

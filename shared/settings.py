@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shared.expiry import ExpiryPolicy
 from shared.processes import port_default
 
 # Where `payments stack up` keeps its data and endpoints file (devstack/ reads these too).
@@ -147,6 +149,11 @@ class Settings(BaseSettings):
     # Signs search cursors; by default a key derived from PAYMENTS_JWT_SECRET.
     cursor_secret: str | None = Field(default=None, repr=False)
 
+    # Payment deadlines (expires_at, issue 24): how far ahead one may be (default 30 days),
+    # and the one a payment created without gets (unset: none, it never expires).
+    payment_max_ttl_seconds: float = Field(default=30 * 24 * 3600, gt=0)
+    payment_default_ttl_seconds: float | None = Field(default=None, gt=0)
+
     # Query side: how long a read that must reflect given writes (min_version,
     # consistent_with) waits for the read model before answering 409 read-model-behind.
     read_wait_seconds: float = Field(default=5.0, gt=0, le=30)
@@ -207,6 +214,11 @@ class Settings(BaseSettings):
         """Event sources the projector accepts: our own plus the configured ones."""
         return frozenset({self.event_source, *self.trusted_event_sources})
 
+    def expiry_policy(self) -> ExpiryPolicy:
+        default = self.payment_default_ttl_seconds
+        return ExpiryPolicy(timedelta(seconds=self.payment_max_ttl_seconds),
+                            timedelta(seconds=default) if default is not None else None)
+
     @model_validator(mode="after")
     def _kafka_limits(self) -> Settings:
         # Kafka's rule: heartbeats well inside the session (at most a third of it).
@@ -218,6 +230,8 @@ class Settings(BaseSettings):
         if self.kafka_topic_min_insync_replicas > self.kafka_topic_replication_factor:
             raise ValueError("PAYMENTS_KAFKA_TOPIC_MIN_INSYNC_REPLICAS must not exceed "
                              "PAYMENTS_KAFKA_TOPIC_REPLICATION_FACTOR")
+        if (self.payment_default_ttl_seconds or 0) > self.payment_max_ttl_seconds:
+            raise ValueError("PAYMENTS_PAYMENT_DEFAULT_TTL_SECONDS must not exceed PAYMENTS_PAYMENT_MAX_TTL_SECONDS")
         return self
 
     @classmethod

@@ -8,6 +8,7 @@ change a field only in a way old histories still read (see :class:`BulkCreateRes
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -68,6 +69,8 @@ class CreatePayment(CommandBase):
     currency: str
     description: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # The deadline, as the door decided it (ExpiryPolicy: asked for, or the default).
+    expires_at: datetime | None = None
 
 
 class ModifyPayment(CommandBase):
@@ -82,6 +85,7 @@ class ModifyPayment(CommandBase):
     amount: int | None = None
     description: str | None = None
     metadata: dict[str, Any] | None = None
+    expires_at: datetime | None = None  # moves the deadline (checked by the door)
     reason: str | None = None
 
 
@@ -117,6 +121,47 @@ def command_type(command: Command) -> str:
     if isinstance(command, ModifyPayment):
         return str(command.action)
     return command.kind
+
+
+class ExpiryTimer(BaseModel):
+    """A payment's deadline as its timer (a PaymentExpiry workflow) knows it, with the
+    payment version that set it (1: the create's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    organization_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    payment_id: str = Field(pattern=PAYMENT_ID_PATTERN)
+    expires_at: datetime
+    version: int = Field(ge=1)
+
+
+class ExpiryTimers(BaseModel):
+    """Timers: those a command's workflow schedules once its write has committed, and
+    those one PaymentExpiry workflow waits for (temporal/expiry.py)."""
+
+    timers: list[ExpiryTimer] = Field(min_length=1)
+
+
+def expiry_timers(command: Command | CommandBatch, result: Any) -> list[ExpiryTimer]:
+    """The deadlines ``command``'s committed ``result`` set: each created payment with one,
+    each update that moved one. Pure (run in the workflows)."""
+    pairs: list[tuple[Any, Any]]
+    if isinstance(command, CommandBatch):
+        pairs = list(zip(command.items, result.items, strict=True))
+    elif isinstance(command, BulkCreatePayments):
+        pairs = [(command.items[item.index], item) for item in result.items]
+    else:
+        pairs = [(command, result)]
+    timers = []
+    for cmd, outcome in pairs:
+        payment = getattr(outcome, "payment", None)
+        if payment is None or payment.expires_at is None:
+            continue  # refused, or no deadline
+        if isinstance(cmd, ModifyPayment) and (cmd.action is not PaymentAction.UPDATE or cmd.expires_at is None):
+            continue  # did not move it
+        timers.append(ExpiryTimer(organization_id=payment.organization_id, payment_id=payment.id,
+                                  expires_at=payment.expires_at, version=payment.version))
+    return timers
 
 
 # --------------------------------------------------------------------------- results
@@ -192,6 +237,15 @@ class CommandBatchResult(BaseModel):
 
     batch_id: str
     items: list[CommandResult | Rejection]
+
+
+class ExpiryOutcome(BaseModel):
+    """What timers firing did: the payments they expired, and the timers that fired before
+    their deadline on the database's clock (to wait for again). The others expired
+    nothing: their payment settled, went, or has another deadline by now."""
+
+    expired: list[PaymentSnapshot] = Field(default_factory=list)
+    early: list[ExpiryTimer] = Field(default_factory=list)
 
 
 class CommandState(StrEnum):

@@ -15,21 +15,24 @@ from typing import Any
 from pydantic import ValidationError
 
 from services.command.commands import CreatePayment, ModifyPayment, Rejected, RejectionKind
-from shared.events import EventType, PaymentEvent, describe_validation_error, new_event
+from shared.events import EventType, PaymentEvent, describe_validation_error, new_event, system_actor
 from shared.payment import (
     ACTION_TARGET,
     INITIAL_STATUS,
     MAX_REFUNDS_PER_PAYMENT,
     PaymentAction,
     PaymentSnapshot,
+    PaymentStatus,
     Refund,
+    can_transition,
     is_allowed,
     rejection_reason,
     status_after_refunds,
 )
 
-UPDATABLE_FIELDS = ("amount", "description", "metadata")
+UPDATABLE_FIELDS = ("amount", "description", "metadata", "expires_at")
 CREATED_FIELDS = ("user_id", "amount", "currency", "status", "description", "metadata")
+EXPIRY_ACTOR = system_actor("expiry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +40,7 @@ class Decision:
     snapshot: PaymentSnapshot
     event_type: EventType
     changes: dict[str, tuple[Any, Any]]
-    command_id: str
+    command_id: str | None
     actor: str | None
     refund: Refund | None = None  # what a refunded event records
 
@@ -65,14 +68,15 @@ def validate_create(cmd: CreatePayment, now: datetime) -> PaymentSnapshot:
             "id": cmd.payment_id, "organization_id": cmd.organization_id, "user_id": cmd.user_id,
             "amount": cmd.amount, "currency": cmd.currency, "status": INITIAL_STATUS,
             "description": cmd.description, "metadata": cmd.metadata, "version": 1,
-            "created_at": now, "updated_at": now,
+            "created_at": now, "updated_at": now, "expires_at": cmd.expires_at,
         }
     )
 
 
 def decide_create(cmd: CreatePayment, now: datetime) -> Decision:
     snapshot = validate_create(cmd, now)
-    changes = {name: (None, _plain(getattr(snapshot, name))) for name in CREATED_FIELDS}
+    names = CREATED_FIELDS + (("expires_at",) if snapshot.expires_at is not None else ())
+    changes = {name: (None, _plain(getattr(snapshot, name))) for name in names}
     return Decision(snapshot, EventType.CREATED, changes, cmd.command_id, cmd.actor)
 
 
@@ -86,7 +90,7 @@ def validate_update_fields(cmd: ModifyPayment) -> None:
         return
     requested = {name: getattr(cmd, name) for name in UPDATABLE_FIELDS if getattr(cmd, name) is not None}
     if not requested:
-        raise Rejected(RejectionKind.VALIDATION, "send at least one of amount, description, metadata")
+        raise Rejected(RejectionKind.VALIDATION, "send at least one of amount, description, metadata, expires_at")
 
 
 def decide_modify(current: PaymentSnapshot | None, cmd: ModifyPayment, now: datetime) -> Decision:
@@ -125,7 +129,7 @@ def decide_modify(current: PaymentSnapshot | None, cmd: ModifyPayment, now: date
     snapshot = _snapshot(values)
     changes = {
         name: (_plain(getattr(current, name)), _plain(getattr(snapshot, name)))
-        for name in ("amount", "description", "metadata", "status", "deleted_at", "amount_refunded")
+        for name in ("amount", "description", "metadata", "status", "deleted_at", "expires_at", "amount_refunded")
         if getattr(current, name) != getattr(snapshot, name)
     }
     refund = snapshot.refunds[-1] if event_type is EventType.REFUNDED else None
@@ -157,6 +161,25 @@ def _refund(current: PaymentSnapshot, cmd: ModifyPayment, now: datetime) -> Refu
         return Refund(id=refund_id(cmd), amount=amount, reason=cmd.reason or "", created_at=now, actor=cmd.actor)
     except ValidationError as exc:
         raise Rejected(RejectionKind.VALIDATION, describe_validation_error(exc)) from None
+
+
+def expiry_deadline(current: PaymentSnapshot | None) -> datetime | None:
+    """The deadline that may still expire ``current``: None once nothing can (gone, settled,
+    or no deadline). A timer for any other deadline (moved since) never expires it."""
+    if current is None or current.deleted_at is not None or current.status is not PaymentStatus.PROCESSING:
+        return None
+    return current.expires_at
+
+
+def decide_expire(current: PaymentSnapshot, now: datetime) -> Decision:
+    """processing -> expired, the system's act (actor ``system:expiry``)."""
+    if not can_transition(current.status, PaymentStatus.EXPIRED):
+        raise Rejected(RejectionKind.ILLEGAL_TRANSITION, f"a {current.status} payment cannot expire",
+                       current_version=current.version)
+    snapshot = _snapshot({**current.model_dump(), "status": PaymentStatus.EXPIRED,
+                          "version": current.version + 1, "updated_at": now})
+    changes = {"status": (str(current.status), str(snapshot.status))}
+    return Decision(snapshot, EventType.STATUS_CHANGED, changes, None, EXPIRY_ACTOR)
 
 
 def _plain(value: Any) -> Any:

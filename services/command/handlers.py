@@ -20,6 +20,8 @@ from services.command.commands import (
     CommandBatchResult,
     CommandResult,
     CreatePayment,
+    ExpiryOutcome,
+    ExpiryTimer,
     ModifyPayment,
     Rejected,
     Rejection,
@@ -28,7 +30,7 @@ from services.command.commands import (
 )
 from services.command.ports import Claim, CommandStore, UnitOfWork
 from shared.events import PaymentEvent
-from shared.payment import PaymentAction
+from shared.payment import PaymentAction, PaymentSnapshot
 
 log = logging.getLogger("payments.command")
 Clock = Callable[[], datetime]
@@ -164,6 +166,43 @@ async def _modify(uow: UnitOfWork, cmd: ModifyPayment, source: str, clock: Clock
                 current_version=fresh.version if fresh else None,
             )
     raise Rejected(RejectionKind.CONFLICT, f"payment {cmd.payment_id!r} is changing too often; retry")
+
+
+async def expire(store: CommandStore, timers: Sequence[ExpiryTimer], *, source: str,
+                 clock: Clock = utc_now) -> ExpiryOutcome:
+    """Timers fired: each payment expires, with its outbox row in its own transaction, only
+    if it is still processing and the timer's deadline is still its deadline and has
+    passed (domain.expiry_deadline), so at most one expiry ever happens, whatever timers
+    exist."""
+    outcome = ExpiryOutcome()
+    for timer in timers:
+        async with store.unit_of_work() as uow:
+            expired = await _expire(uow, timer, source, clock)
+        if expired is True:
+            outcome.early.append(timer)
+        elif expired is not None:
+            outcome.expired.append(expired)
+    return outcome
+
+
+async def _expire(uow: UnitOfWork, timer: ExpiryTimer, source: str, clock: Clock) -> PaymentSnapshot | bool | None:
+    """The expired payment, True if the deadline is not reached yet, None if nothing to do."""
+    for _ in range(MAX_RACE_RETRIES):
+        current = await uow.get_payment(timer.organization_id, timer.payment_id)
+        deadline, now = domain.expiry_deadline(current), clock()
+        if deadline is None or deadline != timer.expires_at:
+            return None
+        if now < deadline:
+            return True
+        assert current is not None  # it has a deadline
+        decision = domain.decide_expire(current, now)
+        if await uow.update_payment(decision.snapshot, current.version):
+            event = decision.event(source)
+            await uow.add_events([event])
+            _staged(event)
+            return decision.snapshot
+    # Not a rejection: the timer's activity retries until the payment settles down.
+    raise RuntimeError(f"payment {timer.payment_id!r} is changing too often; retry")
 
 
 async def run_batch(

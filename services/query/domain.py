@@ -205,6 +205,7 @@ def payment_document(event: PaymentEvent, projected_at: datetime) -> dict[str, A
         "version": p.version,
         "created_at": p.created_at.astimezone(UTC),
         "updated_at": p.updated_at.astimezone(UTC),
+        "expires_at": p.expires_at.astimezone(UTC) if p.expires_at is not None else None,
         "amount_refunded": p.amount_refunded,
         "refunds": [r.model_dump() for r in p.refunds],
         "day": utc_day(p.created_at),

@@ -31,7 +31,7 @@ log = logging.getLogger("payments.reconcile")
 
 # Fields of a read-model payment document that must equal PostgreSQL's.
 COMPARED = ("organization_id", "user_id", "amount", "currency", "status", "description", "metadata", "version",
-            "amount_refunded")
+            "amount_refunded", "expires_at")
 Figures = dict[str, int]
 
 # domain.refunded_of_document as a MongoDB expression (documents from before partial refunds).
@@ -92,13 +92,23 @@ def recount(payments: Iterable[PaymentSnapshot]) -> dict[BucketKey, Figures]:
 
 def _differs(truth: PaymentSnapshot, doc: Mapping[str, Any]) -> bool:
     expected = payment_document_fields(truth)
-    return any(doc.get(name) != expected[name] for name in COMPARED)
+    actual = {**doc, "expires_at": _instant(doc.get("expires_at"))}
+    return any(actual.get(name) != expected[name] for name in COMPARED)
+
+
+def _instant(value: datetime | None) -> datetime | None:
+    """A time as MongoDB keeps it (UTC, milliseconds), to compare PostgreSQL's with it."""
+    if value is None:
+        return None
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
 def payment_document_fields(payment: PaymentSnapshot) -> dict[str, Any]:
     return {"organization_id": payment.organization_id, "user_id": payment.user_id, "amount": payment.amount,
             "currency": payment.currency, "status": str(payment.status), "description": payment.description,
-            "metadata": payment.metadata, "version": payment.version, "amount_refunded": payment.amount_refunded}
+            "metadata": payment.metadata, "version": payment.version, "amount_refunded": payment.amount_refunded,
+            "expires_at": _instant(payment.expires_at)}
 
 
 def compare(truth: Mapping[str, PaymentSnapshot], docs: Mapping[str, Mapping[str, Any]],

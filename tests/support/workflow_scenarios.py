@@ -5,7 +5,7 @@ tests/workflows/test_workflow_replay.py), and what the workflow tests start from
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.command.commands import (
@@ -16,6 +16,9 @@ from services.command.commands import (
     CommandBatchResult,
     CommandResult,
     CreatePayment,
+    ExpiryOutcome,
+    ExpiryTimer,
+    ExpiryTimers,
     ModifyPayment,
     Rejected,
     Rejection,
@@ -129,7 +132,29 @@ def scenarios() -> list[Scenario]:
     stats_input = StatisticsInput(organization_id=ORG, query=StatisticsQuery())
     stats = Statistics(created_from=None, created_to=None, count=1, by_status={"processing": 1}, currencies=[])
     c, q = commands.BY_COMMAND, {r.kind: r for r in queries.ROUTES}
+    # Hours ahead of the test server's clock, which starts at the wall clock's (the timer
+    # scenarios come first: a failing scenario's wait can skip that clock by years), each
+    # later than the one before (each skips the clock to its deadline).
+    deadline = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=6)
+    expiring = PAID.model_copy(update={"expires_at": deadline})
+    timers = ExpiryTimers(timers=[ExpiryTimer(organization_id=ORG, payment_id=f"pay-{i}", expires_at=deadline,
+                                              version=1) for i in (1, 2)])
+    later = ExpiryTimers(timers=[t.model_copy(update={"expires_at": deadline + timedelta(days=1)})
+                                 for t in timers.timers])
+    expired = expiring.model_copy(update={"status": PaymentStatus.EXPIRED, "version": 2})
+    # The first firing is early on the database's clock for pay-2, which expires on the second.
+    answers = iter([ExpiryOutcome(expired=[expired], early=later.timers[1:]), ExpiryOutcome(expired=[
+        expired.model_copy(update={"id": "pay-2"})])])
     return [
+        Scenario("CreatePayment.with-deadline", c[CreatePayment].workflow,
+                 CREATE.model_copy(update={"expires_at": deadline}),
+                 [mocked(CommandActivities.execute_create, lambda cmd: CommandResult(command_id=cmd.command_id,
+                                                                                     payment=expiring)),
+                  mocked(CommandActivities.schedule_expiry, lambda _: None)]),
+        Scenario("PaymentExpiry.expired", c[ExpiryTimers].workflow, timers,
+                 [mocked(CommandActivities.expire, lambda _: ExpiryOutcome(expired=[expired]))]),
+        Scenario("PaymentExpiry.early", c[ExpiryTimers].workflow, later,
+                 [mocked(CommandActivities.expire, lambda _: next(answers))]),
         Scenario("CreatePayment.created", c[CreatePayment].workflow, CREATE,
                  [mocked(CommandActivities.execute_create, lambda cmd: CommandResult(command_id=cmd.command_id,
                                                                                      payment=PAID))]),

@@ -112,3 +112,12 @@ def test_refunds_are_compared_in_payments_and_buckets() -> None:
     drift = compare(truth, docs, buckets, settled=everything_settled)
     assert drift.stale == ["a"] and [(x.key, x.expected["refunded"], x.actual["refunded"]) for x in drift.buckets] == [
         (key, 300, 200)]
+
+
+def test_a_deadline_is_compared_as_mongodb_keeps_it() -> None:
+    p = snap("a").model_copy(update={"expires_at": T0 + timedelta(hours=1, microseconds=123_456)})
+    truth, docs, buckets = consistent([p])
+    docs["a"] = {**docs["a"], "expires_at": (T0 + timedelta(hours=1, microseconds=123_000)).replace(tzinfo=None)}
+    assert compare(truth, docs, buckets, settled=everything_settled).total == 0  # milliseconds, naive UTC: same
+    docs["a"] = {**docs["a"], "expires_at": None}  # a moved deadline the read side missed
+    assert compare(truth, docs, buckets, settled=everything_settled).stale == ["a"]

@@ -19,6 +19,8 @@ C = PaymentAction
 # The table of DESIGN section 3, written out independently of the code under test.
 LEGAL = {
     (S.PROCESSING, S.COMPLETED), (S.PROCESSING, S.FAILED), (S.PROCESSING, S.CANCELLED),
+    (S.COMPLETED, S.REFUNDED),
+    (S.PROCESSING, S.EXPIRED),  # the system's act when the deadline passes, no command's
     (S.COMPLETED, S.REFUNDED), (S.COMPLETED, S.PARTIALLY_REFUNDED),
     (S.PARTIALLY_REFUNDED, S.PARTIALLY_REFUNDED), (S.PARTIALLY_REFUNDED, S.REFUNDED),
 }
@@ -31,7 +33,7 @@ def test_transition_table_is_exactly_the_design(current: S, target: S) -> None:
 
 
 def test_terminal_states_have_no_way_out() -> None:
-    for status in (S.FAILED, S.CANCELLED, S.REFUNDED):
+    for status in (S.FAILED, S.CANCELLED, S.REFUNDED, S.EXPIRED):
         assert TRANSITIONS[status] == frozenset()
 
 
@@ -43,6 +45,7 @@ def test_terminal_states_have_no_way_out() -> None:
         (S.FAILED, {C.DELETE}),
         (S.CANCELLED, {C.DELETE}),
         (S.REFUNDED, set()),
+        (S.EXPIRED, {C.DELETE}),
         (S.PARTIALLY_REFUNDED, {C.REFUND}),
     ],
 )

@@ -28,7 +28,7 @@ _MIGRATION_LOCK = 724_311_001  # pg_advisory_lock key: one migrator at a time
 
 PAYMENT_COLUMNS = (
     "id, organization_id, user_id, amount, currency, status, description, metadata, "
-    "version, created_at, updated_at, deleted_at, amount_refunded, refunds"
+    "version, created_at, updated_at, deleted_at, expires_at, amount_refunded, refunds"
 )
 
 
@@ -147,14 +147,14 @@ class PostgresUnitOfWork:
         rows = await self.conn.fetch(
             # refunds as JSON text: a list inside a jsonb[] parameter would read as a dimension.
             f"INSERT INTO payments ({PAYMENT_COLUMNS}) SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12,"
-            " c13, c14::jsonb FROM unnest($1::text[], $2::text[],"
+            " c13, c14, c15::jsonb FROM unnest($1::text[], $2::text[],"
             " $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::int[],"
-            " $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::bigint[], $14::text[])"
-            " AS u(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14)"
+            " $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[], $14::bigint[],"
+            " $15::text[]) AS u(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15)"
             " ON CONFLICT (organization_id, id) DO NOTHING RETURNING organization_id, id",
             *_columns([(p.id, p.organization_id, p.user_id, p.amount, p.currency, str(p.status), p.description,
-                        p.metadata, p.version, p.created_at, p.updated_at, p.deleted_at, p.amount_refunded,
-                        json.dumps(_refunds(p))) for p in payments], 14),
+                        p.metadata, p.version, p.created_at, p.updated_at, p.deleted_at, p.expires_at,
+                        p.amount_refunded, json.dumps(_refunds(p))) for p in payments], 15),
         )
         return {(r[0], r[1]) for r in rows}
 
@@ -162,10 +162,10 @@ class PostgresUnitOfWork:
         """Optimistic concurrency: False if the stored version is no longer ``expected_version``."""
         status = await self.conn.execute(
             "UPDATE payments SET amount = $3, status = $4, description = $5, metadata = $6,"
-            " version = $7, updated_at = $8, deleted_at = $9, amount_refunded = $11, refunds = $12"
-            " WHERE id = $1 AND organization_id = $2 AND version = $10",
+            " version = $7, updated_at = $8, deleted_at = $9, expires_at = $11, amount_refunded = $12,"
+            " refunds = $13 WHERE id = $1 AND organization_id = $2 AND version = $10",
             p.id, p.organization_id, p.amount, str(p.status), p.description, p.metadata,
-            p.version, p.updated_at, p.deleted_at, expected_version, p.amount_refunded, _refunds(p),
+            p.version, p.updated_at, p.deleted_at, expected_version, p.expires_at, p.amount_refunded, _refunds(p),
         )
         return status.endswith(" 1")
 

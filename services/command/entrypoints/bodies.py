@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.expiry import Deadline
 from shared.money import Amount, Currency
 from shared.payment import PAYMENT_ID_PATTERN, Description, Metadata, RefundReason, UserId
 
@@ -51,6 +52,7 @@ class CreatePaymentRequest(BaseModel):
     description: Description = ""
     metadata: Metadata = Field(default_factory=dict)
     user_id: UserId | None = Field(default=None, description="Paying user; defaults to the token's subject")
+    expires_at: Deadline | None = None  # unset: PAYMENTS_PAYMENT_DEFAULT_TTL_SECONDS from now, if set
 
     _amount = field_validator("amount", mode="before")(_whole_number)
 
@@ -68,13 +70,14 @@ class UpdatePaymentRequest(BaseModel):
     amount: Amount = Field(None, description=_AMOUNT_DOC, examples=[1250])  # type: ignore[assignment]
     description: Description = Field(default=None)  # type: ignore[assignment]
     metadata: Metadata = Field(default=None, description="Replaces the whole metadata map")  # type: ignore[assignment]
+    expires_at: Deadline = Field(default=None)  # type: ignore[assignment]  # moves the deadline
 
     _amount = field_validator("amount", mode="before")(_whole_number)
 
     @model_validator(mode="after")
     def _not_empty(self) -> UpdatePaymentRequest:
-        if self.amount is None and self.description is None and self.metadata is None:
-            raise ValueError("send at least one of amount, description, metadata")
+        if self.amount is None and self.description is None and self.metadata is None and self.expires_at is None:
+            raise ValueError("send at least one of amount, description, metadata, expires_at")
         return self
 
 

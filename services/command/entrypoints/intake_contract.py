@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -23,8 +24,10 @@ from services.command.entrypoints.bodies import (
 )
 from services.command.entrypoints.problems import Problem, invalid_body
 from shared.events import Actor, describe_validation_error, structured_cloudevent
+from shared.expiry import ExpiryPolicy
 from shared.money import Amount
 from shared.payment import MAX_ID_LENGTH, PAYMENT_ID_PATTERN, PaymentAction, PaymentSnapshot
+from shared.settings import Settings
 
 COMMAND_TYPE_PREFIX = "com.gyroscops.payment.command."
 # Payment ids derived from a create's command id (no subject) live in their own namespace.
@@ -162,8 +165,11 @@ def _addressable(raw: bytes | None) -> dict[str, Any]:
     return payload
 
 
-def parse_command(raw: bytes | None) -> Command:
-    """Bytes from Kafka -> CreatePayment | ModifyPayment (see the module docstring)."""
+def parse_command(raw: bytes | None, policy: ExpiryPolicy | None = None, now: datetime | None = None) -> Command:
+    """Bytes from Kafka -> CreatePayment | ModifyPayment (see the module docstring). A
+    deadline follows ``policy`` (default: the settings' defaults) at ``now`` (default: now)."""
+    policy = policy or Settings.model_construct().expiry_policy()
+    now = now or datetime.now(UTC)
     payload = _addressable(raw)
     cid, org = payload["id"], payload["organizationid"]
     subject = payload.get("subject") if isinstance(payload.get("subject"), str) else None
@@ -177,14 +183,24 @@ def parse_command(raw: bytes | None) -> Command:
         if data.id is not None and envelope.subject not in (None, data.id):
             raise InvalidCommand(cid, org, subject, f"data.id {data.id!r} differs from subject {subject!r}")
         payment_id = envelope.subject or data.id or derived_payment_id(org, cid)
+        expires_at = _deadline(cid, org, subject, lambda: policy.for_create(data.expires_at, now))
         return CreatePayment(command_id=cid, organization_id=org, actor=envelope.source, payment_id=payment_id,
                              user_id=data.user_id, amount=data.amount, currency=data.currency, description=data.description,
-                             metadata=data.metadata)
+                             metadata=data.metadata, expires_at=expires_at)
     if envelope.subject is None:
         raise InvalidCommand(cid, org, None, f"subject: the payment id is required for {envelope.type.short}")
     fields = data.model_dump(exclude_unset=True)
+    if fields.get("expires_at") is not None:
+        fields["expires_at"] = _deadline(cid, org, subject, lambda: policy.check(fields["expires_at"], now))
     return ModifyPayment(command_id=cid, organization_id=org, actor=envelope.source,
                          action=PaymentAction(envelope.type.short), payment_id=envelope.subject, **fields)
+
+
+def _deadline(cid: str, org: str, subject: str | None, rule: Callable[[], datetime | None]) -> datetime | None:
+    try:
+        return rule()
+    except ValueError as exc:
+        raise InvalidCommand(cid, org, subject, f"expires_at: {exc}") from None
 
 
 # --------------------------------------------------------------------------- results

@@ -74,7 +74,7 @@ class CommandIntake:
         heads: dict[str, list[tuple[Any, ConsumerRecord, CreatePayment]]] = defaultdict(list)
         for chain_key, chain in chains.items():
             try:
-                command = parse_command(chain[0].value)
+                command = parse_command(chain[0].value, self.settings.expiry_policy())
             except (MalformedCommand, InvalidCommand):
                 continue
             if isinstance(command, CreatePayment):  # each keeps its producer's trace context
@@ -126,7 +126,7 @@ class CommandIntake:
     async def _handle_one(self, record: ConsumerRecord) -> None:
         label = label_of(record.value)
         try:
-            command = parse_command(record.value)
+            command = parse_command(record.value, self.settings.expiry_policy())
         except MalformedCommand as exc:
             await self._dead_letter(record, label, exc.reason)
             return

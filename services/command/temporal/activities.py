@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from temporalio import activity
@@ -21,10 +22,13 @@ from services.command.commands import (
     CommandBatchResult,
     CommandResult,
     CreatePayment,
+    ExpiryOutcome,
+    ExpiryTimers,
     ModifyPayment,
     Rejected,
 )
 from services.command.ports import CommandStore
+from services.command.temporal import expiry
 from services.command.temporal.failures import application_error
 from shared.telemetry import bind_log_context, log_context
 
@@ -78,6 +82,26 @@ class CommandActivities:
     @_as_activity
     async def execute_bulk_create(self, cmd: BulkCreatePayments) -> BulkCreateResult:
         return await handlers.bulk_create(self.store, cmd, source=self.source)
+
+    @activity.defn(name="payments.schedule_expiry")
+    async def schedule_expiry(self, timers: ExpiryTimers) -> None:
+        """The committed deadlines' timers (temporal/expiry.py), on this task queue, named
+        after the workflow that committed them."""
+        info = activity.info()
+        await expiry.schedule_all(activity.client(), info.task_queue, info.workflow_id, timers.timers,
+                                  datetime.now(UTC))
+
+    @activity.defn(name="payments.expire")
+    async def expire(self, timers: ExpiryTimers) -> ExpiryOutcome:
+        """Timers fired: expire each payment whose deadline this still is (handlers.expire)."""
+        token = bind_log_context(workflow_id=activity.info().workflow_id)
+        try:
+            outcome = await handlers.expire(self.store, timers.timers, source=self.source)
+            if outcome.expired:
+                log.info("%d payment(s) expired", len(outcome.expired))
+            return outcome
+        finally:
+            log_context.reset(token)
 
     @activity.defn(name="payments.execute_batch")
     async def execute_batch(self, batch: CommandBatch) -> CommandBatchResult:

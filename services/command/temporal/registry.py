@@ -20,6 +20,8 @@ from services.command.commands import (
     CommandBatchResult,
     CommandResult,
     CreatePayment,
+    ExpiryOutcome,
+    ExpiryTimers,
     ModifyPayment,
 )
 from services.command.temporal.activities import CommandActivities
@@ -28,6 +30,7 @@ from services.command.temporal.workflows import (
     CommandBatchWorkflow,
     CreatePaymentWorkflow,
     ModifyPaymentWorkflow,
+    PaymentExpiryWorkflow,
 )
 
 
@@ -56,6 +59,7 @@ ROUTES: tuple[Route, ...] = (
     Route(ModifyPayment, ModifyPaymentWorkflow, CommandResult),  # update, transitions, delete
     Route(BulkCreatePayments, BulkCreatePaymentsWorkflow, BulkCreateResult),
     Route(CommandBatch, CommandBatchWorkflow, CommandBatchResult),  # group commit
+    Route(ExpiryTimers, PaymentExpiryWorkflow, ExpiryOutcome),  # deadlines (temporal/expiry.py)
 )
 BY_COMMAND: dict[type, Route] = {r.command: r for r in ROUTES}
 BY_WORKFLOW_TYPE: dict[str, Route] = {r.workflow_type: r for r in ROUTES}
@@ -64,4 +68,4 @@ WORKFLOWS: list[type] = [r.workflow for r in ROUTES]
 
 def activities(hosted: CommandActivities) -> list[Callable[..., Any]]:
     """The activities a worker registers: each route's, bound to ``hosted``."""
-    return [getattr(hosted, r.activity.__name__) for r in ROUTES]
+    return [getattr(hosted, r.activity.__name__) for r in ROUTES] + [hosted.schedule_expiry]

@@ -22,10 +22,14 @@ with workflow.unsafe.imports_passed_through():
         CommandBatchResult,
         CommandResult,
         CreatePayment,
+        ExpiryOutcome,
+        ExpiryTimers,
         ModifyPayment,
         Rejected,
+        expiry_timers,
     )
     from services.command.temporal.activities import CommandActivities
+    from services.command.temporal.expiry import WORKFLOW_TYPE
     from services.command.temporal.failures import NON_RETRYABLE, application_error, rejection_of
 
 EXECUTE_OPTIONS: dict[str, Any] = {
@@ -34,6 +38,14 @@ EXECUTE_OPTIONS: dict[str, Any] = {
     "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
                                 maximum_interval=timedelta(seconds=5), maximum_attempts=10,
                                 non_retryable_error_types=NON_RETRYABLE),
+}
+
+
+# A deadline must not be lost: its scheduling and its expiry retry until they succeed.
+TIMER_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
+                                maximum_interval=timedelta(seconds=10), maximum_attempts=0),
 }
 
 
@@ -46,14 +58,20 @@ def _validate(check: Any, *args: Any) -> None:
 
 
 async def _execute(activity: Any, cmd: Any) -> Any:
-    """The execute + publish step; a rejection becomes this workflow's failure."""
+    """The execute + publish step; a rejection becomes this workflow's failure. Then the
+    timers of the deadlines it committed: from the workflow, so that a process dying
+    between the commit and the scheduling only moves the scheduling to another worker."""
     try:
-        return await workflow.execute_local_activity_method(activity, cmd, **EXECUTE_OPTIONS)
+        result = await workflow.execute_local_activity_method(activity, cmd, **EXECUTE_OPTIONS)
     except ActivityError as err:
         rejection = rejection_of(err)
         if rejection is None:
             raise
         raise application_error(rejection) from None
+    if timers := expiry_timers(cmd, result):
+        await workflow.execute_local_activity_method(
+            CommandActivities.schedule_expiry, ExpiryTimers(timers=timers), **TIMER_OPTIONS)
+    return result
 
 
 # Unsandboxed: they call only pure rules and local activities, and the sandbox re-imports
@@ -100,3 +118,27 @@ class CommandBatchWorkflow:
     @workflow.run
     async def run(self, batch: CommandBatch) -> CommandBatchResult:
         return await _execute(self.activity, batch)
+
+
+@workflow.defn(name=WORKFLOW_TYPE, sandboxed=False)
+class PaymentExpiryWorkflow:
+    """Timers of deadlines less than a second apart (temporal/expiry.py): started with a
+    delay until the last, it expires each payment whose deadline this still is; one that
+    fired early on the database's clock is waited for again."""
+
+    activity = staticmethod(CommandActivities.expire)
+
+    @workflow.run
+    async def run(self, timers: ExpiryTimers) -> ExpiryOutcome:
+        pending, expired = timers.timers, []
+        while True:
+            wait = (max(t.expires_at for t in pending) - workflow.now()).total_seconds()
+            if wait > 0:
+                await workflow.sleep(wait)
+            outcome = await workflow.execute_local_activity_method(
+                self.activity, ExpiryTimers(timers=pending), **TIMER_OPTIONS)
+            expired += outcome.expired
+            if not outcome.early:
+                return ExpiryOutcome(expired=expired)
+            pending = outcome.early
+            await workflow.sleep(1)  # the database's clock is behind the workers'

@@ -66,6 +66,7 @@ def payment_of(doc: Mapping[str, Any]) -> Payment:
         amount=doc["amount"], currency=doc["currency"], status=doc["status"],
         description=doc.get("description", ""), metadata=doc.get("metadata") or {},
         version=doc["version"], created_at=doc["created_at"], updated_at=doc["updated_at"],
+        expires_at=doc.get("expires_at"),
         amount_refunded=refunded_of_document(doc), refunds=doc.get("refunds") or [],
     )
 

@@ -7,9 +7,11 @@ schemas.py; rejections: errors.py.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from services.command.bootstrap import CommandRuntime
@@ -111,11 +113,25 @@ async def _execute(request: Request, command: Command, prefer: str | None, succe
         log_context.reset(token)
 
 
-def _create_command(principal: Principal, body: CreatePaymentRequest, payment_id: str, command_id: str) -> CreatePayment:
+def _deadline(request: Request, expires_at: datetime | None, *where: str | int, create: bool = True) -> datetime | None:
+    """The deadline the command carries (ExpiryPolicy, the rule of every door), or the 422
+    a schema error gets, naming the field (``items.<i>.expires_at`` in a batch)."""
+    policy, now = _runtime(request).settings.expiry_policy(), datetime.now(UTC)
+    try:
+        if create:
+            return policy.for_create(expires_at, now)
+        return policy.check(expires_at, now) if expires_at is not None else None
+    except ValueError as exc:
+        raise RequestValidationError([{"loc": ("body", *where, "expires_at"), "msg": str(exc),
+                                       "type": "value_error"}]) from None
+
+
+def _create_command(principal: Principal, body: CreatePaymentRequest, payment_id: str, command_id: str,
+                    expires_at: datetime | None) -> CreatePayment:
     return CreatePayment(
         command_id=command_id, organization_id=principal.org, actor=principal.actor, payment_id=payment_id,
         user_id=body.user_id or principal.subject, amount=body.amount, currency=body.currency,
-        description=body.description, metadata=body.metadata,
+        description=body.description, metadata=body.metadata, expires_at=expires_at,
     )
 
 
@@ -132,10 +148,10 @@ async def create_payment(
     `Prefer: respond-async`."""
     request_hash = fingerprint(request, body)
     payment_id, command_id = idempotency.create_ids(principal.org, idempotency_key, body.id, request_hash)
-    command = _create_command(principal, body, payment_id, command_id)
     async with Idempotent(_runtime(request).idempotency, principal.org, idempotency_key, request_hash) as once:
         if once.replay is not None:
-            return once.replay
+            return once.replay  # even once its deadline has passed: the first answer stands
+        command = _create_command(principal, body, payment_id, command_id, _deadline(request, body.expires_at))
         return await once.answer(await _execute(request, command, prefer, 201))
 
 
@@ -156,14 +172,15 @@ async def create_batch(
                            type_="validation-error")
     request_hash = fingerprint(request, body)
     batch_id = idempotency.batch_command_id(principal.org, idempotency_key)
-    items = [_create_command(principal, item, *idempotency.batch_item_ids(batch_id, index, bool(idempotency_key),
-                                                                          item.id))
-             for index, item in enumerate(body.items)]
-    command = BulkCreatePayments(command_id=batch_id, organization_id=principal.org, actor=principal.actor,
-                                 items=items)
     async with Idempotent(_runtime(request).idempotency, principal.org, idempotency_key, request_hash) as once:
         if once.replay is not None:
             return once.replay
+        items = [_create_command(principal, item, *idempotency.batch_item_ids(batch_id, index, bool(idempotency_key),
+                                                                              item.id),
+                                 _deadline(request, item.expires_at, "items", index))
+                 for index, item in enumerate(body.items)]
+        command = BulkCreatePayments(command_id=batch_id, organization_id=principal.org, actor=principal.actor,
+                                     items=items)
         return await once.answer(await _execute(request, command, prefer, 200))
 
 
@@ -176,11 +193,13 @@ async def _modify(
     request_hash = fingerprint(request, body, "if-match")
     command_id = idempotency.modify_command_id(action, payment_id, idempotency_key, expected, request_hash)
     fields = body.model_dump(exclude_unset=True) if body is not None else {}
-    command = ModifyPayment(command_id=command_id, organization_id=principal.org, actor=principal.actor,
-                            action=action, payment_id=payment_id, expected_version=expected, **fields)
     async with Idempotent(_runtime(request).idempotency, principal.org, idempotency_key, request_hash) as once:
         if once.replay is not None:
             return once.replay
+        if "expires_at" in fields:
+            fields["expires_at"] = _deadline(request, fields["expires_at"], create=False)
+        command = ModifyPayment(command_id=command_id, organization_id=principal.org, actor=principal.actor,
+                                action=action, payment_id=payment_id, expected_version=expected, **fields)
         return await once.answer(await _execute(request, command, prefer, 200))
 
 
