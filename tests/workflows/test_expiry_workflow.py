@@ -1,7 +1,7 @@
 """The PaymentExpiry timers on Temporal's time-skipping test server: hours-long deadlines
 pass in milliseconds. The expiry activity is mocked (its rule against PostgreSQL, and the
 scheduling's id policies on a real Temporal server, which start delays need:
-tests/integration/test_expiry.py)."""
+tests/integration/test_expiry_end_to_end.py)."""
 
 from __future__ import annotations
 
