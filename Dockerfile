@@ -3,7 +3,8 @@
 # One image for every process of payments-cqs (the process table, shared/processes.py).
 # The process is chosen by the command:
 #   docker run IMAGE command-api | command-worker | relay | intake |
-#                    query-api | projector | query-worker        (long-running)
+#                    query-api | projector | query-worker |
+#                    webhooks                                     (long-running)
 #   docker run IMAGE migrate | replay | reconcile | topics        (one-shot)
 # Build:  docker build -t payments-cqs:local .
 #
@@ -52,7 +53,7 @@ WORKDIR /var/lib/payments
 USER 10001:10001
 # The default port of each long-running process: its API, or a worker's ops endpoint
 # (shared/processes.py; tests/deploy/test_compose.py keeps the two equal).
-EXPOSE 8001 8002 9101 9102 9103 9104 9105
+EXPOSE 8001 8002 9101 9102 9103 9104 9105 9106
 # GET /healthz on the port of the process this container runs (see the script).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["python", "/usr/local/lib/payments/healthcheck.py"]

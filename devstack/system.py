@@ -63,6 +63,7 @@ def isolated(base: Settings, name: str, **overrides: Any) -> tuple[Settings, dic
         "commands_dlq_topic": f"payments.commands.dlq.{suffix}",
         "command_task_queue": f"payments-commands-{suffix}",
         "query_task_queue": f"payments-queries-{suffix}",
+        "webhooks_task_queue": f"payments-webhooks-{suffix}",
         **{p.port_setting: free_port() for p in LONG_RUNNING},
         **overrides,
     }

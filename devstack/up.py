@@ -7,7 +7,6 @@ import random
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,8 @@ import typer
 
 from devstack import DEFAULT_DATA_DIR, LocalStack, port_is_free
 from devstack.brokers import KAFKA_BROKERS
+from devstack.demo_lifecycle import create_expiring, refunded_twice, show_expired
+from devstack.demo_webhooks import wait_for, webhook_demo
 from devstack.foreground import fail, run_in_foreground, start_or_fail
 from devstack.monitoring import DEFAULT_PORT, MonitoringError, Prometheus, prometheus_binary, start_prometheus
 from devstack.system import ProcessStartError, RunningSystem, base_url, port_of
@@ -105,7 +106,9 @@ def up(
         endpoints = start_or_fail(stack)
         typer.echo(f"stack ready in {stack.startup_seconds or 0:.1f}s; starting the {len(LONG_RUNNING)} processes…",
                    err=True)
-        env = {**os.environ, **endpoints.as_env(), "PAYMENTS_DATA_DIR": str(data_dir)}
+        # Webhooks to local receivers (`payments demo`'s): loopback only, refused beyond it.
+        env = {"PAYMENTS_WEBHOOKS_ALLOW_PRIVATE": "true", **os.environ, **endpoints.as_env(),
+               "PAYMENTS_DATA_DIR": str(data_dir)}
         settings = Settings(**{k: v for k, v in endpoints.as_settings().items() if v is not None})
         system = RunningSystem(settings, data_dir / "logs", static_members=stack.static_members)
         try:
@@ -171,27 +174,6 @@ def _watch(stack: LocalStack, system: RunningSystem, prometheus: Prometheus | No
 DEMO_ORGS = ("acme", "globex", "initech")
 DEMO_CURRENCIES = ("EUR", "USD", "JPY", "GBP", "BHD")
 DEMO_ITEMS = ("compute hours", "object storage", "egress traffic", "managed database", "support plan")
-DEMO_EXPIRY_SECONDS = 3.0
-
-
-def _create_expiring(http: httpx.Client, command: str, auth: dict[str, str]) -> dict:
-    """One payment left processing past its deadline, which expires it (system:expiry)."""
-    deadline = datetime.now(UTC) + timedelta(seconds=DEMO_EXPIRY_SECONDS)
-    resp = http.post(f"{command}/v1/payments", headers=auth, json={
-        "amount": 4200, "currency": "EUR", "description": "quote, never captured", "expires_at": deadline.isoformat(),
-        "metadata": {"source": "demo"}})
-    resp.raise_for_status()
-    return resp.json()
-
-
-def _show_expired(http: httpx.Client, query: str, auth: dict[str, str], payment: dict, console: object) -> None:
-    """Waits (min_version 2, bounded by the query side) until the expiry is projected."""
-    left = datetime.fromisoformat(payment["expires_at"]) - datetime.now(UTC)
-    time.sleep(max(0.0, left.total_seconds()))
-    read = http.get(f"{query}/v1/payments/{payment['id']}", params={"min_version": 2}, headers=auth)
-    read.raise_for_status()
-    console.print(f"payment {payment['id'][:8]} had expires_at {payment['expires_at']}: "  # type: ignore[attr-defined]
-                  f"now {read.json()['status']} (version {read.json()['version']}, actor system:expiry)")
 
 
 def demo(
@@ -200,8 +182,9 @@ def demo(
 ) -> None:
     """Create realistic payments across several organizations through the command API,
     then show search results and statistics from the query API (reads wait for the
-    projection with min_version, so what you see is what was written); one payment of
-    the first organization has a deadline a few seconds ahead, and expires."""
+    projection with min_version, so what you see is what was written), the webhooks the
+    first organization's endpoint, on a receiver of this process, got; one payment of the
+    first organization has a deadline a few seconds ahead, and expires."""
     settings = Settings()
     rng = random.Random(seed)
     command = f"http://{settings.host}:{settings.command_api_port}"
@@ -212,10 +195,12 @@ def demo(
 
     console = Console()
     last: dict[str, tuple[str, int]] = {}
+    events: dict[str, int] = dict.fromkeys(DEMO_ORGS, 0)  # each organization's events
     try:
-        with httpx.Client(timeout=30) as http, Progress(console=console) as progress:
+        with webhook_demo(command, settings, DEMO_ORGS[0]) as hooks, httpx.Client(timeout=30) as http, \
+                Progress(console=console) as progress:
             first = {"Authorization": "Bearer " + mint_token(DEMO_ORGS[0], [SCOPE_READ, SCOPE_WRITE], settings=settings)}
-            expiring = _create_expiring(http, command, first)
+            expiring = create_expiring(http, command, first)
             task = progress.add_task("creating payments", total=payments_per_org * len(DEMO_ORGS))
             for org in DEMO_ORGS:
                 auth = {"Authorization": "Bearer " + mint_token(org, [SCOPE_READ, SCOPE_WRITE], settings=settings)}
@@ -228,15 +213,18 @@ def demo(
                     resp = http.post(f"{command}/v1/payments", json=body, headers=auth)
                     resp.raise_for_status()
                     payment = resp.json()
+                    events[org] += 1
                     action = rng.choices(["complete", "fail", "cancel", None], weights=[6, 1, 1, 2])[0]
                     if action:
                         resp = http.post(f"{command}/v1/payments/{payment['id']}/{action}", headers=auth)
                         resp.raise_for_status()
                         payment = resp.json()
+                        events[org] += 1
                     last[org] = (payment["id"], payment["version"])
                     progress.advance(task)
-            refunded = _refunded_twice(http, command, DEMO_ORGS[0], settings)
+            refunded = refunded_twice(http, command, DEMO_ORGS[0], settings)
             last[DEMO_ORGS[0]] = (refunded["id"], refunded["version"])
+            events[DEMO_ORGS[0]] += refunded["version"]  # one event per version
             for org in DEMO_ORGS:
                 auth = {"Authorization": "Bearer " + mint_token(org, [SCOPE_READ], settings=settings)}
                 payment_id, version = last[org]
@@ -269,30 +257,14 @@ def demo(
                     console.print(f"partly refunded twice: {shown['id'][:8]} {shown['formatted_amount']} "
                                   f"{shown['status']}, refunds {parts}")
                 console.print(f"by status: {stats['by_status']}")
-            _show_expired(http, query, first, expiring, console)
+            # The first organization's endpoint on a receiver in this process (docs/webhooks.md).
+            console.print(f"webhooks of {DEMO_ORGS[0]}: {hooks.note or wait_for(hooks, events[DEMO_ORGS[0]])}")
+            show_expired(http, query, first, expiring, console)
     except httpx.HTTPStatusError as exc:
         raise fail(f"{exc.request.method} {exc.request.url} answered {exc.response.status_code}: "
                     f"{exc.response.text[:300]}") from None
     except httpx.TransportError as exc:
         raise fail(f"cannot reach the APIs ({exc}); is 'payments up' running?") from None
-
-
-def _refunded_twice(http: httpx.Client, command: str, org: str, settings: Settings) -> dict:
-    """One payment of ``org``, completed, then partly refunded twice: what is left stays paid."""
-    auth = {"Authorization": "Bearer " + mint_token(org, [SCOPE_WRITE], settings=settings)}
-    body = {"amount": 12000, "currency": "EUR", "description": f"annual support plan {org}",
-            "metadata": {"source": "demo"}}
-    payment = http.post(f"{command}/v1/payments", json=body, headers=auth)
-    payment.raise_for_status()
-    pid = payment.json()["id"]
-    http.post(f"{command}/v1/payments/{pid}/complete", headers=auth).raise_for_status()
-    answer: dict = {}
-    for amount, reason in ((3000, "one seat cancelled"), (1500, "goodwill for an outage")):
-        resp = http.post(f"{command}/v1/payments/{pid}/refunds", json={"amount": amount, "reason": reason},
-                         headers=auth)
-        resp.raise_for_status()
-        answer = resp.json()
-    return answer
 
 
 def register(app: typer.Typer) -> None:

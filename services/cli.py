@@ -21,7 +21,7 @@ from services.tools import cli as tools_cli
 from shared.auth import uses_dev_secret
 from shared.dependencies import DependencyUnavailable, wait_for
 from shared.processes import BY_NAME, PROCESSES
-from shared.settings import DEV_CONSISTENCY_TOKEN_SECRET, get_settings
+from shared.settings import DEV_CONSISTENCY_TOKEN_SECRET, DEV_WEBHOOKS_SECRET_KEY, Settings, get_settings
 from shared.telemetry import configure_logging, export_only
 from shared.tracing_setup import TracingConfigError, start_tracing
 
@@ -40,6 +40,24 @@ app = typer.Typer(
 
 def _loopback(host: str) -> bool:
     return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+# The processes that hold webhook secrets and send to receivers' URLs.
+WEBHOOK_PROCESSES = frozenset({"command-api", "webhooks"})
+
+
+def _webhooks_refusal(settings: Settings) -> str | None:
+    """Why a webhook process must not run so beyond loopback (None: it may)."""
+    if _loopback(settings.host):
+        return None
+    if settings.webhooks_allow_private:
+        return (f"listening on {settings.host} with PAYMENTS_WEBHOOKS_ALLOW_PRIVATE=true (webhooks to loopback and "
+                "private addresses): that setting is for the local stack and tests only")
+    if settings.webhooks_secret_key == DEV_WEBHOOKS_SECRET_KEY and not settings.allow_dev_jwt_secret:
+        return (f"listening on {settings.host} with the built-in PAYMENTS_WEBHOOKS_SECRET_KEY (it encrypts the "
+                "endpoints' signing secrets): set a key of your own, or PAYMENTS_ALLOW_DEV_JWT_SECRET=true to run "
+                "so anyway")
+    return None
 
 
 @app.callback()
@@ -64,6 +82,9 @@ def _main(ctx: typer.Context) -> None:
             logging.getLogger("payments.startup").warning(
                 "the built-in development JWT secret is in use while listening on %s "
                 "(PAYMENTS_ALLOW_DEV_JWT_SECRET=true): anyone can mint tokens", settings.host)
+        if process in WEBHOOK_PROCESSES and (refused := _webhooks_refusal(settings)):
+            typer.secho(f"error: {process}: {refused}", fg="red", err=True)
+            raise typer.Exit(1)
         if settings.consistency_token_secret == DEV_CONSISTENCY_TOKEN_SECRET and not _loopback(settings.host):
             logging.getLogger("payments.startup").warning(
                 "PAYMENTS_CONSISTENCY_TOKEN_SECRET is the built-in development secret while listening on %s: "
@@ -87,7 +108,11 @@ def _entrypoint(target: str):  # noqa: ANN202 - a typer command function
 
 tools_cli.register(app)
 for _process in PROCESSES:
-    app.command(_process.name)(_entrypoint(_process.entrypoint))
+    _target = _entrypoint(_process.entrypoint)
+    if isinstance(getattr(_target, "group", None), typer.Typer):  # a process with sub-commands (`webhooks`)
+        app.add_typer(_target.group, name=_process.name)
+    else:
+        app.command(_process.name)(_target)
 query_cli.register(app)  # the `dlq` group
 # The development tooling, only where it is installed (the production image leaves it out).
 try:

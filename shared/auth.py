@@ -25,7 +25,8 @@ from shared.settings import DEV_JWT_SECRET, Settings, get_settings
 
 SCOPE_READ = "payments:read"
 SCOPE_WRITE = "payments:write"
-KNOWN_SCOPES = (SCOPE_READ, SCOPE_WRITE)
+SCOPE_WEBHOOKS = "payments:webhooks"  # manage the organization's webhook endpoints (docs/webhooks.md)
+KNOWN_SCOPES = (SCOPE_READ, SCOPE_WRITE, SCOPE_WEBHOOKS)
 PRINCIPAL_SCOPE_KEY = "payments.principal"
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-COMMAND, QUERY, TOOLS = "command", "query", "tools"
+COMMAND, QUERY, TOOLS, WEBHOOKS = "command", "query", "tools", "webhooks"
 
 
 @dataclass(frozen=True)
 class Process:
     name: str  # the `payments` sub-command
-    wing: str  # COMMAND, QUERY or TOOLS: whose code runs it
+    wing: str  # COMMAND, QUERY, WEBHOOKS or TOOLS: whose code runs it
     entrypoint: str  # "module:function" registered as the sub-command
     needs: tuple[str, ...]  # servers it waits for before it starts
     port_field: str | None = None  # Settings field of its port; None for a one-shot command
@@ -69,6 +69,13 @@ PROCESSES: tuple[Process, ...] = (
             group_field="projector_group"),
     Process("query-worker", QUERY, "services.query.entrypoints.cli:query_worker", ("mongo", "temporal"),
             "query_worker_metrics_port", 9104, metrics=_QUERIES),
+    # Events to the organizations' webhook endpoints (a consumer and a Temporal worker).
+    Process("webhooks", WEBHOOKS, "services.webhooks.entrypoints.cli:webhooks", ("postgres", "temporal", "kafka"),
+            "webhooks_metrics_port", 9106,
+            metrics=("payments_webhook_deliveries", "payments_webhook_attempt_duration_seconds",
+                     "payments_webhook_backlog", "payments_webhook_oldest_pending_age_seconds",
+                     "payments_webhook_endpoints_disabled"),
+            group_field="webhooks_group"),
     # and Kafka or PostgreSQL, whichever it replays from (--from): it waits for that one itself
     Process("replay", QUERY, "services.query.entrypoints.cli:replay", ("mongo",)),
     # Pushes its gauges to a Pushgateway (it serves no port).

@@ -35,6 +35,7 @@ def stack_file_path() -> Path:
 # Only for local use: a process listening beyond loopback with it logs a warning.
 DEV_JWT_SECRET = "dev-secret-change-me-please-32bytes!"
 DEV_CONSISTENCY_TOKEN_SECRET = "dev-consistency-secret-change-me!"
+DEV_WEBHOOKS_SECRET_KEY = "dev-webhooks-key-change-me-please!"
 
 
 class StackFileSource(PydanticBaseSettingsSource):
@@ -171,6 +172,30 @@ class Settings(BaseSettings):
     projector_metrics_port: int = port_default("projector")
     query_worker_metrics_port: int = port_default("query-worker")
     intake_metrics_port: int = port_default("intake")
+    webhooks_metrics_port: int = port_default("webhooks")
+
+    # Webhooks (issue 27, docs/webhooks.md). The key encrypts endpoints' signing secrets at
+    # rest (the command API and `payments webhooks` must share it); its built-in value is
+    # refused beyond loopback like the development JWT secret.
+    webhooks_secret_key: str = Field(default=DEV_WEBHOOKS_SECRET_KEY, min_length=16, repr=False)
+    # http:// and loopback/private receivers: the local stack and tests only (refused when
+    # the API listens beyond loopback).
+    webhooks_allow_private: bool = False
+    webhooks_group: str = "payments-webhooks"
+    webhooks_task_queue: str = "payments-webhooks"
+    webhooks_max_endpoints_per_org: int = Field(default=16, ge=1, le=1000)
+    # Deliveries being attempted at once per `payments webhooks` process, and of one organization.
+    webhooks_max_in_flight: int = Field(default=64, ge=1, le=10000)
+    webhooks_max_in_flight_per_org: int = Field(default=8, ge=1, le=1000)
+    webhooks_max_retry_seconds: float = Field(default=3 * 24 * 3600, gt=0)
+    webhooks_disable_after_seconds: float = Field(default=5 * 24 * 3600, gt=0)
+    webhooks_retry_base_seconds: float = Field(default=10.0, gt=0)
+    webhooks_retry_cap_seconds: float = Field(default=3600.0, gt=0)
+    # How long the previous secret keeps signing after a rotation, unless the request says.
+    webhooks_rotation_overlap_seconds: float = Field(default=24 * 3600, ge=0, le=7 * 24 * 3600)
+    webhooks_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    webhooks_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhooks_response_cap_bytes: int = Field(default=4096, ge=0, le=1 << 20)
 
     # `payments reconcile` pushes its drift gauge here (a Prometheus Pushgateway URL), if set.
     reconcile_pushgateway_url: str | None = None

@@ -61,6 +61,15 @@ INTAKE_MESSAGES = Counter(
     "payments_intake_messages", "Command messages read by the intake, by command type and result "
     "(succeeded|rejected|dead_lettered)", ["type", "result"]
 )
+WEBHOOK_DELIVERIES = Counter("payments_webhook_deliveries", "Webhook delivery attempts by outcome "
+                             "(succeeded|retry|given_up)", ["outcome"])
+WEBHOOK_ATTEMPT_SECONDS = Histogram("payments_webhook_attempt_duration_seconds", "Duration of one webhook POST",
+                                    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+WEBHOOK_BACKLOG = Gauge("payments_webhook_backlog", "Pending webhook deliveries per endpoint", ["endpoint"])
+WEBHOOK_OLDEST_PENDING = Gauge("payments_webhook_oldest_pending_age_seconds",
+                               "Age of the oldest pending webhook delivery (0 when none)")
+WEBHOOK_ENDPOINTS_DISABLED = Counter("payments_webhook_endpoints_disabled",
+                                     "Webhook endpoints disabled after failing continuously")
 
 RECONCILE_DRIFT = Gauge(
     "payments_reconcile_drift", "Differences found by the last `payments reconcile` run, by kind "

@@ -18,7 +18,7 @@ ASYNCAPI_PATH = Path("docs/asyncapi.yaml")
 def token(
     org: str = typer.Option(..., "--org", help="Organization the token is scoped to."),
     scope: list[str] = typer.Option(
-        list(KNOWN_SCOPES), "--scope", help="Scope to grant; repeat for several (default: read and write)."
+        list(KNOWN_SCOPES), "--scope", help="Scope to grant; repeat for several (default: all: read, write, webhooks)."
     ),
     subject: str = typer.Option(None, "--sub", help="Subject (user id) claim."),
     ttl: int = typer.Option(24 * 3600, "--ttl", help="Lifetime in seconds."),

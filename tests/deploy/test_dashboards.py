@@ -50,6 +50,12 @@ DESIGN_METRICS = {
     "payments_projector_consecutive_failures",
     # issue 13 (docs/design.md section 11): the command intake
     "payments_intake_messages_total",
+    # issue 27 (docs/webhooks.md): webhook deliveries
+    "payments_webhook_deliveries_total",
+    "payments_webhook_attempt_duration_seconds",
+    "payments_webhook_backlog",
+    "payments_webhook_oldest_pending_age_seconds",
+    "payments_webhook_endpoints_disabled_total",
 }
 # What the dashboard must show (DESIGN section 8 and the issue): title fragments.
 REQUIRED_PANELS = [
@@ -135,13 +141,14 @@ def test_label_values_match_the_code() -> None:
     cache states."""
     from services.command.entrypoints import intake_poll as intake
     from services.query import domain
+    from services.webhooks.messages import AttemptOutcome
 
     results = {domain.Outcome.APPLIED, domain.Outcome.DUPLICATE, intake.SUCCEEDED, intake.REJECTED, intake.DEAD_LETTERED}
     text = DASHBOARD.read_text() + ALERTS.read_text()
     for value in re.findall(r'result=\\?"(\w+)\\?"', text):
         assert value in results | {"invalid"}, value
-    assert re.findall(r'outcome=\\?"(\w+)\\?"', text) and all(
-        v == "error" for v in re.findall(r'outcome=\\?"(\w+)\\?"', text))
+    assert re.findall(r'outcome=\\?"(\w+)\\?"', text) and all(  # commands' error, webhook outcomes
+        v in {"error", *AttemptOutcome} for v in re.findall(r'outcome=\\?"(\w+)\\?"', text))
     assert set(re.findall(r'cache=\\?"(\w+)\\?"', text)) <= {"hit", "miss", "bypass"}
 
 
@@ -228,7 +235,7 @@ def test_alert_rules_structure(rules: list[dict]) -> None:
                for h in re.findall(r"^#+ (.+)$", OPERATIONS.read_text(), flags=re.MULTILINE)}
     for rule in rules:
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
-        assert rule["labels"]["side"] in {"command", "query"}
+        assert rule["labels"]["side"] in {"command", "query", "webhooks"}
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
         runbook = rule["annotations"]["runbook"]
         path, _, anchor = runbook.partition("#")
@@ -338,6 +345,32 @@ RULE_TESTS = {
                 {"eval_time": "10m", "alertname": "PaymentsCommandErrorRateHigh", "exp_alerts": []},
                 {"eval_time": "25m", "alertname": "PaymentsCommandErrorRateHigh",
                  "exp_alerts": [{"exp_labels": {"severity": "critical", "side": "command"}}]},
+            ],
+        },
+        {   # a webhook endpoint disabled: one is enough; a delivery given up too
+            "interval": "1m",
+            "input_series": [
+                {"series": 'payments_webhook_endpoints_disabled_total{instance="w1"}', "values": "0x10 1x10"},
+                {"series": 'payments_webhook_deliveries_total{outcome="given_up"}', "values": "0x10 1x10"},
+                {"series": 'payments_webhook_deliveries_total{outcome="retry"}', "values": "0+5x20"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "5m", "alertname": "PaymentsWebhookEndpointDisabled", "exp_alerts": []},
+                {"eval_time": "15m", "alertname": "PaymentsWebhookEndpointDisabled",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning", "side": "webhooks"}}]},
+                {"eval_time": "5m", "alertname": "PaymentsWebhookDeliveriesGivenUp", "exp_alerts": []},
+                {"eval_time": "15m", "alertname": "PaymentsWebhookDeliveriesGivenUp",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning", "side": "webhooks"}}]},
+            ],
+        },
+        {   # the oldest pending delivery above an hour for 15 min
+            "interval": "1m",
+            "input_series": [{"series": 'payments_webhook_oldest_pending_age_seconds{instance="w1"}',
+                              "values": "0x5 4000x30"}],
+            "alert_rule_test": [
+                {"eval_time": "10m", "alertname": "PaymentsWebhookOldestPendingHigh", "exp_alerts": []},
+                {"eval_time": "30m", "alertname": "PaymentsWebhookOldestPendingHigh",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning", "side": "webhooks"}}]},
             ],
         },
     ],

@@ -277,7 +277,7 @@ def secret_keys(docs: list[dict], name: str) -> set[str] | None:
 
 EXTERNAL_SECRET = "payments-secrets"  # provided outside git in staging (docs/operations.md)
 SECRET_ENV = {"PAYMENTS_DATABASE_URL", "PAYMENTS_MONGO_URL", "PAYMENTS_REDIS_URL", "PAYMENTS_JWT_SECRET",
-              "PAYMENTS_CONSISTENCY_TOKEN_SECRET"}
+              "PAYMENTS_CONSISTENCY_TOKEN_SECRET", "PAYMENTS_WEBHOOKS_SECRET_KEY"}
 
 
 def check_secret_ref(render: str, docs: list[dict], ref: tuple[str, str]) -> None:
@@ -431,6 +431,10 @@ def test_network_policies(manifests: tuple[str, list[dict]]) -> None:
                    for p in policies)
 
 
+# The sides whose processes use the PostgreSQL schema (the webhooks' tables live beside the payments).
+MIGRATED_SIDES = ("command", "webhooks")
+
+
 def test_migrations_run_before_the_command_side(manifests: tuple[str, list[dict]]) -> None:
     render, docs = manifests
     [job] = [j for j in of_kind(docs, "Job")
@@ -452,7 +456,7 @@ def test_migrations_run_before_the_command_side(manifests: tuple[str, list[dict]
     else:
         for process, spec in PROCESSES.items():
             init = deployment_of(docs, process)["spec"]["template"]["spec"].get("initContainers", [])
-            if spec["side"] == "command":
+            if spec["side"] in MIGRATED_SIDES:
                 assert [c["args"] for c in init] == [["migrate"]], f"{process} does not wait for migrations"
                 check_secret_ref(render, docs, container_env(docs, init[0])["PAYMENTS_DATABASE_URL"])
             else:
@@ -542,7 +546,7 @@ def test_chart_variants_render_valid_objects(variant: str) -> None:
     elif variant == "migration initContainer":
         for process, spec in PROCESSES.items():
             init = deployment_of(docs, process)["spec"]["template"]["spec"].get("initContainers", [])
-            assert [c["args"] for c in init] == ([["migrate"]] if spec["side"] == "command" else [])
+            assert [c["args"] for c in init] == ([["migrate"]] if spec["side"] in MIGRATED_SIDES else [])
     elif variant == "existing secret":
         assert not of_kind(docs, "Secret")
         refs = {v["valueFrom"]["secretKeyRef"]["name"] for d in of_kind(docs, "Deployment") + of_kind(docs, "Job")
@@ -638,9 +642,9 @@ def test_tracing_values_become_the_standard_otel_variables() -> None:
 def test_every_process_is_configurable_per_side() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     fields = settings_env_names()
-    # The chart's values key of each process, under its side (command: or query:).
+    # The chart's values key of each process, under its side (command:, query: or webhooks:).
     keys = {"command-api": "api", "command-worker": "worker", "relay": "relay", "intake": "intake",
-            "query-api": "api", "projector": "projector", "query-worker": "worker"}
+            "query-api": "api", "projector": "projector", "query-worker": "worker", "webhooks": "deliveries"}
     assert set(keys) == set(PROCESSES)
     for process, key in keys.items():
         cfg = values[PROCESSES[process]["side"]][key]

@@ -52,3 +52,18 @@ def test_the_development_secret_beyond_loopback_only_when_told() -> None:
     result = _run(["query-api"], PAYMENTS_HOST="0.0.0.0", PAYMENTS_ALLOW_DEV_JWT_SECRET="true",
                   PAYMENTS_MONGO_URL="mongodb://127.0.0.1:1/?directConnection=true")
     assert result.returncode == 1 and "PAYMENTS_MONGO_URL" in result.stderr and "JWT" in result.stderr, result.stderr
+
+
+def test_the_webhooks_process_beyond_loopback_refuses_the_development_key() -> None:
+    result = _run(["webhooks"], PAYMENTS_HOST="0.0.0.0")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and len(errors) == 1 and "PAYMENTS_WEBHOOKS_SECRET_KEY" in errors[0], result.stderr
+
+
+@pytest.mark.parametrize("process", ["command-api", "webhooks"])
+def test_private_webhook_receivers_are_refused_beyond_loopback(process: str) -> None:
+    result = _run([process], PAYMENTS_HOST="0.0.0.0", PAYMENTS_JWT_SECRET="x" * 40,
+                  PAYMENTS_WEBHOOKS_SECRET_KEY="y" * 40, PAYMENTS_WEBHOOKS_ALLOW_PRIVATE="true")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and len(errors) == 1 and "PAYMENTS_WEBHOOKS_ALLOW_PRIVATE" in errors[0], \
+        result.stderr

@@ -11,7 +11,7 @@ from shared.settings import Settings
 # besides its host and port: what the deployment must give it.
 NEEDS: dict[str, set[str]] = {
     "command-api": {"database_url", "temporal_address", "temporal_namespace", "jwt_secret",
-                    "jwt_algorithm", "consistency_token_secret"},
+                    "jwt_algorithm", "consistency_token_secret", "webhooks_secret_key"},
     "command-worker": {"database_url", "temporal_address", "temporal_namespace"},
     "relay": {"database_url", "kafka_bootstrap", "events_topic"},
     "intake": {"database_url", "kafka_bootstrap", "temporal_address", "temporal_namespace",
@@ -20,6 +20,8 @@ NEEDS: dict[str, set[str]] = {
     "projector": {"kafka_bootstrap", "events_topic", "dlq_topic", "mongo_url", "mongo_db", "redis_url"},
     "query-worker": {"mongo_url", "mongo_db", "redis_url", "temporal_address", "temporal_namespace",
                      "consistency_token_secret"},
+    "webhooks": {"database_url", "kafka_bootstrap", "events_topic", "temporal_address", "temporal_namespace",
+                 "consistency_token_secret", "webhooks_secret_key"},
 }
 # The long-running processes of the process table (shared/processes.py): side, the
 # setting holding its port, and the settings it needs.
@@ -28,7 +30,8 @@ PROCESSES: dict[str, dict] = {
     for p in LONG_RUNNING
 }
 # Secret settings: a process that does not need one must not receive it.
-SECRET_FIELDS = {"database_url", "mongo_url", "redis_url", "jwt_secret", "consistency_token_secret"}
+SECRET_FIELDS = {"database_url", "mongo_url", "redis_url", "jwt_secret", "consistency_token_secret",
+                 "webhooks_secret_key"}
 
 
 def settings_env_names() -> dict[str, str]:

@@ -22,11 +22,12 @@ from temporalio.client import WorkflowFailureError
 
 from services.command.temporal import registry as commands
 from services.query.temporal import registry as queries
+from services.webhooks.temporal.workflows import WebhookDeliveries
 from tests.support.temporal_env import time_skipping, worker
 from tests.support.workflow_scenarios import scenarios
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
-WORKFLOWS = [*commands.WORKFLOWS, *queries.WORKFLOWS]
+WORKFLOWS = [*commands.WORKFLOWS, *queries.WORKFLOWS, WebhookDeliveries]
 
 
 async def record(directory: Path = HISTORIES) -> list[Path]:

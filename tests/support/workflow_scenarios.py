@@ -42,6 +42,16 @@ from services.query.queries import (
 )
 from services.query.temporal import registry as queries
 from services.query.temporal.activities import QueryActivities
+from services.webhooks.messages import (
+    AttemptInput,
+    AttemptOutcome,
+    AttemptResult,
+    DeliveryRef,
+    PaymentDeliveries,
+    RetryWindow,
+)
+from services.webhooks.temporal.activities import WebhookActivities
+from services.webhooks.temporal.workflows import WebhookDeliveries
 from shared.payment import PaymentAction, PaymentStatus, Refund
 from shared.payment_view import Payment
 from tests.support.builders import snapshot
@@ -67,6 +77,24 @@ BULK = BulkCreatePayments(command_id="batch-1", organization_id=ORG, items=[CREA
     update={"command_id": "create-pay-2", "payment_id": "pay-2"})])
 HISTORY = PaymentHistory.model_validate(PaymentHistory.model_json_schema()["examples"][0])
 BATCH = CommandBatch(batch_id="b1", items=[CREATE, COMPLETE])
+
+
+WEBHOOK_JOB = PaymentDeliveries(
+    organization_id=ORG, endpoint_id="we_1", payment_id="pay-1",
+    retry=RetryWindow(base_seconds=10, cap_seconds=60, max_retry_seconds=300, attempt_timeout_seconds=60),
+    pending=[DeliveryRef(delivery_id="d-1", payment_version=1), DeliveryRef(delivery_id="d-2", payment_version=2)])
+
+
+def webhook_receiver(failures: dict[str, int]) -> Any:
+    """An attempt answer: each delivery fails its first ``failures[id]`` attempts (-1: always)."""
+    def answer(job: AttemptInput) -> AttemptResult:
+        left = failures.get(job.delivery_id, 0)
+        if left == 0:
+            return AttemptResult(outcome=AttemptOutcome.SUCCEEDED, status_code=200)
+        failures[job.delivery_id] = left - 1 if left > 0 else left
+        return AttemptResult(outcome=AttemptOutcome.GIVEN_UP if job.give_up_if_failed else AttemptOutcome.RETRY,
+                             status_code=500, error="HTTP 500")
+    return answer
 
 
 def _refuse(kind: RejectionKind, detail: str, current_version: int | None = None, remaining: int | None = None) -> Any:
@@ -160,6 +188,10 @@ def scenarios() -> list[Scenario]:
                  [mocked(QueryActivities.get, lambda _: Payment.of(PAID))]),
         Scenario("GetPayment.missing", q["get"].workflow, GetInput(organization_id=ORG, payment_id="nope"),
                  [mocked(QueryActivities.get, lambda _: None)]),
+        Scenario("WebhookDeliveries.retried-in-order", WebhookDeliveries, WEBHOOK_JOB,
+                 [mocked(WebhookActivities.attempt, webhook_receiver({"d-1": 2}))]),
+        Scenario("WebhookDeliveries.given-up", WebhookDeliveries, WEBHOOK_JOB,
+                 [mocked(WebhookActivities.attempt, webhook_receiver({"d-1": -1}))]),
         Scenario("PaymentStatistics.figures", q["statistics"].workflow, stats_input,
                  [mocked(QueryActivities.statistics, lambda _: stats)]),
         Scenario("PaymentHistory.found", q["history"].workflow,

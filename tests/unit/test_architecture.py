@@ -93,7 +93,7 @@ def inside(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
 
 
-WINGS = ("services.command", "services.query")
+WINGS = ("services.command", "services.query", "services.webhooks")
 # Each wing's service layer: pure rules, typed messages, handlers and the ports they need.
 SERVICE_LAYER = ("commands", "queries", "domain", "handlers", "ports", "projection", "projection_health", "poison")
 
@@ -122,6 +122,9 @@ def forbidden_imports(graph: dict[str, set[str]]) -> list[str]:
         # (importers, imported, exempt importers)
         ("services.command", "services.query", ()),
         ("services.query", "services.command", ()),
+        # Webhooks read the command side's database and serve on its API; the query side never meets them.
+        ("services.query", "services.webhooks", ()),
+        ("services.webhooks", "services.query", ()),
         ("shared", "services", ()),
         ("shared", "devstack", ()),
         # The dev tooling stays out of the product; the `payments` root may register it.

@@ -49,7 +49,9 @@ def test_every_reference_resolves_and_every_topic_is_a_channel() -> None:
     addresses = {c["address"] for c in doc["channels"].values()}
     defaults = Settings.model_fields
     assert addresses == {defaults[f].default for f in ("events_topic", "dlq_topic", "commands_topic",
-                                                        "command_results_topic", "commands_dlq_topic")}
+                                                        "command_results_topic", "commands_dlq_topic")} | {
+        "{endpointUrl}"}  # the webhook deliveries (HTTP), to each endpoint's URL
+    assert set(doc["channels"]["webhookDeliveries"]["parameters"]) == {"endpointUrl"}
     assert {op["action"] for op in doc["operations"].values()} == {"send", "receive"}
 
 
@@ -85,3 +87,16 @@ def test_event_and_result_schemas_accept_what_the_code_produces() -> None:
     for outcome in (payment, Problem(title="Payment not found", status=404, detail="no such payment")):
         results.validate(json.loads(result_event("acme", "c-1", "inv-1", outcome, source="/payments/command")
                                     .to_json_bytes()))
+
+
+def test_the_webhook_message_is_the_body_the_code_sends() -> None:
+    from services.webhooks.handlers import webhook_body
+    from shared.consistency import ConsistencyTokens
+    from shared.events import EventType, new_event
+    from tests.support.builders import snapshot
+
+    body = webhook_body(new_event(EventType.CREATED, snapshot("p-1", "acme")), ConsistencyTokens("s" * 32))
+    validator = _validator("webhookDelivery")
+    validator.validate(json.loads(body))
+    with pytest.raises(jsonschema.ValidationError):
+        validator.validate({k: v for k, v in json.loads(body).items() if k != "consistencytoken"})

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 from services.cli import app
 from shared import telemetry
 from shared.dependencies import CHECKS
-from shared.processes import BY_NAME, COMMAND, LONG_RUNNING, PROCESSES, QUERY, TOOLS, port_default
+from shared.processes import BY_NAME, COMMAND, LONG_RUNNING, PROCESSES, QUERY, TOOLS, WEBHOOKS, port_default
 from shared.settings import Settings
 
 
@@ -19,7 +19,7 @@ def test_every_process_is_a_payments_sub_command_of_its_wing() -> None:
         module, _, function = process.entrypoint.partition(":")
         assert commands[process.name].callback.__module__ == module
         assert commands[process.name].callback.__name__ == function
-        assert process.wing in (COMMAND, QUERY, TOOLS)
+        assert process.wing in (COMMAND, QUERY, WEBHOOKS, TOOLS)
         assert module.startswith(f"services.{process.wing}.")
     assert len(BY_NAME) == len(PROCESSES), "a name appears twice"
 
@@ -65,7 +65,7 @@ def test_each_consumer_names_its_group_setting_and_gets_a_static_id_per_slot() -
     from services.command.config import CommandSettings
 
     consumers = {p.name: p.group_field for p in PROCESSES if p.group_field}
-    assert consumers == {"intake": "intake_group", "projector": "projector_group"}
+    assert consumers == {"intake": "intake_group", "projector": "projector_group", "webhooks": "webhooks_group"}
     for name, field in consumers.items():
         assert field in CommandSettings.model_fields, field
         assert member_env(BY_NAME[name], 1) == {GROUP_INSTANCE_ID_ENV: f"{name}-1"}

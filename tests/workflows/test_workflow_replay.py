@@ -14,9 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from services.command.commands import CommandResult, CreatePayment
-from services.command.temporal import registry as commands
 from services.command.temporal.workflows import CreatePaymentWorkflow, _execute
-from services.query.temporal import registry as queries
 from tests.support.record_histories import HISTORIES, WORKFLOWS
 
 RECORDED = sorted(HISTORIES.glob("*.json"))
@@ -32,7 +30,7 @@ def _workflow_type(path: Path) -> str:
 
 
 def test_every_workflow_type_has_recorded_histories() -> None:
-    names = {workflow._Definition.must_from_class(w).name for w in [*commands.WORKFLOWS, *queries.WORKFLOWS]}
+    names = {workflow._Definition.must_from_class(w).name for w in WORKFLOWS}
     assert {_workflow_type(p) for p in RECORDED} == names
 
 

@@ -75,7 +75,7 @@ so that "<prefix>-command-worker" stays a valid 63-character Service name. */}}
 {{- end }}
 
 {{/*
-The seven long-running processes. name = the `payments` sub-command and the component
+The eight long-running processes. name = the `payments` sub-command and the component
 label; side/key = where its settings live in values (.Values.<side>.<key>); portEnv = the
 setting that tells the process its port; secrets = the secret settings it receives.
 */}}
@@ -84,7 +84,8 @@ setting that tells the process its port; secrets = the secret settings it receiv
   side: command
   key: api
   portEnv: PAYMENTS_COMMAND_API_PORT
-  secrets: [PAYMENTS_DATABASE_URL, PAYMENTS_JWT_SECRET, PAYMENTS_CONSISTENCY_TOKEN_SECRET]
+  secrets: [PAYMENTS_DATABASE_URL, PAYMENTS_JWT_SECRET, PAYMENTS_CONSISTENCY_TOKEN_SECRET,
+            PAYMENTS_WEBHOOKS_SECRET_KEY]
 - name: command-worker
   side: command
   key: worker
@@ -115,6 +116,11 @@ setting that tells the process its port; secrets = the secret settings it receiv
   key: worker
   portEnv: PAYMENTS_QUERY_WORKER_METRICS_PORT
   secrets: [PAYMENTS_MONGO_URL, PAYMENTS_REDIS_URL, PAYMENTS_CONSISTENCY_TOKEN_SECRET]
+- name: webhooks
+  side: webhooks
+  key: deliveries
+  portEnv: PAYMENTS_WEBHOOKS_METRICS_PORT
+  secrets: [PAYMENTS_DATABASE_URL, PAYMENTS_CONSISTENCY_TOKEN_SECRET, PAYMENTS_WEBHOOKS_SECRET_KEY]
 {{- end }}
 
 {{/* Pod-level scheduling for one process: its own value, else the chart-wide one. */}}

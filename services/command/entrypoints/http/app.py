@@ -18,6 +18,7 @@ from services.command.bootstrap import CommandRuntime, command_runtime, ops_chec
 from services.command.config import CommandSettings
 from services.command.entrypoints.http.body_limit import MAX_BODY_BYTES, BodyLimit
 from services.command.entrypoints.http.routes import router
+from services.webhooks.entrypoints.http import router as webhooks_router
 from shared.auth import Authenticate
 from shared.http import install_health_routes, install_problem_handlers
 from shared.tracing import fastapi_telemetry
@@ -59,6 +60,7 @@ def create_app(settings: CommandSettings | None = None, runtime: CommandRuntime 
 
     install_health_routes(app, {"postgres": lambda: check("postgres"), "temporal": lambda: check("temporal")})
     app.include_router(router)
+    app.include_router(webhooks_router)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     return app
 
