@@ -13,16 +13,15 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
-from devstack import Endpoints, LocalStack
+from devstack import LocalStack
 from services.command.bootstrap import command_runtime
 from services.command.config import CommandSettings
 from services.command.entrypoints.http.app import create_app as create_command_app
@@ -230,17 +229,6 @@ async def test_an_update_cannot_move_a_deadline_into_the_past(client: Client) ->
     moved = await client.http.patch(f"{client.command}/payments/{payment['id']}", headers=client.auth,
                                     json={"expires_at": "2020-01-01T00:00:00Z"})
     assert moved.status_code == 422 and moved.json()["errors"][0]["field"] == "expires_at", moved.text
-
-
-@pytest.fixture
-def private_temporal(stack: Endpoints, scratch_dir: Path) -> Iterator[LocalStack]:
-    """A Temporal dev server of this test, persistent (its SQLite file), which it restarts."""
-    own = LocalStack(scratch_dir / "temporal", persist=True, headless=True, write_stack_file=False,
-                     database_url=stack.database_url, kafka_bootstrap=stack.kafka_bootstrap,
-                     mongo_url=stack.mongo_url, redis_url=stack.redis_url)
-    own.start()
-    yield own
-    own.stop()
 
 
 async def test_a_timer_survives_a_restart_of_the_temporal_server(settings: Settings,

@@ -7,29 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from devstack import Endpoints, LocalStack
+from devstack import LocalStack
 from shared.auth import SCOPE_WEBHOOKS, SCOPE_WRITE, mint_token
 from shared.settings import Settings
 from tests.support.systems import isolated_system
 from tests.support.webhook_receiver import webhook_receiver
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture
-def private_temporal(stack: Endpoints, scratch_dir: Path) -> Iterator[LocalStack]:
-    own = LocalStack(scratch_dir / "temporal", persist=True, headless=True, write_stack_file=False,
-                     database_url=stack.database_url, kafka_bootstrap=stack.kafka_bootstrap,
-                     mongo_url=stack.mongo_url, redis_url=stack.redis_url)
-    own.start()
-    yield own
-    own.stop()
 
 
 @pytest.fixture
